@@ -1,0 +1,186 @@
+"""Mergeable accumulators: compensated sums and gradient summaries.
+
+Everything here is exact to float64 round-off whatever the batch sizes: within a
+batch numpy's pairwise summation, across batches Neumaier's compensated sum, and
+Chan's parallel update for variances.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+# 1% of rows with the largest gradient, as CLI.md defines top1_share
+TOP_FRACTION = 0.01
+# rows kept for the gradient histogram (a deterministic, batch-invariant sample)
+SAMPLE_SIZE = 4096
+
+
+class Sum:
+    """A vector of Neumaier-compensated float64 sums."""
+
+    __slots__ = ("s", "c")
+
+    def __init__(self, size: int) -> None:
+        self.s = np.zeros(size)
+        self.c = np.zeros(size)
+
+    def add(self, x: np.ndarray) -> None:
+        s = self.s
+        t = s + x
+        big = np.abs(s) >= np.abs(x)
+        with np.errstate(invalid="ignore"):
+            self.c += np.where(big, (s - t) + x, (x - t) + s)
+        self.s = t
+
+    def merge(self, other: "Sum") -> None:
+        self.add(other.s)
+        self.add(other.c)
+
+    @property
+    def value(self) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            v = self.s + self.c
+        # an infinite sum makes the compensation NaN; the sum itself is the answer
+        return np.where(np.isfinite(self.s), v, self.s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"s": self.s.tolist(), "c": self.c.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Sum":
+        out = cls(len(d["s"]))
+        out.s = np.asarray(d["s"], dtype=float)
+        out.c = np.asarray(d["c"], dtype=float)
+        return out
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """A counter-based hash of uint64 row indices (Steele et al. 2014)."""
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+class GradSummary:
+    """Streaming summary of per-row gradients g_i (a number or a vector per row).
+
+    The engine feeds unscaled gradients (weights applied) and gives the final,
+    positive scale at the end (N/Σw for weighted means, 1/RMSE for RMSE): mean, std,
+    min, max, abs_mean and l2 scale with it; zero_frac and top1_share do not.
+    """
+
+    def __init__(self, rows_bound: int | None = None) -> None:
+        self.rows = 0
+        self.elems = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+        self.sums = Sum(2)  # Σ|g|, Σg²
+        self.zero_rows = 0
+        self.rows_bound = rows_bound
+        self.top = np.empty(0)  # candidates for the largest row L1 norms
+        self.sample_key = np.empty(0, dtype=np.uint64)
+        self.sample_val = np.empty(0)
+
+    # -- updating
+    def update(self, g: np.ndarray, offset: int = 0) -> None:
+        n = g.shape[0]
+        if n == 0:
+            return
+        flat = g.reshape(-1)
+        m = flat.size
+        bmean = float(np.mean(flat))
+        bm2 = float(np.sum(np.square(flat - bmean)))
+        self._merge_moments(m, bmean, bm2)
+        self.min = min(self.min, float(flat.min()))
+        self.max = max(self.max, float(flat.max()))
+        absg = np.abs(g)
+        l1 = absg if g.ndim == 1 else absg.sum(axis=1)
+        self.sums.add(np.array([float(np.sum(l1)), float(np.dot(flat, flat))]))
+        self.zero_rows += int(n - np.count_nonzero(l1))
+        self.rows += n
+        self._add_top(l1)
+        self._add_sample(l1 if g.ndim > 1 else g, offset)
+
+    def _merge_moments(self, m: int, mean: float, m2: float) -> None:
+        tot = self.elems + m
+        delta = mean - self.mean
+        self.mean += delta * m / tot
+        self.m2 += m2 + delta * delta * self.elems * m / tot
+        self.elems = tot
+
+    def _cap(self) -> int | None:
+        if self.rows_bound is None:
+            return None
+        return max(1, math.ceil(TOP_FRACTION * self.rows_bound))
+
+    def _add_top(self, l1: np.ndarray) -> None:
+        cap = self._cap()
+        top = np.concatenate([self.top, l1])
+        if cap is not None and top.size > 2 * cap:
+            top = np.partition(top, top.size - cap)[top.size - cap:]
+        self.top = top
+
+    def _add_sample(self, vals: np.ndarray, offset: int) -> None:
+        keys = splitmix64(np.arange(offset, offset + vals.shape[0], dtype=np.uint64))
+        key = np.concatenate([self.sample_key, keys])
+        val = np.concatenate([self.sample_val, vals])
+        if key.size > SAMPLE_SIZE:
+            idx = np.argpartition(key, SAMPLE_SIZE)[:SAMPLE_SIZE]
+            key, val = key[idx], val[idx]
+        self.sample_key, self.sample_val = key, val
+
+    def merge(self, other: "GradSummary") -> None:
+        if other.elems == 0:
+            return
+        if self.elems == 0:
+            self.mean, self.m2, self.elems = other.mean, other.m2, other.elems
+        else:
+            self._merge_moments(other.elems, other.mean, other.m2)
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        self.sums.merge(other.sums)
+        self.zero_rows += other.zero_rows
+        self.rows += other.rows
+        if self.rows_bound is not None and other.rows_bound is not None:
+            self.rows_bound = self.rows_bound + other.rows_bound
+        else:
+            self.rows_bound = None
+        self._add_top(other.top)
+        self.sample_key = np.concatenate([self.sample_key, other.sample_key])
+        self.sample_val = np.concatenate([self.sample_val, other.sample_val])
+        if self.sample_key.size > SAMPLE_SIZE:
+            idx = np.argpartition(self.sample_key, SAMPLE_SIZE)[:SAMPLE_SIZE]
+            self.sample_key, self.sample_val = self.sample_key[idx], self.sample_val[idx]
+
+    # -- results
+    def result(self, scale: float = 1.0) -> dict[str, float]:
+        if self.rows == 0:
+            return {}
+        abs_sum, sq_sum = (float(x) for x in self.sums.value)
+        k = max(1, math.ceil(TOP_FRACTION * self.rows))
+        top = self.top
+        top_sum = float(np.sum(np.partition(top, top.size - k)[top.size - k:])) if top.size >= k else float(np.sum(top))
+        s = abs(scale)
+        lo, hi = self.min * scale, self.max * scale
+        if scale < 0:
+            lo, hi = hi, lo
+        return {
+            "mean": self.mean * scale,
+            "std": math.sqrt(max(self.m2, 0.0) / self.elems) * s,
+            "min": lo,
+            "max": hi,
+            "abs_mean": abs_sum / self.elems * s,
+            "l2": math.sqrt(sq_sum) * s,
+            "zero_frac": self.zero_rows / self.rows,
+            "top1_share": (top_sum / abs_sum) if abs_sum > 0 else 0.0,
+        }
+
+    def sample(self, scale: float = 1.0) -> np.ndarray:
+        """Up to SAMPLE_SIZE per-row gradients (or row norms), for histograms."""
+        return self.sample_val * scale

@@ -1,0 +1,286 @@
+"""The command line: a thin Typer shell over lossctl's library.
+
+Only typer and the registry are imported at start-up; numpy, pyarrow and rich's
+tables load inside the commands that use them, so ``lossctl --help`` stays fast.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from typing import Annotated, Iterator, Optional, TextIO
+
+import typer
+
+from lossctl import __version__
+from lossctl.errors import ExitStatus, LossctlError, UsageError
+
+app = typer.Typer(
+    name="lossctl",
+    help="Evaluate machine-learning losses and their gradients on prediction files.",
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+REPORT = "https://github.com/lossctl/lossctl/issues"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lossctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = None,
+) -> None:
+    """lossctl: how predictions score under a loss, and what its gradients look like."""
+
+
+# ------------------------------------------------------------------ output plumbing
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _color(stream: TextIO) -> bool:
+    return _is_tty(stream) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+@contextlib.contextmanager
+def _output(path: Optional[str]) -> Iterator[TextIO]:
+    """Write to a temporary file, then rename it onto PATH (or copy it to stdout).
+
+    Either everything is written, or nothing is: an error half-way leaves no
+    half-written file and prints nothing on standard output.
+    """
+    target_dir = os.path.dirname(os.path.abspath(path)) if path else None
+    if path and not os.path.isdir(target_dir or "."):
+        raise UsageError(f"cannot write {path}: no such directory")
+    fd, tmp = tempfile.mkstemp(prefix=".lossctl-", suffix=".tmp", dir=target_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+        if path:
+            os.replace(tmp, path)
+        else:
+            with open(tmp, "r", encoding="utf-8", newline="") as f:
+                while chunk := f.read(1 << 20):
+                    sys.stdout.write(chunk)
+            sys.stdout.flush()
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _default_format(fmt: Optional[str], output: Optional[str]) -> str:
+    from lossctl.render import FORMATS
+
+    if fmt is None:
+        if output:
+            ext = os.path.splitext(output)[1].lower().lstrip(".")
+            return {"md": "markdown", "ndjson": "jsonl"}.get(ext, ext if ext in FORMATS else "json")
+        return "table" if _is_tty(sys.stdout) else "json"
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format '{fmt}'; valid formats: {', '.join(FORMATS)}")
+    return fmt
+
+
+def _parse_cols(cols: list[str]) -> dict[str, str]:
+    out = {}
+    for c in cols:
+        role, sep, sel = c.partition("=")
+        if not sep or not role.strip() or not sel.strip():
+            raise UsageError(f"--col takes ROLE=COLUMNS, such as --col anchor='a_*'. Got '{c}' instead.")
+        out[role.strip()] = sel.strip()
+    return out
+
+
+# ------------------------------------------------------------------ eval
+
+Data = Annotated[str, typer.Argument(help="CSV, TSV, Parquet, Feather, JSON Lines, a Parquet directory or glob, or - for stdin.", show_default=False)]
+
+
+@app.command("eval")
+def eval_cmd(
+    data: Data,
+    data2: Annotated[Optional[str], typer.Argument(help="A second file holding the predictions; rows align by position or by --key.", show_default=False)] = None,
+    loss: Annotated[list[str], typer.Option("-l", "--loss", help="Loss SPEC: NAME or NAME:key=value,... (repeatable); 'all' for every loss of the task.")] = [],
+    target: Annotated[Optional[str], typer.Option("-t", "--target", help="Target column(s): a name, a comma list or a glob.")] = None,
+    pred: Annotated[list[str], typer.Option("-p", "--pred", help="Prediction column(s); repeat to compare prediction sets (models).")] = [],
+    col: Annotated[list[str], typer.Option("--col", help="Bind another role: ROLE=COLUMNS (repeatable), e.g. --col anchor='a_*'.")] = [],
+    weight: Annotated[Optional[str], typer.Option("-w", "--weight", help="Sample-weight column.")] = None,
+    key: Annotated[Optional[str], typer.Option("--key", help="Join DATA and DATA2 on this column instead of by position.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="regression|binary|multiclass|segmentation|metric|distribution (inferred when omitted).")] = None,
+    logits: Annotated[Optional[bool], typer.Option("--logits/--no-logits", help="Scores are logits (sets logits=true on every loss that has it).", show_default=False)] = None,
+    reduction: Annotated[str, typer.Option("--reduction", help="mean | sum | none (one output row per input row).")] = "mean",
+    grad: Annotated[bool, typer.Option("--grad", help="Summarise the gradient of each loss w.r.t. the model output.")] = False,
+    nan: Annotated[str, typer.Option("--nan", help="error | drop: what to do with rows holding NaN or ±inf.")] = "error",
+    by: Annotated[list[str], typer.Option("--by", help="Slice results by this column (repeatable for a cross).")] = [],
+    min_rows: Annotated[int, typer.Option("--min-rows", help="Hide slices with fewer rows.")] = 1,
+    ci: Annotated[Optional[float], typer.Option("--ci", help="Bootstrap confidence level, e.g. 0.95.")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    id_col: Annotated[Optional[str], typer.Option("--id", help="Carry this column into --reduction none output.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table | json | jsonl | csv | tsv | markdown (table on a terminal, json otherwise).")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write results to FILE (atomically) instead of stdout.")] = None,
+    input_format: Annotated[Optional[str], typer.Option("--input-format", help="csv | tsv | parquet | feather | jsonl, when the name does not say.")] = None,
+    batch_rows: Annotated[Optional[int], typer.Option("--batch-rows", help="Rows per record batch (results do not depend on it).")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or notes on stderr.")] = False,
+) -> None:
+    """Compute losses (and with --grad their gradient summaries) for one or more prediction sets."""
+    from lossctl.evaluate import Request, iter_rows, prepare, run
+
+    form = _default_format(fmt, output)
+    if batch_rows is not None and batch_rows < 1:
+        raise UsageError(f"--batch-rows must be at least 1. Got {batch_rows} instead.")
+    if min_rows < 1:
+        raise UsageError(f"--min-rows must be at least 1. Got {min_rows} instead.")
+    req = Request(
+        data=data, data2=data2, key=key, target=target, preds=list(pred), cols=_parse_cols(col), weight=weight,
+        task=task, losses=list(loss), logits=logits, reduction=reduction, grad=grad, nan=nan, by=list(by),
+        min_rows=min_rows, ci=ci, bootstrap=bootstrap, seed=seed, input_format=input_format,
+        batch_rows=batch_rows, id=id_col,
+    )
+    if reduction == "none" and form not in ("csv", "tsv", "jsonl"):
+        raise UsageError("--reduction none writes one row per input row: use -f csv, tsv or jsonl")
+    plan = prepare(req)
+    try:
+        if reduction == "none":
+            from lossctl.render import write_rows
+
+            with _output(output) as out:
+                write_rows(iter_rows(plan), form, out)
+            return
+        report = run(plan)
+    finally:
+        plan.close()
+    from lossctl.render import render_report
+
+    with _output(output) as out:
+        render_report(report, form, out, color=_color(sys.stdout) and not output)
+    if not quiet and form != "table":
+        for w in report.warnings:
+            print(f"lossctl: note: {w}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ list / explain
+
+
+@app.command("list")
+def list_cmd(
+    task: Annotated[Optional[str], typer.Option("--task", help="Only the losses of this task.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table | json | markdown.")] = None,
+) -> None:
+    """The catalogue: every loss with its task, roles, parameters and properties."""
+    from lossctl import catalog
+
+    form = _default_format(fmt, None)
+    if form not in ("table", "json", "markdown"):
+        raise UsageError(f"list writes table, json or markdown, not {form}")
+    with _output(None) as out:
+        catalog.render_list(task, form, out, color=_color(sys.stdout))
+
+
+@app.command("explain")
+def explain_cmd(
+    loss: Annotated[str, typer.Argument(help="A loss name or alias.", show_default=False)],
+    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table (text) | json | markdown.")] = None,
+) -> None:
+    """One loss in full: formula, gradient, properties, when to use it, conventions, an example."""
+    from lossctl import catalog
+
+    form = _default_format(fmt, None)
+    if form not in ("table", "json", "markdown"):
+        raise UsageError(f"explain writes text (table), json or markdown, not {form}")
+    with _output(None) as out:
+        catalog.render_explain(loss, form, out, color=_color(sys.stdout))
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map every failure to an exit code and one line on stderr."""
+    import click
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("LOSSCTL_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)
+        code = int(rv) if isinstance(rv, int) else 0
+    except LossctlError as e:
+        if debug:
+            raise
+        _err(f"lossctl: error: {e}")
+        code = int(e.exit_status)
+    except click.exceptions.NoArgsIsHelp as e:
+        code = 0 if not isinstance(e, click.ClickException) else 2
+    except click.ClickException as e:
+        if debug:
+            raise
+        msg = e.format_message()
+        hint = ""
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        _err(f"lossctl: error: {msg}{hint}")
+        code = int(ExitStatus.INPUT_ERROR)
+    except click.exceptions.Abort:
+        _err("lossctl: aborted")
+        code = 130
+    except BrokenPipeError:
+        _quiet_pipe()
+        code = 0
+    except KeyboardInterrupt:
+        _err("lossctl: interrupted")
+        code = 130
+    except MemoryError:
+        if debug:
+            raise
+        _err("lossctl: error: out of memory (try a smaller --batch-rows or --bootstrap)")
+        code = int(ExitStatus.INTERNAL_ERROR)
+    except Exception as e:  # noqa: BLE001 - the one place that turns bugs into exit 3
+        if debug:
+            raise
+        _err(f"lossctl: internal error: {type(e).__name__}: {e}. This is a bug: please report it at {REPORT} "
+             "(run again with --debug for the traceback)")
+        code = int(ExitStatus.INTERNAL_ERROR)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_pipe()
+    return code
+
+
+def _err(msg: str) -> None:
+    line = " ".join(str(msg).split())
+    try:
+        print(line, file=sys.stderr)
+    except BrokenPipeError:
+        pass
+
+
+def _quiet_pipe() -> None:
+    # the reader went away: point stdout at /dev/null so the exit flush is silent
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def run() -> None:
+    sys.exit(main())

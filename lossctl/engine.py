@@ -1,0 +1,435 @@
+"""The streaming engine: batches → per-loss mergeable state → results.
+
+A loss is a *kernel* bound to its parameters. Most kernels are *decomposable*: the
+value is a function of column sums of per-row statistics (a weighted mean is
+Σwℓ / Σw, Dice is a ratio of Σpg, Σp, Σg). Their state is a compensated sum of those
+statistics, so update/merge/result are exact whatever the batch sizes, and slices,
+shard merges and bootstrap intervals come for free. Kernels that are not (batch-mined
+triplets, Wasserstein) provide their own state with the same update/merge/result.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from lossctl.accumulate import GradSummary, Sum, splitmix64
+from lossctl.errors import InputError, UsageError
+
+Stat = "np.ndarray | float"
+
+
+@dataclass
+class Batch:
+    """Rows of bound inputs: role → array of shape (n,) or (n, k)."""
+
+    cols: dict[str, np.ndarray]
+    n: int
+    weight: np.ndarray | None = None
+    offset: int = 0  # global index of the first row (0-based)
+    source: str = ""
+    columns: Mapping[str, str] = field(default_factory=dict)  # role → column label, for messages
+    input_start: int = 0  # 0-based input row of the first row, counting dropped rows
+    keep: np.ndarray | None = None  # which input rows survived --nan drop
+
+    def __getitem__(self, role: str) -> np.ndarray:
+        return self.cols[role]
+
+    def get(self, role: str) -> np.ndarray | None:
+        return self.cols.get(role)
+
+    def take(self, idx: np.ndarray) -> "Batch":
+        return Batch(
+            {k: v[idx] for k, v in self.cols.items()},
+            int(idx.size),
+            None if self.weight is None else self.weight[idx],
+            self.offset,
+            self.source,
+            self.columns,
+        )
+
+    def input_row(self, i: int) -> int:
+        """The 1-based row of the input file that row ``i`` of this batch came from."""
+        if self.keep is None:
+            return self.input_start + i + 1
+        return self.input_start + int(np.flatnonzero(self.keep)[i]) + 1
+
+    def row_indices(self) -> np.ndarray:
+        return np.arange(self.offset, self.offset + self.n, dtype=np.uint64)
+
+    def fail(self, message: str, role: str, mask: np.ndarray, values: np.ndarray | None = None) -> InputError:
+        """An InputError naming the first row where ``mask`` is true."""
+        bad = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)) if mask.ndim > 1 else np.flatnonzero(mask)
+        i = int(bad[0])
+        arr = self.cols[role] if values is None else values
+        v = arr[i]
+        if np.ndim(v):
+            row_mask = mask[i]
+            v = v[np.flatnonzero(row_mask)[0]] if np.ndim(row_mask) else v
+        v = v.item() if hasattr(v, "item") else v
+        return InputError.at(
+            message,
+            source=self.source or None,
+            column=self.columns.get(role, role),
+            row=self.input_row(i),
+            value=v,
+            count=int(bad.size),
+        )
+
+
+@dataclass
+class Context:
+    """What a kernel may need to know beyond its parameters."""
+
+    task: str
+    grad: bool = False
+    n_classes: int | None = None
+    target_kind: str = "scalar"  # "scalar" (labels / values) or "vector" (one-hot, soft, distributions)
+    rows_bound: int | None = None
+    # filled in by a pre-pass for kernels that need whole-file facts (balanced weights)
+    prepass: dict[str, Any] = field(default_factory=dict)
+
+
+class Kernel:
+    """A decomposable loss bound to its parameters.
+
+    Subclasses define ``stats`` (per-row statistics whose column sums determine the
+    value), ``value`` (vectorised over leading axes, for the bootstrap) and the
+    gradient: either in the same pass (``grad_scale`` gives the final positive
+    scale) or, for losses whose gradient needs the final sums, in a second pass.
+    """
+
+    row_mean = True
+    two_pass_grad = False
+    needs_prepass = False
+    grad_roles: tuple[str, ...] = ("pred",)
+
+    def __init__(self, params: Mapping[str, Any], ctx: Context) -> None:
+        self.params = dict(params)
+        self.ctx = ctx
+
+    # per-row statistics: a list of (n,) or (n, k) arrays, or float constants
+    def stats(self, b: Batch, grad: bool) -> tuple[list[Any], dict[str, np.ndarray] | None]:
+        raise NotImplementedError
+
+    def value(self, totals: np.ndarray) -> np.ndarray | float:
+        raise NotImplementedError
+
+    def extra(self, totals: np.ndarray) -> dict[str, Any]:
+        return {}
+
+    def reduce_sum(self, totals: np.ndarray) -> float:
+        raise UsageError(f"{type(self).__name__} has no sum reduction")
+
+    def grad_scale(self, totals: np.ndarray, n: int) -> float:
+        return 1.0
+
+    def grad2(self, b: Batch, totals: np.ndarray, n: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def per_row(self, b: Batch, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        raise NotImplementedError
+
+    def prepass(self, b: Batch) -> None:  # pragma: no cover - overridden where needed
+        pass
+
+    def end_prepass(self) -> None:  # pragma: no cover
+        pass
+
+    def validate(self, b: Batch) -> None:
+        """Check the domain of this loss's inputs (labels, probabilities)."""
+
+
+class RowMeanKernel(Kernel):
+    """A loss that is the (weighted) mean of per-row losses ℓᵢ.
+
+    Subclasses implement ``rows(b, grad) -> (ℓ, grads, row_weight)``: per-row losses,
+    per-row gradients ∂ℓᵢ/∂output (or None) and an optional per-row weight that the
+    loss itself applies (torch's class weights), which joins the sample weight in
+    both numerator and denominator of the mean.
+    """
+
+    def rows(self, b: Batch, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None, np.ndarray | None]:
+        raise NotImplementedError
+
+    def stats(self, b: Batch, grad: bool) -> tuple[list[Any], dict[str, np.ndarray] | None]:
+        loss, grads, roww = self.rows(b, grad)
+        w = b.weight
+        if roww is not None:
+            w = roww if w is None else w * roww
+        if w is None:
+            return [loss, 1.0], grads
+        if grads is not None:
+            grads = {k: g * (w if g.ndim == 1 else w[:, None]) for k, g in grads.items()}
+        return [loss * w, w], grads
+
+    def value(self, totals: np.ndarray) -> np.ndarray | float:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return totals[..., 0] / totals[..., 1]
+
+    def reduce_sum(self, totals: np.ndarray) -> float:
+        return float(totals[0])
+
+    def grad_scale(self, totals: np.ndarray, n: int) -> float:
+        return n / float(totals[1]) if totals[1] > 0 else 1.0
+
+    def per_row(self, b: Batch, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        loss, grads, roww = self.rows(b, grad)
+        if roww is not None:
+            loss = loss * roww
+            if grads is not None:
+                grads = {k: g * (roww if g.ndim == 1 else roww[:, None]) for k, g in grads.items()}
+        return loss, grads
+
+
+def _stat_sizes(stats: list[Any]) -> list[int]:
+    return [1 if np.ndim(s) <= 1 else s.shape[1] for s in stats]
+
+
+def _sum_stats(stats: list[Any], n: int) -> np.ndarray:
+    out = []
+    for s in stats:
+        if np.ndim(s) == 0:
+            out.append(float(s) * n)
+        elif s.ndim == 1:
+            out.append(float(np.sum(s)))
+        else:
+            out.extend(np.sum(s, axis=0).tolist())
+    return np.asarray(out, dtype=float)
+
+
+def _stats_matrix(stats: list[Any], n: int) -> np.ndarray:
+    cols = []
+    for s in stats:
+        if np.ndim(s) == 0:
+            cols.append(np.full((n, 1), float(s)))
+        elif s.ndim == 1:
+            cols.append(s[:, None])
+        else:
+            cols.append(s)
+    return np.hstack(cols).astype(float, copy=False)
+
+
+# ------------------------------------------------------------------ bootstrap units
+
+ROW_UNITS_LIMIT = 1 << 15  # up to this many rows, resample rows exactly
+BUCKETS = 1 << 12  # beyond it, resample this many hashed blocks of rows
+
+
+class BootUnits:
+    """Per-unit sums of a decomposable loss's statistics, for the bootstrap.
+
+    Units are rows while there are at most ROW_UNITS_LIMIT of them (an exact row
+    bootstrap); past that, rows are hashed by their index into BUCKETS blocks whose
+    sums are resampled. Hashing by row index keeps units paired across prediction
+    sets and independent of batch sizes.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []  # (n, S) blocks while exact
+        self.idx: list[np.ndarray] = []
+        self.buckets: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, mat: np.ndarray, idx: np.ndarray) -> None:
+        self.count += mat.shape[0]
+        if self.buckets is None:
+            self.rows.append(mat)
+            self.idx.append(idx)
+            if self.count > ROW_UNITS_LIMIT:
+                self._to_buckets()
+        else:
+            self._bucket_add(mat, idx)
+
+    def _bucket_add(self, mat: np.ndarray, idx: np.ndarray) -> None:
+        assert self.buckets is not None
+        b = (splitmix64(idx) % np.uint64(BUCKETS)).astype(np.intp)
+        for j in range(mat.shape[1]):
+            self.buckets[:, j] += np.bincount(b, weights=mat[:, j], minlength=BUCKETS)
+
+    def _to_buckets(self) -> None:
+        s = self.rows[0].shape[1] if self.rows else 0
+        self.buckets = np.zeros((BUCKETS, s))
+        for mat, idx in zip(self.rows, self.idx):
+            self._bucket_add(mat, idx)
+        self.rows, self.idx = [], []
+
+    def merge(self, other: "BootUnits") -> None:
+        if other.buckets is None:
+            for mat, idx in zip(other.rows, other.idx):
+                self.add(mat, idx)
+            return
+        if self.buckets is None:
+            self._to_buckets() if self.rows else None
+            if self.buckets is None:
+                self.buckets = np.zeros_like(other.buckets)
+        self.buckets += other.buckets
+        self.count += other.count
+
+    def matrix(self) -> tuple[np.ndarray, str]:
+        if self.buckets is not None:
+            return self.buckets, f"percentile bootstrap over {BUCKETS} hashed row blocks"
+        if not self.rows:
+            return np.zeros((0, 0)), "percentile bootstrap over rows"
+        order = np.argsort(np.concatenate(self.idx), kind="stable")
+        return np.vstack(self.rows)[order], "percentile bootstrap over rows"
+
+
+def bootstrap_values(
+    units: Sequence[np.ndarray],
+    fns: Sequence[Callable[[np.ndarray], Any]],
+    replicates: int,
+    seed: int,
+) -> list[np.ndarray]:
+    """Resample the rows of each unit matrix jointly (paired) and apply each fn.
+
+    All matrices must have the same number of units; the same resample is used for
+    all of them, which pairs prediction sets for comparisons.
+    """
+    m = units[0].shape[0]
+    rng = np.random.default_rng(seed)
+    out = [np.empty(replicates) for _ in fns]
+    chunk = max(1, min(replicates, (1 << 22) // max(m, 1)))
+    for start in range(0, replicates, chunk):
+        k = min(chunk, replicates - start)
+        counts = rng.multinomial(m, np.full(m, 1.0 / m), size=k).astype(float) if m <= 4096 else np.stack(
+            [np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(k)]
+        ).astype(float)
+        totals = [counts @ u for u in units]
+        for i, fn in enumerate(fns):
+            out[i][start:start + k] = fn(totals)
+    return out
+
+
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (math.nan, math.nan)
+    lo, hi = np.percentile(finite, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+# ------------------------------------------------------------------ states
+
+
+@dataclass
+class Options:
+    grad: bool = False
+    ci: float | None = None
+    bootstrap: int = 1000
+    seed: int = 0
+    reduction: str = "mean"
+
+
+class State:
+    """What the engine drives for one (loss, prediction set[, group])."""
+
+    two_pass = False
+    decomposable = False
+
+    def update(self, b: Batch) -> None:
+        raise NotImplementedError
+
+    def update2(self, b: Batch) -> None:  # second pass, where two_pass
+        pass
+
+    def merge(self, other: "State") -> None:
+        raise NotImplementedError
+
+    def result(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class DecomposableState(State):
+    decomposable = True
+
+    def __init__(self, kernel: Kernel, opts: Options) -> None:
+        self.kernel = kernel
+        self.opts = opts
+        self.totals: Sum | None = None
+        self.n = 0
+        self.grad = GradSummary(kernel.ctx.rows_bound) if opts.grad else None
+        self.grad_by_role: dict[str, GradSummary] = {}
+        self.boot = BootUnits() if opts.ci else None
+        self.two_pass = bool(opts.grad and kernel.two_pass_grad)
+        self._final: np.ndarray | None = None
+
+    def update(self, b: Batch) -> None:
+        if b.n == 0:
+            return
+        want_grad = self.grad is not None and not self.kernel.two_pass_grad
+        stats, grads = self.kernel.stats(b, want_grad)
+        sums = _sum_stats(stats, b.n)
+        if self.totals is None:
+            self.totals = Sum(sums.size)
+        self.totals.add(sums)
+        self.n += b.n
+        if want_grad and grads is not None:
+            self._add_grads(grads, b)
+        if self.boot is not None:
+            self.boot.add(_stats_matrix(stats, b.n), b.row_indices())
+
+    def _add_grads(self, grads: dict[str, np.ndarray], b: Batch) -> None:
+        assert self.grad is not None
+        if len(grads) == 1:
+            (g,) = grads.values()
+        else:
+            g = np.hstack([x.reshape(b.n, -1) for x in grads.values()])
+            for role, x in grads.items():
+                gs = self.grad_by_role.setdefault(role, GradSummary(self.kernel.ctx.rows_bound))
+                gs.update(x, b.offset)
+        self.grad.update(g, b.offset)
+
+    def update2(self, b: Batch) -> None:
+        if b.n == 0 or self.grad is None:
+            return
+        if self._final is None:
+            self._final = self.totals.value if self.totals is not None else np.zeros(0)
+        self._add_grads(self.kernel.grad2(b, self._final, self.n), b)
+
+    def merge(self, other: State) -> None:
+        assert isinstance(other, DecomposableState)
+        if other.totals is not None:
+            if self.totals is None:
+                self.totals = Sum(other.totals.s.size)
+            self.totals.merge(other.totals)
+        self.n += other.n
+        if self.grad is not None and other.grad is not None:
+            self.grad.merge(other.grad)
+            for role, gs in other.grad_by_role.items():
+                self.grad_by_role.setdefault(role, GradSummary(gs.rows_bound)).merge(gs)
+        if self.boot is not None and other.boot is not None:
+            self.boot.merge(other.boot)
+
+    def final_totals(self) -> np.ndarray:
+        return self.totals.value if self.totals is not None else np.zeros(0)
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n": self.n}
+        if self.n == 0 or self.totals is None:
+            out["value"] = math.nan
+            return out
+        totals = self.totals.value
+        k = self.kernel
+        if self.opts.reduction == "sum":
+            out["value"] = k.reduce_sum(totals)
+        else:
+            out["value"] = float(k.value(totals))
+        extra = k.extra(totals)
+        if extra:
+            out["extra"] = extra
+        if self.grad is not None:
+            scale = 1.0 if k.two_pass_grad else k.grad_scale(totals, self.n)
+            out["grad"] = self.grad.result(scale)
+            out["grad_sample"] = self.grad.sample(scale)
+            if self.grad_by_role:
+                out["grad_by_role"] = {r: gs.result(scale) for r, gs in self.grad_by_role.items()}
+        return out
+
+    def boot_fn(self) -> Callable[[np.ndarray], np.ndarray]:
+        k = self.kernel
+        if self.opts.reduction == "sum":
+            return lambda t: t[..., 0]
+        return lambda t: np.asarray(k.value(t), dtype=float)

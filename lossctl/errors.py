@@ -1,0 +1,63 @@
+"""Exceptions and exit codes: one place maps every failure to what the shell sees."""
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    OK = 0
+    CHECK_FAILED = 1
+    INPUT_ERROR = 2
+    INTERNAL_ERROR = 3
+
+
+class LossctlError(ValueError):
+    """Base class of the errors lossctl reports to the user (exit code 2)."""
+
+    exit_status = ExitStatus.INPUT_ERROR
+
+
+class UsageError(LossctlError):
+    """A bad option, loss name, parameter or value on the command line."""
+
+
+class InputError(LossctlError):
+    """Unreadable data or invalid values in it.
+
+    The message names the file, the column, the first offending row and its value
+    where there is one; ``InputError.at`` builds that message uniformly.
+    """
+
+    @classmethod
+    def at(
+        cls,
+        message: str,
+        *,
+        source: str | None = None,
+        column: str | None = None,
+        row: int | None = None,
+        value: object = None,
+        count: int | None = None,
+    ) -> "InputError":
+        where = []
+        if source is not None:
+            where.append(source)
+        if column is not None:
+            where.append(f"column '{column}'")
+        if row is not None:
+            where.append(f"row {row}")
+        text = ", ".join(where)
+        text = f"{text}: {message}" if text else message
+        if value is not None:
+            text += f" (got {_show(value)})"
+        if count is not None and count > 1:
+            text += f"; {count} rows in all"
+        return cls(text)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, float):
+        return repr(value) if value == value else "nan"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)

@@ -1,0 +1,883 @@
+"""Plans and runs an evaluation: sources → bound batches → states → a Report.
+
+``Request`` is everything the CLI (or a library caller) asks for; ``prepare`` opens
+the inputs, infers the task, parses the loss specs and binds columns to roles;
+``run`` streams the batches through every loss's state and assembles the results.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from lossctl import registry
+from lossctl.binding import GENERIC_NAMES, Binding, Selector, bind_roles, logits_hinted, select
+from lossctl.engine import (
+    Batch,
+    Context,
+    DecomposableState,
+    Options,
+    State,
+    bootstrap_values,
+    percentile_interval,
+)
+from lossctl.errors import InputError, UsageError
+from lossctl.results import Comparison, Group, LossResult, Report
+
+NAN_POLICIES = ("error", "drop")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+@dataclass
+class Request:
+    data: str
+    data2: str | None = None
+    key: str | None = None
+    target: str | None = None
+    preds: list[str] = field(default_factory=list)
+    cols: dict[str, str] = field(default_factory=dict)
+    weight: str | None = None
+    task: str | None = None
+    losses: list[str] = field(default_factory=list)
+    logits: bool | None = None
+    reduction: str = "mean"
+    grad: bool = False
+    nan: str = "error"
+    by: list[str] = field(default_factory=list)
+    min_rows: int = 1
+    ci: float | None = None
+    bootstrap: int = 1000
+    seed: int = 0
+    input_format: str | None = None
+    batch_rows: int | None = None
+    id: str | None = None
+
+
+@dataclass
+class Job:
+    """One loss on one prediction set."""
+
+    call: registry.LossCall
+    binding: Binding
+    pred: str  # label of the prediction set
+    kernel_factory: Callable[[], Any]
+
+
+@dataclass
+class Plan:
+    request: Request
+    sources: list[Any]
+    task: str
+    task_inferred: bool
+    jobs: list[Job]
+    pred_labels: list[str]
+    ctx: Context
+    weight: Selector | None
+    by: list[Selector]
+    id: Selector | None
+    notes: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
+
+
+# ------------------------------------------------------------------ planning
+
+def _spaces(sources: Sequence[Any]):
+    spaces = [(i, s.columns, s.types) for i, s in enumerate(sources)]
+
+    def spaces_for(role: registry.Role):
+        if len(spaces) == 1:
+            return spaces
+        return list(reversed(spaces)) if role.name in ("pred",) or not _is_target_side(role) else spaces
+
+    return spaces_for
+
+
+def _is_target_side(role: registry.Role) -> bool:
+    return role.name in ("target", "group", "weight")
+
+
+def _select(text: str, sources: Sequence[Any], prefer: int) -> Selector:
+    order = [prefer] + [i for i in range(len(sources)) if i != prefer]
+    last_err: Exception | None = None
+    for i in order:
+        try:
+            sel = select(text, sources[i].columns, sources[i].types, sources[i].name, "selector")
+            sel.src = i
+            return sel
+        except InputError as e:
+            last_err = e
+    assert last_err is not None
+    raise last_err
+
+
+def prepare(req: Request) -> Plan:
+    from lossctl import io
+
+    if req.reduction not in REDUCTIONS:
+        raise UsageError(f"unknown reduction '{req.reduction}'; valid: {', '.join(REDUCTIONS)}")
+    if req.nan not in NAN_POLICIES:
+        raise UsageError(f"unknown --nan policy '{req.nan}'; valid: {', '.join(NAN_POLICIES)}")
+    if req.task is not None and req.task not in registry.TASKS:
+        raise UsageError(f"unknown task '{req.task}'; valid tasks: {', '.join(registry.TASKS)}")
+    if req.ci is not None and not (0 < req.ci < 1):
+        raise UsageError(f"--ci must be a level in (0, 1), such as 0.95. Got {req.ci} instead.")
+    if req.bootstrap < 1:
+        raise UsageError(f"--bootstrap must be at least 1. Got {req.bootstrap} instead.")
+    if req.key and not req.data2:
+        raise UsageError("--key joins two files: give DATA and DATA2")
+    # parse specs before opening files: a typo should not wait for a large read
+    raw_specs = [s for s in req.losses if s.strip().lower() != "all"]
+    want_all = len(raw_specs) != len(req.losses)
+    overrides = {"logits": True} if req.logits else {}
+    calls = [registry.parse_spec(s, overrides) for s in raw_specs]
+
+    sources = [io.open_source(req.data, req.input_format)]
+    try:
+        if req.data2:
+            sources.append(io.open_source(req.data2, req.input_format))
+        return _plan(req, sources, calls, want_all)
+    except BaseException:
+        for s in sources:
+            s.close()
+        raise
+
+
+def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool) -> Plan:
+    name = sources[0].name
+    spaces_for = _spaces(sources)
+    pred_src = len(sources) - 1
+    explicit: dict[str, Selector] = {}
+    if req.target:
+        explicit["target"] = _select(req.target, sources, 0)
+    for role, text in req.cols.items():
+        explicit[role] = _select(text, sources, pred_src if role != "target" else 0)
+    pred_sels = [_select(p, sources, pred_src) for p in req.preds]
+    weight = _select(req.weight, sources, 0) if req.weight else None  # never guessed by name
+    by = [_select(b, sources, 0) for b in req.by]
+    idsel = _select(req.id, sources, 0) if req.id else None
+
+    # the task: declared, implied by the losses, by specific column names, or by the data
+    task, inferred = req.task, req.task is None
+    if task is None and calls:
+        common = set(calls[0].spec.all_tasks)
+        for c in calls[1:]:
+            common &= set(c.spec.all_tasks)
+        if len(common) == 1:
+            task = next(iter(common))
+    specific: list[registry.LossSpec] = []
+    if task is None or not calls:
+        for spec in registry.all_losses():
+            if not spec.default_for or (task is not None and task not in spec.default_for):
+                continue
+            ex = dict(explicit)
+            if pred_sels:
+                ex.setdefault(_pred_role(spec), pred_sels[0])
+            b = bind_roles(spec, spaces_for, ex, name, required=False)
+            if b is not None and any(s.how == "specific" for s in b.roles.values()):
+                specific.append(spec)
+        if task is None and specific:
+            task = specific[0].default_for[0] if specific[0].task not in specific[0].default_for else specific[0].task
+    if task is None:
+        task = _infer_from_data(req, sources, explicit, pred_sels, spaces_for)
+
+    if want_all:
+        have = {c.spec.name for c in calls}
+        calls += [registry.parse_spec(s.name, {"logits": True} if req.logits else {})
+                  for s in registry.losses_for_task(task) if s.name not in have]
+    if not calls:
+        defaults = [s for s in specific if task in s.default_for] or registry.default_losses(task)
+        if specific:
+            defaults = [s for s in defaults if s in specific] or defaults
+        bindable = [s for s in defaults if _binds(s, spaces_for, explicit, pred_sels, name)]
+        calls = [registry.parse_spec(s.name, {"logits": True} if req.logits else {}) for s in (bindable or defaults)]
+    for c in calls:
+        if task not in c.spec.all_tasks:
+            raise UsageError(
+                f"loss {c.spec.name} is for {'/'.join(c.spec.all_tasks)}, not {task}"
+                + (" (inferred from the data; set --task)" if inferred else "")
+            )
+
+    # bind every (loss, prediction set)
+    jobs: list[Job] = []
+    labels: list[str] = []
+    logits_by_name = None
+    for ci, call in enumerate(calls):
+        for pi, psel in enumerate(pred_sels or [None]):
+            ex = dict(explicit)
+            if psel is not None:
+                ex[_pred_role(call.spec)] = psel
+            b = bind_roles(call.spec, spaces_for, ex, name)
+            assert b is not None
+            prole = _pred_role(call.spec)
+            label = psel.text if psel is not None else (b.roles[prole].label if prole in b.roles else call.spec.name)
+            if ci == 0:
+                labels.append(label)
+            params = dict(call.params)
+            if (
+                "logits" in params
+                and req.logits is None
+                and not _explicit_param(call, "logits")
+                and prole in b.roles
+                and logits_hinted(b.roles[prole])
+            ):
+                params["logits"] = True
+                logits_by_name = b.roles[prole].text
+            job_call = registry.LossCall(call.spec, params, registry.format_call(call.spec, params))
+            jobs.append(Job(job_call, b, label, lambda: None))
+    if len(set(labels)) != len(labels):
+        raise UsageError("the same prediction set is given twice with -p")
+
+    ctx = Context(task=task, grad=req.grad)
+    ctx.rows_bound = sources[0].rows_bound
+    plan = Plan(req, sources, task, inferred, jobs, labels, ctx, weight, by, idsel)
+    if logits_by_name:
+        plan.notes.append(f"read '{logits_by_name}' as logits (named like logits; --logits/--no-logits to say so)")
+    _shape_context(plan)
+    for job in plan.jobs:
+        spec = job.call.spec
+        job.kernel_factory = (lambda s=spec, p=job.call.params: s.factory(p, plan.ctx))
+    if req.reduction != "mean":
+        for job in plan.jobs:
+            if not job.call.spec.row_mean:
+                raise UsageError(
+                    f"{job.call.spec.name} is not a mean over rows, so --reduction {req.reduction} "
+                    "does not apply to it" + (" (use --by or a group column for per-group values)" if req.reduction == "none" else "")
+                )
+    return plan
+
+
+def _binds(spec, spaces_for, explicit, pred_sels, name) -> bool:
+    ex = dict(explicit)
+    if pred_sels:
+        ex.setdefault(_pred_role(spec), pred_sels[0])
+    return bind_roles(spec, spaces_for, ex, name, required=False) is not None
+
+
+def _explicit_param(call: registry.LossCall, key: str) -> bool:
+    return f"{key}=" in call.text
+
+
+def _pred_role(spec: registry.LossSpec) -> str:
+    names = [r.name for r in spec.roles]
+    if "pred" in names:
+        return "pred"
+    return spec.grad_roles[0] if spec.grad_roles else names[-1]
+
+
+def _infer_from_data(req, sources, explicit, pred_sels, spaces_for) -> str:
+    from lossctl.binding import _find
+
+    name = sources[0].name
+    tsel = explicit.get("target") or _find(GENERIC_NAMES["target"], spaces_for(registry.Role("target")), set())
+    psel = pred_sels[0] if pred_sels else _find(
+        GENERIC_NAMES["pred"], spaces_for(registry.Role("pred")), {(tsel.src, c) for c in tsel.columns} if tsel else set()
+    )
+    if tsel is None or psel is None:
+        missing = "target" if tsel is None else "prediction"
+        cols = ", ".join(c for s in sources for c in s.columns)
+        raise InputError.at(
+            f"cannot find the {missing} column by its name; bind it with "
+            f"{'-t COL' if tsel is None else '-p COL'} (and --task to skip the guess). Columns: {cols}",
+            source=name,
+        )
+    y = _peek(sources[tsel.src], tsel)
+    pw = psel.width_hint
+    if pw is None:
+        pw = _peek(sources[psel.src], psel).shape[1] if psel.list_column else 1
+    finite = y[np.isfinite(y)] if y.size else y
+    if y.ndim == 2 and y.shape[1] > 1:
+        if pw == y.shape[1] and finite.size and finite.min() >= 0 and finite.max() <= 1 and np.allclose(np.nansum(y, axis=1), 1, atol=1e-6):
+            return "multiclass"
+        return "regression"
+    if pw >= 2:
+        return "multiclass"
+    vals = np.unique(finite) if finite.size else finite
+    if vals.size and vals.size <= 2 and (set(vals.tolist()) <= {0.0, 1.0} or set(vals.tolist()) <= {-1.0, 1.0}):
+        return "binary"
+    return "regression"
+
+
+def _peek(src, sel: Selector, rows: int = 4096) -> np.ndarray:
+    from lossctl import io
+
+    for rb in io.iter_batches(src, sel.columns, set(sel.columns), batch_rows=rows):
+        return _to_matrix([rb.column(c) for c in sel.columns], sel, src.name, 0, check=False)
+    return np.empty(0)
+
+
+def _shape_context(plan: Plan) -> None:
+    """Number of classes and target kind, from the bound columns' widths."""
+    for job in plan.jobs:
+        t = job.binding.roles.get("target")
+        p = job.binding.roles.get(_pred_role(job.call.spec))
+        if p is not None and p.vector:
+            w = p.width_hint
+            if w is None:
+                w = _peek(plan.sources[p.src], p).shape[1]
+            plan.ctx.n_classes = w
+        if t is not None and t.vector:
+            plan.ctx.target_kind = "vector"
+
+
+# ------------------------------------------------------------------ data
+
+
+def _to_matrix(arrays: list[Any], sel: Selector, source: str, offset: int, check: bool = True) -> np.ndarray:
+    """Arrow columns bound to one role → float array (n,) or (n, k)."""
+    import pyarrow as pa
+
+    if sel.list_column:
+        arr = arrays[0]
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        if arr.null_count:
+            i = int(np.flatnonzero(np.asarray(arr.is_null()))[0])
+            raise InputError.at("missing value", source=source, column=sel.columns[0], row=offset + i + 1)
+        if pa.types.is_fixed_size_list(arr.type):
+            width = arr.type.list_size
+            flat = arr.flatten()
+        else:
+            lengths = np.asarray(arr.value_lengths())
+            width = int(lengths[0]) if lengths.size else 0
+            if lengths.size and (lengths != width).any():
+                i = int(np.flatnonzero(lengths != width)[0])
+                raise InputError.at(
+                    f"list lengths differ: {int(lengths[i])} here, {width} in the first row",
+                    source=source, column=sel.columns[0], row=offset + i + 1,
+                )
+            flat = arr.flatten()
+        vals = _numeric(flat, sel.columns[0], source, offset)
+        return vals.reshape(-1, width) if width else vals.reshape(len(arr), 0)
+    cols = [_numeric(a, c, source, offset) for a, c in zip(arrays, sel.columns)]
+    if not sel.vector:
+        return cols[0]
+    return np.column_stack(cols) if cols else np.empty((0, 0))
+
+
+def _numeric(arr: Any, column: str, source: str, offset: int) -> np.ndarray:
+    import pyarrow as pa
+
+    t = arr.type
+    if pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+        if pa.types.is_boolean(t) or pa.types.is_decimal(t):
+            arr = arr.cast(pa.float64())
+        if arr.null_count:
+            out = arr.to_numpy(zero_copy_only=False)
+            out = out.astype(np.float64) if out.dtype.kind not in "f" else out
+            return out
+        out = arr.to_numpy(zero_copy_only=False)
+        if out.dtype == np.float32 or out.dtype == np.float64:
+            return out
+        return out.astype(np.float64)
+    if pa.types.is_null(t):
+        return np.full(len(arr), np.nan)
+    # strings and anything else: find the first value that is not a number
+    vals = arr.to_pylist()
+    for i, v in enumerate(vals):
+        if v is None:
+            continue
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            raise InputError.at("not a number", source=source, column=column, row=offset + i + 1, value=v) from None
+    return np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
+
+
+@dataclass
+class _Raw:
+    """A batch of every column the plan needs, as numpy, after the NaN policy."""
+
+    cols: dict[tuple[int, str], np.ndarray]
+    n: int
+    offset: int
+    weight: np.ndarray | None
+    by: list[np.ndarray]
+    ids: np.ndarray | None
+
+
+def _arrow_batches(plan: Plan) -> Iterator[list[Any]]:
+    """Aligned Arrow batches, one per source: [rb0, rb1?]."""
+    from lossctl import io
+
+    req = plan.request
+    need = _needed(plan)
+    numeric = {k for k, v in need.items() if v}
+    batch_rows = req.batch_rows or io.DEFAULT_BATCH_ROWS
+    if len(plan.sources) == 1:
+        src = plan.sources[0]
+        cols = [c for (s, c) in need if s == 0]
+        for rb in io.iter_batches(src, cols, {c for (s, c) in numeric if s == 0}, batch_rows):
+            yield [rb]
+        return
+    if req.key:
+        yield from _joined(plan, need, numeric, batch_rows)
+        return
+    its = []
+    for i, src in enumerate(plan.sources):
+        cols = [c for (s, c) in need if s == i] or [src.columns[0]]
+        its.append(io.iter_batches(src, cols, {c for (s, c) in numeric if s == i}, batch_rows))
+    bufs: list[Any] = [None, None]
+    counts = [0, 0]
+    while True:
+        for i in range(2):
+            if bufs[i] is None or bufs[i].num_rows == 0:
+                bufs[i] = next(its[i], None)
+                if bufs[i] is not None:
+                    counts[i] += bufs[i].num_rows
+        if bufs[0] is None or bufs[1] is None:
+            if bufs[0] is not None or bufs[1] is not None:
+                for i in range(2):
+                    for rb in its[i]:
+                        counts[i] += rb.num_rows
+                raise InputError.at(
+                    f"the two files have different numbers of rows: {counts[0]} in "
+                    f"{plan.sources[0].name}, {counts[1]} in {plan.sources[1].name}; "
+                    "align them by position or join them with --key COL",
+                    source=plan.sources[1].name,
+                )
+            return
+        k = min(bufs[0].num_rows, bufs[1].num_rows)
+        yield [bufs[0].slice(0, k), bufs[1].slice(0, k)]
+        bufs = [b.slice(k) for b in bufs]
+
+
+def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from lossctl import io
+
+    key = plan.request.key
+    tables = []
+    for i, src in enumerate(plan.sources):
+        if key not in src.columns:
+            raise InputError.at(f"no key column '{key}'; columns: {', '.join(src.columns)}", source=src.name)
+        cols = [key] + [c for (s, c) in need if s == i and c != key]
+        t = pa.Table.from_batches(list(io.iter_batches(src, cols, {c for (s, c) in numeric if s == i}, batch_rows)))
+        if t.column(key).null_count:
+            row = int(np.flatnonzero(np.asarray(t.column(key).is_null()))[0]) + 1
+            raise InputError.at("missing key value", source=src.name, column=key, row=row)
+        vc = pc.value_counts(t.column(key))
+        dup = pc.filter(vc, pc.greater(vc.field("counts"), 1))
+        if len(dup):
+            v = dup[0]["values"].as_py()
+            raise InputError.at(f"key value {v!r} occurs {dup[0]['counts'].as_py()} times; keys must be unique", source=src.name, column=key)
+        t = t.rename_columns([key] + [f"{i}\x1f{c}" for c in t.column_names[1:]])
+        tables.append(t)
+    left, right = tables
+    joined = left.join(right, keys=key, join_type="inner")
+    left_keys = pc.is_in(left.column(key), value_set=right.column(key))
+    right_keys = pc.is_in(right.column(key), value_set=left.column(key))
+    only_left = len(left) - pc.sum(left_keys).as_py()
+    only_right = len(right) - pc.sum(right_keys).as_py()
+    plan.join_info = {"matched": joined.num_rows, "only_in_data": only_left, "only_in_data2": only_right}
+    if joined.num_rows == 0:
+        raise InputError.at(f"no key value of '{key}' occurs in both files", source=plan.sources[1].name)
+    # keep the order of the first file
+    order = pc.sort_indices(joined, sort_keys=[(key, "ascending")])
+    joined = joined.take(order)
+    for rb in joined.to_batches(max_chunksize=batch_rows):
+        parts = []
+        for i in range(2):
+            names = [n for n in rb.schema.names if n.startswith(f"{i}\x1f")]
+            arrays = [rb.column(n) for n in names]
+            parts.append(pa.RecordBatch.from_arrays(arrays, names=[n.split("\x1f", 1)[1] for n in names]) if names else rb.select([key]))
+        yield parts
+
+
+def _needed(plan: Plan) -> dict[tuple[int, str], bool]:
+    """(source, column) → numeric? for every column the plan reads."""
+    need: dict[tuple[int, str], bool] = {}
+    for job in plan.jobs:
+        for role, sel in job.binding.roles.items():
+            spec_role = next(r for r in job.call.spec.roles if r.name == role)
+            for c in sel.columns:
+                need[(sel.src, c)] = need.get((sel.src, c), False) or not spec_role.categorical
+    if plan.weight:
+        for c in plan.weight.columns:
+            need[(plan.weight.src, c)] = True
+    for sel in plan.by:
+        for c in sel.columns:
+            need.setdefault((sel.src, c), False)
+    if plan.id:
+        for c in plan.id.columns:
+            need.setdefault((plan.id.src, c), False)
+    return need
+
+
+class _Feeder:
+    """Turns aligned Arrow batches into per-job Batches, applying the NaN policy once."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.dropped = 0
+        self.rows = 0
+        self.offset_in = 0
+        self.group_values: list[dict[Any, int]] = [dict() for _ in plan.by]
+        self.group_keys: dict[tuple, int] = {}
+
+    def batches(self) -> Iterator[tuple[list[Batch], Batch | None, np.ndarray | None, list[Any] | None]]:
+        plan = self.plan
+        req = plan.request
+        names = [s.name for s in plan.sources]
+        for parts in _arrow_batches(plan):
+            n_in = parts[0].num_rows
+            cache: dict[tuple[int, tuple[str, ...], bool], np.ndarray] = {}
+
+            def arr(sel: Selector) -> np.ndarray:
+                k = (sel.src, tuple(sel.columns), sel.list_column)
+                if k not in cache:
+                    rb = parts[sel.src]
+                    cache[k] = _to_matrix([rb.column(c) for c in sel.columns], sel, names[sel.src], self.offset_in)
+                return cache[k]
+
+            cat_cache: dict[tuple[int, str], np.ndarray] = {}
+
+            def cat(sel: Selector) -> np.ndarray:
+                k = (sel.src, sel.columns[0])
+                if k not in cat_cache:
+                    cat_cache[k] = self._categorical(parts[sel.src], sel)
+                return cat_cache[k]
+
+            per_job = [
+                {role: (cat(sel) if self._is_cat(job, role) else arr(sel)) for role, sel in job.binding.roles.items()}
+                for job in plan.jobs
+            ]
+            weight = arr(plan.weight) if plan.weight else None
+            # non-finite values: one mask over every numeric column in use
+            bad = None
+            for key, a in cache.items():
+                sel_cat = False
+                m = ~np.isfinite(a) if a.dtype.kind == "f" else None
+                if m is None or sel_cat:
+                    continue
+                if a.ndim > 1:
+                    m = m.any(axis=1)
+                if m.any():
+                    if req.nan == "error":
+                        i = int(np.flatnonzero(m)[0])
+                        col_idx = 0
+                        row = a[i]
+                        if a.ndim > 1:
+                            col_idx = int(np.flatnonzero(~np.isfinite(row))[0])
+                            v = row[col_idx]
+                        else:
+                            v = row
+                        src_i, cols, _ = key
+                        col = cols[col_idx] if len(cols) > col_idx else cols[0]
+                        what = "missing value" if np.isnan(v) else "infinite value"
+                        raise InputError.at(
+                            f"{what} (use --nan drop to skip such rows)",
+                            source=names[src_i], column=col, row=self.offset_in + i + 1,
+                            value=None if np.isnan(v) else float(v), count=int(m.sum()),
+                        )
+                    bad = m if bad is None else (bad | m)
+            by_vals = [self._categorical(parts[s.src], s) for s in plan.by]
+            ids = self._categorical(parts[plan.id.src], plan.id) if plan.id else None
+            keep = None
+            if bad is not None:
+                keep = ~bad
+                self.dropped += int(bad.sum())
+                per_job = [{r: a[keep] for r, a in d.items()} for d in per_job]
+                weight = weight[keep] if weight is not None else None
+                by_vals = [v[keep] for v in by_vals]
+                ids = ids[keep] if ids is not None else None
+            n = n_in - (int(bad.sum()) if bad is not None else 0)
+            offset = self.rows
+            if weight is not None and n:
+                neg = weight < 0
+                if neg.any():
+                    i = int(np.flatnonzero(neg)[0])
+                    raise InputError.at(
+                        "negative weight", source=names[plan.weight.src], column=plan.weight.columns[0],
+                        row=self._input_row(i, keep), value=float(weight[i]),
+                    )
+            jobs_b = []
+            for job, d in zip(plan.jobs, per_job):
+                src_name = names[next(iter(job.binding.roles.values())).src] if len(names) > 1 else names[0]
+                b = Batch(d, n, weight, offset, src_name, {r: s.text for r, s in job.binding.roles.items()},
+                          input_start=self.offset_in, keep=keep)
+                jobs_b.append(b)
+            self.rows += n
+            self.offset_in += n_in
+            yield jobs_b, by_vals, ids
+
+    @staticmethod
+    def _is_cat(job: Job, role: str) -> bool:
+        return any(r.name == role and r.categorical for r in job.call.spec.roles)
+
+    def _input_row(self, i: int, keep: np.ndarray | None) -> int:
+        if keep is None:
+            return self.offset_in + i + 1
+        return self.offset_in + int(np.flatnonzero(keep)[i]) + 1
+
+    def _categorical(self, rb: Any, sel: Selector) -> np.ndarray:
+        col = rb.column(sel.columns[0])
+        if col.null_count:
+            i = int(np.flatnonzero(np.asarray(col.is_null()))[0])
+            raise InputError.at("missing value in a grouping column", source=self.plan.sources[sel.src].name,
+                                column=sel.columns[0], row=self.offset_in + i + 1)
+        return np.asarray(col.to_numpy(zero_copy_only=False))
+
+
+# ------------------------------------------------------------------ running
+
+
+def _new_state(job: Job, opts: Options) -> State:
+    k = job.kernel_factory()
+    if isinstance(k, State):
+        return k
+    return DecomposableState(k, opts)
+
+
+def run(plan: Plan) -> Report:
+    req = plan.request
+    opts = Options(grad=req.grad, ci=req.ci, bootstrap=req.bootstrap, seed=req.seed, reduction=req.reduction)
+    states = [_new_state(j, opts) for j in plan.jobs]
+    group_states: dict[tuple, list[State]] = {}
+    group_rows: dict[tuple, int] = {}
+    kernels = [s.kernel for s in states if isinstance(s, DecomposableState)]
+    feeder = _Feeder(plan)
+
+    if any(k.needs_prepass for k in kernels):
+        for jobs_b, _, _ in _Feeder(plan).batches():
+            for s, b in zip(states, jobs_b):
+                if isinstance(s, DecomposableState) and s.kernel.needs_prepass:
+                    s.kernel.validate(b)
+                    s.kernel.prepass(b)
+        for k in kernels:
+            if k.needs_prepass:
+                k.end_prepass()
+
+    for jobs_b, by_vals, _ in feeder.batches():
+        for s, b in zip(states, jobs_b):
+            _validate(s, b)
+            s.update(b)
+        if plan.by:
+            _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states)
+    if any(s.two_pass for s in states) or any(s.two_pass for ss in group_states.values() for s in ss):
+        for jobs_b, by_vals, _ in _Feeder(plan).batches():
+            for s, b in zip(states, jobs_b):
+                if s.two_pass:
+                    s.update2(b)
+            if plan.by:
+                _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states, second=True)
+    if feeder.rows == 0:
+        raise InputError.at(
+            f"no rows left: --nan drop dropped all {feeder.dropped}" if feeder.dropped else "no rows to evaluate",
+            source=plan.sources[0].name,
+        )
+    results = _results(plan, states, opts)
+    comparisons = _comparisons(plan, states, results, opts)
+    groups = None
+    hidden = 0
+    if plan.by:
+        groups, hidden = _group_results(plan, group_states, group_rows, opts)
+    report = Report(
+        task=plan.task,
+        task_inferred=plan.task_inferred,
+        rows=feeder.rows,
+        dropped_rows=feeder.dropped,
+        results=results,
+        comparisons=comparisons,
+        groups=groups,
+        sources=[s.name for s in plan.sources],
+        bindings=_bindings(plan),
+        warnings=list(plan.notes),
+        join=getattr(plan, "join_info", None),
+        hidden_groups=hidden,
+    )
+    if feeder.dropped:
+        report.warnings.append(f"--nan drop: dropped {feeder.dropped} rows with missing or infinite values")
+    if report.join and (report.join["only_in_data"] or report.join["only_in_data2"]):
+        report.warnings.append(
+            f"--key {req.key}: {report.join['only_in_data']} keys only in {plan.sources[0].name}, "
+            f"{report.join['only_in_data2']} only in {plan.sources[1].name}; {report.join['matched']} matched"
+        )
+    return report
+
+
+def _validate(s: State, b: Batch) -> None:
+    k = getattr(s, "kernel", None)
+    if k is not None:
+        k.validate(b)
+    elif hasattr(s, "validate"):
+        s.validate(b)  # type: ignore[attr-defined]
+
+
+def _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states, second=False):
+    if not by_vals or jobs_b[0].n == 0:
+        return
+    keys = list(zip(*[v.tolist() for v in by_vals])) if len(by_vals) > 1 else [(v,) for v in by_vals[0].tolist()]
+    uniq: dict[tuple, list[int]] = {}
+    for i, k in enumerate(keys):
+        uniq.setdefault(k, []).append(i)
+    for k, idx_list in uniq.items():
+        idx = np.asarray(idx_list)
+        if k not in group_states:
+            group_states[k] = [_new_state(j, opts) for j in plan.jobs]
+            group_rows[k] = 0
+        if not second:
+            group_rows[k] += idx.size
+        for s, b in zip(group_states[k], jobs_b):
+            sub = b.take(idx)
+            if second:
+                if s.two_pass:
+                    s.update2(sub)
+            else:
+                s.update(sub)
+
+
+def _result_for(job: Job, st: State, opts: Options) -> LossResult:
+    r = st.result()
+    return LossResult(
+        loss=job.call.spec.name,
+        spec=job.call.text,
+        params=dict(job.call.params),
+        pred=job.pred,
+        value=float(r.get("value", math.nan)),
+        n=int(r.get("n", 0)),
+        reduction=opts.reduction,
+        grad=r.get("grad"),
+        grad_by_role=r.get("grad_by_role"),
+        grad_sample=r.get("grad_sample"),
+        extra=r.get("extra", {}),
+        notes=list(r.get("notes", [])),
+    )
+
+
+def _results(plan: Plan, states: list[State], opts: Options) -> list[LossResult]:
+    results = [_result_for(j, s, opts) for j, s in zip(plan.jobs, states)]
+    if opts.ci:
+        _add_ci(plan, states, results, opts)
+    return results
+
+
+def _add_ci(plan: Plan, states: list[State], results: list[LossResult], opts: Options, seed_offset: int = 0) -> None:
+    units, fns, idx = [], [], []
+    method = None
+    for i, s in enumerate(states):
+        if isinstance(s, DecomposableState) and s.boot is not None and s.boot.count:
+            mat, method = s.boot.matrix()
+            units.append(mat)
+            fns.append(_pick(len(units) - 1, s.boot_fn()))
+            idx.append(i)
+        else:
+            results[i].notes.append("no bootstrap interval: this loss is not a function of row sums")
+    if not units or units[0].shape[0] < 2:
+        return
+    vals = bootstrap_values(units, fns, opts.bootstrap, opts.seed + seed_offset)
+    for i, v in zip(idx, vals):
+        results[i].ci = percentile_interval(v, opts.ci)
+        results[i].ci_method = method
+    plan._boot = (units, idx)  # type: ignore[attr-defined]
+
+
+def _pick(i: int, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[list[np.ndarray]], np.ndarray]:
+    return lambda totals: fn(totals[i])
+
+
+def _comparisons(plan: Plan, states: list[State], results: list[LossResult], opts: Options) -> list[Comparison]:
+    if len(plan.pred_labels) < 2:
+        return []
+    out = []
+    npred = len(plan.pred_labels)
+    boot = getattr(plan, "_boot", None)
+    for li in range(len(plan.jobs) // npred):
+        base = li * npred
+        for pi in range(1, npred):
+            j = base + pi
+            c = Comparison(
+                loss=results[j].loss, spec=results[j].spec, params=results[j].params,
+                pred=results[j].pred, baseline=results[base].pred,
+                value=results[j].value, baseline_value=results[base].value,
+            )
+            if opts.ci and boot is not None:
+                units, idx = boot
+                if base in idx and j in idx:
+                    ub, uj = idx.index(base), idx.index(j)
+                    fb, fj = states[base].boot_fn(), states[j].boot_fn()  # type: ignore[attr-defined]
+                    (d,) = bootstrap_values(
+                        units, [lambda t, ub=ub, uj=uj, fb=fb, fj=fj: fj(t[uj]) - fb(t[ub])], opts.bootstrap, opts.seed
+                    )
+                    c.ci = percentile_interval(d, opts.ci)
+            out.append(c)
+    return out
+
+
+def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple[list[Group], int]:
+    groups = []
+    hidden = 0
+    label = ",".join(s.text for s in plan.by)
+    for gi, (k, sts) in enumerate(sorted(group_states.items(), key=lambda kv: _sort_key(kv[0]))):
+        if group_rows[k] < plan.request.min_rows:
+            hidden += 1
+            continue
+        res = [_result_for(j, s, opts) for j, s in zip(plan.jobs, sts)]
+        if opts.ci:
+            _add_ci(plan, sts, res, opts, seed_offset=gi + 1)
+        value = k[0] if len(k) == 1 else list(k)
+        groups.append(Group(by=label, value=value, rows=group_rows[k], results=res))
+    return groups, hidden
+
+
+def _sort_key(k: tuple) -> tuple:
+    return tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in k)
+
+
+def _bindings(plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for job in plan.jobs:
+        for role, sel in job.binding.roles.items():
+            if role in ("pred",) and len(plan.pred_labels) > 1:
+                continue
+            out.setdefault(role, sel.columns if sel.vector else sel.columns[0])
+    if len(plan.pred_labels) > 1:
+        out["pred"] = list(plan.pred_labels)
+    if plan.weight:
+        out["weight"] = plan.weight.columns[0]
+    return out
+
+
+# ------------------------------------------------------------------ per-row output
+
+
+def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """Per-row values (and gradients) for --reduction none, batch by batch."""
+    req = plan.request
+    kernels = [j.kernel_factory() for j in plan.jobs]
+    header: list[str] = []
+    if plan.id:
+        header.append(plan.id.columns[0])
+    multi = len(plan.pred_labels) > 1
+    for job, k in zip(plan.jobs, kernels):
+        name = job.call.text + (f"@{job.pred}" if multi else "")
+        header.append(name)
+        if req.grad:
+            header.append(name + ".grad")
+    feeder = _Feeder(plan)
+    for jobs_b, _, ids in feeder.batches():
+        cols: list[np.ndarray] = []
+        if plan.id:
+            cols.append(ids if ids is not None else np.empty(0))
+        for k, b in zip(kernels, jobs_b):
+            k.validate(b)
+            loss, grads = k.per_row(b, req.grad)
+            if b.weight is not None:
+                loss = loss * b.weight
+            cols.append(loss)
+            if req.grad:
+                g = None
+                if grads and len(grads) == 1:
+                    (g,) = grads.values()
+                    if b.weight is not None:
+                        g = g * b.weight
+                cols.append(g if g is not None and g.ndim == 1 else np.full(b.n, np.nan))
+        yield header, cols
+    if feeder.rows == 0 and feeder.dropped:
+        raise InputError.at(f"no rows left: --nan drop dropped all {feeder.dropped}", source=plan.sources[0].name)

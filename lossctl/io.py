@@ -1,0 +1,499 @@
+"""Files → Arrow record batches.
+
+Every reader streams: CSV/TSV and JSON Lines through pyarrow's incremental readers,
+Parquet by row groups, Arrow IPC by record batches. pyarrow is imported here, lazily,
+never at start-up. Every failure of a reader becomes an InputError naming the file
+(and, where it can be found, the row and value) at this one boundary.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import glob as globmod
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from lossctl.errors import InputError
+
+FORMATS = ("csv", "tsv", "parquet", "feather", "jsonl")
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
+_EXT = {
+    ".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".tab": "tsv",
+    ".parquet": "parquet", ".pq": "parquet", ".parq": "parquet",
+    ".feather": "feather", ".arrow": "feather", ".ipc": "feather", ".arrows": "feather",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+}
+_MAGIC = [
+    (b"PAR1", "parquet", None),
+    (b"ARROW1", "feather", None),
+    (b"\x1f\x8b", None, "gzip"),
+    (b"BZh", None, "bz2"),
+    (b"\x28\xb5\x2f\xfd", None, "zstd"),
+]
+HEAD_BYTES = 1 << 16
+DEFAULT_BATCH_ROWS = 1 << 17
+
+
+@dataclass
+class Source:
+    """One input: a file, a directory or glob of Parquet files, or standard input."""
+
+    name: str  # as the user wrote it; used in every message
+    path: str | list[str]
+    fmt: str
+    compression: str | None = None
+    columns: list[str] = field(default_factory=list)
+    types: dict[str, Any] = field(default_factory=dict)  # column → arrow type, where known
+    num_rows: int | None = None  # exact, where the format stores it
+    rows_bound: int | None = None  # an upper bound, where one is cheap
+    size_bytes: int | None = None
+    delimiter: str = ","
+    _tmp: str | None = None
+
+    def close(self) -> None:
+        if self._tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            self._tmp = None
+
+
+def _pa():
+    import pyarrow as pa
+
+    return pa
+
+
+def open_source(name: str, input_format: str | None = None) -> Source:
+    """Find the format of ``name`` and read its column names (not its data)."""
+    if input_format is not None and input_format not in FORMATS:
+        from lossctl.errors import UsageError
+
+        raise UsageError(f"unknown input format '{input_format}'; valid formats: {', '.join(FORMATS)}")
+    if name == "-":
+        return _open_stdin(input_format)
+    if any(ch in name for ch in "*?[") and not os.path.exists(name):
+        files = sorted(globmod.glob(name, recursive=True))
+        files = [f for f in files if os.path.isfile(f)]
+        if not files:
+            raise InputError.at("no file matches this pattern", source=name)
+        return _open_dataset(name, files)
+    if os.path.isdir(name):
+        return _open_dataset(name, name)
+    if not os.path.exists(name):
+        raise InputError.at("no such file", source=name)
+    if not os.access(name, os.R_OK):
+        raise InputError.at("permission denied", source=name)
+    size = os.path.getsize(name)
+    if size == 0:
+        raise InputError.at("the file is empty", source=name)
+    fmt, comp = _detect(name, input_format)
+    src = Source(name=name, path=name, fmt=fmt, compression=comp, size_bytes=size)
+    _read_schema(src)
+    return src
+
+
+def _open_stdin(input_format: str | None) -> Source:
+    fd, tmp = tempfile.mkstemp(prefix="lossctl-stdin-")
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    size = os.path.getsize(tmp)
+    if size == 0:
+        os.unlink(tmp)
+        raise InputError.at("standard input is empty", source="<stdin>")
+    with open(tmp, "rb") as f:
+        head = f.read(16)
+    fmt, comp = input_format or "csv", None
+    for magic, mfmt, mcomp in _MAGIC:
+        if head.startswith(magic):
+            fmt, comp = (mfmt or fmt), mcomp
+            if mfmt and input_format is None:
+                fmt = mfmt
+    src = Source(name="<stdin>", path=tmp, fmt=fmt, compression=comp, size_bytes=size, _tmp=tmp)
+    if comp and input_format is None:
+        src.fmt = _sniff_text(_head_text(src), src)
+    try:
+        _read_schema(src)
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
+def _detect(path: str, input_format: str | None) -> tuple[str, str | None]:
+    base = path.lower()
+    comp = None
+    for ext, c in COMPRESSIONS.items():
+        if base.endswith(ext):
+            comp = c
+            base = base[: -len(ext)]
+            break
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if comp is None:
+        for magic, mfmt, mcomp in _MAGIC:
+            if head.startswith(magic) and mcomp:
+                comp = mcomp
+    if input_format:
+        return input_format, comp
+    ext = os.path.splitext(base)[1]
+    if ext in _EXT:
+        return _EXT[ext], comp
+    if comp is None:
+        for magic, mfmt, _ in _MAGIC:
+            if mfmt and head.startswith(magic):
+                return mfmt, None
+    probe = Source(name=path, path=path, fmt="csv", compression=comp)
+    return _sniff_text(_head_text(probe), probe), comp
+
+
+def _head_bytes(src: Source, n: int = HEAD_BYTES) -> bytes:
+    pa = _pa()
+    try:
+        with pa.input_stream(src.path, compression=src.compression) as f:
+            return f.read(n)
+    except (OSError, pa.ArrowException) as e:
+        raise InputError.at(f"cannot read the file ({_short(e)})", source=src.name) from None
+
+
+def _head_text(src: Source) -> str:
+    head = _head_bytes(src)
+    if b"\x00" in head:
+        raise InputError.at("binary data, not CSV, TSV, JSON Lines, Parquet or Feather", source=src.name)
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start >= len(head) - 4 and len(head) == HEAD_BYTES:
+            return head[: e.start].decode("utf-8")
+        line = head[: e.start].count(b"\n") + 1
+        raise InputError.at(
+            f"not UTF-8 text: byte 0x{head[e.start]:02x} on line {line}", source=src.name
+        ) from None
+
+
+def _sniff_text(text: str, src: Source) -> str:
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        return "jsonl"
+    first = text.split("\n", 1)[0]
+    return "tsv" if first.count("\t") > first.count(",") else "csv"
+
+
+def _read_schema(src: Source) -> None:
+    if src.fmt in ("csv", "tsv"):
+        _csv_schema(src)
+    elif src.fmt == "jsonl":
+        _jsonl_schema(src)
+    elif src.fmt == "parquet":
+        _parquet_schema(src)
+    elif src.fmt == "feather":
+        _feather_schema(src)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
+
+# ---------------------------------------------------------------- CSV / TSV
+
+def _csv_schema(src: Source) -> None:
+    src.delimiter = "\t" if src.fmt == "tsv" else ","
+    text = _head_text(src)
+    if not text.strip():
+        raise InputError.at("the file is empty", source=src.name)
+    lines = text.splitlines()
+    header = next(csv.reader([lines[0]], delimiter=src.delimiter))
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise InputError.at("the first line (the header) is empty", source=src.name)
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise InputError.at(f"the header names column '{dup}' twice", source=src.name)
+    data_lines = [ln for ln in lines[1:] if ln.strip()]
+    if not data_lines:
+        raise InputError.at("the file has a header but no data rows", source=src.name)
+    src.columns = header
+    if src.compression is None and src.size_bytes:
+        # every row takes at least one byte per field: a cheap upper bound on rows
+        src.rows_bound = max(1, src.size_bytes // max(1, 2 * len(header) - 1) + 1)
+
+
+def _csv_reader(src: Source, columns: list[str], numeric: set[str], batch_rows: int):
+    pa = _pa()
+    import pyarrow.csv as pacsv
+
+    types = {c: pa.float64() for c in columns if c in numeric}
+    for c in columns:
+        if c not in numeric:
+            types[c] = pa.string()
+    stream = pa.input_stream(src.path, compression=src.compression)
+    return pacsv.open_csv(
+        stream,
+        read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 24), use_threads=True),
+        parse_options=pacsv.ParseOptions(delimiter=src.delimiter),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types,
+            include_columns=columns,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _csv_locate(src: Source, column: str | None, check) -> InputError | None:
+    """Slow path after a reader error: find the first bad row with Python's csv module."""
+    pa = _pa()
+    with pa.input_stream(src.path, compression=src.compression) as raw:
+        data = raw.read()
+    lineno = 0
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n")
+        return InputError.at(
+            f"not UTF-8 text: byte 0x{data[e.start]:02x}", source=src.name, row=max(line, 1)
+        )
+    reader = csv.reader(io.StringIO(text), delimiter=src.delimiter)
+    header = next(reader, [])
+    idx = header.index(column) if column in header else None
+    for lineno, fields in enumerate(reader, start=1):
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            return InputError.at(
+                f"expected {len(header)} fields like the header, found {len(fields)}",
+                source=src.name,
+                row=lineno,
+            )
+        if idx is not None:
+            err = check(fields[idx])
+            if err:
+                return InputError.at(err, source=src.name, column=column, row=lineno, value=fields[idx])
+    return None
+
+
+def _non_numeric(s: str) -> str | None:
+    if s.strip() == "":
+        return None
+    try:
+        float(s)
+    except ValueError:
+        return "not a number"
+    return None
+
+
+# ---------------------------------------------------------------- JSON Lines
+
+def _jsonl_schema(src: Source) -> None:
+    text = _head_text(src)
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    if not first:
+        raise InputError.at("the file is empty", source=src.name)
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError as e:
+        raise InputError.at(f"not JSON Lines: {e.msg}", source=src.name, row=1) from None
+    if not isinstance(obj, dict):
+        raise InputError.at("not JSON Lines: each line must be a JSON object", source=src.name, row=1)
+    src.columns = list(obj)
+
+
+def _jsonl_reader(src: Source, columns: list[str], numeric: set[str], batch_rows: int):
+    pa = _pa()
+    import pyarrow.json as pajson
+
+    fields = [pa.field(c, pa.float64() if c in numeric else pa.string()) for c in columns]
+    stream = pa.input_stream(src.path, compression=src.compression)
+    return pajson.open_json(
+        stream,
+        read_options=pajson.ReadOptions(block_size=max(1 << 20, batch_rows * 32)),
+        parse_options=pajson.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore"),
+    )
+
+
+# ---------------------------------------------------------------- Parquet / Feather
+
+def _parquet_schema(src: Source) -> None:
+    pa = _pa()
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(src.path)
+    except (OSError, pa.ArrowException) as e:
+        raise InputError.at(f"not a valid Parquet file ({_short(e)})", source=src.name) from None
+    schema = pf.schema_arrow
+    src.columns = list(schema.names)
+    src.types = {f.name: f.type for f in schema}
+    src.num_rows = src.rows_bound = pf.metadata.num_rows
+    if src.num_rows == 0:
+        raise InputError.at("the file has no rows", source=src.name)
+
+
+def _feather_schema(src: Source) -> None:
+    pa = _pa()
+    try:
+        reader = pa.ipc.open_file(pa.memory_map(src.path)) if src.compression is None else None
+    except (OSError, pa.ArrowException):
+        reader = None
+    try:
+        if reader is None:
+            reader = pa.ipc.open_stream(pa.input_stream(src.path, compression=src.compression))
+            schema = reader.schema
+        else:
+            schema = reader.schema
+            src.num_rows = src.rows_bound = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+    except (OSError, pa.ArrowException) as e:
+        raise InputError.at(f"not a valid Feather/Arrow file ({_short(e)})", source=src.name) from None
+    src.columns = list(schema.names)
+    src.types = {f.name: f.type for f in schema}
+    if src.num_rows == 0:
+        raise InputError.at("the file has no rows", source=src.name)
+
+
+def _open_dataset(name: str, paths: str | list[str]) -> Source:
+    pa = _pa()
+    import pyarrow.dataset as ds
+
+    files = paths if isinstance(paths, list) else sorted(
+        os.path.join(d, f) for d, _, fs in os.walk(paths) for f in fs
+        if not f.startswith((".", "_")) and f.lower().endswith((".parquet", ".pq", ".parq"))
+    )
+    if not files:
+        raise InputError.at("the directory holds no Parquet files", source=name)
+    try:
+        dataset = ds.dataset(
+            paths if isinstance(paths, str) else files,
+            format="parquet",
+            partitioning="hive",
+            exclude_invalid_files=False,
+        )
+    except (OSError, pa.ArrowException) as e:
+        raise InputError.at(f"cannot read the dataset ({_short(e)})", source=name) from None
+    first = None
+    total = 0
+    for frag in dataset.get_fragments():
+        try:
+            phys = frag.physical_schema
+            total += frag.metadata.num_rows
+        except (OSError, pa.ArrowException) as e:
+            raise InputError.at(f"not a valid Parquet file ({_short(e)})", source=frag.path) from None
+        if first is None:
+            first = (frag.path, phys)
+        elif not phys.equals(first[1]):
+            raise InputError.at(
+                f"its schema differs from {first[0]}'s: {_schema_diff(first[1], phys)}", source=frag.path
+            )
+    src = Source(name=name, path=paths if isinstance(paths, str) else files, fmt="dataset")
+    src.columns = list(dataset.schema.names)
+    src.types = {f.name: f.type for f in dataset.schema}
+    src.num_rows = src.rows_bound = total
+    if total == 0:
+        raise InputError.at("the dataset has no rows", source=name)
+    return src
+
+
+def _schema_diff(a, b) -> str:
+    an, bn = set(a.names), set(b.names)
+    if an != bn:
+        miss, more = sorted(an - bn), sorted(bn - an)
+        parts = []
+        if miss:
+            parts.append("missing " + ", ".join(miss))
+        if more:
+            parts.append("extra " + ", ".join(more))
+        return "; ".join(parts)
+    for f in a:
+        g = b.field(f.name)
+        if not f.type.equals(g.type):
+            return f"column '{f.name}' is {g.type}, not {f.type}"
+    return "column order differs"
+
+
+# ---------------------------------------------------------------- batches
+
+def iter_batches(
+    src: Source, columns: list[str], numeric: set[str], batch_rows: int = DEFAULT_BATCH_ROWS
+) -> Iterator[Any]:
+    """Record batches of ``columns`` (numeric ones as float64 where the format is text)."""
+    pa = _pa()
+    columns = list(dict.fromkeys(columns))
+    try:
+        if src.fmt in ("csv", "tsv"):
+            reader = _csv_reader(src, columns, numeric, batch_rows)
+            yield from _rechunk(reader, batch_rows)
+        elif src.fmt == "jsonl":
+            reader = _jsonl_reader(src, columns, numeric, batch_rows)
+            yield from _rechunk(reader, batch_rows)
+        elif src.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(src.path)
+            yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
+        elif src.fmt == "feather":
+            yield from _feather_batches(src, columns, batch_rows)
+        elif src.fmt == "dataset":
+            import pyarrow.dataset as ds
+
+            dataset = ds.dataset(src.path, format="parquet", partitioning="hive")
+            yield from _rechunk(dataset.to_batches(columns=columns, batch_size=batch_rows), batch_rows)
+        else:  # pragma: no cover - formats are checked when the source opens
+            raise InputError.at(f"unknown format {src.fmt}", source=src.name)
+    except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as e:
+        raise _explain_reader_error(src, e, columns, numeric) from None
+
+
+def _feather_batches(src: Source, columns: list[str], batch_rows: int) -> Iterator[Any]:
+    pa = _pa()
+    if src.compression is None:
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(src.path))
+            batches = (reader.get_batch(i).select(columns) for i in range(reader.num_record_batches))
+            yield from _rechunk(batches, batch_rows)
+            return
+        except pa.ArrowInvalid:
+            pass
+    stream = pa.ipc.open_stream(pa.input_stream(src.path, compression=src.compression))
+    yield from _rechunk((b.select(columns) for b in stream), batch_rows)
+
+
+def _rechunk(batches, batch_rows: int) -> Iterator[Any]:
+    """Split large batches so that no batch has more than ``batch_rows`` rows."""
+    for b in batches:
+        if b.num_rows <= batch_rows:
+            if b.num_rows:
+                yield b
+            continue
+        for start in range(0, b.num_rows, batch_rows):
+            yield b.slice(start, batch_rows)
+
+
+def _explain_reader_error(src: Source, e: BaseException, columns: list[str], numeric: set[str]) -> InputError:
+    text = str(e)
+    if src.fmt in ("csv", "tsv"):
+        col = None
+        import re
+
+        m = re.search(r"In CSV column #(\d+)", text)
+        if m:
+            i = int(m.group(1))
+            col = columns[i] if i < len(columns) else None
+        if "UTF8" in text or "UTF-8" in text or isinstance(e, UnicodeDecodeError):
+            found = _csv_locate(src, None, lambda s: None)
+            if found:
+                return found
+        found = _csv_locate(src, col, _non_numeric if col in numeric else (lambda s: None))
+        if found:
+            return found
+        if "Expected" in text and "columns" in text:
+            return InputError.at(f"ragged rows ({_short(e)})", source=src.name)
+    if src.fmt == "jsonl":
+        return InputError.at(f"cannot read JSON Lines ({_short(e)})", source=src.name)
+    if src.fmt in ("parquet", "dataset"):
+        return InputError.at(f"truncated or corrupt Parquet data ({_short(e)})", source=src.name)
+    return InputError.at(f"cannot read the file ({_short(e)})", source=src.name)

@@ -1,0 +1,353 @@
+"""Regression losses: r = ŷ − y, one value per element, a row's loss is the mean
+over its outputs (one output unless target and prediction span K columns)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from lossctl.engine import Batch, RowMeanKernel
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+
+LOG2 = math.log(2.0)
+
+# ---------------------------------------------------------------- the maths
+
+
+def mse(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
+    """Squared error r², r = ŷ − y, per element."""
+    r = yhat - y
+    return r * r
+
+
+def mse_grad(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
+    """∂r²/∂ŷ = 2r."""
+    return 2.0 * (yhat - y)
+
+
+def mae(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
+    """Absolute error |r|."""
+    return np.abs(yhat - y)
+
+
+def mae_grad(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
+    """sign(r); 0 at r = 0, a valid subgradient."""
+    return np.sign(yhat - y)
+
+
+def huber(y: np.ndarray, yhat: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
+    """½r² for |r| ≤ δ, δ(|r| − ½δ) beyond (torch ``huber_loss``)."""
+    a = np.abs(yhat - y)
+    return np.where(a <= delta, 0.5 * a * a, delta * (a - 0.5 * delta))
+
+
+def huber_grad(y: np.ndarray, yhat: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
+    """clip(r, −δ, δ)."""
+    return np.clip(yhat - y, -delta, delta)
+
+
+def smooth_l1(y: np.ndarray, yhat: np.ndarray, *, beta: float = 1.0) -> np.ndarray:
+    """½r²/β for |r| < β, |r| − ½β beyond (torch ``smooth_l1_loss``); = huber/β."""
+    a = np.abs(yhat - y)
+    return np.where(a < beta, 0.5 * a * a / beta, a - 0.5 * beta)
+
+
+def smooth_l1_grad(y: np.ndarray, yhat: np.ndarray, *, beta: float = 1.0) -> np.ndarray:
+    """r/β inside, sign(r) outside."""
+    r = yhat - y
+    return np.where(np.abs(r) < beta, r / beta, np.sign(r))
+
+
+def pinball(y: np.ndarray, yhat: np.ndarray, *, tau: float = 0.5) -> np.ndarray:
+    """max(τ(y−ŷ), (τ−1)(y−ŷ)) (scikit-learn ``mean_pinball_loss``, alpha = τ)."""
+    d = y - yhat
+    return np.maximum(tau * d, (tau - 1.0) * d)
+
+
+def pinball_grad(y: np.ndarray, yhat: np.ndarray, *, tau: float = 0.5) -> np.ndarray:
+    """−τ where y > ŷ, 1 − τ where y < ŷ, 0 where equal."""
+    return np.where(y > yhat, -tau, np.where(y < yhat, 1.0 - tau, 0.0))
+
+
+def log_cosh(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
+    """log cosh r = |r| + log1p(e^{−2|r|}) − log 2: no overflow of cosh for large r."""
+    a = np.abs(yhat - y)
+    return a + np.log1p(np.exp(-2.0 * a)) - LOG2
+
+
+def log_cosh_grad(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
+    """tanh(r)."""
+    return np.tanh(yhat - y)
+
+
+# ---------------------------------------------------------------- kernels
+
+
+class Elementwise(RowMeanKernel):
+    """A regression loss applied element by element; a row is the mean of its outputs."""
+
+    fn: Callable[..., np.ndarray]
+    grad_fn: Callable[..., np.ndarray]
+    keys: tuple[str, ...] = ()
+
+    def __init__(self, params: dict[str, Any], ctx: Any) -> None:
+        super().__init__(params, ctx)
+        self.kw = {k: params[k] for k in self.keys}
+
+    def validate(self, b: Batch) -> None:
+        y, yhat = b["target"], b["pred"]
+        if y.ndim != yhat.ndim or (y.ndim == 2 and y.shape[1] != yhat.shape[1]):
+            from lossctl.errors import InputError
+
+            wy = 1 if y.ndim == 1 else y.shape[1]
+            wp = 1 if yhat.ndim == 1 else yhat.shape[1]
+            raise InputError.at(
+                f"target has {wy} columns but the prediction has {wp}", source=b.source or None
+            )
+
+    def rows(self, b: Batch, grad: bool):
+        y, yhat = b["target"], b["pred"]
+        loss = type(self).fn(y, yhat, **self.kw)
+        g = type(self).grad_fn(y, yhat, **self.kw) if grad else None
+        if loss.ndim == 2:
+            k = loss.shape[1]
+            loss = loss.mean(axis=1)
+            if g is not None:
+                g = g / k
+        return loss, ({"pred": g} if g is not None else None), None
+
+
+def _kernel(name: str, fn, grad_fn, keys: tuple[str, ...] = ()) -> type[Elementwise]:
+    return type(name, (Elementwise,), {"fn": staticmethod(fn), "grad_fn": staticmethod(grad_fn), "keys": keys})
+
+
+class RMSEKernel(Elementwise):
+    """√(Σwᵢ mean_k r²ᵢₖ / Σw): a function of sums, not a mean of rows."""
+
+    row_mean = False
+    fn = staticmethod(mse)
+
+    def rows(self, b: Batch, grad: bool):
+        r = b["pred"] - b["target"]
+        sq = r * r
+        g = r
+        if sq.ndim == 2:
+            sq = sq.mean(axis=1)
+            g = r / r.shape[1]
+        return sq, ({"pred": g} if grad else None), None
+
+    def value(self, totals):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sqrt(totals[..., 0] / totals[..., 1])
+
+    def grad_scale(self, totals, n):
+        rmse = float(self.value(totals))
+        # ∂(N·RMSE)/∂ŷᵢ = N wᵢ rᵢ / (Σw · RMSE); at RMSE = 0 every gradient is 0
+        return n / (float(totals[1]) * rmse) if rmse > 0 and totals[1] > 0 else 0.0
+
+
+class IntervalKernel(RowMeanKernel):
+    """Pinball loss of a lower and an upper quantile prediction, and coverage."""
+
+    grad_roles = ("lower", "upper")
+
+    def __init__(self, params: dict[str, Any], ctx: Any) -> None:
+        super().__init__(params, ctx)
+        if params["lo"] >= params["hi"]:
+            from lossctl.errors import UsageError
+
+            raise UsageError(
+                f"The 'lo' parameter of interval must be below 'hi'. Got lo={params['lo']:g}, hi={params['hi']:g} instead."
+            )
+
+    def validate(self, b: Batch) -> None:
+        pass
+
+    def rows(self, b: Batch, grad: bool):
+        y, lo, hi = b["target"], b["lower"], b["upper"]
+        t_lo, t_hi = self.params["lo"], self.params["hi"]
+        loss = 0.5 * (pinball(y, lo, tau=t_lo) + pinball(y, hi, tau=t_hi))
+        grads = None
+        if grad:
+            grads = {"lower": 0.5 * pinball_grad(y, lo, tau=t_lo), "upper": 0.5 * pinball_grad(y, hi, tau=t_hi)}
+        return loss, grads, None
+
+    def stats(self, b: Batch, grad: bool):
+        (wl, w), grads = super().stats(b, grad)
+        y, lo, hi = b["target"], b["lower"], b["upper"]
+        t_lo, t_hi = self.params["lo"], self.params["hi"]
+        ww = 1.0 if b.weight is None else b.weight
+        inside = ((y >= lo) & (y <= hi)).astype(float)
+        return [wl, w, pinball(y, lo, tau=t_lo) * ww, pinball(y, hi, tau=t_hi) * ww,
+                inside * ww, (hi - lo) * ww, (lo > hi).astype(float) * ww], grads
+
+    def extra(self, totals):
+        w = totals[1]
+        return {
+            "pinball_lower": float(totals[2] / w),
+            "pinball_upper": float(totals[3] / w),
+            "coverage": float(totals[4] / w),
+            "nominal_coverage": float(self.params["hi"] - self.params["lo"]),
+            "width": float(totals[5] / w),
+            "crossing_share": float(totals[6] / w),
+        }
+
+
+# ---------------------------------------------------------------- registry
+
+TARGET = Role("target", vector=None, help="observed value y (K columns for K outputs)")
+PRED = Role("pred", vector=None, help="prediction ŷ (as many columns as the target)")
+REG = "regression"
+
+
+def _spec(name: str, kernel: type, props: Properties, params: tuple[Param, ...] = (), **kw: Any) -> LossSpec:
+    return register(LossSpec(
+        name=name, task=REG, roles=kw.pop("roles", (TARGET, PRED)), params=params,
+        factory=lambda p, ctx, k=kernel: k(p, ctx), properties=props, **kw,
+    ))
+
+
+_spec(
+    "mse", _kernel("MSEKernel", mse, mse_grad),
+    Properties(
+        formula="ℓ = r², r = ŷ − y; L = mean ℓ",
+        gradient="∂ℓ/∂ŷ = 2r (per sample; the gradient of the mean carries 1/n)",
+        convex=True, differentiable="everywhere", robust="no",
+        estimates="conditional mean E[y|x]", output="point estimate", cost="low",
+        use_when="clean data with roughly Gaussian noise, when large errors should cost much more",
+        avoid_when="residuals have heavy tails or gross outliers: each outlier's pull grows with its size",
+        references=("torch.nn.functional.mse_loss", "sklearn.metrics.mean_squared_error"),
+        outlier_note="sensitive: gradient grows linearly with the residual",
+        conventions="The seed's ∂MSE/∂ŷᵢ = −2(yᵢ − ŷᵢ) is the per-sample gradient; the gradient of the mean carries 1/n.",
+    ),
+    aliases=("l2",), default_for=(REG,),
+    summary="mean squared error",
+    example="lossctl eval sample_data/regression.csv -l mse --grad",
+)
+_spec(
+    "rmse", RMSEKernel,
+    Properties(
+        formula="L = √(mean r²)",
+        gradient="∂(N·L)/∂ŷᵢ = rᵢ / L",
+        convex=True, differentiable="everywhere except where every r = 0", robust="no",
+        estimates="conditional mean", output="point estimate", cost="low",
+        use_when="you want MSE in the target's own units",
+        avoid_when="outliers: same sensitivity as MSE",
+        references=("sklearn.metrics.root_mean_squared_error",),
+        outlier_note="sensitive, like MSE",
+        conventions="A function of the whole set (√ of a mean), so there is no per-row value: --reduction none/sum do not apply.",
+    ),
+    row_mean=False, summary="root mean squared error",
+    example="lossctl eval sample_data/regression.csv -l rmse",
+)
+_spec(
+    "mae", _kernel("MAEKernel", mae, mae_grad),
+    Properties(
+        formula="ℓ = |r|",
+        gradient="∂ℓ/∂ŷ = sign(r), 0 at r = 0 (subgradient)",
+        convex=True, differentiable="everywhere except r = 0", robust="yes",
+        estimates="conditional median", output="point estimate", cost="medium",
+        use_when="outliers or heavy tails, when errors should cost in proportion to their size",
+        avoid_when="you need a smooth gradient near the optimum or the conditional mean",
+        references=("torch.nn.functional.l1_loss", "sklearn.metrics.mean_absolute_error"),
+        outlier_note="robust: every residual pulls with the same force",
+        conventions="Equal to 2 × quantile loss at τ = 0.5 (the seed says equal; it is twice).",
+    ),
+    aliases=("l1",), default_for=(REG,), summary="mean absolute error",
+    example="lossctl eval sample_data/regression.csv -l mae --grad",
+)
+_spec(
+    "huber", _kernel("HuberKernel", huber, huber_grad, ("delta",)),
+    Properties(
+        formula="ℓ = ½r² if |r| ≤ δ, else δ(|r| − ½δ)",
+        gradient="∂ℓ/∂ŷ = clip(r, −δ, δ)",
+        convex=True, differentiable="everywhere (once; the second derivative jumps at |r| = δ)",
+        robust="bounded-influence",
+        estimates="between the conditional mean and median (a trimmed-mean-like M-estimate)",
+        output="point estimate", cost="medium",
+        use_when="some outliers, and you want MSE's behaviour on small errors; pick δ around the noise scale",
+        avoid_when="you cannot pick δ (it is in the target's units) or want a quantile",
+        references=("torch.nn.functional.huber_loss(delta=)", "keras.losses.Huber", "Huber 1964"),
+        outlier_note="robust: the gradient is capped at δ",
+        conventions="torch and Keras agree; smooth_l1 (torch) is huber/β with β = δ.",
+    ),
+    params=(Param("delta", "float", 1.0, "where the loss turns from quadratic to linear", Interval(0, math.inf)),),
+    default_for=(REG,), summary="Huber loss",
+    example="lossctl eval sample_data/regression.csv -l huber:delta=1.5 --grad",
+)
+_spec(
+    "smooth_l1", _kernel("SmoothL1Kernel", smooth_l1, smooth_l1_grad, ("beta",)),
+    Properties(
+        formula="ℓ = ½r²/β if |r| < β, else |r| − ½β",
+        gradient="∂ℓ/∂ŷ = r/β inside, sign(r) outside",
+        convex=True, differentiable="everywhere (once)", robust="bounded-influence",
+        estimates="between the conditional mean and median", output="point estimate", cost="medium",
+        use_when="box regression in detectors (Fast R-CNN, RetinaNet's regression head)",
+        avoid_when="as huber: you need a quantile, or cannot pick β",
+        references=("torch.nn.functional.smooth_l1_loss(beta=)", "Girshick 2015"),
+        outlier_note="robust: the gradient is capped at 1",
+        conventions="smooth_l1 = huber/β; its slope outside is 1 (Huber's is δ).",
+    ),
+    params=(Param("beta", "float", 1.0, "width of the quadratic zone", Interval(0, math.inf)),),
+    summary="smooth L1 loss (torch)",
+    example="lossctl eval sample_data/regression.csv -l smooth_l1:beta=0.5",
+)
+_spec(
+    "quantile", _kernel("QuantileKernel", pinball, pinball_grad, ("tau",)),
+    Properties(
+        formula="ℓ = max(τ(y − ŷ), (τ − 1)(y − ŷ))  (pinball)",
+        gradient="∂ℓ/∂ŷ = −τ if y > ŷ, 1 − τ if y < ŷ, 0 if equal",
+        convex=True, differentiable="everywhere except r = 0", robust="yes",
+        estimates="conditional τ-quantile", output="quantile (two of them make an interval)", cost="medium",
+        use_when="you need a quantile or a prediction interval (risk, inventory, prognosis)",
+        avoid_when="you need the mean",
+        references=("sklearn.metrics.mean_pinball_loss(alpha=tau)", "Koenker & Bassett 1978"),
+        outlier_note="robust: the gradient is bounded by max(τ, 1−τ)",
+        conventions="At τ = 0.5 it is ½|r|, half of MAE (the seed says equal). At τ = 0.9 an over-estimate costs 0.1 per unit, an under-estimate 0.9 (the seed says 1 and 0.9).",
+    ),
+    params=(Param("tau", "float", 0.5, "the quantile level", Interval(0, 1)),),
+    aliases=("pinball",), default_for=(REG,), summary="quantile (pinball) loss",
+    example="lossctl eval sample_data/regression.csv -l quantile:tau=0.9",
+)
+_spec(
+    "log_cosh", _kernel("LogCoshKernel", log_cosh, log_cosh_grad),
+    Properties(
+        formula="ℓ = log cosh(r) = |r| + log1p(e^{−2|r|}) − log 2",
+        gradient="∂ℓ/∂ŷ = tanh(r)",
+        convex=True, differentiable="everywhere (infinitely)", robust="bounded-influence",
+        estimates="between the conditional mean and median", output="point estimate", cost="medium",
+        use_when="you want Huber-like robustness with a smooth second derivative and no δ",
+        avoid_when="the target's scale makes |r| ≫ 1 everywhere (then it is MAE shifted by log 2)",
+        references=("keras.losses.LogCosh", "torchmetrics LogCoshError"),
+        outlier_note="robust: the gradient is bounded by 1",
+        conventions="Keras computes the same value; its `reduction` averages over the last axis first.",
+    ),
+    aliases=("logcosh",), summary="log-cosh loss",
+    example="lossctl eval sample_data/regression.csv -l log_cosh",
+)
+_spec(
+    "interval", IntervalKernel,
+    Properties(
+        formula="ℓ = ½[pinball_lo(y, lower) + pinball_hi(y, upper)]; also coverage = share of y in [lower, upper]",
+        gradient="∂ℓ/∂lower = ½ pinball gradient at τ = lo; ∂ℓ/∂upper likewise at τ = hi",
+        convex=True, differentiable="everywhere except where y equals a bound", robust="yes",
+        estimates="the lo- and hi-quantiles", output="interval", cost="medium",
+        use_when="judging prediction intervals: compare empirical with nominal coverage, and the width",
+        avoid_when="you have point predictions",
+        references=("sklearn.metrics.mean_pinball_loss", "Gneiting & Raftery 2007"),
+        outlier_note="robust",
+        conventions="The value is the mean of the two pinball losses; coverage, nominal coverage (hi − lo), mean width and the share of crossed intervals (lower > upper) are reported beside it.",
+    ),
+    params=(
+        Param("lo", "float", 0.05, "quantile level of the lower bound", Interval(0, 1)),
+        Param("hi", "float", 0.95, "quantile level of the upper bound", Interval(0, 1)),
+    ),
+    roles=(
+        Role("target", help="observed value y"),
+        Role("lower", help="lower quantile prediction", names=("lower", "lo", "q_lo", "q_low", "pred_lower", "y_lower")),
+        Role("upper", help="upper quantile prediction", names=("upper", "hi", "q_hi", "q_high", "pred_upper", "y_upper")),
+    ),
+    grad_roles=("lower", "upper"), default_for=(REG,), summary="prediction-interval score",
+    example="lossctl eval sample_data/interval.csv",
+)

@@ -1,0 +1,366 @@
+"""Views of results: rich tables, JSON, JSON Lines, CSV/TSV and Markdown."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any, Iterable, TextIO
+
+import numpy as np
+
+from lossctl.results import GRAD_KEYS, LossResult, Report
+
+FORMATS = ("table", "json", "jsonl", "csv", "tsv", "markdown")
+
+
+def fmt_num(v: Any, digits: int = 6) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, (bool, np.bool_)):
+        return str(v).lower()
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}" if abs(int(v)) >= 10000 else str(int(v))
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e6 or abs(v) < 1e-4:
+        return f"{v:.{digits - 2}e}"
+    return f"{v:.{digits}g}"
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False)
+
+
+# ------------------------------------------------------------------ eval
+
+
+def render_report(report: Report, fmt: str, out: TextIO, *, color: bool = False, width: int | None = None) -> None:
+    if fmt == "json":
+        out.write(dumps(report.to_json()) + "\n")
+    elif fmt == "jsonl":
+        for row in _flat_rows(report):
+            out.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
+    elif fmt in ("csv", "tsv"):
+        _write_delimited(report, out, "\t" if fmt == "tsv" else ",")
+    elif fmt == "markdown":
+        out.write(markdown(report))
+    else:
+        _rich_report(report, out, color=color, width=width)
+
+
+def _flat_rows(report: Report) -> Iterable[dict[str, Any]]:
+    base = {"task": report.task, "rows": report.rows}
+    for r in report.results:
+        yield {**base, **r.to_json()}
+    for c in report.comparisons:
+        yield {**base, "comparison": True, **c.to_json()}
+    for g in report.groups or []:
+        for r in g.results:
+            yield {**base, "by": g.by, "group": _jsonable(g.value), "group_rows": g.rows, **r.to_json()}
+
+
+def _jsonable(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _flat_columns(report: Report) -> list[str]:
+    cols = ["loss", "spec", "pred", "value", "n"]
+    extra_keys: list[str] = []
+    all_results = list(report.results) + [r for g in report.groups or [] for r in g.results]
+    for r in all_results:
+        for k in r.extra:
+            if k not in extra_keys:
+                extra_keys.append(k)
+    cols += extra_keys
+    if any(r.ci is not None for r in all_results):
+        cols += ["ci_lo", "ci_hi"]
+    if any(r.grad is not None for r in all_results):
+        cols += [f"grad_{k}" for k in GRAD_KEYS]
+    if report.groups is not None:
+        cols = ["by", "group", "group_rows"] + cols
+    return cols
+
+
+def _flat_values(r: LossResult) -> dict[str, Any]:
+    d: dict[str, Any] = {"loss": r.loss, "spec": r.spec, "pred": r.pred, "value": r.value, "n": r.n}
+    d.update(r.extra)
+    if r.ci is not None:
+        d["ci_lo"], d["ci_hi"] = r.ci
+    if r.grad is not None:
+        for k in GRAD_KEYS:
+            d[f"grad_{k}"] = r.grad.get(k)
+    return d
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) or isinstance(v, np.floating):
+        v = float(v)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    return str(v)
+
+
+def _write_delimited(report: Report, out: TextIO, delimiter: str) -> None:
+    cols = _flat_columns(report)
+    w = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    w.writerow(cols)
+    groups = report.groups
+    if groups is None:
+        for r in report.results:
+            d = _flat_values(r)
+            w.writerow([_cell(d.get(c)) for c in cols])
+    else:
+        for r in report.results:
+            d = {"by": "", "group": "(all)", "group_rows": report.rows, **_flat_values(r)}
+            w.writerow([_cell(d.get(c)) for c in cols])
+        for g in groups:
+            for r in g.results:
+                d = {"by": g.by, "group": g.value, "group_rows": g.rows, **_flat_values(r)}
+                w.writerow([_cell(d.get(c)) for c in cols])
+
+
+def markdown(report: Report) -> str:
+    preds = list(dict.fromkeys(r.pred for r in report.results))
+    specs = list(dict.fromkeys(r.spec for r in report.results))
+    by = {(r.spec, r.pred): r for r in report.results}
+    lines = [f"**lossctl** · task: {report.task} · rows: {report.rows}", ""]
+    head = ["loss"] + preds
+    cmp = {(c.spec, c.pred): c for c in report.comparisons}
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for spec in specs:
+        vals = [by[(spec, p)].value for p in preds if (spec, p) in by]
+        best = _best(vals) if len(preds) > 1 else None
+        cells = [f"`{spec}`"]
+        for p in preds:
+            r = by.get((spec, p))
+            if r is None:
+                cells.append("")
+                continue
+            text = fmt_num(r.value)
+            if r.ci is not None:
+                text += f" [{fmt_num(r.ci[0], 4)}, {fmt_num(r.ci[1], 4)}]"
+            c = cmp.get((spec, p))
+            if c is not None:
+                text += f" (Δ {c.delta:+.4g}" + (f", CI [{c.ci[0]:+.4g}, {c.ci[1]:+.4g}]" if c.ci else "") + ")"
+            if best is not None and r.value == best:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    if report.groups:
+        lines += ["", f"Slices by `{report.groups[0].by}`:", ""]
+        lines.append("| group | rows | " + " | ".join(f"`{s}`" for s in specs) + " |")
+        lines.append("|---|---|" + "---|" * len(specs))
+        for g in report.groups:
+            vals = {r.spec: r.value for r in g.results if r.pred == preds[0]}
+            lines.append(f"| {g.value} | {g.rows} | " + " | ".join(fmt_num(vals.get(s)) for s in specs) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _best(vals: list[float]) -> float | None:
+    finite = [v for v in vals if v == v]
+    return min(finite) if finite else None
+
+
+def _rich_report(report: Report, out: TextIO, *, color: bool, width: int | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out, force_terminal=color, no_color=not color, width=width or (None if color else 100),
+                      highlight=False, soft_wrap=False)
+    inferred = " (inferred)" if report.task_inferred else ""
+    binds = ", ".join(f"{k}={_short(v)}" for k, v in report.bindings.items())
+    sub = f"task: {report.task}{inferred} · rows: {report.rows:,}"
+    if report.dropped_rows:
+        sub += f" · dropped: {report.dropped_rows:,}"
+    console.print(f"[bold]lossctl[/bold] · {', '.join(report.sources)} · {sub}")
+    if binds:
+        console.print(f"[dim]columns: {binds}[/dim]")
+    preds = list(dict.fromkeys(r.pred for r in report.results))
+    multi = len(preds) > 1
+    if multi:
+        _rich_comparison(console, report, preds)
+    else:
+        t = Table(show_edge=False, header_style="bold")
+        t.add_column("loss")
+        t.add_column("value", justify="right")
+        has_ci = any(r.ci for r in report.results)
+        has_grad = any(r.grad for r in report.results)
+        if has_ci:
+            t.add_column("CI", justify="right")
+        if has_grad:
+            for k in ("mean", "std", "abs_mean", "l2", "zero_frac", "top1_share"):
+                t.add_column(f"∇ {k}", justify="right")
+            t.add_column("∇ histogram")
+        for r in report.results:
+            row = [r.spec, fmt_num(r.value)]
+            if has_ci:
+                row.append(f"[{fmt_num(r.ci[0], 4)}, {fmt_num(r.ci[1], 4)}]" if r.ci else "—")
+            if has_grad:
+                g = r.grad or {}
+                row += [fmt_num(g.get(k), 4) for k in ("mean", "std", "abs_mean", "l2", "zero_frac", "top1_share")]
+                row.append(sparkline(r.grad_sample))
+            t.add_row(*row)
+        console.print(t)
+    for r in report.results:
+        if r.extra:
+            console.print(f"[dim]{r.spec}:[/dim] " + ", ".join(f"{k} {fmt_num(v)}" for k, v in r.extra.items()
+                                                         if not isinstance(v, (list, dict))))
+    if report.groups:
+        _rich_groups(console, report)
+    for w in report.warnings:
+        console.print(f"[yellow]note:[/yellow] {w}")
+    notes = {n for r in report.results for n in r.notes}
+    for n in sorted(notes):
+        console.print(f"[dim]note: {n}[/dim]")
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list):
+        return v[0] + "…" + v[-1] if len(v) > 3 and isinstance(v[0], str) else ",".join(map(str, v))
+    return str(v)
+
+
+def _rich_comparison(console: Any, report: Report, preds: list[str]) -> None:
+    from rich.table import Table
+
+    t = Table(show_edge=False, header_style="bold", title="lower is better; ★ best per row")
+    t.add_column("loss")
+    for p in preds:
+        t.add_column(p, justify="right")
+    by = {(r.spec, r.pred): r for r in report.results}
+    cmp = {(c.spec, c.pred): c for c in report.comparisons}
+    for spec in dict.fromkeys(r.spec for r in report.results):
+        vals = [by[(spec, p)].value for p in preds if (spec, p) in by]
+        best = _best(vals)
+        cells = [spec]
+        for p in preds:
+            r = by.get((spec, p))
+            if r is None:
+                cells.append("")
+                continue
+            text = fmt_num(r.value)
+            c = cmp.get((spec, p))
+            if c is not None:
+                text += f" (Δ {c.delta:+.3g}" + (f" [{c.ci[0]:+.3g}, {c.ci[1]:+.3g}]" if c.ci else "") + ")"
+            elif r.ci:
+                text += f" [{fmt_num(r.ci[0], 4)}, {fmt_num(r.ci[1], 4)}]"
+            if r.value == best:
+                text = f"[bold green]★ {text}[/bold green]"
+            cells.append(text)
+        t.add_row(*cells)
+    console.print(t)
+
+
+def _rich_groups(console: Any, report: Report) -> None:
+    from rich.table import Table
+
+    assert report.groups is not None
+    specs = list(dict.fromkeys(r.spec for r in report.results))
+    pred0 = report.results[0].pred
+    t = Table(show_edge=False, header_style="bold", title=f"slices by {report.groups[0].by} (▲ worst)")
+    t.add_column(report.groups[0].by)
+    t.add_column("rows", justify="right")
+    for s in specs:
+        t.add_column(s, justify="right")
+    worst: dict[str, float] = {}
+    for s in specs:
+        vals = [r.value for g in report.groups for r in g.results if r.spec == s and r.pred == pred0 and r.value == r.value]
+        if vals:
+            worst[s] = max(vals)
+    for g in report.groups:
+        cells = [str(g.value), f"{g.rows:,}"]
+        for s in specs:
+            r = next((r for r in g.results if r.spec == s and r.pred == pred0), None)
+            if r is None:
+                cells.append("")
+                continue
+            text = fmt_num(r.value)
+            if r.ci:
+                text += f" [{fmt_num(r.ci[0], 3)}, {fmt_num(r.ci[1], 3)}]"
+            if worst.get(s) == r.value and len(report.groups) > 1:
+                text = f"[bold red]▲ {text}[/bold red]"
+            cells.append(text)
+        t.add_row(*cells)
+    console.print(t)
+    if report.hidden_groups:
+        console.print(f"[dim]{report.hidden_groups} slices with fewer than --min-rows rows hidden[/dim]")
+
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(sample: np.ndarray | None, bins: int = 12) -> str:
+    """A one-line histogram of sampled per-row gradients."""
+    if sample is None or len(sample) == 0:
+        return ""
+    s = np.asarray(sample, dtype=float)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return ""
+    lo, hi = float(s.min()), float(s.max())
+    if lo == hi:
+        return "█"
+    counts, _ = np.histogram(s, bins=bins, range=(lo, hi))
+    top = counts.max()
+    return "".join(BLOCKS[0 if c == 0 else max(1, int(round(c / top * 8)))] for c in counts)
+
+
+# ------------------------------------------------------------------ per-row output
+
+
+def write_rows(chunks: Iterable[tuple[list[str], list[np.ndarray]]], fmt: str, out: TextIO) -> None:
+    header_done = False
+    delim = "\t" if fmt == "tsv" else ","
+    for header, cols in chunks:
+        if fmt in ("csv", "tsv"):
+            if not header_done:
+                csv.writer(out, delimiter=delim, lineterminator="\n").writerow(header)
+                header_done = True
+            _write_columns(out, cols, delim)
+        else:
+            n = len(cols[0]) if cols else 0
+            lists = [c.tolist() for c in cols]
+            for i in range(n):
+                row = {h: _json_cell(col[i]) for h, col in zip(header, lists)}
+                out.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
+
+
+def _json_cell(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _write_columns(out: TextIO, cols: list[np.ndarray], delim: str) -> None:
+    if not cols or len(cols[0]) == 0:
+        return
+    texts = []
+    for c in cols:
+        if c.dtype.kind == "f":
+            texts.append(np.asarray([_cell(x) for x in c.tolist()], dtype=object))
+        else:
+            texts.append(np.asarray([_csv_text(x, delim) for x in c.tolist()], dtype=object))
+    lines = texts[0]
+    for t in texts[1:]:
+        lines = lines + delim + t
+    out.write("\n".join(lines.tolist()) + "\n")
+
+
+def _csv_text(x: Any, delim: str) -> str:
+    s = str(x)
+    if delim in s or '"' in s or "\n" in s:
+        s = '"' + s.replace('"', '""') + '"'
+    return s

@@ -1,0 +1,176 @@
+"""Results as data. Renderers (lossctl.render) are views of these objects."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+GRAD_KEYS = ("mean", "std", "min", "max", "abs_mean", "l2", "zero_frac", "top1_share")
+
+
+@dataclass
+class LossResult:
+    loss: str
+    spec: str  # the canonical SPEC, e.g. "huber:delta=1.5"
+    params: dict[str, Any]
+    pred: str
+    value: float
+    n: int
+    reduction: str = "mean"
+    grad: dict[str, float] | None = None
+    grad_by_role: dict[str, dict[str, float]] | None = None
+    grad_sample: np.ndarray | None = None
+    ci: tuple[float, float] | None = None
+    ci_method: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "loss": self.loss,
+            "spec": self.spec,
+            "params": {k: _jsonable(v) for k, v in self.params.items()},
+            "pred": self.pred,
+        }
+        d.update(_number_field("value", self.value))
+        d["n"] = self.n
+        d["reduction"] = self.reduction
+        if self.grad is not None:
+            d["grad"] = {k: _finite_or_none(v) for k, v in self.grad.items()}
+        if self.grad_by_role:
+            d["grad_by_role"] = {
+                r: {k: _finite_or_none(v) for k, v in g.items()} for r, g in self.grad_by_role.items()
+            }
+        if self.ci is not None:
+            d["ci"] = [_finite_or_none(x) for x in self.ci]
+            d["ci_method"] = self.ci_method
+        for k, v in self.extra.items():
+            d.update(_number_field(k, v) if isinstance(v, float) else {k: _jsonable(v)})
+        if self.notes:
+            d["notes"] = list(self.notes)
+        return d
+
+
+@dataclass
+class Comparison:
+    loss: str
+    spec: str
+    params: dict[str, Any]
+    pred: str
+    baseline: str
+    value: float
+    baseline_value: float
+    ci: tuple[float, float] | None = None
+
+    @property
+    def delta(self) -> float:
+        return self.value - self.baseline_value
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "loss": self.loss,
+            "spec": self.spec,
+            "params": {k: _jsonable(v) for k, v in self.params.items()},
+            "pred": self.pred,
+            "baseline": self.baseline,
+        }
+        d.update(_number_field("delta", self.delta))
+        if self.ci is not None:
+            d["ci"] = [_finite_or_none(x) for x in self.ci]
+        return d
+
+
+@dataclass
+class Group:
+    by: str
+    value: Any
+    rows: int
+    results: list[LossResult]
+    worst: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "value": _jsonable(self.value),
+            "rows": self.rows,
+            "results": [r.to_json() for r in self.results],
+        }
+
+
+@dataclass
+class Report:
+    task: str
+    task_inferred: bool
+    rows: int
+    dropped_rows: int
+    results: list[LossResult]
+    comparisons: list[Comparison] = field(default_factory=list)
+    groups: list[Group] | None = None
+    sources: list[str] = field(default_factory=list)
+    bindings: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    join: dict[str, int] | None = None
+    hidden_groups: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        from lossctl import __version__
+
+        d: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "lossctl_version": __version__,
+            "task": self.task,
+            "task_inferred": self.task_inferred,
+            "sources": self.sources,
+            "bindings": self.bindings,
+            "rows": self.rows,
+            "dropped_rows": self.dropped_rows,
+            "results": [r.to_json() for r in self.results],
+        }
+        if self.comparisons:
+            d["comparisons"] = [c.to_json() for c in self.comparisons]
+        if self.groups is not None:
+            d["groups"] = [g.to_json() for g in self.groups]
+        if self.join is not None:
+            d["join"] = self.join
+        if self.warnings:
+            d["warnings"] = self.warnings
+        return d
+
+
+def _finite_or_none(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    return v
+
+
+def nonfinite_label(v: float) -> str:
+    if math.isnan(v):
+        return "nan"
+    return "inf" if v > 0 else "-inf"
+
+
+def _number_field(key: str, v: Any) -> dict[str, Any]:
+    """A number for JSON: non-finite values become null with a "nonfinite" marker."""
+    v = float(v)
+    if math.isfinite(v):
+        return {key: v}
+    marker = "nonfinite" if key == "value" else f"{key}_nonfinite"
+    return {key: None, marker: nonfinite_label(v)}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
