@@ -214,7 +214,7 @@ def explain_cmd(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map every failure to an exit code and one line on stderr."""
-    import click
+    click = _click_exceptions()
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("LOSSCTL_DEBUG") == "1"
@@ -228,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _err(f"lossctl: error: {e}")
         code = int(e.exit_status)
-    except click.exceptions.NoArgsIsHelp as e:
-        code = 0 if not isinstance(e, click.ClickException) else 2
     except click.ClickException as e:
+        if type(e).__name__.startswith("NoArgsIsHelp"):
+            print(e.format_message())
+            return 0
         if debug:
             raise
         msg = e.format_message()
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (see '{ctx.command_path} --help')"
         _err(f"lossctl: error: {msg}{hint}")
         code = int(ExitStatus.INPUT_ERROR)
-    except click.exceptions.Abort:
+    except click.Abort:
         _err("lossctl: aborted")
         code = 130
     except BrokenPipeError:
@@ -265,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_pipe()
     return code
+
+
+def _click_exceptions():
+    """Click's exception classes: Typer ≥ 0.20 vendors Click as typer._click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older Typer uses click itself
+        from click import exceptions
+    return exceptions
 
 
 def _err(msg: str) -> None:

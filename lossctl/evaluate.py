@@ -101,12 +101,12 @@ def _is_target_side(role: registry.Role) -> bool:
     return role.name in ("target", "group", "weight")
 
 
-def _select(text: str, sources: Sequence[Any], prefer: int) -> Selector:
+def _select(text: str, sources: Sequence[Any], prefer: int, role: str = "selector") -> Selector:
     order = [prefer] + [i for i in range(len(sources)) if i != prefer]
     last_err: Exception | None = None
     for i in order:
         try:
-            sel = select(text, sources[i].columns, sources[i].types, sources[i].name, "selector")
+            sel = select(text, sources[i].columns, sources[i].types, sources[i].name, role)
             sel.src = i
             return sel
         except InputError as e:
@@ -153,13 +153,13 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
     pred_src = len(sources) - 1
     explicit: dict[str, Selector] = {}
     if req.target:
-        explicit["target"] = _select(req.target, sources, 0)
+        explicit["target"] = _select(req.target, sources, 0, "-t/--target")
     for role, text in req.cols.items():
-        explicit[role] = _select(text, sources, pred_src if role != "target" else 0)
-    pred_sels = [_select(p, sources, pred_src) for p in req.preds]
-    weight = _select(req.weight, sources, 0) if req.weight else None  # never guessed by name
-    by = [_select(b, sources, 0) for b in req.by]
-    idsel = _select(req.id, sources, 0) if req.id else None
+        explicit[role] = _select(text, sources, pred_src if role != "target" else 0, f"--col {role}")
+    pred_sels = [_select(p, sources, pred_src, "-p/--pred") for p in req.preds]
+    weight = _select(req.weight, sources, 0, "-w/--weight") if req.weight else None  # never guessed by name
+    by = [_select(b, sources, 0, "--by") for b in req.by]
+    idsel = _select(req.id, sources, 0, "--id") if req.id else None
 
     # the task: declared, implied by the losses, by specific column names, or by the data
     task, inferred = req.task, req.task is None
