@@ -33,6 +33,16 @@ class Batch:
     columns: Mapping[str, str] = field(default_factory=dict)  # role → column label, for messages
     input_start: int = 0  # 0-based input row of the first row, counting dropped rows
     keep: np.ndarray | None = None  # which input rows survived --nan drop
+    # intermediate arrays shared by the losses of one batch (the residual ŷ − y, |r|)
+    memo: dict = field(default_factory=dict)
+
+    def shared(self, name: str, roles: tuple[str, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
+        """``make()``, computed once per batch for every loss that reads the same columns."""
+        key = (name,) + tuple(id(self.cols[r]) for r in roles)
+        out = self.memo.get(key)
+        if out is None:
+            out = self.memo[key] = make()
+        return out
 
     def __getitem__(self, role: str) -> np.ndarray:
         return self.cols[role]
@@ -48,7 +58,7 @@ class Batch:
             self.offset,
             self.source,
             self.columns,
-        )
+        )  # a fresh memo: the subset's arrays are new
 
     def input_row(self, i: int) -> int:
         """The 1-based row of the input file that row ``i`` of this batch came from."""

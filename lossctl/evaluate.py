@@ -364,16 +364,7 @@ def _numeric(arr: Any, column: str, source: str, offset: int) -> np.ndarray:
 
     t = arr.type
     if pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
-        if pa.types.is_boolean(t) or pa.types.is_decimal(t):
-            arr = arr.cast(pa.float64())
-        if arr.null_count:
-            out = arr.to_numpy(zero_copy_only=False)
-            out = out.astype(np.float64) if out.dtype.kind not in "f" else out
-            return out
-        out = arr.to_numpy(zero_copy_only=False)
-        if out.dtype == np.float32 or out.dtype == np.float64:
-            return out
-        return out.astype(np.float64)
+        return float_view(arr)
     if pa.types.is_null(t):
         return np.full(len(arr), np.nan)
     # strings and anything else: find the first value that is not a number
@@ -386,6 +377,49 @@ def _numeric(arr: Any, column: str, source: str, offset: int) -> np.ndarray:
         except (TypeError, ValueError):
             raise InputError.at("not a number", source=source, column=column, row=offset + i + 1, value=v) from None
     return np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
+
+
+def float_view(arr: Any) -> np.ndarray:
+    """An Arrow numeric array as float64 (float32 stays float32), nulls as NaN.
+
+    Reads the data buffer directly: zero-copy for float columns without nulls, and
+    never through pyarrow's pandas bridge (importing pandas costs 0.2 s).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not (pa.types.is_float64(arr.type) or pa.types.is_float32(arr.type)):
+        arr = arr.cast(pa.float64())
+    if arr.null_count:
+        arr = pc.fill_null(arr, pa.scalar(float("nan"), arr.type))
+    dtype = np.float32 if pa.types.is_float32(arr.type) else np.float64
+    buf = arr.buffers()[1]
+    if buf is None:
+        return np.empty(0, dtype=dtype)
+    return np.frombuffer(buf, dtype=dtype, count=len(arr), offset=arr.offset * dtype().itemsize)
+
+
+def labels_view(arr: Any) -> np.ndarray:
+    """An Arrow column of labels (ids, group values) as a numpy array."""
+    import pyarrow as pa
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t = arr.type
+    if pa.types.is_integer(t):
+        return np.frombuffer(arr.cast(pa.int64()).buffers()[1], dtype=np.int64, count=len(arr), offset=arr.offset * 8) \
+            if arr.offset == 0 else np.asarray(arr.cast(pa.int64()).to_pylist(), dtype=np.int64)
+    if pa.types.is_floating(t):
+        return float_view(arr)
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+    enc = arr.dictionary_encode()
+    codes = np.asarray(enc.indices.to_pylist() if enc.indices.null_count else
+                       np.frombuffer(enc.indices.buffers()[1], dtype=np.int32, count=len(enc), offset=enc.indices.offset * 4))
+    values = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+    return values[codes]
 
 
 @dataclass
@@ -444,6 +478,48 @@ def _arrow_batches(plan: Plan) -> Iterator[list[Any]]:
         k = min(bufs[0].num_rows, bufs[1].num_rows)
         yield [bufs[0].slice(0, k), bufs[1].slice(0, k)]
         bufs = [b.slice(k) for b in bufs]
+
+
+def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Read the next batches in a background thread while this one is computed.
+
+    pyarrow decodes and numpy computes without the GIL, so on two cores reading and
+    computing overlap. Exceptions in the reader are raised here, in order.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put((done, e))
+
+    t = threading.Thread(target=work, name="lossctl-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
@@ -525,7 +601,7 @@ class _Feeder:
         plan = self.plan
         req = plan.request
         names = [s.name for s in plan.sources]
-        for parts in _arrow_batches(plan):
+        for parts in _prefetch(_arrow_batches(plan)):
             n_in = parts[0].num_rows
             cache: dict[tuple[int, tuple[str, ...], bool], np.ndarray] = {}
 
@@ -552,13 +628,13 @@ class _Feeder:
             # non-finite values: one mask over every numeric column in use
             bad = None
             for key, a in cache.items():
-                sel_cat = False
-                m = ~np.isfinite(a) if a.dtype.kind == "f" else None
-                if m is None or sel_cat:
+                # a finite sum proves every value finite: one pass, no temporary
+                if a.dtype.kind != "f" or np.isfinite(np.sum(a)):
                     continue
+                m = ~np.isfinite(a)
                 if a.ndim > 1:
                     m = m.any(axis=1)
-                if m.any():
+                if m.any():  # (a sum can overflow to inf with every value finite)
                     if req.nan == "error":
                         i = int(np.flatnonzero(m)[0])
                         col_idx = 0
@@ -598,10 +674,11 @@ class _Feeder:
                         row=self._input_row(i, keep), value=float(weight[i]),
                     )
             jobs_b = []
+            memo: dict = {}
             for job, d in zip(plan.jobs, per_job):
                 src_name = names[next(iter(job.binding.roles.values())).src] if len(names) > 1 else names[0]
                 b = Batch(d, n, weight, offset, src_name, {r: s.text for r, s in job.binding.roles.items()},
-                          input_start=self.offset_in, keep=keep)
+                          input_start=self.offset_in, keep=keep, memo=memo)
                 jobs_b.append(b)
             self.rows += n
             self.offset_in += n_in
@@ -622,7 +699,7 @@ class _Feeder:
             i = int(np.flatnonzero(np.asarray(col.is_null()))[0])
             raise InputError.at("missing value in a grouping column", source=self.plan.sources[sel.src].name,
                                 column=sel.columns[0], row=self.offset_in + i + 1)
-        return np.asarray(col.to_numpy(zero_copy_only=False))
+        return labels_view(col)
 
 
 # ------------------------------------------------------------------ running

@@ -17,13 +17,20 @@ LOG2 = math.log(2.0)
 
 def mse(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     """Squared error r², r = ŷ − y, per element."""
-    r = yhat - y
+    return _mse_r(yhat - y)
+
+
+def _mse_r(r: np.ndarray) -> np.ndarray:
     return r * r
 
 
 def mse_grad(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     """∂r²/∂ŷ = 2r."""
-    return 2.0 * (yhat - y)
+    return _mse_grad_r(yhat - y)
+
+
+def _mse_grad_r(r: np.ndarray) -> np.ndarray:
+    return 2.0 * r
 
 
 def mae(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
@@ -31,31 +38,54 @@ def mae(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     return np.abs(yhat - y)
 
 
+def _mae_r(r: np.ndarray, a: np.ndarray) -> np.ndarray:
+    return a
+
+
 def mae_grad(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     """sign(r); 0 at r = 0, a valid subgradient."""
     return np.sign(yhat - y)
 
 
+def _mae_grad_r(r: np.ndarray) -> np.ndarray:
+    return np.sign(r)
+
+
 def huber(y: np.ndarray, yhat: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
     """½r² for |r| ≤ δ, δ(|r| − ½δ) beyond (torch ``huber_loss``)."""
-    a = np.abs(yhat - y)
-    return np.where(a <= delta, 0.5 * a * a, delta * (a - 0.5 * delta))
+    return _huber_r(yhat - y, np.abs(yhat - y), delta=delta)
+
+
+def _huber_r(r: np.ndarray, a: np.ndarray, *, delta: float) -> np.ndarray:
+    # with m = min(|r|, δ): m(|r| − ½m) is ½r² inside and δ(|r| − ½δ) outside
+    m = np.minimum(a, delta)
+    return m * (a - 0.5 * m)
 
 
 def huber_grad(y: np.ndarray, yhat: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
     """clip(r, −δ, δ)."""
-    return np.clip(yhat - y, -delta, delta)
+    return _huber_grad_r(yhat - y, delta=delta)
+
+
+def _huber_grad_r(r: np.ndarray, *, delta: float) -> np.ndarray:
+    return np.clip(r, -delta, delta)
 
 
 def smooth_l1(y: np.ndarray, yhat: np.ndarray, *, beta: float = 1.0) -> np.ndarray:
     """½r²/β for |r| < β, |r| − ½β beyond (torch ``smooth_l1_loss``); = huber/β."""
-    a = np.abs(yhat - y)
+    return _smooth_l1_r(yhat - y, np.abs(yhat - y), beta=beta)
+
+
+def _smooth_l1_r(r: np.ndarray, a: np.ndarray, *, beta: float) -> np.ndarray:
     return np.where(a < beta, 0.5 * a * a / beta, a - 0.5 * beta)
 
 
 def smooth_l1_grad(y: np.ndarray, yhat: np.ndarray, *, beta: float = 1.0) -> np.ndarray:
     """r/β inside, sign(r) outside."""
-    r = yhat - y
+    return _smooth_l1_grad_r(yhat - y, beta=beta)
+
+
+def _smooth_l1_grad_r(r: np.ndarray, *, beta: float) -> np.ndarray:
     return np.where(np.abs(r) < beta, r / beta, np.sign(r))
 
 
@@ -65,14 +95,26 @@ def pinball(y: np.ndarray, yhat: np.ndarray, *, tau: float = 0.5) -> np.ndarray:
     return np.maximum(tau * d, (tau - 1.0) * d)
 
 
+def _pinball_r(r: np.ndarray, a: np.ndarray, *, tau: float) -> np.ndarray:
+    # max(τd, (τ−1)d) with d = −r equals ½|r| + (½ − τ)r
+    return 0.5 * a + (0.5 - tau) * r
+
+
 def pinball_grad(y: np.ndarray, yhat: np.ndarray, *, tau: float = 0.5) -> np.ndarray:
     """−τ where y > ŷ, 1 − τ where y < ŷ, 0 where equal."""
-    return np.where(y > yhat, -tau, np.where(y < yhat, 1.0 - tau, 0.0))
+    return _pinball_grad_r(yhat - y, tau=tau)
+
+
+def _pinball_grad_r(r: np.ndarray, *, tau: float) -> np.ndarray:
+    return np.where(r < 0, -tau, np.where(r > 0, 1.0 - tau, 0.0))
 
 
 def log_cosh(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     """log cosh r = |r| + log1p(e^{−2|r|}) − log 2: no overflow of cosh for large r."""
-    a = np.abs(yhat - y)
+    return _log_cosh_r(yhat - y, np.abs(yhat - y))
+
+
+def _log_cosh_r(r: np.ndarray, a: np.ndarray) -> np.ndarray:
     return a + np.log1p(np.exp(-2.0 * a)) - LOG2
 
 
@@ -81,15 +123,24 @@ def log_cosh_grad(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     return np.tanh(yhat - y)
 
 
+def _log_cosh_grad_r(r: np.ndarray) -> np.ndarray:
+    return np.tanh(r)
+
+
 # ---------------------------------------------------------------- kernels
 
 
 class Elementwise(RowMeanKernel):
-    """A regression loss applied element by element; a row is the mean of its outputs."""
+    """A regression loss applied element by element; a row is the mean of its outputs.
 
-    fn: Callable[..., np.ndarray]
-    grad_fn: Callable[..., np.ndarray]
+    The residual r = ŷ − y and |r| are computed once per batch and shared by every
+    regression loss evaluated on the same columns.
+    """
+
+    fn: Callable[..., np.ndarray]  # f(r, |r|, **params)
+    grad_fn: Callable[..., np.ndarray]  # g(r, **params)
     keys: tuple[str, ...] = ()
+    uses_abs = True
 
     def __init__(self, params: dict[str, Any], ctx: Any) -> None:
         super().__init__(params, ctx)
@@ -107,9 +158,13 @@ class Elementwise(RowMeanKernel):
             )
 
     def rows(self, b: Batch, grad: bool):
-        y, yhat = b["target"], b["pred"]
-        loss = type(self).fn(y, yhat, **self.kw)
-        g = type(self).grad_fn(y, yhat, **self.kw) if grad else None
+        r = b.shared("r", ("target", "pred"), lambda: b["pred"] - b["target"])
+        if self.uses_abs:
+            a = b.shared("|r|", ("target", "pred"), lambda: np.abs(r))
+            loss = type(self).fn(r, a, **self.kw)
+        else:
+            loss = type(self).fn(r, **self.kw)
+        g = type(self).grad_fn(r, **self.kw) if grad else None
         if loss.ndim == 2:
             k = loss.shape[1]
             loss = loss.mean(axis=1)
@@ -118,18 +173,18 @@ class Elementwise(RowMeanKernel):
         return loss, ({"pred": g} if g is not None else None), None
 
 
-def _kernel(name: str, fn, grad_fn, keys: tuple[str, ...] = ()) -> type[Elementwise]:
-    return type(name, (Elementwise,), {"fn": staticmethod(fn), "grad_fn": staticmethod(grad_fn), "keys": keys})
+def _kernel(name: str, fn, grad_fn, keys: tuple[str, ...] = (), uses_abs: bool = True) -> type[Elementwise]:
+    return type(name, (Elementwise,), {"fn": staticmethod(fn), "grad_fn": staticmethod(grad_fn), "keys": keys,
+                                       "uses_abs": uses_abs})
 
 
 class RMSEKernel(Elementwise):
     """√(Σwᵢ mean_k r²ᵢₖ / Σw): a function of sums, not a mean of rows."""
 
     row_mean = False
-    fn = staticmethod(mse)
 
     def rows(self, b: Batch, grad: bool):
-        r = b["pred"] - b["target"]
+        r = b.shared("r", ("target", "pred"), lambda: b["pred"] - b["target"])
         sq = r * r
         g = r
         if sq.ndim == 2:
@@ -209,7 +264,7 @@ def _spec(name: str, kernel: type, props: Properties, params: tuple[Param, ...] 
 
 
 _spec(
-    "mse", _kernel("MSEKernel", mse, mse_grad),
+    "mse", _kernel("MSEKernel", _mse_r, _mse_grad_r, uses_abs=False),
     Properties(
         formula="ℓ = r², r = ŷ − y; L = mean ℓ",
         gradient="∂ℓ/∂ŷ = 2r (per sample; the gradient of the mean carries 1/n)",
@@ -242,7 +297,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l rmse",
 )
 _spec(
-    "mae", _kernel("MAEKernel", mae, mae_grad),
+    "mae", _kernel("MAEKernel", _mae_r, _mae_grad_r),
     Properties(
         formula="ℓ = |r|",
         gradient="∂ℓ/∂ŷ = sign(r), 0 at r = 0 (subgradient)",
@@ -258,7 +313,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l mae --grad",
 )
 _spec(
-    "huber", _kernel("HuberKernel", huber, huber_grad, ("delta",)),
+    "huber", _kernel("HuberKernel", _huber_r, _huber_grad_r, ("delta",)),
     Properties(
         formula="ℓ = ½r² if |r| ≤ δ, else δ(|r| − ½δ)",
         gradient="∂ℓ/∂ŷ = clip(r, −δ, δ)",
@@ -277,7 +332,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l huber:delta=1.5 --grad",
 )
 _spec(
-    "smooth_l1", _kernel("SmoothL1Kernel", smooth_l1, smooth_l1_grad, ("beta",)),
+    "smooth_l1", _kernel("SmoothL1Kernel", _smooth_l1_r, _smooth_l1_grad_r, ("beta",)),
     Properties(
         formula="ℓ = ½r²/β if |r| < β, else |r| − ½β",
         gradient="∂ℓ/∂ŷ = r/β inside, sign(r) outside",
@@ -294,7 +349,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l smooth_l1:beta=0.5",
 )
 _spec(
-    "quantile", _kernel("QuantileKernel", pinball, pinball_grad, ("tau",)),
+    "quantile", _kernel("QuantileKernel", _pinball_r, _pinball_grad_r, ("tau",)),
     Properties(
         formula="ℓ = max(τ(y − ŷ), (τ − 1)(y − ŷ))  (pinball)",
         gradient="∂ℓ/∂ŷ = −τ if y > ŷ, 1 − τ if y < ŷ, 0 if equal",
@@ -311,7 +366,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l quantile:tau=0.9",
 )
 _spec(
-    "log_cosh", _kernel("LogCoshKernel", log_cosh, log_cosh_grad),
+    "log_cosh", _kernel("LogCoshKernel", _log_cosh_r, _log_cosh_grad_r),
     Properties(
         formula="ℓ = log cosh(r) = |r| + log1p(e^{−2|r|}) − log 2",
         gradient="∂ℓ/∂ŷ = tanh(r)",
