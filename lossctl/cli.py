@@ -241,9 +241,6 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (see '{ctx.command_path} --help')"
         _err(f"lossctl: error: {msg}{hint}")
         code = int(ExitStatus.INPUT_ERROR)
-    except click.Abort:
-        _err("lossctl: aborted")
-        code = 130
     except BrokenPipeError:
         _quiet_pipe()
         code = 0

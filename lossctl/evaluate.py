@@ -486,6 +486,7 @@ def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     pyarrow decodes and numpy computes without the GIL, so on two cores reading and
     computing overlap. Exceptions in the reader are raised here, in order.
     """
+    import contextlib
     import queue
     import threading
 
@@ -520,6 +521,10 @@ def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
             yield item
     finally:
         stop.set()
+        while t.is_alive():
+            with contextlib.suppress(queue.Empty):
+                q.get(timeout=0.05)
+        t.join()
 
 
 def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
@@ -554,7 +559,7 @@ def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
     plan.join_info = {"matched": joined.num_rows, "only_in_data": only_left, "only_in_data2": only_right}
     if joined.num_rows == 0:
         raise InputError.at(f"no key value of '{key}' occurs in both files", source=plan.sources[1].name)
-    # keep the order of the first file
+    # rows in key order: deterministic whatever the files' orders
     order = pc.sort_indices(joined, sort_keys=[(key, "ascending")])
     joined = joined.take(order)
     for rb in joined.to_batches(max_chunksize=batch_rows):
@@ -601,7 +606,17 @@ class _Feeder:
         plan = self.plan
         req = plan.request
         names = [s.name for s in plan.sources]
-        for parts in _prefetch(_arrow_batches(plan)):
+        reader = _prefetch(_arrow_batches(plan))
+        try:
+            yield from self._convert(reader)
+        finally:
+            reader.close()  # stops and joins the reader thread, also on errors
+
+    def _convert(self, reader: Iterator[list[Any]]) -> Iterator[tuple[list[Batch], list[np.ndarray], np.ndarray | None]]:
+        plan = self.plan
+        req = plan.request
+        names = [s.name for s in plan.sources]
+        for parts in reader:
             n_in = parts[0].num_rows
             cache: dict[tuple[int, tuple[str, ...], bool], np.ndarray] = {}
 

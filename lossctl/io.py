@@ -170,9 +170,9 @@ def _head_text(src: Source) -> str:
     except UnicodeDecodeError as e:
         if e.start >= len(head) - 4 and len(head) == HEAD_BYTES:
             return head[: e.start].decode("utf-8")
-        line = head[: e.start].count(b"\n") + 1
+        row = head[: e.start].count(b"\n")  # the header is line 1, so data row = line − 1
         raise InputError.at(
-            f"not UTF-8 text: byte 0x{head[e.start]:02x} on line {line}", source=src.name
+            f"not UTF-8 text: byte 0x{head[e.start]:02x}", source=src.name, row=row if row >= 1 else None
         ) from None
 
 
