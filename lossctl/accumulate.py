@@ -84,6 +84,7 @@ class GradSummary:
         self.zero_rows = 0
         self.rows_bound = rows_bound
         self.top = np.empty(0)  # candidates for the largest row L1 norms
+        self.dropped_max = -math.inf  # the largest row norm ever pruned from `top`
         self.sample_key = np.empty(0, dtype=np.uint64)
         self.sample_val = np.empty(0)
 
@@ -123,7 +124,9 @@ class GradSummary:
         cap = self._cap()
         top = np.concatenate([self.top, l1])
         if cap is not None and top.size > 2 * cap:
-            top = np.partition(top, top.size - cap)[top.size - cap:]
+            part = np.partition(top, top.size - cap)
+            self.dropped_max = max(self.dropped_max, float(part[top.size - cap - 1]))
+            top = part[top.size - cap:]
         self.top = top
 
     def _add_sample(self, vals: np.ndarray, offset: int) -> None:
@@ -151,6 +154,7 @@ class GradSummary:
             self.rows_bound = self.rows_bound + other.rows_bound
         else:
             self.rows_bound = None
+        self.dropped_max = max(self.dropped_max, other.dropped_max)
         self._add_top(other.top)
         self.sample_key = np.concatenate([self.sample_key, other.sample_key])
         self.sample_val = np.concatenate([self.sample_val, other.sample_val])
@@ -165,7 +169,8 @@ class GradSummary:
         abs_sum, sq_sum = (float(x) for x in self.sums.value)
         k = max(1, math.ceil(TOP_FRACTION * self.rows))
         top = self.top
-        top_sum = float(np.sum(np.partition(top, top.size - k)[top.size - k:])) if top.size >= k else float(np.sum(top))
+        kth = np.partition(top, top.size - k)[top.size - k:] if top.size >= k else top
+        top_sum = float(np.sum(kth))
         s = abs(scale)
         lo, hi = self.min * scale, self.max * scale
         if scale < 0:
@@ -180,6 +185,42 @@ class GradSummary:
             "zero_frac": self.zero_rows / self.rows,
             "top1_share": (top_sum / abs_sum) if abs_sum > 0 else 0.0,
         }
+
+    def top1_exact(self) -> bool:
+        """Whether top1_share is exact: no pruned row could belong to the top 1%.
+
+        Within one run the pruning is exact by construction; after merging shards a
+        shard may have pruned rows that the union's top 1% needs: then top1_share is
+        a lower bound, and this says so.
+        """
+        if self.dropped_max == -math.inf or self.rows == 0:
+            return True
+        k = max(1, math.ceil(TOP_FRACTION * self.rows))
+        if self.top.size < k:
+            return False
+        kth = float(np.partition(self.top, self.top.size - k)[self.top.size - k])
+        return kth >= self.dropped_max
+
+    # -- state files
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows, "elems": self.elems, "mean": self.mean, "m2": self.m2,
+            "min": self.min, "max": self.max, "sums": self.sums.to_dict(), "zero_rows": self.zero_rows,
+            "rows_bound": self.rows_bound, "top": self.top.tolist(), "dropped_max": self.dropped_max,
+            "sample_key": [int(x) for x in self.sample_key], "sample_val": self.sample_val.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GradSummary":
+        g = cls(d["rows_bound"])
+        g.rows, g.elems, g.mean, g.m2 = d["rows"], d["elems"], d["mean"], d["m2"]
+        g.min, g.max, g.zero_rows = d["min"], d["max"], d["zero_rows"]
+        g.sums = Sum.from_dict(d["sums"])
+        g.top = np.asarray(d["top"], dtype=float)
+        g.dropped_max = d["dropped_max"]
+        g.sample_key = np.asarray(d["sample_key"], dtype=np.uint64)
+        g.sample_val = np.asarray(d["sample_val"], dtype=float)
+        return g
 
     def sample(self, scale: float = 1.0) -> np.ndarray:
         """Up to SAMPLE_SIZE per-row gradients (or row norms), for histograms."""

@@ -138,10 +138,12 @@ def eval_cmd(
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write results to FILE (atomically) instead of stdout.")] = None,
     input_format: Annotated[Optional[str], typer.Option("--input-format", help="csv | tsv | parquet | feather | jsonl, when the name does not say.")] = None,
     batch_rows: Annotated[Optional[int], typer.Option("--batch-rows", help="Rows per record batch (results do not depend on it).")] = None,
+    emit_state: Annotated[Optional[str], typer.Option("--emit-state", help="Also write each loss's sufficient statistics to FILE, for 'lossctl merge'.")] = None,
+    row_offset: Annotated[int, typer.Option("--row-offset", help="With --emit-state: this shard's first row in the whole data (makes merged bootstrap intervals exact).")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or notes on stderr.")] = False,
 ) -> None:
     """Compute losses (and with --grad their gradient summaries) for one or more prediction sets."""
-    from lossctl.evaluate import Request, iter_rows, prepare, run
+    from lossctl.evaluate import Request, accumulate, build_report, iter_rows, prepare
 
     form = _default_format(fmt, output)
     if batch_rows is not None and batch_rows < 1:
@@ -164,9 +166,22 @@ def eval_cmd(
             with _output(output) as out:
                 write_rows(iter_rows(plan), form, out)
             return
-        report = run(plan)
+        if emit_state and reduction == "none":
+            raise UsageError("--emit-state needs reduced results, not --reduction none")
+        if row_offset < 0:
+            raise UsageError(f"--row-offset must be at least 0. Got {row_offset} instead.")
+        acc = accumulate(plan, row_offset)
+        if emit_state:
+            from lossctl import statefile
+
+            statefile.write(emit_state, statefile.dump(plan, acc, row_offset))
+        report = build_report(plan, acc)
     finally:
         plan.close()
+    _show(report, form, output, quiet)
+
+
+def _show(report, form: str, output: Optional[str], quiet: bool) -> None:
     from lossctl.render import render_report
 
     with _output(output) as out:
@@ -174,6 +189,22 @@ def eval_cmd(
     if not quiet and form != "table":
         for w in report.warnings:
             print(f"lossctl: note: {w}", file=sys.stderr)
+
+
+@app.command("merge")
+def merge_cmd(
+    states: Annotated[list[str], typer.Argument(help="State files written by 'lossctl eval --emit-state'.", show_default=False)],
+    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table | json | jsonl | csv | tsv | markdown.")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write results to FILE (atomically).")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No notes on stderr.")] = False,
+) -> None:
+    """Combine shard state files into exactly the result of one run over all shards."""
+    from lossctl import statefile
+    from lossctl.evaluate import build_report
+
+    form = _default_format(fmt, output)
+    plan, acc = statefile.merge(list(states))
+    _show(build_report(plan, acc), form, output, quiet)
 
 
 # ------------------------------------------------------------------ list / explain

@@ -278,6 +278,22 @@ class BootUnits:
         self.buckets += other.buckets
         self.count += other.count
 
+    def to_dict(self) -> dict[str, Any]:
+        if self.buckets is not None:
+            return {"count": self.count, "buckets": self.buckets.tolist()}
+        return {"count": self.count, "rows": [m.tolist() for m in self.rows], "idx": [[int(i) for i in x] for x in self.idx]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BootUnits":
+        u = cls()
+        u.count = d["count"]
+        if "buckets" in d:
+            u.buckets = np.asarray(d["buckets"], dtype=float)
+        else:
+            u.rows = [np.asarray(m, dtype=float).reshape(len(m), -1) for m in d["rows"]]
+            u.idx = [np.asarray(x, dtype=np.uint64) for x in d["idx"]]
+        return u
+
     def matrix(self) -> tuple[np.ndarray, str]:
         if self.buckets is not None:
             return self.buckets, f"percentile bootstrap over {BUCKETS} hashed row blocks"
@@ -351,6 +367,15 @@ class State:
     def result(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def to_dict(self) -> dict[str, Any]:
+        """The state's sufficient statistics, for ``--emit-state`` (JSON-able)."""
+        from lossctl.errors import UsageError
+
+        raise UsageError(f"--emit-state: the state of {type(self).__name__} cannot be saved to a file yet")
+
+    def load(self, d: dict[str, Any]) -> "State":
+        raise NotImplementedError
+
 
 class DecomposableState(State):
     decomposable = True
@@ -413,6 +438,33 @@ class DecomposableState(State):
         if self.boot is not None and other.boot is not None:
             self.boot.merge(other.boot)
 
+    def to_dict(self) -> dict[str, Any]:
+        if self.two_pass:
+            from lossctl.errors import UsageError
+
+            raise UsageError(
+                f"--emit-state with --grad: the gradient of {type(self.kernel).__name__} needs a second pass over "
+                "the whole data, which a shard cannot do; emit the state without --grad"
+            )
+        return {
+            "kind": "decomposable",
+            "n": self.n,
+            "totals": self.totals.to_dict() if self.totals is not None else None,
+            "grad": self.grad.to_dict() if self.grad is not None else None,
+            "grad_by_role": {r: g.to_dict() for r, g in self.grad_by_role.items()},
+            "boot": self.boot.to_dict() if self.boot is not None else None,
+        }
+
+    def load(self, d: dict[str, Any]) -> "DecomposableState":
+        self.n = d["n"]
+        self.totals = Sum.from_dict(d["totals"]) if d["totals"] is not None else None
+        if d["grad"] is not None:
+            self.grad = GradSummary.from_dict(d["grad"])
+        self.grad_by_role = {r: GradSummary.from_dict(g) for r, g in d["grad_by_role"].items()}
+        if d["boot"] is not None:
+            self.boot = BootUnits.from_dict(d["boot"])
+        return self
+
     def final_totals(self) -> np.ndarray:
         return self.totals.value if self.totals is not None else np.zeros(0)
 
@@ -434,6 +486,9 @@ class DecomposableState(State):
             scale = 1.0 if k.two_pass_grad else k.grad_scale(totals, self.n)
             out["grad"] = self.grad.result(scale)
             out["grad_sample"] = self.grad.sample(scale)
+            if not self.grad.top1_exact():
+                out.setdefault("notes", []).append(
+                    "top1_share is a lower bound: a merged shard pruned rows that may belong to the top 1%")
             if self.grad_by_role:
                 out["grad_by_role"] = {r: gs.result(scale) for r, gs in self.grad_by_role.items()}
         return out

@@ -594,10 +594,11 @@ def _needed(plan: Plan) -> dict[tuple[int, str], bool]:
 class _Feeder:
     """Turns aligned Arrow batches into per-job Batches, applying the NaN policy once."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, row_offset: int = 0) -> None:
         self.plan = plan
         self.dropped = 0
-        self.rows = 0
+        self.rows = row_offset  # global index of the next row (shards start where the previous ended)
+        self.row_offset = row_offset
         self.offset_in = 0
         self.group_values: list[dict[Any, int]] = [dict() for _ in plan.by]
         self.group_keys: dict[tuple, int] = {}
@@ -727,17 +728,34 @@ def _new_state(job: Job, opts: Options) -> State:
     return DecomposableState(k, opts)
 
 
-def run(plan: Plan) -> Report:
+@dataclass
+class Accumulated:
+    """Every state of a run, before results are computed: what a state file holds."""
+
+    states: list[State]
+    group_states: dict[tuple, list[State]]
+    group_rows: dict[tuple, int]
+    rows: int
+    dropped: int
+    join: dict[str, int] | None = None
+
+
+def options(plan: Plan) -> Options:
     req = plan.request
-    opts = Options(grad=req.grad, ci=req.ci, bootstrap=req.bootstrap, seed=req.seed, reduction=req.reduction)
+    return Options(grad=req.grad, ci=req.ci, bootstrap=req.bootstrap, seed=req.seed, reduction=req.reduction)
+
+
+def accumulate(plan: Plan, row_offset: int = 0) -> Accumulated:
+    """Stream every batch through every state (and every slice's states)."""
+    opts = options(plan)
     states = [_new_state(j, opts) for j in plan.jobs]
     group_states: dict[tuple, list[State]] = {}
     group_rows: dict[tuple, int] = {}
     kernels = [s.kernel for s in states if isinstance(s, DecomposableState)]
-    feeder = _Feeder(plan)
+    feeder = _Feeder(plan, row_offset)
 
     if any(k.needs_prepass for k in kernels):
-        for jobs_b, _, _ in _Feeder(plan).batches():
+        for jobs_b, _, _ in _Feeder(plan, row_offset).batches():
             for s, b in zip(states, jobs_b):
                 if isinstance(s, DecomposableState) and s.kernel.needs_prepass:
                     s.kernel.validate(b)
@@ -745,6 +763,7 @@ def run(plan: Plan) -> Report:
         for k in kernels:
             if k.needs_prepass:
                 k.end_prepass()
+        plan.ctx.prepass_done = True  # type: ignore[attr-defined]
 
     for jobs_b, by_vals, _ in feeder.batches():
         for s, b in zip(states, jobs_b):
@@ -753,43 +772,54 @@ def run(plan: Plan) -> Report:
         if plan.by:
             _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states)
     if any(s.two_pass for s in states) or any(s.two_pass for ss in group_states.values() for s in ss):
-        for jobs_b, by_vals, _ in _Feeder(plan).batches():
+        for jobs_b, by_vals, _ in _Feeder(plan, row_offset).batches():
             for s, b in zip(states, jobs_b):
                 if s.two_pass:
                     s.update2(b)
             if plan.by:
                 _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states, second=True)
-    if feeder.rows == 0:
+    used = feeder.rows - row_offset
+    if used == 0:
         raise InputError.at(
             f"no rows left: --nan drop dropped all {feeder.dropped}" if feeder.dropped else "no rows to evaluate",
             source=plan.sources[0].name,
         )
-    results = _results(plan, states, opts)
-    comparisons = _comparisons(plan, states, results, opts)
+    return Accumulated(states, group_states, group_rows, used, feeder.dropped, getattr(plan, "join_info", None))
+
+
+def run(plan: Plan) -> Report:
+    return build_report(plan, accumulate(plan))
+
+
+def build_report(plan: Plan, acc: Accumulated) -> Report:
+    req = plan.request
+    opts = options(plan)
+    results = _results(plan, acc.states, opts)
+    comparisons = _comparisons(plan, acc.states, results, opts)
     groups = None
     hidden = 0
     if plan.by:
-        groups, hidden = _group_results(plan, group_states, group_rows, opts)
+        groups, hidden = _group_results(plan, acc.group_states, acc.group_rows, opts)
     report = Report(
         task=plan.task,
         task_inferred=plan.task_inferred,
-        rows=feeder.rows,
-        dropped_rows=feeder.dropped,
+        rows=acc.rows,
+        dropped_rows=acc.dropped,
         results=results,
         comparisons=comparisons,
         groups=groups,
-        sources=[s.name for s in plan.sources],
-        bindings=_bindings(plan),
+        sources=list(getattr(plan, "source_names", None) or [s.name for s in plan.sources]),
+        bindings=getattr(plan, "bindings", None) or _bindings(plan),
         warnings=list(plan.notes),
-        join=getattr(plan, "join_info", None),
+        join=acc.join,
         hidden_groups=hidden,
     )
-    if feeder.dropped:
-        report.warnings.append(f"--nan drop: dropped {feeder.dropped} rows with missing or infinite values")
+    if acc.dropped:
+        report.warnings.append(f"--nan drop: dropped {acc.dropped} rows with missing or infinite values")
     if report.join and (report.join["only_in_data"] or report.join["only_in_data2"]):
         report.warnings.append(
-            f"--key {req.key}: {report.join['only_in_data']} keys only in {plan.sources[0].name}, "
-            f"{report.join['only_in_data2']} only in {plan.sources[1].name}; {report.join['matched']} matched"
+            f"--key {req.key}: {report.join['only_in_data']} keys only in {report.sources[0]}, "
+            f"{report.join['only_in_data2']} only in {report.sources[1]}; {report.join['matched']} matched"
         )
     return report
 
@@ -971,5 +1001,5 @@ def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
                         g = g * b.weight
                 cols.append(g if g is not None and g.ndim == 1 else np.full(b.n, np.nan))
         yield header, cols
-    if feeder.rows == 0 and feeder.dropped:
+    if feeder.rows == feeder.row_offset and feeder.dropped:
         raise InputError.at(f"no rows left: --nan drop dropped all {feeder.dropped}", source=plan.sources[0].name)
