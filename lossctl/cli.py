@@ -170,7 +170,17 @@ def eval_cmd(
             raise UsageError("--emit-state needs reduced results, not --reduction none")
         if row_offset < 0:
             raise UsageError(f"--row-offset must be at least 0. Got {row_offset} instead.")
-        acc = accumulate(plan, row_offset)
+        from lossctl import progress as prog
+
+        bar = None
+        if prog.wanted(quiet):
+            src = plan.sources[0]
+            bar = prog.Progress(src.num_rows, src.size_bytes, os.path.basename(src.name) or src.name)
+        try:
+            acc = accumulate(plan, row_offset, bar)
+        finally:
+            if bar is not None:
+                bar.close()
         if emit_state:
             from lossctl import statefile
 

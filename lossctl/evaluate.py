@@ -745,7 +745,7 @@ def options(plan: Plan) -> Options:
     return Options(grad=req.grad, ci=req.ci, bootstrap=req.bootstrap, seed=req.seed, reduction=req.reduction)
 
 
-def accumulate(plan: Plan, row_offset: int = 0) -> Accumulated:
+def accumulate(plan: Plan, row_offset: int = 0, progress: Callable[[int], None] | None = None) -> Accumulated:
     """Stream every batch through every state (and every slice's states)."""
     opts = options(plan)
     states = [_new_state(j, opts) for j in plan.jobs]
@@ -769,6 +769,8 @@ def accumulate(plan: Plan, row_offset: int = 0) -> Accumulated:
         for s, b in zip(states, jobs_b):
             _validate(s, b)
             s.update(b)
+        if progress is not None and jobs_b:
+            progress(jobs_b[0].n)
         if plan.by:
             _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states)
     if any(s.two_pass for s in states) or any(s.two_pass for ss in group_states.values() for s in ss):
