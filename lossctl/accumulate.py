@@ -228,3 +228,30 @@ class GradSummary:
     def sample(self, scale: float = 1.0) -> np.ndarray:
         """Up to SAMPLE_SIZE per-row gradients (or row norms), for histograms."""
         return self.sample_val * scale
+
+
+class RowSample:
+    """A deterministic sample of rows (the K smallest hashes of the row index).
+
+    Mergeable and independent of batch sizes; used for the terminal pictures.
+    """
+
+    def __init__(self, k: int = SAMPLE_SIZE) -> None:
+        self.k = k
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.cols: dict[str, np.ndarray] = {}
+
+    def update(self, cols: dict[str, np.ndarray], offset: int) -> None:
+        n = next(iter(cols.values())).shape[0]
+        keys = splitmix64(np.arange(offset, offset + n, dtype=np.uint64))
+        if self.keys.size + n > self.k:
+            allkeys = np.concatenate([self.keys, keys])
+            thresh = np.partition(allkeys, self.k - 1)[self.k - 1]
+            mine, theirs = self.keys <= thresh, keys <= thresh
+        else:
+            mine, theirs = np.ones(self.keys.size, bool), np.ones(n, bool)
+        self.keys = np.concatenate([self.keys[mine], keys[theirs]])
+        for name, a in cols.items():
+            old = self.cols.get(name)
+            new = a[theirs]
+            self.cols[name] = new if old is None else np.concatenate([old[mine], new])

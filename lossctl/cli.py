@@ -177,7 +177,7 @@ def eval_cmd(
             src = plan.sources[0]
             bar = prog.Progress(src.num_rows, src.size_bytes, os.path.basename(src.name) or src.name)
         try:
-            acc = accumulate(plan, row_offset, bar)
+            acc = accumulate(plan, row_offset, bar, sample=form == "table" and _color(sys.stdout) and not output)
         finally:
             if bar is not None:
                 bar.close()
@@ -243,7 +243,7 @@ def explain_cmd(
     """One loss in full: formula, gradient, properties, when to use it, conventions, an example."""
     from lossctl import catalog
 
-    form = _default_format(fmt, None)
+    form = _default_format(fmt or "table", None)  # text, even in a pipe: it is for reading
     if form not in ("table", "json", "markdown"):
         raise UsageError(f"explain writes text (table), json or markdown, not {form}")
     with _output(None) as out:

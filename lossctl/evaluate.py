@@ -738,6 +738,7 @@ class Accumulated:
     rows: int
     dropped: int
     join: dict[str, int] | None = None
+    sample: Any = None  # a RowSample of the first job's target and prediction, for pictures
 
 
 def options(plan: Plan) -> Options:
@@ -745,9 +746,14 @@ def options(plan: Plan) -> Options:
     return Options(grad=req.grad, ci=req.ci, bootstrap=req.bootstrap, seed=req.seed, reduction=req.reduction)
 
 
-def accumulate(plan: Plan, row_offset: int = 0, progress: Callable[[int], None] | None = None) -> Accumulated:
+def accumulate(
+    plan: Plan, row_offset: int = 0, progress: Callable[[int], None] | None = None, sample: bool = False
+) -> Accumulated:
     """Stream every batch through every state (and every slice's states)."""
+    from lossctl.accumulate import RowSample
+
     opts = options(plan)
+    sampler = RowSample() if sample and plan.jobs else None
     states = [_new_state(j, opts) for j in plan.jobs]
     group_states: dict[tuple, list[State]] = {}
     group_rows: dict[tuple, int] = {}
@@ -771,6 +777,11 @@ def accumulate(plan: Plan, row_offset: int = 0, progress: Callable[[int], None] 
             s.update(b)
         if progress is not None and jobs_b:
             progress(jobs_b[0].n)
+        if sampler is not None and jobs_b and jobs_b[0].n:
+            b0 = jobs_b[0]
+            cols = {k: v for k, v in b0.cols.items() if k in ("target", "pred") and v.dtype.kind == "f"}
+            if len(cols) == 2:
+                sampler.update(cols, b0.offset)
         if plan.by:
             _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states)
     if any(s.two_pass for s in states) or any(s.two_pass for ss in group_states.values() for s in ss):
@@ -786,7 +797,8 @@ def accumulate(plan: Plan, row_offset: int = 0, progress: Callable[[int], None] 
             f"no rows left: --nan drop dropped all {feeder.dropped}" if feeder.dropped else "no rows to evaluate",
             source=plan.sources[0].name,
         )
-    return Accumulated(states, group_states, group_rows, used, feeder.dropped, getattr(plan, "join_info", None))
+    return Accumulated(states, group_states, group_rows, used, feeder.dropped, getattr(plan, "join_info", None),
+                       sampler)
 
 
 def run(plan: Plan) -> Report:
@@ -816,6 +828,8 @@ def build_report(plan: Plan, acc: Accumulated) -> Report:
         join=acc.join,
         hidden_groups=hidden,
     )
+    if acc.sample is not None and acc.sample.cols:
+        report.picture = _picture(plan, acc.sample.cols)
     if acc.dropped:
         report.warnings.append(f"--nan drop: dropped {acc.dropped} rows with missing or infinite values")
     if report.join and (report.join["only_in_data"] or report.join["only_in_data2"]):
@@ -824,6 +838,36 @@ def build_report(plan: Plan, acc: Accumulated) -> Report:
             f"{report.join['only_in_data2']} only in {report.sources[1]}; {report.join['matched']} matched"
         )
     return report
+
+
+def _picture(plan: Plan, cols: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """What the terminal pictures need: residuals and loss curves, or probabilities."""
+    from lossctl import pictures
+
+    y, p = cols["target"], cols["pred"]
+    if plan.task == "regression" and y.ndim == 1 and p.ndim == 1:
+        r = p - y
+        xs = pictures.bin_centres(r)
+        curves = []
+        seen = set()
+        for job in plan.jobs:
+            if job.call.text in seen or not job.call.spec.row_mean or job.call.spec.roles[-1].name != "pred":
+                continue
+            seen.add(job.call.text)
+            k = job.kernel_factory()
+            b = Batch({"target": np.zeros_like(xs), "pred": xs}, xs.size)
+            curves.append((job.call.text, k.per_row(b, False)[0]))
+        return {"kind": "regression", "residuals": r, "curves": curves}
+    if plan.task in ("binary", "multiclass"):
+        params = plan.jobs[0].call.params
+        prob = p
+        if params.get("logits"):
+            from lossctl.losses._numerics import sigmoid, softmax
+
+            prob = softmax(p) if p.ndim == 2 else sigmoid(p)
+        if (prob.ndim == 2) == (plan.task == "multiclass") and np.all((prob >= 0) & (prob <= 1)):
+            return {"kind": "classification", "target": y, "prob": prob}
+    return None
 
 
 def _validate(s: State, b: Batch) -> None:
@@ -947,6 +991,11 @@ def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple
             _add_ci(plan, sts, res, opts, seed_offset=gi + 1)
         value = k[0] if len(k) == 1 else list(k)
         groups.append(Group(by=label, value=value, rows=group_rows[k], results=res))
+    if len(groups) > 1:  # mark the worst slice (largest loss) of each loss and prediction set
+        for j in range(len(plan.jobs)):
+            finite = [g for g in groups if g.results[j].value == g.results[j].value]
+            if finite:
+                max(finite, key=lambda g: g.results[j].value).results[j].worst = True
     return groups, hidden
 
 

@@ -40,7 +40,9 @@ def dumps(obj: Any) -> str:
 # ------------------------------------------------------------------ eval
 
 
-def render_report(report: Report, fmt: str, out: TextIO, *, color: bool = False, width: int | None = None) -> None:
+def render_report(
+    report: Report, fmt: str, out: TextIO, *, color: bool = False, width: int | None = None, pictures: bool | None = None
+) -> None:
     if fmt == "json":
         out.write(dumps(report.to_json()) + "\n")
     elif fmt == "jsonl":
@@ -51,7 +53,7 @@ def render_report(report: Report, fmt: str, out: TextIO, *, color: bool = False,
     elif fmt == "markdown":
         out.write(markdown(report))
     else:
-        _rich_report(report, out, color=color, width=width)
+        _rich_report(report, out, color=color, width=width, pictures=color if pictures is None else pictures)
 
 
 def _flat_rows(report: Report) -> Iterable[dict[str, Any]]:
@@ -174,7 +176,7 @@ def _best(vals: list[float]) -> float | None:
     return min(finite) if finite else None
 
 
-def _rich_report(report: Report, out: TextIO, *, color: bool, width: int | None) -> None:
+def _rich_report(report: Report, out: TextIO, *, color: bool, width: int | None, pictures: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -220,6 +222,14 @@ def _rich_report(report: Report, out: TextIO, *, color: bool, width: int | None)
                                                          if not isinstance(v, (list, dict))))
     if report.groups:
         _rich_groups(console, report)
+    if pictures and report.picture:
+        from lossctl import pictures as pics
+
+        pic = report.picture
+        if pic["kind"] == "regression":
+            console.print(pics.residual_chart(pic["residuals"], pic["curves"]))
+        else:
+            console.print(pics.probability_chart(pic["target"], pic["prob"]))
     for w in report.warnings:
         console.print(f"[yellow]note:[/yellow] {w}")
     notes = {n for r in report.results for n in r.notes}
@@ -290,7 +300,7 @@ def _rich_groups(console: Any, report: Report) -> None:
             text = fmt_num(r.value)
             if r.ci:
                 text += f" [{fmt_num(r.ci[0], 3)}, {fmt_num(r.ci[1], 3)}]"
-            if worst.get(s) == r.value and len(report.groups) > 1:
+            if r.worst:
                 text = f"[bold red]▲ {text}[/bold red]"
             cells.append(text)
         t.add_row(*cells)

@@ -28,6 +28,7 @@ class LossResult:
     ci_method: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    worst: bool = False  # in a slice: the worst slice for this loss and prediction set
 
     def __float__(self) -> float:
         return float(self.value)
@@ -55,6 +56,8 @@ class LossResult:
             d.update(_number_field(k, v) if isinstance(v, float) else {k: _jsonable(v)})
         if self.notes:
             d["notes"] = list(self.notes)
+        if self.worst:
+            d["worst"] = True
         return d
 
 
@@ -118,6 +121,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     join: dict[str, int] | None = None
     hidden_groups: int = 0
+    picture: dict[str, Any] | None = None  # data for the terminal pictures (never in JSON)
 
     def to_json(self) -> dict[str, Any]:
         from lossctl import __version__
