@@ -203,9 +203,10 @@ def _rich_report(report: Report, out: TextIO, *, color: bool, width: int | None,
         if has_ci:
             t.add_column("CI", justify="right")
         if has_grad:
-            for k in ("mean", "std", "abs_mean", "l2", "zero_frac", "top1_share"):
-                t.add_column(f"∇ {k}", justify="right")
-            t.add_column("∇ histogram")
+            t.title = "gradient g = ∂(N·L)/∂output per row: mean, std, mean |g|, ‖g‖₂, share of rows with g = 0, share of Σ|g| in the top 1% of rows"
+            for k in ("g mean", "g std", "|g| mean", "‖g‖₂", "zero", "top 1%"):
+                t.add_column(k, justify="right", no_wrap=True)
+            t.add_column("g histogram", no_wrap=True, min_width=12)
         for r in report.results:
             row = [r.spec, fmt_num(r.value)]
             if has_ci:
@@ -323,6 +324,11 @@ def sparkline(sample: np.ndarray | None, bins: int = 12) -> str:
     lo, hi = float(s.min()), float(s.max())
     if lo == hi:
         return "█"
+    # the 1st–99th percentile range; rarer extremes pile into the end bins
+    plo, phi = (float(x) for x in np.percentile(s, [1, 99]))
+    if phi > plo:
+        lo, hi = plo, phi
+        s = np.clip(s, lo, hi)
     counts, _ = np.histogram(s, bins=bins, range=(lo, hi))
     top = counts.max()
     return "".join(BLOCKS[0 if c == 0 else max(1, int(round(c / top * 8)))] for c in counts)
