@@ -591,6 +591,15 @@ def _needed(plan: Plan) -> dict[tuple[int, str], bool]:
     return need
 
 
+def _widen(a: np.ndarray, memo: dict[int, np.ndarray]) -> np.ndarray:
+    if a.dtype != np.float32:
+        return a
+    out = memo.get(id(a))
+    if out is None:
+        out = memo[id(a)] = a.astype(np.float64)
+    return out
+
+
 class _Feeder:
     """Turns aligned Arrow batches into per-job Batches, applying the NaN policy once."""
 
@@ -679,6 +688,12 @@ class _Feeder:
                 weight = weight[keep] if weight is not None else None
                 by_vals = [v[keep] for v in by_vals]
                 ids = ids[keep] if ids is not None else None
+            # float32 columns are read as float32 (the file's data is never doubled);
+            # each batch is widened here so that the maths and the sums are float64
+            widened: dict[int, np.ndarray] = {}
+            per_job = [{r: _widen(a, widened) for r, a in d.items()} for d in per_job]
+            if weight is not None:
+                weight = _widen(weight, widened)
             n = n_in - (int(bad.sum()) if bad is not None else 0)
             offset = self.rows
             if weight is not None and n:

@@ -209,3 +209,17 @@ def test_no_progress_output_in_pipes(tmp_path):
     pd.DataFrame({"y": rng.normal(size=n), "yhat": rng.normal(size=n)}).to_csv(path, index=False)
     r = run_subprocess("eval", str(path), "-l", "mse", "-f", "json")
     assert r.code == 0 and r.err == ""
+
+
+def test_float32_columns_are_computed_in_float64(cli, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=5000).astype(np.float32)
+    p = (y + rng.normal(size=5000)).astype(np.float32)
+    path = tmp_path / "f32.parquet"
+    pq.write_table(pa.table({"y": y, "yhat": p}), path)
+    d = cli("eval", str(path), "-l", "mse", "-f", "json").json()
+    exact = np.mean((p.astype(np.float64) - y.astype(np.float64)) ** 2)
+    assert d["results"][0]["value"] == pytest.approx(exact, rel=1e-14)
