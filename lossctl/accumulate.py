@@ -95,8 +95,9 @@ class GradSummary:
             return
         flat = g.reshape(-1)
         m = flat.size
-        bmean = float(np.mean(flat))
-        bm2 = float(np.sum(np.square(flat - bmean)))
+        with np.errstate(invalid="ignore", over="ignore"):  # infinite gradients (KL at Q = 0) stay inf/nan
+            bmean = float(np.mean(flat))
+            bm2 = float(np.sum(np.square(flat - bmean)))
         self._merge_moments(m, bmean, bm2)
         self.min = min(self.min, float(flat.min()))
         self.max = max(self.max, float(flat.max()))
@@ -110,6 +111,9 @@ class GradSummary:
 
     def _merge_moments(self, m: int, mean: float, m2: float) -> None:
         tot = self.elems + m
+        if self.elems == 0:
+            self.mean, self.m2, self.elems = mean, m2, tot
+            return
         delta = mean - self.mean
         self.mean += delta * m / tot
         self.m2 += m2 + delta * delta * self.elems * m / tot

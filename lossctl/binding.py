@@ -25,7 +25,8 @@ GENERIC_NAMES: dict[str, tuple[str, ...]] = {
     ),
     "weight": ("weight", "weights", "sample_weight", "w"),
 }
-LOGIT_HINT = re.compile(r"^(logit|logits|z|score|scores|margin|decision)(_|$)", re.I)
+LOGIT_HINT = re.compile(r"^(logit|logits|z)(_|$)", re.I)
+_EXACT_GENERIC = {n.lower() for names in GENERIC_NAMES.values() for n in names if not n.endswith("*")}
 
 
 @dataclass
@@ -143,7 +144,17 @@ def bind_roles(
             if sel is not None:
                 sel.how = "specific"
         if sel is None and role.name in GENERIC_NAMES and not role.names_only:
-            sel = _find(GENERIC_NAMES[role.name], spaces, taken)
+            found = generic_matches(role.name, spaces, taken)
+            if len(found) > 1:
+                if not required:
+                    return None
+                raise InputError.at(
+                    f"ambiguous {role.name} column for {spec.name}: "
+                    + " or ".join(f"'{s.text}'" for s in found)
+                    + f"; choose one with {'-t COL' if role.name == 'target' else '-p COL' if role.name == 'pred' else '--col ' + role.name + '=COL'}",
+                    source=source,
+                )
+            sel = found[0] if found else None
         if sel is None:
             if not role.required:
                 continue
@@ -167,6 +178,30 @@ def bind_roles(
             return None
         out.roles[role.name] = sel
         taken.update((sel.src, c) for c in sel.columns)
+    return out
+
+
+def generic_matches(role: str, spaces: list[Space], taken: set) -> list[Selector]:
+    """Every distinct column (or column group) the generic names of ``role`` match.
+
+    Globs leave out columns that are themselves generic names (y_pred is not one of y_*).
+    """
+    out: list[Selector] = []
+    seen: set = set()
+    for src, columns, types in spaces:
+        free = [c for c in columns if (src, c) not in taken]
+        for name in GENERIC_NAMES[role]:
+            if name.endswith("*"):
+                pool = [c for c in free if c.lower() not in _EXACT_GENERIC]
+                sel = find_by_names([name], pool, types, set())
+            else:
+                sel = find_by_names([name], free, types, set())
+            if sel is not None and (src, tuple(sel.columns)) not in seen:
+                seen.add((src, tuple(sel.columns)))
+                sel.src = src
+                out.append(sel)
+        if out:
+            break  # the first space that has a match wins (DATA2 for predictions)
     return out
 
 

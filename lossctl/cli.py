@@ -143,7 +143,7 @@ def eval_cmd(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or notes on stderr.")] = False,
 ) -> None:
     """Compute losses (and with --grad their gradient summaries) for one or more prediction sets."""
-    from lossctl.evaluate import Request, accumulate, build_report, iter_rows, prepare
+    from lossctl.pipeline import Request, accumulate, build_report, iter_rows, prepare
 
     form = _default_format(fmt, output)
     if batch_rows is not None and batch_rows < 1:
@@ -210,7 +210,7 @@ def merge_cmd(
 ) -> None:
     """Combine shard state files into exactly the result of one run over all shards."""
     from lossctl import statefile
-    from lossctl.evaluate import build_report
+    from lossctl.pipeline import build_report
 
     form = _default_format(fmt, output)
     plan, acc = statefile.merge(list(states))

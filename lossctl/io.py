@@ -246,6 +246,71 @@ def _csv_reader(src: Source, columns: list[str], numeric: set[str], batch_rows: 
     )
 
 
+PARALLEL_CSV_BYTES = 8 << 20
+CSV_CHUNK_BYTES = 32 << 20
+
+
+def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[Any]:
+    """A large uncompressed CSV read as byte ranges cut at line ends, parsed in parallel.
+
+    pyarrow's multi-threaded ``read_csv`` parses each ~32 MB range (with the header
+    prepended); two ranges are in flight at a time, so memory stays bounded while both
+    cores parse. Like pyarrow's own block splitting, this assumes no newline inside a
+    quoted value (pyarrow's default, newlines_in_values=False).
+    """
+    import concurrent.futures as cf
+
+    pa = _pa()
+    import pyarrow.csv as pacsv
+
+    types = {c: (pa.float64() if c in numeric else pa.string()) for c in columns}
+    parse = pacsv.ParseOptions(delimiter=src.delimiter)
+    convert = pacsv.ConvertOptions(column_types=types, include_columns=columns, strings_can_be_null=True,
+                                   quoted_strings_can_be_null=False)
+    with open(src.path, "rb") as f:
+        header = f.readline()
+        start = f.tell()
+    size = os.path.getsize(src.path)
+
+    def ranges() -> Iterator[tuple[int, int]]:
+        pos = start
+        with open(src.path, "rb") as f:
+            while pos < size:
+                end = min(size, pos + CSV_CHUNK_BYTES)
+                if end < size:
+                    f.seek(end)
+                    tail = f.readline()
+                    end += len(tail)
+                yield pos, end
+                pos = end
+
+    def read(rng: tuple[int, int]) -> Any:
+        a, b = rng
+        with open(src.path, "rb") as f:
+            f.seek(a)
+            body = f.read(b - a)
+        if not body.strip():
+            return None
+        buf = pa.py_buffer(header + body)
+        return pacsv.read_csv(pa.BufferReader(buf), read_options=pacsv.ReadOptions(use_threads=True, block_size=4 << 20),
+                              parse_options=parse, convert_options=convert)
+
+    with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lossctl-csv") as pool:
+        pending: list[Any] = []
+        it = ranges()
+        for rng in it:
+            pending.append(pool.submit(read, rng))
+            if len(pending) >= 2:
+                break
+        while pending:
+            table = pending.pop(0).result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(read, nxt))
+            if table is not None:
+                yield from table.to_batches()
+
+
 def _csv_locate(src: Source, column: str | None, check) -> InputError | None:
     """Slow path after a reader error: find the first bad row with Python's csv module."""
     pa = _pa()
@@ -425,8 +490,10 @@ def iter_batches(
     columns = list(dict.fromkeys(columns))
     try:
         if src.fmt in ("csv", "tsv"):
-            reader = _csv_reader(src, columns, numeric, batch_rows)
-            yield from _rechunk(reader, batch_rows)
+            if src.compression is None and (src.size_bytes or 0) >= PARALLEL_CSV_BYTES:
+                yield from _rechunk(_csv_chunks(src, columns, numeric), batch_rows)
+            else:
+                yield from _rechunk(_csv_reader(src, columns, numeric, batch_rows), batch_rows)
         elif src.fmt == "jsonl":
             reader = _jsonl_reader(src, columns, numeric, batch_rows)
             yield from _rechunk(reader, batch_rows)

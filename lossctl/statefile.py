@@ -115,7 +115,7 @@ def read(path: str) -> dict[str, Any]:
 
 def merge(paths: list[str]):
     """Read state files, check they describe the same evaluation, merge them exactly."""
-    from lossctl.evaluate import Accumulated, Job, Plan, Request
+    from lossctl.pipeline import Accumulated, Job, Plan, Request
     from lossctl.binding import Binding
 
     if not paths:
@@ -142,7 +142,7 @@ def merge(paths: list[str]):
                 [_Label(b) for b in first["by"]], None)
     plan.source_names = [s for d in docs for s in d["sources"]]  # type: ignore[attr-defined]
     plan.bindings = first.get("bindings") or {}  # type: ignore[attr-defined]
-    from lossctl.evaluate import _new_state, options
+    from lossctl.pipeline import _new_state, options
 
     o = options(plan)
 

@@ -223,3 +223,10 @@ def test_float32_columns_are_computed_in_float64(cli, tmp_path):
     d = cli("eval", str(path), "-l", "mse", "-f", "json").json()
     exact = np.mean((p.astype(np.float64) - y.astype(np.float64)) ** 2)
     assert d["results"][0]["value"] == pytest.approx(exact, rel=1e-14)
+
+
+def test_library_evaluate_is_not_shadowed_by_a_submodule():
+    import lossctl.pipeline  # noqa: F401
+
+    assert callable(lossctl.evaluate)
+    assert lossctl.evaluate([1.0], [2.0], "mse").value == 1.0

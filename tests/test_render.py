@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lossctl import registry
-from lossctl.evaluate import Request, accumulate, build_report, prepare
+from lossctl.pipeline import Request, accumulate, build_report, prepare
 from lossctl.render import markdown, render_report, sparkline
 
 from conftest import SAMPLES

@@ -1,4 +1,4 @@
-"""Plans and runs an evaluation: sources → bound batches → states → a Report.
+"""The pipeline: plans and runs an evaluation: sources → bound batches → states → a Report.
 
 ``Request`` is everything the CLI (or a library caller) asks for; ``prepare`` opens
 the inputs, infers the task, parses the loss specs and binds columns to roles;
@@ -270,13 +270,21 @@ def _pred_role(spec: registry.LossSpec) -> str:
 
 
 def _infer_from_data(req, sources, explicit, pred_sels, spaces_for) -> str:
-    from lossctl.binding import _find
+    from lossctl.binding import generic_matches
 
     name = sources[0].name
-    tsel = explicit.get("target") or _find(GENERIC_NAMES["target"], spaces_for(registry.Role("target")), set())
-    psel = pred_sels[0] if pred_sels else _find(
-        GENERIC_NAMES["pred"], spaces_for(registry.Role("pred")), {(tsel.src, c) for c in tsel.columns} if tsel else set()
-    )
+    def one(role: str, taken: set) -> Selector | None:
+        found = generic_matches(role, spaces_for(registry.Role(role)), taken)
+        if len(found) > 1:
+            raise InputError.at(
+                f"ambiguous {role} column: " + " or ".join(f"'{s.text}'" for s in found)
+                + f"; choose one with {'-t' if role == 'target' else '-p'} COL",
+                source=name,
+            )
+        return found[0] if found else None
+
+    tsel = explicit.get("target") or one("target", set())
+    psel = pred_sels[0] if pred_sels else one("pred", {(tsel.src, c) for c in tsel.columns} if tsel else set())
     if tsel is None or psel is None:
         missing = "target" if tsel is None else "prediction"
         cols = ", ".join(c for s in sources for c in s.columns)
