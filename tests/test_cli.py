@@ -333,3 +333,25 @@ def test_sample_files_work_without_options(name):
     r = run_subprocess("eval", os.path.join(SAMPLES, name), "-f", "json")
     assert r.code == 0, r.err
     assert r.json()["task"] == "regression"
+
+
+def test_parallel_csv_chunks_give_the_same_numbers(cli, tmp_path, monkeypatch):
+    import lossctl.io
+
+    rng = np.random.default_rng(9)
+    y, p = rng.normal(size=20000), rng.normal(size=20000)
+    path = tmp_path / "big.csv"
+    path.write_text("y,yhat\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(y, p)))
+    serial = cli("eval", str(path), "-l", "mse", "-l", "mae", "-f", "json").json()
+    monkeypatch.setattr(lossctl.io, "PARALLEL_CSV_BYTES", 1)
+    monkeypatch.setattr(lossctl.io, "CSV_CHUNK_BYTES", 50_000)  # ~14 chunks, cut mid-line and re-aligned
+    par = cli("eval", str(path), "-l", "mse", "-l", "mae", "-f", "json").json()
+    assert par["rows"] == 20000
+    for a, b in zip(serial["results"], par["results"]):
+        assert a["value"] == pytest.approx(b["value"], rel=1e-13)
+    assert par["results"][0]["value"] == pytest.approx(mean_squared_error(y, p), rel=1e-12)
+    lines = path.read_text().splitlines()
+    lines[15000] = "1.0,oops"
+    path.write_text("\n".join(lines) + "\n")
+    r = cli("eval", str(path), "-l", "mse")
+    assert r.code == 2 and "row 15000" in r.err and "oops" in r.err
