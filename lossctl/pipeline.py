@@ -149,6 +149,13 @@ def prepare(req: Request) -> Plan:
 
 def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool) -> Plan:
     name = sources[0].name
+    known_roles = {r.name for s in ([c.spec for c in calls] or registry.all_losses()) for r in s.roles}
+    for role in req.cols:
+        if role not in known_roles:
+            raise UsageError(
+                f"--col {role}=…: no {'selected ' if calls else ''}loss has a role '{role}'; "
+                f"roles: {', '.join(sorted(known_roles))}"
+            )
     spaces_for = _spaces(sources)
     pred_src = len(sources) - 1
     explicit: dict[str, Selector] = {}

@@ -355,3 +355,13 @@ def test_parallel_csv_chunks_give_the_same_numbers(cli, tmp_path, monkeypatch):
     path.write_text("\n".join(lines) + "\n")
     r = cli("eval", str(path), "-l", "mse")
     assert r.code == 2 and "row 15000" in r.err and "oops" in r.err
+
+
+def test_unknown_role_and_ambiguous_columns(cli, write_csv):
+    f = write_csv("a.csv", "y,yhat\n1,2\n")
+    r = cli("eval", f, "-l", "mse", "--col", "anchor=y")
+    assert r.code == 2 and "no selected loss has a role 'anchor'" in r.err
+    g = write_csv("b.csv", "y,pred,yhat\n1,2,3\n")
+    r = cli("eval", g, "-l", "mse")
+    assert r.code == 2 and "ambiguous" in r.err and "'pred'" in r.err and "'yhat'" in r.err
+    assert cli("eval", g, "-l", "mse", "-p", "yhat").code == 0
