@@ -119,18 +119,20 @@ class GradSummary:
         self.m2 += m2 + delta * delta * self.elems * m / tot
         self.elems = tot
 
-    def _cap(self) -> int | None:
-        if self.rows_bound is None:
-            return None
-        return max(1, math.ceil(TOP_FRACTION * self.rows_bound))
+    def _cap(self) -> int:
+        # with a bound on the rows, the top 1% of the bound is exact by construction;
+        # without one, keep the top 1% of the rows seen so far (at least 1024) and let
+        # top1_exact() detect the rare order (largest rows first) where that falls short
+        n = self.rows_bound if self.rows_bound is not None else max(self.rows, 1024 * 100)
+        return max(1, math.ceil(TOP_FRACTION * n))
 
     def _add_top(self, l1: np.ndarray) -> None:
         cap = self._cap()
         top = np.concatenate([self.top, l1])
         # keep the top 2% of the row bound (twice what the answer needs), so that the
         # top 1% of merged shards is usually exact too; top1_exact() says when not
-        keep = 2 * cap if cap is not None else None
-        if keep is not None and top.size > 2 * keep:
+        keep = 2 * cap
+        if top.size > 2 * keep:
             part = np.partition(top, top.size - keep)
             self.dropped_max = max(self.dropped_max, float(part[top.size - keep - 1]))
             top = part[top.size - keep:]

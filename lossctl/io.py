@@ -219,9 +219,6 @@ def _csv_schema(src: Source) -> None:
     if not data_lines:
         raise InputError.at("the file has a header but no data rows", source=src.name)
     src.columns = header
-    if src.compression is None and src.size_bytes:
-        # every row takes at least one byte per field: a cheap upper bound on rows
-        src.rows_bound = max(1, src.size_bytes // max(1, 2 * len(header) - 1) + 1)
 
 
 def _csv_reader(src: Source, columns: list[str], numeric: set[str], batch_rows: int):
@@ -478,6 +475,23 @@ def _schema_diff(a, b) -> str:
         if not f.type.equals(g.type):
             return f"column '{f.name}' is {g.type}, not {f.type}"
     return "column order differs"
+
+
+def rows_upper_bound(src: Source) -> int | None:
+    """An upper bound on the data rows: exact for binary formats, the line count for
+    uncompressed text (about 0.1 s per 400 MB), None for compressed text."""
+    if src.rows_bound is not None:
+        return src.rows_bound
+    if src.fmt in ("csv", "tsv", "jsonl") and src.compression is None:
+        lines = 0
+        last = b"\n"
+        with open(src.path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+        src.rows_bound = lines + (last != b"\n")
+        return src.rows_bound
+    return None
 
 
 # ---------------------------------------------------------------- batches

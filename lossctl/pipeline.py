@@ -240,7 +240,10 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
         raise UsageError("the same prediction set is given twice with -p")
 
     ctx = Context(task=task, grad=req.grad)
-    ctx.rows_bound = sources[0].rows_bound
+    if req.grad:
+        from lossctl import io
+
+        ctx.rows_bound = io.rows_upper_bound(sources[0])  # exact top-1% gradient shares in one pass
     plan = Plan(req, sources, task, inferred, jobs, labels, ctx, weight, by, idsel)
     if logits_by_name:
         plan.notes.append(f"read '{logits_by_name}' as logits (named like logits; --logits/--no-logits to say so)")

@@ -230,3 +230,19 @@ def test_library_evaluate_is_not_shadowed_by_a_submodule():
 
     assert callable(lossctl.evaluate)
     assert lossctl.evaluate([1.0], [2.0], "mse").value == 1.0
+
+
+def test_top1_share_without_a_row_bound_is_exact_or_says_so():
+    rng = np.random.default_rng(8)
+    g = rng.standard_t(1.5, 400_000)
+    ref = reference_summary(g)["top1_share"]
+    s = GradSummary(None)
+    for i in range(0, g.size, 4096):
+        s.update(g[i:i + 4096], i)
+    assert s.top1_exact() and s.result()["top1_share"] == pytest.approx(ref, rel=1e-12)
+    desc = np.sort(np.abs(g))[::-1]  # the largest rows first: pruning early loses rows the answer needs
+    s = GradSummary(None)
+    for i in range(0, desc.size, 4096):
+        s.update(desc[i:i + 4096], i)
+    exact = s.top1_exact()
+    assert exact == (s.result()["top1_share"] == pytest.approx(reference_summary(desc)["top1_share"], rel=1e-12))
