@@ -192,10 +192,11 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
     if task is None:
         task = _infer_from_data(req, sources, explicit, pred_sels, spaces_for)
 
-    if want_all:
+    if want_all:  # every loss of the task whose roles bind in this file
         have = {c.spec.name for c in calls}
         calls += [registry.parse_spec(s.name, {"logits": True} if req.logits else {})
-                  for s in registry.losses_for_task(task) if s.name not in have]
+                  for s in registry.losses_for_task(task)
+                  if s.name not in have and _binds(s, spaces_for, explicit, pred_sels, name)]
     if not calls:
         defaults = [s for s in specific if task in s.default_for] or registry.default_losses(task)
         if specific:
@@ -746,7 +747,7 @@ class _Feeder:
         col = rb.column(sel.columns[0])
         if col.null_count:
             i = int(np.flatnonzero(np.asarray(col.is_null()))[0])
-            raise InputError.at("missing value in a grouping column", source=self.plan.sources[sel.src].name,
+            raise InputError.at("missing value", source=self.plan.sources[sel.src].name,
                                 column=sel.columns[0], row=self.offset_in + i + 1)
         return labels_view(col)
 

@@ -233,8 +233,8 @@ def _rich_report(report: Report, out: TextIO, *, color: bool, width: int | None,
             console.print(pics.probability_chart(pic["target"], pic["prob"]))
     for w in report.warnings:
         console.print(f"[yellow]note:[/yellow] {w}")
-    notes = {n for r in report.results for n in r.notes}
-    for n in sorted(notes):
+    notes = dict.fromkeys(n for r in report.results for n in r.notes)  # in the order the losses gave them
+    for n in notes:
         console.print(f"[dim]note: {n}[/dim]")
 
 
