@@ -155,6 +155,11 @@ def per_row(y: Any = None, yhat: Any = None, loss: str = "mse", **roles: Any) ->
     p = arrays.get("pred")
     if p is not None and p.ndim == 2:
         ctx.n_classes = p.shape[1]
+        if len(call.spec.all_tasks) > 1 and "multiclass" in call.spec.all_tasks:
+            ctx.task = "multiclass"
+    t = arrays.get("target")
+    if t is not None and t.ndim == 2:
+        ctx.target_kind = "vector"
     k = call.spec.factory(call.params, ctx)
     b = Batch(arrays, n, None, 0, "", {})
     k.validate(b)

@@ -35,6 +35,7 @@ class Batch:
     keep: np.ndarray | None = None  # which input rows survived --nan drop
     # intermediate arrays shared by the losses of one batch (the residual ŷ − y, |r|)
     memo: dict = field(default_factory=dict)
+    column_names: Mapping[str, list[str]] = field(default_factory=dict)  # role → its columns
 
     def shared(self, name: str, roles: tuple[str, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
         """``make()``, computed once per batch for every loss that reads the same columns."""
@@ -70,19 +71,32 @@ class Batch:
         return np.arange(self.offset, self.offset + self.n, dtype=np.uint64)
 
     def fail(self, message: str, role: str, mask: np.ndarray, values: np.ndarray | None = None) -> InputError:
-        """An InputError naming the first row where ``mask`` is true."""
+        """An InputError naming the first row where ``mask`` is true.
+
+        ``mask`` is per row (n,) or per element (n, k); for a vector role the message
+        names the column of the first offending element.
+        """
         bad = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)) if mask.ndim > 1 else np.flatnonzero(mask)
         i = int(bad[0])
         arr = self.cols[role] if values is None else values
         v = arr[i]
+        column = self.columns.get(role, role)
         if np.ndim(v):
-            row_mask = mask[i]
-            v = v[np.flatnonzero(row_mask)[0]] if np.ndim(row_mask) else v
+            j = int(np.flatnonzero(mask[i])[0]) if mask.ndim > 1 else None
+            if j is not None:
+                v = v[j]
+                names = self.column_names.get(role)
+                if names and len(names) == np.size(arr[i]):
+                    column = names[j]
+                else:
+                    column = f"{column}[{j}]"
+            else:
+                v = "[" + ", ".join(f"{x:g}" for x in np.ravel(v)[:8]) + (", …]" if np.size(v) > 8 else "]")
         v = v.item() if hasattr(v, "item") else v
         return InputError.at(
             message,
             source=self.source or None,
-            column=self.columns.get(role, role),
+            column=column,
             row=self.input_row(i),
             value=v,
             count=int(bad.size),

@@ -728,7 +728,8 @@ class _Feeder:
             for job, d in zip(plan.jobs, per_job):
                 src_name = names[next(iter(job.binding.roles.values())).src] if len(names) > 1 else names[0]
                 b = Batch(d, n, weight, offset, src_name, {r: s.text for r, s in job.binding.roles.items()},
-                          input_start=self.offset_in, keep=keep, memo=memo)
+                          input_start=self.offset_in, keep=keep, memo=memo,
+                          column_names={r: s.columns for r, s in job.binding.roles.items()})
                 jobs_b.append(b)
             self.rows += n
             self.offset_in += n_in
@@ -1067,6 +1068,15 @@ def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
         header.append(name)
         if req.grad:
             header.append(name + ".grad")
+    if any(getattr(k, "needs_prepass", False) for k in kernels):
+        for jobs_b, _, _ in _Feeder(plan).batches():
+            for k, b in zip(kernels, jobs_b):
+                if getattr(k, "needs_prepass", False):
+                    k.validate(b)
+                    k.prepass(b)
+        for k in kernels:
+            if getattr(k, "needs_prepass", False):
+                k.end_prepass()
     feeder = _Feeder(plan)
     for jobs_b, _, ids in feeder.batches():
         cols: list[np.ndarray] = []

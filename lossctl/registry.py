@@ -70,8 +70,9 @@ class Param:
             parts.append(str(self.interval))
         parts += [str(v) for v in self.extra_values]
         if self.kind == "floats":
-            parts = ["list of numbers" + (f" in {self.interval}" if self.interval else "")]
-            parts += list(self.keywords)
+            one = f"a number in {self.interval}" if self.interval else "a number"
+            parts = ["list of numbers" + (f" in {self.interval}" if self.interval else ""), one]
+            parts += [str(v) for v in self.extra_values] + list(self.keywords)
         return " or ".join(parts) if parts else self.kind
 
 
