@@ -185,7 +185,10 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
             if pred_sels:
                 ex.setdefault(_pred_role(spec), pred_sels[0])
             b = bind_roles(spec, spaces_for, ex, name, required=False)
-            if b is not None and any(s.how == "specific" for s in b.roles.values()):
+            # only required roles found by their own names say what the file holds
+            # (an optional image_id column does not make a classifier's file a segmentation)
+            if b is not None and any(r.required and r.name in b.roles and b.roles[r.name].how == "specific"
+                                     for r in spec.roles):
                 specific.append(spec)
         if task is None and specific:
             task = specific[0].default_for[0] if specific[0].task not in specific[0].default_for else specific[0].task
