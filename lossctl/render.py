@@ -135,31 +135,13 @@ def _write_delimited(report: Report, out: TextIO, delimiter: str) -> None:
 def markdown(report: Report) -> str:
     preds = list(dict.fromkeys(r.pred for r in report.results))
     specs = list(dict.fromkeys(r.spec for r in report.results))
-    by = {(r.spec, r.pred): r for r in report.results}
     lines = [f"**lossctl** · task: {report.task} · rows: {report.rows}", ""]
     head = ["loss"] + preds
-    cmp = {(c.spec, c.pred): c for c in report.comparisons}
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
-    for spec in specs:
-        vals = [by[(spec, p)].value for p in preds if (spec, p) in by]
-        best = _best(vals) if len(preds) > 1 else None
-        cells = [f"`{spec}`"]
-        for p in preds:
-            r = by.get((spec, p))
-            if r is None:
-                cells.append("")
-                continue
-            text = fmt_num(r.value)
-            if r.ci is not None:
-                text += f" [{fmt_num(r.ci[0], 4)}, {fmt_num(r.ci[1], 4)}]"
-            c = cmp.get((spec, p))
-            if c is not None:
-                text += f" (Δ {c.delta:+.4g}" + (f", CI [{c.ci[0]:+.4g}, {c.ci[1]:+.4g}]" if c.ci else "") + ")"
-            if best is not None and r.value == best:
-                text = f"**{text}**"
-            cells.append(text)
-        lines.append("| " + " | ".join(cells) + " |")
+    for spec, cells in comparison_cells(report, preds):
+        row = [f"`{spec}`"] + [f"**{t}**" if best else t for t, best in cells]
+        lines.append("| " + " | ".join(row) + " |")
     if report.groups:
         lines += ["", f"Slices by `{report.groups[0].by}`:", ""]
         lines.append("| group | rows | " + " | ".join(f"`{s}`" for s in specs) + " |")
@@ -169,6 +151,31 @@ def markdown(report: Report) -> str:
             lines.append(f"| {g.value} | {g.rows} | " + " | ".join(fmt_num(vals.get(s)) for s in specs) + " |")
     lines.append("")
     return "\n".join(lines)
+
+
+def comparison_cells(report: Report, preds: list[str]) -> list[tuple[str, list[tuple[str, bool]]]]:
+    """Per loss SPEC, one (text, is_best) cell per prediction set: the value, its
+    interval or its delta to the first set (with the paired interval)."""
+    by = {(r.spec, r.pred): r for r in report.results}
+    cmp = {(c.spec, c.pred): c for c in report.comparisons}
+    rows = []
+    for spec in dict.fromkeys(r.spec for r in report.results):
+        best = _best([by[(spec, p)].value for p in preds if (spec, p) in by]) if len(preds) > 1 else None
+        cells = []
+        for p in preds:
+            r = by.get((spec, p))
+            if r is None:
+                cells.append(("", False))
+                continue
+            text = fmt_num(r.value)
+            c = cmp.get((spec, p))
+            if c is not None:
+                text += f" (Δ {c.delta:+.4g}" + (f", CI [{c.ci[0]:+.4g}, {c.ci[1]:+.4g}]" if c.ci else "") + ")"
+            elif r.ci is not None:
+                text += f" [{fmt_num(r.ci[0], 4)}, {fmt_num(r.ci[1], 4)}]"
+            cells.append((text, best is not None and r.value == best))
+        rows.append((spec, cells))
+    return rows
 
 
 def _best(vals: list[float]) -> float | None:
@@ -251,27 +258,8 @@ def _rich_comparison(console: Any, report: Report, preds: list[str]) -> None:
     t.add_column("loss")
     for p in preds:
         t.add_column(p, justify="right")
-    by = {(r.spec, r.pred): r for r in report.results}
-    cmp = {(c.spec, c.pred): c for c in report.comparisons}
-    for spec in dict.fromkeys(r.spec for r in report.results):
-        vals = [by[(spec, p)].value for p in preds if (spec, p) in by]
-        best = _best(vals)
-        cells = [spec]
-        for p in preds:
-            r = by.get((spec, p))
-            if r is None:
-                cells.append("")
-                continue
-            text = fmt_num(r.value)
-            c = cmp.get((spec, p))
-            if c is not None:
-                text += f" (Δ {c.delta:+.3g}" + (f" [{c.ci[0]:+.3g}, {c.ci[1]:+.3g}]" if c.ci else "") + ")"
-            elif r.ci:
-                text += f" [{fmt_num(r.ci[0], 4)}, {fmt_num(r.ci[1], 4)}]"
-            if r.value == best:
-                text = f"[bold green]★ {text}[/bold green]"
-            cells.append(text)
-        t.add_row(*cells)
+    for spec, cells in comparison_cells(report, preds):
+        t.add_row(spec, *[f"[bold green]★ {text}[/bold green]" if best else text for text, best in cells])
     console.print(t)
 
 
