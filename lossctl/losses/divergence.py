@@ -34,7 +34,7 @@ SUM_TOL = 1e-6
 
 def rel_entr(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """p·log(p/q) elementwise with 0·log(0/q) = 0 and p·log(p/0) = +inf (scipy.special.rel_entr)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         out = p * np.log(p / q)
     return np.where(p > 0, np.where(q > 0, out, np.inf), 0.0)
 
