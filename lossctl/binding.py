@@ -55,9 +55,12 @@ def select(text: str, columns: Sequence[str], types: Mapping[str, Any], source: 
     if not parts:
         raise UsageError(f"empty column selector for {role}")
     chosen: list[str] = []
+    stripped = {c.strip(): c for c in columns}
     for part in parts:
         if part in columns:
             chosen.append(part)
+        elif part in stripped:
+            chosen.append(stripped[part])
         elif any(ch in part for ch in "*?["):
             hits = [c for c in columns if fnmatch.fnmatchcase(c, part)]
             if not hits:
@@ -84,7 +87,7 @@ def _is_list_type(t: Any) -> bool:
 
 def find_by_names(names: Sequence[str], columns: Sequence[str], types: Mapping[str, Any], taken: set[str]) -> Selector | None:
     """The first conventional name (exact, case-insensitive, or prefix glob) the file has."""
-    lower = {c.lower(): c for c in columns}
+    lower = {c.strip().lower(): c for c in columns}  # " yhat" in a header still reads as yhat
     for name in names:
         if name.endswith("*"):
             pat = name.lower()

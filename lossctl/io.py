@@ -204,12 +204,13 @@ def _short(e: BaseException) -> str:
 
 def _csv_schema(src: Source) -> None:
     src.delimiter = "\t" if src.fmt == "tsv" else ","
-    text = _head_text(src)
+    text = _head_text(src).lstrip("\ufeff")  # a UTF-8 byte-order mark is not part of the first name
     if not text.strip():
         raise InputError.at("the file is empty", source=src.name)
     lines = text.splitlines()
+    if src.fmt == "csv" and "," not in lines[0] and ";" in lines[0]:
+        src.delimiter = ";"  # the European CSV dialect
     header = next(csv.reader([lines[0]], delimiter=src.delimiter))
-    header = [h.strip() for h in header]
     if not any(header):
         raise InputError.at("the first line (the header) is empty", source=src.name)
     if len(set(header)) != len(header):

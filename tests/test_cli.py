@@ -365,3 +365,18 @@ def test_unknown_role_and_ambiguous_columns(cli, write_csv):
     r = cli("eval", g, "-l", "mse")
     assert r.code == 2 and "ambiguous" in r.err and "'pred'" in r.err and "'yhat'" in r.err
     assert cli("eval", g, "-l", "mse", "-p", "yhat").code == 0
+
+
+@pytest.mark.parametrize("text", [
+    b"\xef\xbb\xbfy,yhat\r\n1,2\r\n3,5\r\n",  # a byte-order mark and Windows line ends
+    b"y, yhat\n1,2\n3,5\n",  # a space after the comma in the header
+    b'"y","yhat"\n"1","2"\n3,5\n',  # quoted fields
+    b"y;yhat\n1;2\n3;5\n",  # the semicolon dialect
+    b"y,yhat\n1,2\n3,5\n\n\n",  # blank lines at the end
+])
+def test_real_world_csv_dialects(cli, tmp_path, text):
+    path = tmp_path / "d.csv"
+    path.write_bytes(text)
+    r = cli("eval", str(path), "-l", "mse", "-f", "json")
+    assert r.code == 0, r.err
+    assert r.json()["results"][0]["value"] == pytest.approx(2.5)
