@@ -629,6 +629,7 @@ class _Feeder:
         self.plan = plan
         self.dropped = 0
         self.rows = row_offset  # global index of the next row (shards start where the previous ended)
+        self.weight_total = 0.0
         self.row_offset = row_offset
         self.offset_in = 0
         self.group_values: list[dict[Any, int]] = [dict() for _ in plan.by]
@@ -726,6 +727,7 @@ class _Feeder:
                         "negative weight", source=names[plan.weight.src], column=plan.weight.columns[0],
                         row=self._input_row(i, keep), value=float(weight[i]),
                     )
+                self.weight_total += float(np.sum(weight))
             jobs_b = []
             memo: dict = {}
             for job, d in zip(plan.jobs, per_job):
@@ -830,6 +832,9 @@ def accumulate(
             if plan.by:
                 _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states, second=True)
     used = feeder.rows - row_offset
+    if plan.weight is not None and used and feeder.weight_total == 0:
+        raise InputError.at("every weight is 0: there is nothing to average", source=plan.sources[plan.weight.src].name,
+                            column=plan.weight.columns[0])
     if used == 0:
         raise InputError.at(
             f"no rows left: --nan drop dropped all {feeder.dropped}" if feeder.dropped else "no rows to evaluate",

@@ -220,6 +220,7 @@ BAD = {
     "unknown format": (CSV, ["eval", "{f}", "-f", "xml"], "unknown format"),
     "unknown task": (CSV, ["eval", "{f}", "--task", "ranking"], "unknown task"),
     "negative weight": ("y,yhat,w\n1,2,1\n3,4,-2\n", ["eval", "{f}", "-w", "w"], "row 2"),
+    "zero weights": ("y,yhat,w\n1,2,0\n3,4,0\n", ["eval", "{f}", "-w", "w"], "every weight is 0"),
     "all dropped": ("y,yhat\nnan,1\n2,nan\n", ["eval", "{f}", "--nan", "drop"], "dropped all 2"),
     "missing column": (CSV, ["eval", "{f}", "-p", "score"], "no column 'score'"),
     "no conventional names": ("a,b\n1,2\n", ["eval", "{f}"], "Columns: a, b"),
