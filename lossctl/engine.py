@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from lossctl.accumulate import GradSummary, Sum, splitmix64
 from lossctl.errors import InputError, UsageError
-
-Stat = "np.ndarray | float"
 
 
 @dataclass

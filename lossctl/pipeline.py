@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from lossctl import registry
-from lossctl.binding import GENERIC_NAMES, Binding, Selector, bind_roles, logits_hinted, select
+from lossctl.binding import Binding, Selector, bind_roles, logits_hinted, select
 from lossctl.engine import (
     Batch,
     Context,
@@ -239,7 +239,7 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
                 params["logits"] = True
                 logits_by_name = b.roles[prole].text
             job_call = registry.LossCall(call.spec, params, registry.format_call(call.spec, params))
-            jobs.append(Job(job_call, b, label, lambda: None))
+            jobs.append(Job(job_call, b, label, _unset_factory))
     if len(set(labels)) != len(labels):
         raise UsageError("the same prediction set is given twice with -p")
 
@@ -263,6 +263,10 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
                     "does not apply to it" + (" (use --by or a group column for per-group values)" if req.reduction == "none" else "")
                 )
     return plan
+
+
+def _unset_factory() -> Any:  # replaced once the plan's context is known
+    raise AssertionError("kernel factory used before the plan was complete")
 
 
 def _binds(spec, spaces_for, explicit, pred_sels, name) -> bool:
@@ -328,7 +332,7 @@ def _peek(src, sel: Selector, rows: int = 4096) -> np.ndarray:
     from lossctl import io
 
     for rb in io.iter_batches(src, sel.columns, set(sel.columns), batch_rows=rows):
-        return _to_matrix([rb.column(c) for c in sel.columns], sel, src.name, 0, check=False)
+        return _to_matrix([rb.column(c) for c in sel.columns], sel, src.name, 0)
     return np.empty(0)
 
 
@@ -349,7 +353,7 @@ def _shape_context(plan: Plan) -> None:
 # ------------------------------------------------------------------ data
 
 
-def _to_matrix(arrays: list[Any], sel: Selector, source: str, offset: int, check: bool = True) -> np.ndarray:
+def _to_matrix(arrays: list[Any], sel: Selector, source: str, offset: int) -> np.ndarray:
     """Arrow columns bound to one role → float array (n,) or (n, k)."""
     import pyarrow as pa
 
@@ -442,18 +446,6 @@ def labels_view(arr: Any) -> np.ndarray:
                        np.frombuffer(enc.indices.buffers()[1], dtype=np.int32, count=len(enc), offset=enc.indices.offset * 4))
     values = np.asarray(enc.dictionary.to_pylist(), dtype=object)
     return values[codes]
-
-
-@dataclass
-class _Raw:
-    """A batch of every column the plan needs, as numpy, after the NaN policy."""
-
-    cols: dict[tuple[int, str], np.ndarray]
-    n: int
-    offset: int
-    weight: np.ndarray | None
-    by: list[np.ndarray]
-    ids: np.ndarray | None
 
 
 def _arrow_batches(plan: Plan) -> Iterator[list[Any]]:
@@ -632,14 +624,10 @@ class _Feeder:
         self.weight_total = 0.0
         self.row_offset = row_offset
         self.offset_in = 0
-        self.group_values: list[dict[Any, int]] = [dict() for _ in plan.by]
-        self.group_keys: dict[tuple, int] = {}
 
-    def batches(self) -> Iterator[tuple[list[Batch], Batch | None, np.ndarray | None, list[Any] | None]]:
-        plan = self.plan
-        req = plan.request
-        names = [s.name for s in plan.sources]
-        reader = _prefetch(_arrow_batches(plan))
+    def batches(self) -> Iterator[tuple[list[Batch], list[np.ndarray], np.ndarray | None]]:
+        """Per aligned batch: one Batch per job, the --by columns' values, the --id values."""
+        reader = _prefetch(_arrow_batches(self.plan))
         try:
             yield from self._convert(reader)
         finally:

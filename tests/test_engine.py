@@ -11,7 +11,7 @@ import pytest
 
 import lossctl
 from lossctl.accumulate import GradSummary, Sum
-from lossctl.engine import ROW_UNITS_LIMIT, bootstrap_values, percentile_interval
+from lossctl.engine import ROW_UNITS_LIMIT, percentile_interval
 from lossctl.progress import wanted
 
 
