@@ -56,6 +56,20 @@ class Sum:
         return out
 
 
+_KEYS: tuple[int, int, np.ndarray] | None = None
+
+
+def row_keys(offset: int, n: int) -> np.ndarray:
+    """splitmix64 of the row indices offset..offset+n−1, cached for the last batch
+    (every loss of a batch asks for the same keys)."""
+    global _KEYS
+    if _KEYS is not None and _KEYS[0] == offset and _KEYS[1] == n:
+        return _KEYS[2]
+    keys = splitmix64(np.arange(offset, offset + n, dtype=np.uint64))
+    _KEYS = (offset, n, keys)
+    return keys
+
+
 def splitmix64(x: np.ndarray) -> np.ndarray:
     """A counter-based hash of uint64 row indices (Steele et al. 2014)."""
     with np.errstate(over="ignore"):
@@ -85,8 +99,10 @@ class GradSummary:
         self.rows_bound = rows_bound
         self.top = np.empty(0)  # candidates for the largest row L1 norms
         self.dropped_max = -math.inf  # the largest row norm ever pruned from `top`
+        self._floor = -math.inf  # the smallest candidate kept in `top`
         self.sample_key = np.empty(0, dtype=np.uint64)
         self.sample_val = np.empty(0)
+        self._key_cut = np.uint64(0)
 
     # -- updating
     def update(self, g: np.ndarray, offset: int = 0) -> None:
@@ -103,7 +119,8 @@ class GradSummary:
         self.max = max(self.max, float(flat.max()))
         absg = np.abs(g)
         l1 = absg if g.ndim == 1 else absg.sum(axis=1)
-        self.sums.add(np.array([float(np.sum(l1)), float(np.dot(flat, flat))]))
+        # Σg² by numpy's pairwise sum, not np.dot: no BLAS threads, no accuracy loss
+        self.sums.add(np.array([float(np.sum(l1)), float(np.sum(np.square(flat)))]))
         self.zero_rows += int(n - np.count_nonzero(l1))
         self.rows += n
         self._add_top(l1)
@@ -128,6 +145,14 @@ class GradSummary:
 
     def _add_top(self, l1: np.ndarray) -> None:
         cap = self._cap()
+        if self.top.size >= 2 * cap:
+            # rows below the smallest kept candidate can never enter the top: skip them
+            skipped = l1 <= self._floor
+            if skipped.any():
+                self.dropped_max = max(self.dropped_max, self._floor)  # a bound on what was skipped
+                l1 = l1[~skipped]
+            if l1.size == 0:
+                return
         top = np.concatenate([self.top, l1])
         # keep the top 2% of the row bound (twice what the answer needs), so that the
         # top 1% of merged shards is usually exact too; top1_exact() says when not
@@ -137,15 +162,23 @@ class GradSummary:
             self.dropped_max = max(self.dropped_max, float(part[top.size - keep - 1]))
             top = part[top.size - keep:]
         self.top = top
+        self._floor = float(top.min()) if top.size else -math.inf
 
     def _add_sample(self, vals: np.ndarray, offset: int) -> None:
-        keys = splitmix64(np.arange(offset, offset + vals.shape[0], dtype=np.uint64))
+        keys = row_keys(offset, vals.shape[0])
+        if self.sample_key.size >= SAMPLE_SIZE:
+            keep = keys < self._key_cut  # only rows that beat the current sample can join it
+            keys, vals = keys[keep], vals[keep]
+            if keys.size == 0:
+                return
         key = np.concatenate([self.sample_key, keys])
         val = np.concatenate([self.sample_val, vals])
         if key.size > SAMPLE_SIZE:
             idx = np.argpartition(key, SAMPLE_SIZE)[:SAMPLE_SIZE]
             key, val = key[idx], val[idx]
         self.sample_key, self.sample_val = key, val
+        if key.size >= SAMPLE_SIZE:
+            self._key_cut = key.max()
 
     def merge(self, other: "GradSummary") -> None:
         if other.elems == 0:
@@ -170,6 +203,11 @@ class GradSummary:
         if self.sample_key.size > SAMPLE_SIZE:
             idx = np.argpartition(self.sample_key, SAMPLE_SIZE)[:SAMPLE_SIZE]
             self.sample_key, self.sample_val = self.sample_key[idx], self.sample_val[idx]
+        self._cuts()
+
+    def _cuts(self) -> None:
+        self._floor = float(self.top.min()) if self.top.size else -math.inf
+        self._key_cut = self.sample_key.max() if self.sample_key.size >= SAMPLE_SIZE else np.uint64(0)
 
     # -- results
     def result(self, scale: float = 1.0) -> dict[str, float]:
@@ -229,6 +267,7 @@ class GradSummary:
         g.dropped_max = d["dropped_max"]
         g.sample_key = np.asarray(d["sample_key"], dtype=np.uint64)
         g.sample_val = np.asarray(d["sample_val"], dtype=float)
+        g._cuts()
         return g
 
     def sample(self, scale: float = 1.0) -> np.ndarray:

@@ -515,7 +515,8 @@ def iter_batches(
         elif src.fmt == "parquet":
             import pyarrow.parquet as pq
 
-            pf = pq.ParquetFile(src.path)
+            # pre_buffer=False: reading ahead whole row groups would make memory grow with the file
+            pf = pq.ParquetFile(src.path, pre_buffer=False)
             yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
         elif src.fmt == "feather":
             yield from _feather_batches(src, columns, batch_rows)
