@@ -170,6 +170,8 @@ def eval_cmd(
             raise UsageError("--emit-state needs reduced results, not --reduction none")
         if row_offset < 0:
             raise UsageError(f"--row-offset must be at least 0. Got {row_offset} instead.")
+        if emit_state:
+            plan.ctx.top_keep = 2  # gradient top-1% candidates to spare for the merge
         from lossctl import progress as prog
 
         bar = None
@@ -268,8 +270,8 @@ def _tune_malloc() -> None:
 
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 256 << 20)
-        libc.mallopt(m_trim_threshold, 512 << 20)
+        libc.mallopt(m_mmap_threshold, 4 << 20)
+        libc.mallopt(m_trim_threshold, 64 << 20)
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 

@@ -54,7 +54,7 @@ def test_grad_summary_matches_numpy_and_is_batch_invariant(shape):
 def test_grad_summary_merge_and_scale():
     rng = np.random.default_rng(2)
     g = rng.normal(size=3000)
-    a, b = GradSummary(1500), GradSummary(1500)
+    a, b = GradSummary(1500, keep_factor=2), GradSummary(1500, keep_factor=2)  # as --emit-state keeps
     a.update(g[:1500], 0)
     b.update(g[1500:], 1500)
     a.merge(b)
@@ -244,5 +244,8 @@ def test_top1_share_without_a_row_bound_is_exact_or_says_so():
     s = GradSummary(None)
     for i in range(0, desc.size, 4096):
         s.update(desc[i:i + 4096], i)
-    exact = s.top1_exact()
-    assert exact == (s.result()["top1_share"] == pytest.approx(reference_summary(desc)["top1_share"], rel=1e-12))
+    ref = reference_summary(desc)["top1_share"]
+    if s.top1_exact():
+        assert s.result()["top1_share"] == pytest.approx(ref, rel=1e-12)
+    else:  # flagged: a lower bound
+        assert s.result()["top1_share"] <= ref * (1 + 1e-12)
