@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lossctl.engine import Batch, RowMeanKernel
+from lossctl.losses._numerics import blockwise
 from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
 
 LOG2 = math.log(2.0)
@@ -17,7 +18,7 @@ LOG2 = math.log(2.0)
 
 def mse(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     """Squared error r², r = ŷ − y, per element."""
-    return _mse_r(yhat - y)
+    return blockwise(lambda y, p: _mse_r(p - y), y, yhat)
 
 
 def _mse_r(r: np.ndarray) -> np.ndarray:
@@ -26,7 +27,7 @@ def _mse_r(r: np.ndarray) -> np.ndarray:
 
 def mse_grad(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     """∂r²/∂ŷ = 2r."""
-    return _mse_grad_r(yhat - y)
+    return blockwise(lambda y, p: _mse_grad_r(p - y), y, yhat)
 
 
 def _mse_grad_r(r: np.ndarray) -> np.ndarray:
@@ -35,7 +36,7 @@ def _mse_grad_r(r: np.ndarray) -> np.ndarray:
 
 def mae(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     """Absolute error |r|."""
-    return np.abs(yhat - y)
+    return blockwise(lambda y, p: np.abs(p - y), y, yhat)
 
 
 def _mae_r(r: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -44,7 +45,7 @@ def _mae_r(r: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 def mae_grad(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     """sign(r); 0 at r = 0, a valid subgradient."""
-    return np.sign(yhat - y)
+    return blockwise(lambda y, p: np.sign(p - y), y, yhat)
 
 
 def _mae_grad_r(r: np.ndarray) -> np.ndarray:
@@ -53,18 +54,21 @@ def _mae_grad_r(r: np.ndarray) -> np.ndarray:
 
 def huber(y: np.ndarray, yhat: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
     """½r² for |r| ≤ δ, δ(|r| − ½δ) beyond (torch ``huber_loss``)."""
-    return _huber_r(yhat - y, np.abs(yhat - y), delta=delta)
+    return blockwise(lambda y, p: _huber_r(p - y, np.abs(p - y), delta=delta), y, yhat)
 
 
 def _huber_r(r: np.ndarray, a: np.ndarray, *, delta: float) -> np.ndarray:
     # with m = min(|r|, δ): m(|r| − ½m) is ½r² inside and δ(|r| − ½δ) outside
     m = np.minimum(a, delta)
-    return m * (a - 0.5 * m)
+    t = np.multiply(m, -0.5)
+    t += a
+    t *= m
+    return t
 
 
 def huber_grad(y: np.ndarray, yhat: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
     """clip(r, −δ, δ)."""
-    return _huber_grad_r(yhat - y, delta=delta)
+    return blockwise(lambda y, p: _huber_grad_r(p - y, delta=delta), y, yhat)
 
 
 def _huber_grad_r(r: np.ndarray, *, delta: float) -> np.ndarray:
@@ -73,7 +77,7 @@ def _huber_grad_r(r: np.ndarray, *, delta: float) -> np.ndarray:
 
 def smooth_l1(y: np.ndarray, yhat: np.ndarray, *, beta: float = 1.0) -> np.ndarray:
     """½r²/β for |r| < β, |r| − ½β beyond (torch ``smooth_l1_loss``); = huber/β."""
-    return _smooth_l1_r(yhat - y, np.abs(yhat - y), beta=beta)
+    return blockwise(lambda y, p: _smooth_l1_r(p - y, np.abs(p - y), beta=beta), y, yhat)
 
 
 def _smooth_l1_r(r: np.ndarray, a: np.ndarray, *, beta: float) -> np.ndarray:
@@ -82,7 +86,7 @@ def _smooth_l1_r(r: np.ndarray, a: np.ndarray, *, beta: float) -> np.ndarray:
 
 def smooth_l1_grad(y: np.ndarray, yhat: np.ndarray, *, beta: float = 1.0) -> np.ndarray:
     """r/β inside, sign(r) outside."""
-    return _smooth_l1_grad_r(yhat - y, beta=beta)
+    return blockwise(lambda y, p: _smooth_l1_grad_r(p - y, beta=beta), y, yhat)
 
 
 def _smooth_l1_grad_r(r: np.ndarray, *, beta: float) -> np.ndarray:
@@ -91,8 +95,7 @@ def _smooth_l1_grad_r(r: np.ndarray, *, beta: float) -> np.ndarray:
 
 def pinball(y: np.ndarray, yhat: np.ndarray, *, tau: float = 0.5) -> np.ndarray:
     """max(τ(y−ŷ), (τ−1)(y−ŷ)) (scikit-learn ``mean_pinball_loss``, alpha = τ)."""
-    d = y - yhat
-    return np.maximum(tau * d, (tau - 1.0) * d)
+    return blockwise(lambda y, p: _pinball_r(p - y, np.abs(p - y), tau=tau), y, yhat)
 
 
 def _pinball_r(r: np.ndarray, a: np.ndarray, *, tau: float) -> np.ndarray:
@@ -102,16 +105,18 @@ def _pinball_r(r: np.ndarray, a: np.ndarray, *, tau: float) -> np.ndarray:
 
 def pinball_grad(y: np.ndarray, yhat: np.ndarray, *, tau: float = 0.5) -> np.ndarray:
     """−τ where y > ŷ, 1 − τ where y < ŷ, 0 where equal."""
-    return _pinball_grad_r(yhat - y, tau=tau)
+    return blockwise(lambda y, p: _pinball_grad_r(p - y, tau=tau), y, yhat)
 
 
 def _pinball_grad_r(r: np.ndarray, *, tau: float) -> np.ndarray:
-    return np.where(r < 0, -tau, np.where(r > 0, 1.0 - tau, 0.0))
+    # (1 − τ) where r > 0, −τ where r < 0, 0 at r = 0: ½sign(r) + (½ − τ)·[r ≠ 0]
+    s = np.sign(r)
+    return 0.5 * s + (0.5 - tau) * np.abs(s)
 
 
 def log_cosh(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     """log cosh r = |r| + log1p(e^{−2|r|}) − log 2: no overflow of cosh for large r."""
-    return _log_cosh_r(yhat - y, np.abs(yhat - y))
+    return blockwise(lambda y, p: _log_cosh_r(p - y, np.abs(p - y)), y, yhat)
 
 
 def _log_cosh_r(r: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -120,7 +125,7 @@ def _log_cosh_r(r: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 def log_cosh_grad(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
     """tanh(r)."""
-    return np.tanh(yhat - y)
+    return blockwise(lambda y, p: np.tanh(p - y), y, yhat)
 
 
 def _log_cosh_grad_r(r: np.ndarray) -> np.ndarray:
