@@ -7,6 +7,7 @@ the inputs, infers the task, parses the loss specs and binds columns to roles;
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -324,6 +325,11 @@ def _infer_from_data(req, sources, explicit, pred_sels, spaces_for) -> str:
         return "multiclass"
     vals = np.unique(finite) if finite.size else finite
     if vals.size and vals.size <= 2 and (set(vals.tolist()) <= {0.0, 1.0} or set(vals.tolist()) <= {-1.0, 1.0}):
+        return "binary"
+    # a classifier's score column (prob, logit, score…) against a few whole-number
+    # labels is a binary task with bad labels, not a regression: say so at validation
+    if re.match(r"^(prob|proba|probability|p|logit|logits|score|scores)$", psel.columns[0], re.I) and \
+            vals.size and vals.size <= 3 and np.all(vals == np.round(vals)):
         return "binary"
     return "regression"
 

@@ -381,3 +381,8 @@ def test_real_world_csv_dialects(cli, tmp_path, text):
     r = cli("eval", str(path), "-l", "mse", "-f", "json")
     assert r.code == 0, r.err
     assert r.json()["results"][0]["value"] == pytest.approx(2.5)
+
+
+def test_label_2_against_a_probability_column_is_a_binary_label_error(cli, write_csv):
+    r = cli("eval", write_csv("b.csv", "y,prob\n0,0.2\n2,0.7\n1,0.4\n"))
+    assert r.code == 2 and "row 2" in r.err and "2" in r.err and r.out == ""
