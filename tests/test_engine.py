@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import json
 import math
 
@@ -13,6 +14,8 @@ import lossctl
 from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import ROW_UNITS_LIMIT, percentile_interval
 from lossctl.progress import wanted
+
+from conftest import SAMPLES
 
 
 def test_compensated_sum_keeps_small_terms():
@@ -249,3 +252,20 @@ def test_top1_share_without_a_row_bound_is_exact_or_says_so():
         assert s.result()["top1_share"] == pytest.approx(ref, rel=1e-12)
     else:  # flagged: a lower bound
         assert s.result()["top1_share"] <= ref * (1 + 1e-12)
+
+
+SAMPLE_FILES = sorted(f for f in os.listdir(SAMPLES) if f.endswith((".csv", ".parquet")))
+
+
+@pytest.mark.parametrize("name", SAMPLE_FILES)
+def test_every_sample_file_gives_the_same_numbers_whatever_the_batch_size(cli, name):
+    path = os.path.join(SAMPLES, name)
+    one = cli("eval", path, "-f", "json", "--grad")
+    assert one.code == 0, one.err
+    small = cli("eval", path, "-f", "json", "--grad", "--batch-rows", "997")
+    assert small.code == 0, small.err
+    for a, b in zip(one.json()["results"], small.json()["results"]):
+        assert a["spec"] == b["spec"]
+        assert a["value"] == pytest.approx(b["value"], rel=1e-10, abs=1e-12), name
+        for k in ("mean", "l2", "abs_mean", "zero_frac", "top1_share"):
+            assert a["grad"][k] == pytest.approx(b["grad"][k], rel=1e-9, abs=1e-12), (name, a["spec"], k)
