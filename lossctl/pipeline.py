@@ -188,7 +188,7 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
             b = bind_roles(spec, spaces_for, ex, name, required=False)
             # only required roles found by their own names say what the file holds
             # (an optional image_id column does not make a classifier's file a segmentation)
-            if b is not None and any(r.required and r.name in b.roles and b.roles[r.name].how == "specific"
+            if b is not None and any(r.required and r.name in b.roles and _by_own_name(r, b.roles[r.name])
                                      for r in spec.roles):
                 specific.append(spec)
         if task is None and specific:
@@ -264,6 +264,18 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
                     "does not apply to it" + (" (use --by or a group column for per-group values)" if req.reduction == "none" else "")
                 )
     return plan
+
+
+def _by_own_name(role: registry.Role, sel: Selector) -> bool:
+    """Whether a role's columns carry one of its own conventional names (found by
+    name, or given with -t/-p/--col: `-t mask` still says segmentation)."""
+    if sel.how == "specific":
+        return True
+    if sel.how != "explicit" or not role.names:
+        return False
+    from lossctl.binding import find_by_names
+
+    return find_by_names(role.names, sel.columns, {}, set()) is not None
 
 
 def _unset_factory() -> Any:  # replaced once the plan's context is known

@@ -102,6 +102,8 @@ def _flat_values(r: LossResult) -> dict[str, Any]:
 def _cell(v: Any) -> str:
     if v is None:
         return ""
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v, allow_nan=False, ensure_ascii=False, default=_jsonable)
     if isinstance(v, float) or isinstance(v, np.floating):
         v = float(v)
         if math.isnan(v):
