@@ -386,3 +386,11 @@ def test_real_world_csv_dialects(cli, tmp_path, text):
 def test_label_2_against_a_probability_column_is_a_binary_label_error(cli, write_csv):
     r = cli("eval", write_csv("b.csv", "y,prob\n0,0.2\n2,0.7\n1,0.4\n"))
     assert r.code == 2 and "row 2" in r.err and "2" in r.err and r.out == ""
+
+
+def test_explicit_columns_with_conventional_names_still_say_the_task(cli):
+    path = os.path.join(SAMPLES, "segmentation.parquet")
+    d = cli("eval", path, "-t", "mask", "-p", "prob", "-p", "prob", "-f", "json")
+    assert d.code == 2  # the same prediction set twice
+    d = cli("eval", path, "-t", "mask", "-p", "prob", "-f", "json").json()
+    assert d["task"] == "segmentation"
