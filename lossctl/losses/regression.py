@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lossctl.engine import Batch, RowMeanKernel
-from lossctl.losses._numerics import blockwise
+from lossctl.losses._numerics import BLOCK, blockwise
 from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
 
 LOG2 = math.log(2.0)
@@ -150,6 +150,15 @@ class Elementwise(RowMeanKernel):
     def __init__(self, params: dict[str, Any], ctx: Any) -> None:
         super().__init__(params, ctx)
         self.kw = {k: params[k] for k in self.keys}
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def _buffer(self, name: str, n: int) -> np.ndarray:
+        """An output array reused from batch to batch: the engine consumes each batch's
+        rows before asking for the next, and fresh pages cost more than the arithmetic."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[0] != n:
+            buf = self._buffers[name] = np.empty(n)
+        return buf
 
     def validate(self, b: Batch) -> None:
         y, yhat = b["target"], b["pred"]
@@ -163,12 +172,11 @@ class Elementwise(RowMeanKernel):
             )
 
     def rows(self, b: Batch, grad: bool):
-        r = b.shared("r", ("target", "pred"), lambda: b["pred"] - b["target"])
-        if self.uses_abs:
-            a = b.shared("|r|", ("target", "pred"), lambda: np.abs(r))
-            loss = type(self).fn(r, a, **self.kw)
-        else:
-            loss = type(self).fn(r, **self.kw)
+        y, p = b["target"], b["pred"]
+        if y.ndim == 1:
+            return (*self._blocks(y, p, grad), None)
+        r = p - y
+        loss = type(self).fn(r, np.abs(r), **self.kw) if self.uses_abs else type(self).fn(r, **self.kw)
         g = type(self).grad_fn(r, **self.kw) if grad else None
         if loss.ndim == 2:
             k = loss.shape[1]
@@ -176,6 +184,22 @@ class Elementwise(RowMeanKernel):
             if g is not None:
                 g = g / k
         return loss, ({"pred": g} if g is not None else None), None
+
+
+    def _blocks(self, y: np.ndarray, p: np.ndarray, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """ℓ (and g) in cache-sized blocks: r = ŷ − y and every temporary stay in cache."""
+        n = y.shape[0]
+        fn, gfn, kw, uses_abs = type(self).fn, type(self).grad_fn, self.kw, self.uses_abs
+        loss = self._buffer("loss", n)
+        g = self._buffer("grad", n) if grad else None
+        buf = self._buffer("r", min(n, BLOCK))
+        for s in range(0, n, BLOCK):
+            e = min(n, s + BLOCK)
+            r = np.subtract(p[s:e], y[s:e], out=buf[: e - s])
+            loss[s:e] = fn(r, np.abs(r), **kw) if uses_abs else fn(r, **kw)
+            if g is not None:
+                g[s:e] = gfn(r, **kw)
+        return loss, ({"pred": g} if g is not None else None)
 
 
 def _kernel(name: str, fn, grad_fn, keys: tuple[str, ...] = (), uses_abs: bool = True) -> type[Elementwise]:
