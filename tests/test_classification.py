@@ -721,3 +721,25 @@ def test_registry_examples_run(cli, name, monkeypatch):
     r = cli(*args, "-f", "json")
     assert r.code == 0, r.err
     assert all(math.isfinite(x["value"]) for x in r.json()["results"])
+
+
+def test_plain_cross_entropy_fast_path_matches_the_general_form():
+    from lossctl.losses.classification import softmax_cross_entropy, softmax_nll
+
+    rng = np.random.default_rng(11)
+    z = rng.normal(0, 3, (500, 7))
+    z[:20] *= 300  # saturated rows: −log p_y down to e^{−1000}-ish and up to 1000s
+    y = rng.integers(0, 7, 500)
+    y[:10] = np.argmax(z[:10], axis=1)
+    q = np.zeros_like(z)
+    q[np.arange(500), y] = 1.0
+    np.testing.assert_allclose(softmax_nll(y, z), softmax_cross_entropy(q, z), rtol=1e-13, atol=0)
+    from lossctl.losses.classification import softmax_cross_entropy_grad, softmax_nll_and_grad
+
+    nll, g = softmax_nll_and_grad(y, z)
+    np.testing.assert_allclose(nll, softmax_cross_entropy(q, z), rtol=1e-13, atol=0)
+    np.testing.assert_allclose(g, softmax_cross_entropy_grad(q, z), rtol=1e-12, atol=1e-300)
+    # and the engine takes it for value-only runs: same number as with gradients
+    a = lossctl.api.evaluate(y, z, "cross_entropy:logits=true")
+    b = lossctl.api.evaluate(y, z, "cross_entropy:logits=true", grad=True)
+    assert a.value == pytest.approx(b.value, rel=1e-14)

@@ -168,6 +168,39 @@ def softmax_cross_entropy(q: np.ndarray, z: np.ndarray) -> np.ndarray:
     return -np.sum(q * softmax_logs(z)[0], axis=1) + 0.0  # + 0.0: no −0 in output
 
 
+def softmax_nll(idx: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """−log softmax(z)_y for class indices y: log1p(T) − s_y, s = z − max z,
+    T = Σ_{j ≠ argmax} e^{s_j} (the largest class left out, so log1p keeps a tiny −log p_y)."""
+    rows = np.arange(z.shape[0])
+    m = np.argmax(z, axis=1)
+    s = z - z[rows, m][:, None]
+    e = np.exp(s)
+    e[rows, m] = 0.0
+    return np.log1p(np.sum(e, axis=1)) - s[rows, idx] + 0.0  # + 0.0: no −0 in output
+
+
+def softmax_nll_and_grad(idx: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """−log softmax(z)_y and its gradient softmax(z) − e_y for class indices y.
+
+    With T as in :func:`softmax_nll`, p_j = e^{s_j}/(1 + T) and p_max = 1/(1 + T); where y
+    is the largest class its gradient is −T/(1 + T), exact when p_y rounds to 1.
+    """
+    rows = np.arange(z.shape[0])
+    m = np.argmax(z, axis=1)
+    s = z - z[rows, m][:, None]
+    e = np.exp(s)
+    e[rows, m] = 0.0
+    t = np.sum(e, axis=1)
+    nll = np.log1p(t) - s[rows, idx] + 0.0
+    inv = 1.0 / (1.0 + t)
+    g = e * inv[:, None]
+    g[rows, m] = inv
+    top = idx == m
+    g[rows, idx] -= 1.0
+    g[rows[top], m[top]] = -t[top] * inv[top]
+    return nll, g
+
+
 def softmax_cross_entropy_grad(q: np.ndarray, z: np.ndarray) -> np.ndarray:
     """(Σ_c q_c)·softmax(z) − q; = softmax(z) − y for a plain target."""
     _, log1mp, p, _ = softmax_logs(z)
@@ -637,6 +670,14 @@ class CrossEntropyKernel(RowMeanKernel):
     def terms(self, b: Batch, grad: bool):
         p = b["pred"]
         c = p.shape[1]
+        y = _target(b)
+        if self.params["logits"] and y.ndim == 1 and self.params["weight"] is None and self.params["label_smoothing"] == 0:
+            # the common case (class indices, logits, no weights or smoothing): a few passes over z
+            idx = _as_indices(y)
+            if not grad:
+                return softmax_nll(idx, p), None, None
+            num, g = softmax_nll_and_grad(idx, p)
+            return num, {"pred": g}, None
         q, den = smoothed_targets(
             _target(b), c, weight=self._weights(b, c), label_smoothing=self.params["label_smoothing"]
         )
