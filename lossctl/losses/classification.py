@@ -38,13 +38,26 @@ def bce_grad(y: np.ndarray, p: np.ndarray, *, pos_weight: float = 1.0, eps: floa
 
 
 def bce_logits(y: np.ndarray, z: np.ndarray, *, pos_weight: float = 1.0) -> np.ndarray:
-    """w₊·y·softplus(−z) + (1−y)·softplus(z): −log σ(z) = softplus(−z), never log(sigmoid(z))."""
-    return pos_weight * y * softplus(-z) + (1.0 - y) * softplus(z)
+    """w₊·y·softplus(−z) + (1−y)·softplus(z): −log σ(z) = softplus(−z), never log(sigmoid(z)).
+
+    softplus(±z) = max(±z, 0) + log1p(e^{−|z|}): one exp and one log1p serve both, and
+    neither side cancels (softplus(z) − z would, for z ≪ 0).
+    """
+    a = np.log1p(np.exp(-np.abs(z)))
+    return pos_weight * y * (np.maximum(-z, 0.0) + a) + (1.0 - y) * (np.maximum(z, 0.0) + a)
 
 
 def bce_logits_grad(y: np.ndarray, z: np.ndarray, *, pos_weight: float = 1.0) -> np.ndarray:
-    """∂ℓ/∂z = w₊·y·(σ(z) − 1) + (1−y)·σ(z); σ(z) − 1 = −σ(−z) keeps it exact at z ≫ 0."""
-    return -pos_weight * y * sigmoid(-z) + (1.0 - y) * sigmoid(z)
+    """∂ℓ/∂z = w₊·y·(σ(z) − 1) + (1−y)·σ(z); σ(z) − 1 = −σ(−z) keeps it exact at z ≫ 0.
+
+    With e = e^{−|z|}: σ(z) = (1 or e)/(1 + e) and σ(−z) = (e or 1)/(1 + e), one exp for both.
+    """
+    e = np.exp(-np.abs(z))
+    inv = 1.0 / (1.0 + e)
+    pos = z >= 0
+    sig = np.where(pos, inv, e * inv)
+    sig_neg = np.where(pos, e * inv, inv)
+    return -pos_weight * y * sig_neg + (1.0 - y) * sig
 
 
 def hinge(s: np.ndarray, f: np.ndarray, *, margin: float = 1.0) -> np.ndarray:
