@@ -276,6 +276,73 @@ def _tune_malloc() -> None:
         pass
 
 
+def _light_coercion() -> None:
+    """Coerce lossctl's plain parameters without Typer's pydantic layer.
+
+    Typer ≥ 0.20 builds a pydantic TypeAdapter for every parameter of the command it
+    runs: about 0.1 s of imports on every call, more than lossctl's own start-up.
+    lossctl's parameters are str, int, float, bool and lists of str; those are coerced
+    here directly, with Typer's own error type. Any other annotation, or a Typer
+    without this hook, keeps Typer's path.
+    """
+    import dataclasses
+    import typing
+
+    try:
+        import typer.core as tcore
+        from typer._click.exceptions import BadParameter
+        from typer._coercion import RuntimeParam
+    except ImportError:  # another Typer: nothing to do
+        return
+    original = getattr(tcore, "build_runtime_param", None)
+    if original is None or getattr(original, "_lossctl", False):
+        return
+
+    def plain(annotation: typing.Any) -> tuple[type | None, bool]:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        origin = typing.get_origin(annotation)
+        if origin is list and len(args) == 1 and args[0] in (str, int, float):
+            return args[0], True
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+            annotation = args[0]
+        return (annotation, False) if annotation in (str, int, float, bool) else (None, False)
+
+    @dataclasses.dataclass(frozen=True)
+    class Plain(RuntimeParam):
+        kind: type = str
+        many: bool = False
+
+        def _coerce_value(self, value: typing.Any, param: typing.Any, ctx: typing.Any) -> typing.Any:
+            if self.many:
+                return [self._one(v, param, ctx) for v in value]
+            return self._one(value, param, ctx)
+
+        def _one(self, v: typing.Any, param: typing.Any, ctx: typing.Any) -> typing.Any:
+            if isinstance(v, self.kind) and not (self.kind is not bool and isinstance(v, bool)):
+                return v
+            if self.kind is bool:
+                text = str(v).strip().lower()
+                if text in ("1", "true", "yes", "on"):
+                    return True
+                if text in ("0", "false", "no", "off"):
+                    return False
+            else:
+                try:
+                    return self.kind(v)
+                except (TypeError, ValueError):
+                    pass
+            raise BadParameter(f"{v!r} is not a valid {self.kind.__name__}.", ctx=ctx, param=param)
+
+    def build(descriptor: typing.Any) -> typing.Any:
+        kind, many = plain(descriptor.annotation)
+        if kind is None or getattr(descriptor, "file_annotation", None) is not None:
+            return original(descriptor)
+        return Plain(parameter_info=descriptor.parameter_info, annotation=descriptor.annotation, kind=kind, many=many)
+
+    build._lossctl = True  # type: ignore[attr-defined]
+    tcore.build_runtime_param = build
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map every failure to an exit code and one line on stderr."""
     click = _click_exceptions()
@@ -283,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("LOSSCTL_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    _light_coercion()
     command = typer.main.get_command(app)
     if args and args[0] in ("eval", "merge"):
         _tune_malloc()

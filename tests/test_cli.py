@@ -394,3 +394,15 @@ def test_explicit_columns_with_conventional_names_still_say_the_task(cli):
     assert d.code == 2  # the same prediction set twice
     d = cli("eval", path, "-t", "mask", "-p", "prob", "-f", "json").json()
     assert d["task"] == "segmentation"
+
+
+def test_numeric_options_are_checked_and_typers_pydantic_layer_is_not_loaded():
+    r = run_subprocess("eval", os.path.join(SAMPLES, "regression.csv"), "--seed", "abc")
+    assert r.code == 2 and "'abc' is not a valid int" in r.err and len(r.err.splitlines()) == 1
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "lossctl", "eval", os.path.join(SAMPLES, "regression.csv"),
+                        "-l", "mse", "--ci", "0.9", "--bootstrap", "20", "--seed", "4", "-f", "json"],
+                       capture_output=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr.decode()[-500:]
+    assert json.loads(p.stdout)["results"][0]["ci"]
+    modules = {line.split("|")[-1].strip() for line in p.stderr.decode().splitlines() if "|" in line}
+    assert "pydantic" not in modules
