@@ -140,6 +140,11 @@ class Kernel:
     def value(self, totals: np.ndarray) -> np.ndarray | float:
         raise NotImplementedError
 
+    def sums(self, b: Batch) -> np.ndarray | None:
+        """Optional fast path: the column sums of ``stats`` computed directly (fused,
+        in cache-sized blocks) when no gradient, weight or bootstrap is asked for."""
+        return None
+
     def extra(self, totals: np.ndarray) -> dict[str, Any]:
         return {}
 
@@ -408,6 +413,14 @@ class DecomposableState(State):
         if b.n == 0:
             return
         want_grad = self.grad is not None and not self.kernel.two_pass_grad
+        if not want_grad and self.boot is None and self.opts.reduction != "sum":
+            fast = self.kernel.sums(b)  # a fused reduction, where the kernel has one
+            if fast is not None:
+                if self.totals is None:
+                    self.totals = Sum(fast.size)
+                self.totals.add(fast)
+                self.n += b.n
+                return
         stats, grads = self.kernel.stats(b, want_grad)
         sums = _sum_stats(stats, b.n)
         if self.totals is None:

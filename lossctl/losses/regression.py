@@ -58,11 +58,11 @@ def huber(y: np.ndarray, yhat: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
 
 
 def _huber_r(r: np.ndarray, a: np.ndarray, *, delta: float) -> np.ndarray:
-    # with m = min(|r|, δ): m(|r| − ½m) is ½r² inside and δ(|r| − ½δ) outside
-    m = np.minimum(a, delta)
-    t = np.multiply(m, -0.5)
-    t += a
-    t *= m
+    # with c = clip(r, −δ, δ): c(r − ½c) is ½r² inside and δ(|r| − ½δ) outside
+    c = np.clip(r, -delta, delta)
+    t = np.multiply(c, -0.5)
+    t += r
+    t *= c
     return t
 
 
@@ -132,6 +132,51 @@ def _log_cosh_grad_r(r: np.ndarray) -> np.ndarray:
     return np.tanh(r)
 
 
+# ------------------------------------------------- value-only block sums
+# Σℓ over one block of residuals r, computed in place in r and t (two cache-sized
+# buffers) without writing per-row losses: the value-only path of `lossctl eval`.
+
+
+def _sum_mse(r: np.ndarray, t: np.ndarray) -> float:
+    np.multiply(r, r, out=r)
+    return float(np.sum(r))
+
+
+def _sum_mae(r: np.ndarray, t: np.ndarray) -> float:
+    np.abs(r, out=r)
+    return float(np.sum(r))
+
+
+def _sum_huber(r: np.ndarray, t: np.ndarray, *, delta: float) -> float:
+    # ℓ = c(r − ½c), c = clip(r, −δ, δ) (= m(|r| − ½m) with m = |c|); ½c is formed in t, then undone exactly
+    np.clip(r, -delta, delta, out=t)
+    t *= 0.5
+    r -= t
+    t *= 2.0
+    r *= t
+    return float(np.sum(r))
+
+
+def _sum_pinball(r: np.ndarray, t: np.ndarray, *, tau: float) -> float:
+    # ℓ = ½|r| + (½ − τ)r
+    np.abs(r, out=t)
+    t *= 0.5
+    r *= 0.5 - tau
+    r += t
+    return float(np.sum(r))
+
+
+def _sum_log_cosh(r: np.ndarray, t: np.ndarray) -> float:
+    # ℓ = |r| + log1p(e^{−2|r|}) − log 2
+    np.abs(r, out=r)
+    np.multiply(r, -2.0, out=t)
+    np.exp(t, out=t)
+    np.log1p(t, out=t)
+    r += t
+    r -= LOG2
+    return float(np.sum(r))
+
+
 # ---------------------------------------------------------------- kernels
 
 
@@ -144,6 +189,7 @@ class Elementwise(RowMeanKernel):
 
     fn: Callable[..., np.ndarray]  # f(r, |r|, **params)
     grad_fn: Callable[..., np.ndarray]  # g(r, **params)
+    block_sum: Callable[..., float] | None = None  # Σℓ over a block, in place (value-only path)
     keys: tuple[str, ...] = ()
     uses_abs = True
 
@@ -186,6 +232,21 @@ class Elementwise(RowMeanKernel):
         return loss, ({"pred": g} if g is not None else None), None
 
 
+    def sums(self, b: Batch) -> np.ndarray | None:
+        """[Σℓ, N] fused over cache-sized blocks (one output column, no weights)."""
+        block_sum = type(self).block_sum
+        y, p = b["target"], b["pred"]
+        if block_sum is None or y.ndim != 1 or b.weight is not None:
+            return None
+        n = y.shape[0]
+        r_buf, t_buf = self._buffer("r", min(n, BLOCK)), self._buffer("t", min(n, BLOCK))
+        total = 0.0
+        for s in range(0, n, BLOCK):
+            e = min(n, s + BLOCK)
+            r = np.subtract(p[s:e], y[s:e], out=r_buf[: e - s])
+            total += block_sum(r, t_buf[: e - s], **self.kw)
+        return np.array([total, float(n)])
+
     def _blocks(self, y: np.ndarray, p: np.ndarray, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         """ℓ (and g) in cache-sized blocks: r = ŷ − y and every temporary stay in cache."""
         n = y.shape[0]
@@ -202,9 +263,11 @@ class Elementwise(RowMeanKernel):
         return loss, ({"pred": g} if g is not None else None)
 
 
-def _kernel(name: str, fn, grad_fn, keys: tuple[str, ...] = (), uses_abs: bool = True) -> type[Elementwise]:
+def _kernel(name: str, fn, grad_fn, keys: tuple[str, ...] = (), uses_abs: bool = True,
+            block_sum=None) -> type[Elementwise]:
     return type(name, (Elementwise,), {"fn": staticmethod(fn), "grad_fn": staticmethod(grad_fn), "keys": keys,
-                                       "uses_abs": uses_abs})
+                                       "uses_abs": uses_abs,
+                                       "block_sum": staticmethod(block_sum) if block_sum else None})
 
 
 class RMSEKernel(Elementwise):
@@ -293,7 +356,7 @@ def _spec(name: str, kernel: type, props: Properties, params: tuple[Param, ...] 
 
 
 _spec(
-    "mse", _kernel("MSEKernel", _mse_r, _mse_grad_r, uses_abs=False),
+    "mse", _kernel("MSEKernel", _mse_r, _mse_grad_r, uses_abs=False, block_sum=_sum_mse),
     Properties(
         formula="ℓ = r², r = ŷ − y; L = mean ℓ",
         gradient="∂ℓ/∂ŷ = 2r (per sample; the gradient of the mean carries 1/n)",
@@ -326,7 +389,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l rmse",
 )
 _spec(
-    "mae", _kernel("MAEKernel", _mae_r, _mae_grad_r),
+    "mae", _kernel("MAEKernel", _mae_r, _mae_grad_r, block_sum=_sum_mae),
     Properties(
         formula="ℓ = |r|",
         gradient="∂ℓ/∂ŷ = sign(r), 0 at r = 0 (subgradient)",
@@ -342,7 +405,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l mae --grad",
 )
 _spec(
-    "huber", _kernel("HuberKernel", _huber_r, _huber_grad_r, ("delta",)),
+    "huber", _kernel("HuberKernel", _huber_r, _huber_grad_r, ("delta",), block_sum=_sum_huber),
     Properties(
         formula="ℓ = ½r² if |r| ≤ δ, else δ(|r| − ½δ)",
         gradient="∂ℓ/∂ŷ = clip(r, −δ, δ)",
@@ -378,7 +441,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l smooth_l1:beta=0.5",
 )
 _spec(
-    "quantile", _kernel("QuantileKernel", _pinball_r, _pinball_grad_r, ("tau",)),
+    "quantile", _kernel("QuantileKernel", _pinball_r, _pinball_grad_r, ("tau",), block_sum=_sum_pinball),
     Properties(
         formula="ℓ = max(τ(y − ŷ), (τ − 1)(y − ŷ))  (pinball)",
         gradient="∂ℓ/∂ŷ = −τ if y > ŷ, 1 − τ if y < ŷ, 0 if equal",
@@ -395,7 +458,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l quantile:tau=0.9",
 )
 _spec(
-    "log_cosh", _kernel("LogCoshKernel", _log_cosh_r, _log_cosh_grad_r),
+    "log_cosh", _kernel("LogCoshKernel", _log_cosh_r, _log_cosh_grad_r, block_sum=_sum_log_cosh),
     Properties(
         formula="ℓ = log cosh(r) = |r| + log1p(e^{−2|r|}) − log 2",
         gradient="∂ℓ/∂ŷ = tanh(r)",
