@@ -202,3 +202,13 @@ def test_large_sums_keep_their_digits():
     exact = float(np.mean(np.square(np.float128(yhat) - np.float128(y)))) if hasattr(np, "float128") else b
     assert a == pytest.approx(b, rel=1e-13)
     assert a == pytest.approx(exact, rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(y=arrays(np.float64, st.integers(1, 200), elements=finite), data=st.data())
+def test_value_only_fast_path_equals_the_per_row_path(y, data):
+    yhat = data.draw(arrays(np.float64, y.size, elements=finite))
+    for spec in ("mse", "mae", "huber:delta=0.7", "quantile:tau=0.2", "log_cosh"):
+        fast = lossctl.evaluate(y, yhat, spec, batch_rows=64).value  # fused block sums
+        rows = lossctl.evaluate(y, yhat, spec, grad=True, batch_rows=64).value  # per-row losses
+        assert fast == pytest.approx(rows, rel=1e-13, abs=1e-300), spec
