@@ -269,3 +269,18 @@ def test_every_sample_file_gives_the_same_numbers_whatever_the_batch_size(cli, n
         assert a["value"] == pytest.approx(b["value"], rel=1e-10, abs=1e-12), name
         for k in ("mean", "l2", "abs_mean", "zero_frac", "top1_share"):
             assert a["grad"][k] == pytest.approx(b["grad"][k], rel=1e-9, abs=1e-12), (name, a["spec"], k)
+
+
+def test_state_files_for_segmentation_and_the_states_that_cannot_be_saved(cli, tmp_path, write_csv):
+    f = write_csv("seg.csv", "mask,prob\n0,0.1\n1,0.8\n1,0.7\n0,0.2\n1,0.4\n")
+    one = cli("eval", f, "-l", "dice", "-l", "tversky", "-f", "json").json()
+    s = tmp_path / "s.state"
+    assert cli("eval", f, "-l", "dice", "-l", "tversky", "--emit-state", str(s), "-q").code == 0
+    merged = cli("merge", str(s), "-f", "json").json()
+    assert [r["value"] for r in merged["results"]] == pytest.approx([r["value"] for r in one["results"]], rel=1e-15)
+    for path, args in ((os.path.join(SAMPLES, "segmentation.parquet"), []),
+                       (os.path.join(SAMPLES, "wasserstein.csv"), []),
+                       (os.path.join(SAMPLES, "embeddings.parquet"), [])):
+        r = cli("eval", path, *args, "--emit-state", str(tmp_path / "x.state"), "-q")
+        assert r.code == 2 and "cannot be saved" in r.err, r.err
+        assert not (tmp_path / "x.state").exists()

@@ -583,6 +583,23 @@ class SegmentationState(DecomposableState):
         t = self._gfinal[rows[inv]]
         return self.kernel.output_grad(b, t, self.n / len(self.ids))
 
+    def to_dict(self) -> dict[str, Any]:
+        if self.grouped:
+            raise UsageError(
+                "--emit-state: per-image segmentation states (a group column bound) cannot be saved to a file yet; "
+                "evaluate the shards without --col group, or as whole files"
+            )
+        d = super().to_dict()
+        d["classes"] = self.kernel.C
+        return d
+
+    def load(self, d: dict[str, Any]) -> "SegmentationState":
+        super().load(d)
+        self.grouped = False
+        if d.get("classes"):
+            self.kernel.setup(int(d["classes"]))  # the class layout the shard saw
+        return self
+
     def merge(self, other) -> None:
         assert isinstance(other, SegmentationState)
         if other.grouped is None:
