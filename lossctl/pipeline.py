@@ -950,8 +950,14 @@ def _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states
                 s.update(sub)
 
 
-def _result_for(job: Job, st: State, opts: Options) -> LossResult:
-    r = st.result()
+def _result_for(job: Job, st: State, opts: Options, in_slice: bool = False) -> LossResult:
+    try:
+        r = st.result()
+    except InputError as e:
+        if not in_slice:
+            raise
+        # a slice where the loss is undefined (one class for mined triplets): say so there
+        r = {"value": math.nan, "n": getattr(st, "n", 0), "notes": [f"undefined in this slice: {e}"]}
     return LossResult(
         loss=job.call.spec.name,
         spec=job.call.text,
@@ -1035,7 +1041,7 @@ def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple
         if group_rows[k] < plan.request.min_rows:
             hidden += 1
             continue
-        res = [_result_for(j, s, opts) for j, s in zip(plan.jobs, sts)]
+        res = [_result_for(j, s, opts, in_slice=True) for j, s in zip(plan.jobs, sts)]
         if opts.ci:
             _add_ci(plan, sts, res, opts, seed_offset=gi + 1)
         value = k[0] if len(k) == 1 else list(k)

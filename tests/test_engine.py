@@ -284,3 +284,10 @@ def test_state_files_for_segmentation_and_the_states_that_cannot_be_saved(cli, t
         r = cli("eval", path, *args, "--emit-state", str(tmp_path / "x.state"), "-q")
         assert r.code == 2 and "cannot be saved" in r.err, r.err
         assert not (tmp_path / "x.state").exists()
+
+
+def test_a_slice_where_a_loss_is_undefined_reports_nan_with_a_note(cli):
+    d = cli("eval", os.path.join(SAMPLES, "embeddings.parquet"), "--by", "label", "-f", "json").json()
+    assert d["results"][0]["value"] > 0  # the whole file has many classes
+    g = d["groups"][0]["results"][0]
+    assert g["value"] is None and g["nonfinite"] == "nan" and "undefined in this slice" in g["notes"][0]
