@@ -145,6 +145,10 @@ class Kernel:
         in cache-sized blocks) when no gradient, weight or bootstrap is asked for."""
         return None
 
+    def sums_and_grads(self, b: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+        """Optional fast path with gradients: (column sums of ``stats``, per-row gradients)."""
+        return None
+
     def extra(self, totals: np.ndarray) -> dict[str, Any]:
         return {}
 
@@ -413,13 +417,17 @@ class DecomposableState(State):
         if b.n == 0:
             return
         want_grad = self.grad is not None and not self.kernel.two_pass_grad
-        if not want_grad and self.boot is None and self.opts.reduction != "sum":
-            fast = self.kernel.sums(b)  # a fused reduction, where the kernel has one
-            if fast is not None:
+        if self.boot is None and self.opts.reduction != "sum":
+            # a fused reduction (and gradients) where the kernel has one: no per-row losses
+            fused = self.kernel.sums_and_grads(b) if want_grad else self.kernel.sums(b)
+            if fused is not None:
+                fast, grads = fused if want_grad else (fused, None)
                 if self.totals is None:
                     self.totals = Sum(fast.size)
                 self.totals.add(fast)
                 self.n += b.n
+                if grads is not None:
+                    self._add_grads(grads, b)
                 return
         stats, grads = self.kernel.stats(b, want_grad)
         sums = _sum_stats(stats, b.n)

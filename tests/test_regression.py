@@ -212,3 +212,16 @@ def test_value_only_fast_path_equals_the_per_row_path(y, data):
         fast = lossctl.evaluate(y, yhat, spec, batch_rows=64).value  # fused block sums
         rows = lossctl.evaluate(y, yhat, spec, grad=True, batch_rows=64).value  # per-row losses
         assert fast == pytest.approx(rows, rel=1e-13, abs=1e-300), spec
+
+
+@settings(max_examples=30, deadline=None)
+@given(y=arrays(np.float64, st.integers(1, 150), elements=finite), data=st.data())
+def test_fused_gradient_path_equals_the_per_row_path(y, data):
+    yhat = data.draw(arrays(np.float64, y.size, elements=finite))
+    w = np.ones_like(y)
+    for spec in ("mse", "mae", "huber:delta=0.7", "quantile:tau=0.2", "log_cosh"):
+        fused = lossctl.evaluate(y, yhat, spec, grad=True, batch_rows=64)  # sums_and_grads
+        rows = lossctl.evaluate(y, yhat, spec, grad=True, batch_rows=64, weight=w)  # per-row path (weights)
+        assert fused.value == pytest.approx(rows.value, rel=1e-13, abs=1e-300), spec
+        for k in ("mean", "std", "min", "max", "l2", "zero_frac", "top1_share"):
+            assert fused.grad[k] == pytest.approx(rows.grad[k], rel=1e-12, abs=1e-300), (spec, k)

@@ -247,6 +247,24 @@ class Elementwise(RowMeanKernel):
             total += block_sum(r, t_buf[: e - s], **self.kw)
         return np.array([total, float(n)])
 
+    def sums_and_grads(self, b: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+        """[Σℓ, N] and the per-row gradients in one fused pass (no per-row losses kept)."""
+        block_sum = type(self).block_sum
+        y, p = b["target"], b["pred"]
+        if block_sum is None or y.ndim != 1 or b.weight is not None:
+            return None
+        n = y.shape[0]
+        g = self._buffer("grad", n)
+        r_buf, t_buf = self._buffer("r", min(n, BLOCK)), self._buffer("t", min(n, BLOCK))
+        gfn, kw = type(self).grad_fn, self.kw
+        total = 0.0
+        for s in range(0, n, BLOCK):
+            e = min(n, s + BLOCK)
+            r = np.subtract(p[s:e], y[s:e], out=r_buf[: e - s])
+            g[s:e] = gfn(r, **kw)
+            total += block_sum(r, t_buf[: e - s], **kw)
+        return np.array([total, float(n)]), {"pred": g}
+
     def _blocks(self, y: np.ndarray, p: np.ndarray, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         """ℓ (and g) in cache-sized blocks: r = ŷ − y and every temporary stay in cache."""
         n = y.shape[0]
