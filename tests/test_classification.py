@@ -743,3 +743,15 @@ def test_plain_cross_entropy_fast_path_matches_the_general_form():
     a = lossctl.api.evaluate(y, z, "cross_entropy:logits=true")
     b = lossctl.api.evaluate(y, z, "cross_entropy:logits=true", grad=True)
     assert a.value == pytest.approx(b.value, rel=1e-14)
+
+
+def test_fused_bce_logits_value_and_gradient_match_the_separate_functions():
+    from lossctl.losses.classification import bce_logits, bce_logits_and_grad, bce_logits_grad
+
+    rng = np.random.default_rng(12)
+    z = np.concatenate([rng.normal(0, 5, 400), [-1000.0, -40.0, 0.0, 40.0, 1000.0]])
+    y = np.concatenate([rng.random(400), [0.0, 1.0, 0.5, 0.0, 1.0]])
+    for w in (1.0, 3.5):
+        loss, grad = bce_logits_and_grad(y, z, pos_weight=w)
+        np.testing.assert_array_equal(loss, bce_logits(y, z, pos_weight=w))
+        np.testing.assert_array_equal(grad, bce_logits_grad(y, z, pos_weight=w))

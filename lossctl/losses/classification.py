@@ -60,6 +60,20 @@ def bce_logits_grad(y: np.ndarray, z: np.ndarray, *, pos_weight: float = 1.0) ->
     return -pos_weight * y * sig_neg + (1.0 - y) * sig
 
 
+def bce_logits_and_grad(y: np.ndarray, z: np.ndarray, *, pos_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bce_logits` and :func:`bce_logits_grad` from one e = e^{−|z|}."""
+    e = np.exp(-np.abs(z))
+    a = np.log1p(e)
+    inv = 1.0 / (1.0 + e)
+    pos = z >= 0
+    wy = pos_weight * y
+    ny = 1.0 - y
+    loss = wy * (np.maximum(-z, 0.0) + a) + ny * (np.maximum(z, 0.0) + a)
+    ei = e * inv
+    grad = -wy * np.where(pos, ei, inv) + ny * np.where(pos, inv, ei)
+    return loss, grad
+
+
 def hinge(s: np.ndarray, f: np.ndarray, *, margin: float = 1.0) -> np.ndarray:
     """max(0, m − s·f), s ∈ {−1,+1} (scikit-learn ``hinge_loss``)."""
     return np.maximum(0.0, margin - s * f)
@@ -476,8 +490,10 @@ class BCEKernel(RowMeanKernel):
         y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")
         w = self.params["pos_weight"]
         if self.params["logits"]:
-            loss = bce_logits(y, p, pos_weight=w)
-            g = bce_logits_grad(y, p, pos_weight=w) if grad else None
+            if grad:
+                loss, g = bce_logits_and_grad(y, p, pos_weight=w)
+            else:
+                loss, g = bce_logits(y, p, pos_weight=w), None
         else:
             eps = self.params["eps"]
             loss = bce(y, p, pos_weight=w, eps=eps)
