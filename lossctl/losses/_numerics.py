@@ -67,3 +67,18 @@ def blockwise(fn, *arrays: np.ndarray, **kw) -> np.ndarray:
     for s in range(BLOCK, n, BLOCK):
         out[s:s + BLOCK] = fn(*(a[s:s + BLOCK] for a in arrays), **kw)
     return out
+
+
+def blockwise_many(fn, *arrays: np.ndarray, **kw) -> tuple[np.ndarray, ...]:
+    """Like :func:`blockwise` for a function returning a tuple of row-aligned arrays."""
+    n = arrays[0].shape[0] if arrays[0].ndim else 0
+    if n <= BLOCK:
+        return fn(*arrays, **kw)
+    first = fn(*(a[:BLOCK] for a in arrays), **kw)
+    outs = tuple(np.empty((n,) + f.shape[1:], dtype=f.dtype) for f in first)
+    for o, f in zip(outs, first):
+        o[:BLOCK] = f
+    for s in range(BLOCK, n, BLOCK):
+        for o, f in zip(outs, fn(*(a[s:s + BLOCK] for a in arrays), **kw)):
+            o[s:s + BLOCK] = f
+    return outs

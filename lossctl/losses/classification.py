@@ -17,7 +17,7 @@ import numpy as np
 
 from lossctl.engine import Batch, Context, RowMeanKernel
 from lossctl.errors import InputError, UsageError
-from lossctl.losses._numerics import EPS, log_sigmoid, sigmoid, softplus
+from lossctl.losses._numerics import EPS, blockwise, blockwise_many, log_sigmoid
 from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
 
 ROW_SUM_TOL = 1e-6  # a probability or label row must sum to 1 within this
@@ -490,10 +490,11 @@ class BCEKernel(RowMeanKernel):
         y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")
         w = self.params["pos_weight"]
         if self.params["logits"]:
+            # in cache-sized blocks: several temporaries per row, none leaves the cache
             if grad:
-                loss, g = bce_logits_and_grad(y, p, pos_weight=w)
+                loss, g = blockwise_many(bce_logits_and_grad, y, p, pos_weight=w)
             else:
-                loss, g = bce_logits(y, p, pos_weight=w), None
+                loss, g = blockwise(bce_logits, y, p, pos_weight=w), None
         else:
             eps = self.params["eps"]
             loss = bce(y, p, pos_weight=w, eps=eps)
