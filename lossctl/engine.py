@@ -31,7 +31,7 @@ class Batch:
     columns: Mapping[str, str] = field(default_factory=dict)  # role → column label, for messages
     input_start: int = 0  # 0-based input row of the first row, counting dropped rows
     keep: np.ndarray | None = None  # which input rows survived --nan drop
-    # intermediate arrays shared by the losses of one batch (the residual ŷ − y, |r|)
+    # intermediate arrays shared by the losses of one batch (segmentation's probabilities and one-hot masks)
     memo: dict = field(default_factory=dict)
     column_names: Mapping[str, list[str]] = field(default_factory=dict)  # role → its columns
 

@@ -34,12 +34,7 @@ class LossResult:
         return float(self.value)
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "loss": self.loss,
-            "spec": self.spec,
-            "params": {k: _jsonable(v) for k, v in self.params.items()},
-            "pred": self.pred,
-        }
+        d = _head(self.loss, self.spec, self.params, self.pred)
         d.update(_number_field("value", self.value))
         d["n"] = self.n
         d["reduction"] = self.reduction
@@ -77,13 +72,8 @@ class Comparison:
         return self.value - self.baseline_value
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "loss": self.loss,
-            "spec": self.spec,
-            "params": {k: _jsonable(v) for k, v in self.params.items()},
-            "pred": self.pred,
-            "baseline": self.baseline,
-        }
+        d = _head(self.loss, self.spec, self.params, self.pred)
+        d["baseline"] = self.baseline
         d.update(_number_field("delta", self.delta))
         if self.ci is not None:
             d["ci"] = [_finite_or_none(x) for x in self.ci]
@@ -146,6 +136,11 @@ class Report:
         if self.warnings:
             d["warnings"] = self.warnings
         return d
+
+
+def _head(loss: str, spec: str, params: dict[str, Any], pred: str) -> dict[str, Any]:
+    """The keys that name a result: loss, spec, params (defaults included), pred."""
+    return {"loss": loss, "spec": spec, "params": {k: _jsonable(v) for k, v in params.items()}, "pred": pred}
 
 
 def _finite_or_none(v: Any) -> Any:

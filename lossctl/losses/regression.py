@@ -234,36 +234,31 @@ class Elementwise(RowMeanKernel):
 
     def sums(self, b: Batch) -> np.ndarray | None:
         """[Σℓ, N] fused over cache-sized blocks (one output column, no weights)."""
-        block_sum = type(self).block_sum
-        y, p = b["target"], b["pred"]
-        if block_sum is None or y.ndim != 1 or b.weight is not None:
-            return None
-        n = y.shape[0]
-        r_buf, t_buf = self._buffer("r", min(n, BLOCK)), self._buffer("t", min(n, BLOCK))
-        total = 0.0
-        for s in range(0, n, BLOCK):
-            e = min(n, s + BLOCK)
-            r = np.subtract(p[s:e], y[s:e], out=r_buf[: e - s])
-            total += block_sum(r, t_buf[: e - s], **self.kw)
-        return np.array([total, float(n)])
+        fused = self._fused(b, grad=False)
+        return None if fused is None else fused[0]
 
     def sums_and_grads(self, b: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
         """[Σℓ, N] and the per-row gradients in one fused pass (no per-row losses kept)."""
+        fused = self._fused(b, grad=True)
+        return None if fused is None else (fused[0], {"pred": fused[1]})
+
+    def _fused(self, b: Batch, grad: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
         block_sum = type(self).block_sum
         y, p = b["target"], b["pred"]
         if block_sum is None or y.ndim != 1 or b.weight is not None:
             return None
         n = y.shape[0]
-        g = self._buffer("grad", n)
+        g = self._buffer("grad", n) if grad else None
         r_buf, t_buf = self._buffer("r", min(n, BLOCK)), self._buffer("t", min(n, BLOCK))
         gfn, kw = type(self).grad_fn, self.kw
         total = 0.0
         for s in range(0, n, BLOCK):
             e = min(n, s + BLOCK)
             r = np.subtract(p[s:e], y[s:e], out=r_buf[: e - s])
-            g[s:e] = gfn(r, **kw)
-            total += block_sum(r, t_buf[: e - s], **kw)
-        return np.array([total, float(n)]), {"pred": g}
+            if g is not None:
+                g[s:e] = gfn(r, **kw)
+            total += block_sum(r, t_buf[: e - s], **kw)  # overwrites r
+        return np.array([total, float(n)]), g
 
     def _blocks(self, y: np.ndarray, p: np.ndarray, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         """ℓ (and g) in cache-sized blocks: r = ŷ − y and every temporary stay in cache."""
@@ -294,7 +289,7 @@ class RMSEKernel(Elementwise):
     row_mean = False
 
     def rows(self, b: Batch, grad: bool):
-        r = b.shared("r", ("target", "pred"), lambda: b["pred"] - b["target"])
+        r = b["pred"] - b["target"]
         sq = r * r
         g = r
         if sq.ndim == 2:
