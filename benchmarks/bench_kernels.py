@@ -81,6 +81,18 @@ def make_data(rows: int) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------ the blocked numpy reference
 
 
+_GRAD_OUT: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def _grad_out(shape: tuple[int, ...]) -> np.ndarray:
+    """The reference's gradient array, allocated once and reused from call to call, so
+    that its timings do not pay for fresh pages (lossctl's kernels reuse theirs too)."""
+    a = _GRAD_OUT.get(shape)
+    if a is None:
+        a = _GRAD_OUT[shape] = np.empty(shape)
+    return a
+
+
 def _blocks(n: int, step: int = BLOCK):
     for s in range(0, n, step):
         yield s, min(n, s + step)
@@ -89,7 +101,7 @@ def _blocks(n: int, step: int = BLOCK):
 def ref_mse(y, yh, grad=False):
     n = y.size
     buf = np.empty(min(BLOCK, n))
-    g = np.empty(n) if grad else None
+    g = _grad_out((n,)) if grad else None
     s = 0.0
     for a, b in _blocks(n):
         r = np.subtract(yh[a:b], y[a:b], out=g[a:b] if grad else buf[: b - a])
@@ -102,7 +114,7 @@ def ref_mse(y, yh, grad=False):
 def ref_mae(y, yh, grad=False):
     n = y.size
     buf = np.empty(min(BLOCK, n))
-    g = np.empty(n) if grad else None
+    g = _grad_out((n,)) if grad else None
     s = 0.0
     for a, b in _blocks(n):
         r = np.subtract(yh[a:b], y[a:b], out=buf[: b - a])
@@ -118,7 +130,7 @@ def ref_huber(y, yh, grad=False, delta=DELTA):
     n = y.size
     buf = np.empty(min(BLOCK, n))
     buf2 = np.empty(min(BLOCK, n))
-    g = np.empty(n) if grad else None
+    g = _grad_out((n,)) if grad else None
     s = 0.0
     for a, b in _blocks(n):
         r = np.subtract(yh[a:b], y[a:b], out=buf[: b - a])
@@ -132,7 +144,7 @@ def ref_quantile(y, yh, grad=False, tau=TAU):
     n = y.size
     buf = np.empty(min(BLOCK, n))
     buf2 = np.empty(min(BLOCK, n))
-    g = np.empty(n) if grad else None
+    g = _grad_out((n,)) if grad else None
     s = 0.0
     for a, b in _blocks(n):
         r = np.subtract(yh[a:b], y[a:b], out=buf[: b - a])
@@ -157,7 +169,7 @@ def ref_log_cosh(y, yh, grad=False):
     buf = np.empty(min(BLOCK, n))
     e = np.empty(min(BLOCK, n))
     t = np.empty(min(BLOCK, n))
-    g = np.empty(n) if grad else None
+    g = _grad_out((n,)) if grad else None
     s = 0.0
     for a, b in _blocks(n):
         m = b - a
@@ -180,7 +192,7 @@ def ref_bce(y, p, grad=False, eps=EPS):
     pc = np.empty(min(BLOCK, n))
     lp = np.empty(min(BLOCK, n))
     l1 = np.empty(min(BLOCK, n))
-    g = np.empty(n) if grad else None
+    g = _grad_out((n,)) if grad else None
     s = 0.0
     for a, b in _blocks(n):
         m = b - a
@@ -203,7 +215,7 @@ def ref_bce_logits(y, z, grad=False):
     n = y.size
     e = np.empty(min(BLOCK, n))
     t = np.empty(min(BLOCK, n))
-    g = np.empty(n) if grad else None
+    g = _grad_out((n,)) if grad else None
     s = 0.0
     for a, b in _blocks(n):
         m = b - a
@@ -226,7 +238,7 @@ def ref_bce_logits(y, z, grad=False):
 def ref_cross_entropy(cls, zc, grad=False):
     n, k = zc.shape
     rows = max(1, BLOCK // k)
-    g = np.empty_like(zc) if grad else None
+    g = _grad_out(zc.shape) if grad else None
     buf = np.empty((min(rows, n), k))
     s = 0.0
     for a, b in _blocks(n, rows):
@@ -365,9 +377,10 @@ def bench_lossctl(case: Case, data, repeat: int, ref_value: float, ref_grad) -> 
         t, v = C.best_of(kv, repeat, min_time=MIN_TIME)
         if C.rel_diff(v, ref_value) <= TOL:
             out["kernel_value"] = t
-        t, (v, g) = C.best_of(kg, repeat, min_time=MIN_TIME)
+        v, g = kg(True)
         gd = grad_diff(g, ref_grad)
         checks.append(("kernel", C.rel_diff(v, ref_value), gd))
+        t, _ = C.best_of(lambda: kg(False), repeat, min_time=MIN_TIME)
         if C.rel_diff(v, ref_value) <= TOL and gd <= TOL:
             out["kernel_grad"] = t
     except Exception as e:  # noqa: BLE001
@@ -378,8 +391,10 @@ def bench_lossctl(case: Case, data, repeat: int, ref_value: float, ref_grad) -> 
 
 def _engine_kernel(case: Case, y, p):
     """The registered kernel as `lossctl eval` drives it: batches of 131,072 rows,
-    compensated sums; for value+grad the per-row gradients of every batch, collected
-    into one array as the reference's are (input checks are not timed)."""
+    compensated sums (input checks are not timed). For value+grad each batch's per-row
+    gradients are made and handed on, as `eval` hands them to the gradient summary;
+    ``value_and_grad(True)`` also collects them into one array, to check them against
+    the reference (that copy is not timed)."""
     from lossctl import registry
     from lossctl.engine import Batch, Context, DecomposableState, Options
 
@@ -396,15 +411,19 @@ def _engine_kernel(case: Case, y, p):
     for b in batches:
         k0.validate(b)
 
+    kv = call.spec.factory(call.params, ctx)
+
     def value():
-        st = DecomposableState(call.spec.factory(call.params, ctx), Options())
+        st = DecomposableState(kv, Options())
         for b in batches:
             st.update(b)
         return st.result()["value"]
 
-    def value_and_grad():
-        k = call.spec.factory(call.params, ctx)
-        g = np.empty(p.shape)
+    kg = call.spec.factory(call.params, ctx)
+
+    def value_and_grad(collect: bool):
+        k = kg
+        g = np.empty(p.shape) if collect else None
         total = 0.0
         for b in batches:
             fused = k.sums_and_grads(b)  # the engine's fused path, where the kernel has one
@@ -414,7 +433,8 @@ def _engine_kernel(case: Case, y, p):
             else:
                 stats, grads = k.stats(b, True)
                 total += float(np.sum(stats[0]))
-            g[b.offset:b.offset + b.n] = grads["pred"]
+            if g is not None:
+                g[b.offset:b.offset + b.n] = grads["pred"]
         return total / n, g
 
     return value, value_and_grad
@@ -530,11 +550,13 @@ def main(argv: list[str] | None = None) -> int:
     data = make_data(a.rows)
 
     torch_res: dict[str, Any] | None = None
+    torch1_res: dict[str, Any] | None = None  # torch on one thread, as numpy and lossctl run
     torch_why = ""
     if not a.no_torch:
         try:
             if a.torch_python:
                 torch_res = torch_elsewhere(a.torch_python, data, a.repeat, a.torch_threads)
+                torch1_res = torch_elsewhere(a.torch_python, data, a.repeat, 1)
             else:
                 import importlib.util
 
@@ -546,8 +568,8 @@ def main(argv: list[str] | None = None) -> int:
             torch_why = str(e)
     if torch_res:
         m = torch_res["_meta"]
-        print(f"torch {m['torch']} with {m['threads']} intra-op threads; numpy and lossctl run on one thread "
-              f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}).\n")
+        print(f"torch {m['torch']} with {m['threads']} intra-op threads (`torch`) and with one (`torch 1t`); "
+              f"numpy and lossctl run on one thread (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}).\n")
     elif torch_why:
         print(f"torch: skipped ({torch_why})\n")
 
@@ -559,7 +581,9 @@ def main(argv: list[str] | None = None) -> int:
             ref_tg, (ref_value, ref_grad) = C.best_of(lambda: case.ref(y, p, True), a.repeat, min_time=MIN_TIME)
         lc = bench_lossctl(case, data, a.repeat, ref_value, ref_grad)
         tr = (torch_res or {}).get(case.name)
-        results[case.name] = {"blocked_value": ref_t, "blocked_grad": ref_tg, "lossctl": lc, "torch": tr}
+        tr1 = (torch1_res or {}).get(case.name)
+        results[case.name] = {"blocked_value": ref_t, "blocked_grad": ref_tg, "lossctl": lc, "torch": tr,
+                              "torch_1_thread": tr1}
         if "fn_value" not in lc:
             notes.append(f"{case.name}: no lossctl pure function used ({lc['fn_how']})")
         else:
@@ -585,8 +609,10 @@ def main(argv: list[str] | None = None) -> int:
             if kern is None and alt_key and alt_key in lc:
                 kern, kern_src = lc[alt_key], "per_row"
             t_t = tr[("value" if mode == "value" else "grad")] if tr else None
+            t_1 = tr1[("value" if mode == "value" else "grad")] if tr1 else None
             r_ref = kern / ref_time if kern else None
             r_torch = t_t / kern if (kern and t_t) else None
+            r_torch1 = t_1 / kern if (kern and t_1) else None
             rows.append([
                 case.name if mode == "value" else "", mode,
                 C.fmt_time(lc.get(k_key)),
@@ -599,9 +625,13 @@ def main(argv: list[str] | None = None) -> int:
                 C.verdict(r_ref, "<=", 1.2) if r_ref else "n/a",
                 C.fmt_ratio(r_torch) if r_torch else "—",
                 C.verdict(r_torch, ">=", 1.0) if r_torch else "n/a",
+                C.fmt_time(t_1),
+                C.fmt_ratio(r_torch1) if r_torch1 else "—",
+                C.verdict(r_torch1, ">=", 1.0) if r_torch1 else "n/a",
             ])
     print(C.table(["loss", "job", "lossctl kernel", "lossctl fn", "lossctl per_row", "lossctl evaluate", "blocked numpy",
-                   "torch", "lossctl / blocked", "≤ 1.2×", "torch / lossctl", "> 1×"], rows, "llrrrrrrrlrl"))
+                   "torch", "lossctl / blocked", "≤ 1.2×", "torch / lossctl", "> 1×", "torch 1t", "torch 1t / lossctl",
+                   "> 1×"], rows, "llrrrrrrrlrlrrl"))
     print()
     print("lossctl / blocked and torch / lossctl use `lossctl kernel`: the registered kernel as `eval` drives it, "
           "in 131,072-row batches (ᶠ: the pure function, ᵖ: per_row, where the kernel did not match). "

@@ -613,8 +613,8 @@ def test_shape_errors(spec, y, pred, phrase):
 
 @pytest.mark.parametrize("spec", [
     "focal:gamma=-1", "focal:alpha=1.5", "focal:alpha=-0.5", "focal:alpha=[0.2,1.5,0.3]",
-    "cross_entropy:label_smoothing=1", "cross_entropy:weight=[1,-2]", "cross_entropy:weight=heavy",
-    "multi_hinge:margin=0", "multi_hinge:variant=xx", "bce:pos_weight=0", "bce:eps=0.6", "hinge:margin=-1",
+    "cross_entropy:label_smoothing=1.5", "cross_entropy:weight=[1,-2]", "cross_entropy:weight=heavy",
+    "multi_hinge:margin=-0.5", "multi_hinge:variant=xx", "bce:pos_weight=0", "bce:eps=0.6", "hinge:margin=-1",
 ])
 def test_bad_parameters_are_usage_errors(spec):
     with pytest.raises(UsageError):

@@ -225,3 +225,35 @@ def test_fused_gradient_path_equals_the_per_row_path(y, data):
         assert fused.value == pytest.approx(rows.value, rel=1e-13, abs=1e-300), spec
         for k in ("mean", "std", "min", "max", "l2", "zero_frac", "top1_share"):
             assert fused.grad[k] == pytest.approx(rows.grad[k], rel=1e-12, abs=1e-300), (spec, k)
+
+
+def test_rmse_multioutput_gradient_matches_finite_differences_of_sklearn():
+    # L = mean_k √(Σwᵢr²ᵢₖ/Σw) (sklearn root_mean_squared_error, uniform_average); the reported
+    # gradient is ∂(N·L)/∂ŷᵢₖ, checked element-wise by central differences of sklearn's value
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(21)
+    n, k = 40, 3
+    y = rng.normal(size=(n, k))
+    yhat = y + rng.normal(size=(n, k)) * np.array([0.1, 1.0, 5.0])
+    w = rng.random(n) + 0.2
+
+    def value(p):
+        return sk.root_mean_squared_error(y, p, sample_weight=w)
+
+    g = np.empty_like(yhat)
+    h = 1e-6
+    for i in range(n):
+        for j in range(k):
+            up, dn = yhat.copy(), yhat.copy()
+            up[i, j] += h
+            dn[i, j] -= h
+            g[i, j] = n * (value(up) - value(dn)) / (2 * h)
+    res = lossctl.evaluate(y, yhat, "rmse", weight=w, grad=True)
+    assert res.value == pytest.approx(value(yhat), rel=1e-14)
+    assert res.grad["mean"] == pytest.approx(g.mean(), rel=1e-6)
+    assert res.grad["max"] == pytest.approx(g.max(), rel=1e-6)
+    assert res.grad["min"] == pytest.approx(g.min(), rel=1e-6)
+    assert res.grad["l2"] == pytest.approx(np.sqrt((g * g).sum()), rel=1e-6)
+    # batch sizes do not matter, with the second pass
+    assert lossctl.evaluate(y, yhat, "rmse", weight=w, grad=True, batch_rows=7).grad["l2"] == pytest.approx(
+        res.grad["l2"], rel=1e-13)

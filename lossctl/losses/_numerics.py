@@ -1,6 +1,8 @@
 """Numerically stable building blocks shared by the losses (numpy only)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 EPS = float(np.finfo(np.float64).eps)  # 2.220446e-16, scikit-learn's log_loss default
@@ -51,34 +53,77 @@ def xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 BLOCK = 1 << 16  # rows per block: a float64 temporary of 512 KB stays in cache
 
+DOT_ROW = 1 << 12  # elements per BLAS dot in :func:`dot`
+_vecdot = getattr(np, "vecdot", None)  # numpy ≥ 2.0
 
-def blockwise(fn, *arrays: np.ndarray, **kw) -> np.ndarray:
-    """``fn(*arrays, **kw)`` evaluated on aligned blocks of BLOCK rows.
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Σ aᵢbᵢ of two 1-d float64 arrays, as accurate as numpy's pairwise sum.
+
+    One BLAS dot over a long block accumulates each SIMD lane sequentially, so its
+    error grows with the block: on 2²⁰ log-normal terms in blocks of 2¹⁶, 5–6 ulp on
+    average and up to 18, against 0.6–0.8 (at most 2) for numpy's pairwise sum. Dots
+    over rows of DOT_ROW elements, added exactly (``math.fsum``), measure as the
+    pairwise sum does, at the speed of the dot and without the product array that
+    ``np.sum(a * b)`` writes.
+    """
+    n = a.shape[0]
+    m = n - n % DOT_ROW
+    s = 0.0
+    if m:
+        rows_a, rows_b = a[:m].reshape(-1, DOT_ROW), b[:m].reshape(-1, DOT_ROW)
+        parts = _vecdot(rows_a, rows_b) if _vecdot is not None else np.einsum("ij,ij->i", rows_a, rows_b)
+        s = math.fsum(parts.tolist())
+    if m < n:
+        s += float(np.dot(a[m:], b[m:]))
+    return s
+
+
+class Scratch:
+    """Named arrays reused from batch to batch: the engine consumes a batch's outputs
+    before it asks for the next, and fresh pages cost more than the arithmetic."""
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str, n: int, dtype: type = np.float64) -> np.ndarray:
+        a = self._arrays.get(name)
+        if a is None or a.shape[0] != n:
+            a = self._arrays[name] = np.empty(n, dtype=dtype)
+        return a
+
+
+def blockwise(fn, *arrays: np.ndarray, block_rows: int = BLOCK, **kw) -> np.ndarray:
+    """``fn(*arrays, **kw)`` evaluated on aligned blocks of ``block_rows`` rows.
 
     The result is the same array; the temporaries ``fn`` makes are block-sized, so
     they stay in cache and are reused instead of being page-faulted afresh.
     """
     n = arrays[0].shape[0] if arrays[0].ndim else 0
-    if n <= BLOCK:
+    if n <= block_rows:
         return fn(*arrays, **kw)
-    first = fn(*(a[:BLOCK] for a in arrays), **kw)
+    first = fn(*(a[:block_rows] for a in arrays), **kw)
     out = np.empty((n,) + first.shape[1:], dtype=first.dtype)
-    out[:BLOCK] = first
-    for s in range(BLOCK, n, BLOCK):
-        out[s:s + BLOCK] = fn(*(a[s:s + BLOCK] for a in arrays), **kw)
+    out[:block_rows] = first
+    for s in range(block_rows, n, block_rows):
+        out[s:s + block_rows] = fn(*(a[s:s + block_rows] for a in arrays), **kw)
     return out
 
 
-def blockwise_many(fn, *arrays: np.ndarray, **kw) -> tuple[np.ndarray, ...]:
-    """Like :func:`blockwise` for a function returning a tuple of row-aligned arrays."""
+def blockwise_many(fn, *arrays: np.ndarray, block_rows: int = BLOCK, out: tuple[np.ndarray, ...] | None = None,
+                   **kw) -> tuple[np.ndarray, ...]:
+    """Like :func:`blockwise` for a function returning a tuple of row-aligned arrays,
+    written into ``out`` when given (arrays of the results' shapes, reused by the caller)."""
     n = arrays[0].shape[0] if arrays[0].ndim else 0
-    if n <= BLOCK:
+    if n <= block_rows and out is None:
         return fn(*arrays, **kw)
-    first = fn(*(a[:BLOCK] for a in arrays), **kw)
-    outs = tuple(np.empty((n,) + f.shape[1:], dtype=f.dtype) for f in first)
+    first = fn(*(a[:block_rows] for a in arrays), **kw)
+    outs = out if out is not None else tuple(np.empty((n,) + f.shape[1:], dtype=f.dtype) for f in first)
     for o, f in zip(outs, first):
-        o[:BLOCK] = f
-    for s in range(BLOCK, n, BLOCK):
-        for o, f in zip(outs, fn(*(a[s:s + BLOCK] for a in arrays), **kw)):
-            o[s:s + BLOCK] = f
+        o[:block_rows] = f
+    for s in range(block_rows, n, block_rows):
+        for o, f in zip(outs, fn(*(a[s:s + block_rows] for a in arrays), **kw)):
+            o[s:s + block_rows] = f
     return outs

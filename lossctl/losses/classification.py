@@ -17,7 +17,7 @@ import numpy as np
 
 from lossctl.engine import Batch, Context, RowMeanKernel
 from lossctl.errors import InputError, UsageError
-from lossctl.losses._numerics import EPS, blockwise, blockwise_many, log_sigmoid
+from lossctl.losses._numerics import BLOCK, EPS, Scratch, blockwise, blockwise_many, dot, log_sigmoid
 from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
 
 ROW_SUM_TOL = 1e-6  # a probability or label row must sum to 1 within this
@@ -72,6 +72,49 @@ def bce_logits_and_grad(y: np.ndarray, z: np.ndarray, *, pos_weight: float = 1.0
     ei = e * inv
     grad = -wy * np.where(pos, ei, inv) + ny * np.where(pos, inv, ei)
     return loss, grad
+
+
+# Fused block sums for BCE without pos_weight: Σℓ over one block and, when g is given,
+# the block's gradients written into g, with cache-sized scratch arrays t1..t3 and no
+# per-row losses. Every sum adds terms of one sign.
+
+
+def _fz_bce(y: np.ndarray, p: np.ndarray, t1: np.ndarray, t2: np.ndarray, t3: np.ndarray,
+            g: np.ndarray | None, *, eps: float) -> float:
+    # ℓ = −[y·log q + (1 − y)·log(1 − q)], q = clip(p, eps, 1 − eps): −(y·log q) − ((1 − y)·log1p(−q))
+    q = np.clip(p, eps, 1.0 - eps, out=t1)
+    lq = np.log(q, out=t2)
+    l1q = np.log1p(np.negative(q, out=t3), out=t3)
+    s = -dot(y, lq)
+    ny = np.subtract(1.0, y, out=t2)
+    s -= dot(ny, l1q)
+    if g is not None:  # (q − y) / (q(1 − q))
+        np.subtract(q, y, out=g)
+        d = np.subtract(1.0, q, out=t3)
+        d *= q
+        g /= d
+    return s
+
+
+def _fz_bce_logits(y: np.ndarray, z: np.ndarray, t1: np.ndarray, t2: np.ndarray, t3: np.ndarray,
+                   g: np.ndarray | None) -> float:
+    # ℓ = softplus(z) − y·z = z·(k − y) + log1p(e^{−|z|}), k = [z ≥ 0]: both terms ≥ 0, and
+    # z·(k − y) is exact for y ∈ {0, 1} (no max(z, 0) − z to cancel)
+    e = np.exp(np.negative(np.abs(z, out=t1), out=t1), out=t1)
+    s = float(np.add.reduce(np.log1p(e, out=t2)))
+    k = np.greater_equal(z, 0.0, out=t3)
+    d = np.subtract(k, y, out=g) if g is not None else np.subtract(k, y, out=k)
+    s += dot(z, d)
+    if g is not None:
+        # σ(z) − y = (k − y) − (2k − 1)·σ(−|z|): exactly −σ(−z) where y = 1 and z ≫ 0 (the sign
+        # comes from k, not from z's sign bit, so z = −0.0 takes the z ≥ 0 side consistently)
+        np.add(e, 1.0, out=t2)
+        sm = np.divide(e, t2, out=t2)
+        k *= 2.0
+        k -= 1.0
+        sm *= k
+        g -= sm
+    return s
 
 
 def hinge(s: np.ndarray, f: np.ndarray, *, margin: float = 1.0) -> np.ndarray:
@@ -486,6 +529,38 @@ class BCEKernel(RowMeanKernel):
         if not self.params["logits"]:
             _check_probs(b, p, "bce")
 
+    def sums(self, b: Batch) -> np.ndarray | None:
+        """[Σℓ, N] fused over cache-sized blocks (no weights, pos_weight = 1)."""
+        fused = self._fused(b, grad=False)
+        return None if fused is None else fused[0]
+
+    def sums_and_grads(self, b: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+        """[Σℓ, N] and the per-row gradients in one fused pass."""
+        fused = self._fused(b, grad=True)
+        return None if fused is None else (fused[0], {"pred": fused[1]})
+
+    def _fused(self, b: Batch, grad: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+        if b.weight is not None or self.params["pos_weight"] != 1.0:
+            return None
+        y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")
+        if not hasattr(self, "_scratch"):
+            self._scratch = Scratch()
+        n = y.shape[0]
+        m = min(n, BLOCK)
+        t1, t2, t3 = self._scratch("t1", m), self._scratch("t2", m), self._scratch("t3", m)
+        g = self._scratch("grad", n) if grad else None
+        logits, eps = self.params["logits"], self.params["eps"]
+        total = 0.0
+        for s in range(0, n, BLOCK):
+            e = min(n, s + BLOCK)
+            k = e - s
+            gb = None if g is None else g[s:e]
+            if logits:
+                total += _fz_bce_logits(y[s:e], p[s:e], t1[:k], t2[:k], t3[:k], gb)
+            else:
+                total += _fz_bce(y[s:e], p[s:e], t1[:k], t2[:k], t3[:k], gb, eps=eps)
+        return np.array([total, float(n)]), g
+
     def rows(self, b: Batch, grad: bool):
         y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")
         w = self.params["pos_weight"]
@@ -564,6 +639,8 @@ class FocalKernel(RowMeanKernel):
     """Binary focal loss for one score column, multi-class (softmax) focal loss for C columns."""
 
     def __init__(self, params: dict[str, Any], ctx: Context) -> None:
+        if params["alpha"] is None:  # alpha=none: no class weighting, as −1
+            params = {**params, "alpha": -1.0}
         super().__init__(params, ctx)
         alpha = params["alpha"]
         if isinstance(alpha, tuple) and any(a > 1 for a in alpha):
@@ -703,10 +780,16 @@ class CrossEntropyKernel(RowMeanKernel):
         y = _target(b)
         if self.params["logits"] and y.ndim == 1 and self.params["weight"] is None and self.params["label_smoothing"] == 0:
             # the common case (class indices, logits, no weights or smoothing): a few passes over z
+            # in blocks of ~BLOCK elements (rows × C): the temporaries stay in cache
             idx = _as_indices(y)
+            rows = max(1, BLOCK // c)
             if not grad:
-                return softmax_nll(idx, p), None, None
-            num, g = softmax_nll_and_grad(idx, p)
+                return blockwise(softmax_nll, idx, p, block_rows=rows), None, None
+            if not hasattr(self, "_scratch"):
+                self._scratch = Scratch()
+            n = p.shape[0]
+            out = (self._scratch("nll", n), self._scratch("grad", n * c).reshape(n, c))
+            num, g = blockwise_many(softmax_nll_and_grad, idx, p, block_rows=rows, out=out)
             return num, {"pred": g}, None
         q, den = smoothed_targets(
             _target(b), c, weight=self._weights(b, c), label_smoothing=self.params["label_smoothing"]
@@ -961,7 +1044,7 @@ _spec(
     params=(
         LOGITS,
         Param("weight", "floats", None, "class weights w_c: C numbers, or balanced (N/(C·count_c))", keywords=("balanced",)),
-        Param("label_smoothing", "float", 0.0, "ε: targets become y(1 − ε) + ε/C (torch)", Interval(0, 1, "left")),
+        Param("label_smoothing", "float", 0.0, "ε: targets become y(1 − ε) + ε/C (torch)", Interval(0, 1, "both")),
         EPS_PARAM,
     ),
     aliases=("cce",), default_for=(MC,),
@@ -996,7 +1079,7 @@ _spec(
     params=(
         Param("variant", "choice", "ww", "ww (Weston–Watkins: sum over classes) or cs (Crammer–Singer: the worst class)",
               choices=("ww", "cs")),
-        Param("margin", "float", 1.0, "the margin m the true class's score must clear", Interval(0, math.inf)),
+        Param("margin", "float", 1.0, "the margin m the true class's score must clear", Interval(0, math.inf, "left")),
     ),
     default_for=(MC,), summary="multi-class hinge loss (Weston–Watkins or Crammer–Singer)",
     example="lossctl eval sample_data/multiclass.csv -l multi_hinge:variant=cs",

@@ -8,7 +8,9 @@ from typing import Any, Callable
 import numpy as np
 
 from lossctl.engine import Batch, RowMeanKernel
-from lossctl.losses._numerics import BLOCK, blockwise
+from lossctl.losses._numerics import BLOCK, Scratch, blockwise, dot
+
+FUSED_BLOCK = 1 << 17  # rows per fused block: one per 131,072-row batch (measured best of 2¹⁵..2¹⁷)
 from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
 
 LOG2 = math.log(2.0)
@@ -99,8 +101,8 @@ def pinball(y: np.ndarray, yhat: np.ndarray, *, tau: float = 0.5) -> np.ndarray:
 
 
 def _pinball_r(r: np.ndarray, a: np.ndarray, *, tau: float) -> np.ndarray:
-    # max(τd, (τ−1)d) with d = −r equals ½|r| + (½ − τ)r
-    return 0.5 * a + (0.5 - tau) * r
+    # max(τd, (τ−1)d) with d = −r is (1 − τ)·max(r, 0) − τ·min(r, 0): one term per row, no cancellation
+    return (1.0 - tau) * np.maximum(r, 0.0) - tau * np.minimum(r, 0.0)
 
 
 def pinball_grad(y: np.ndarray, yhat: np.ndarray, *, tau: float = 0.5) -> np.ndarray:
@@ -109,18 +111,24 @@ def pinball_grad(y: np.ndarray, yhat: np.ndarray, *, tau: float = 0.5) -> np.nda
 
 
 def _pinball_grad_r(r: np.ndarray, *, tau: float) -> np.ndarray:
-    # (1 − τ) where r > 0, −τ where r < 0, 0 at r = 0: ½sign(r) + (½ − τ)·[r ≠ 0]
-    s = np.sign(r)
-    return 0.5 * s + (0.5 - tau) * np.abs(s)
+    # exactly 1 − τ where r > 0, −τ where r < 0, 0 at r = 0
+    return np.where(r > 0, 1.0 - tau, np.where(r < 0, -tau, 0.0))
 
 
 def log_cosh(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
-    """log cosh r = |r| + log1p(e^{−2|r|}) − log 2: no overflow of cosh for large r."""
+    """log cosh r = log1p(2 sinh²(r/2)): exact for small r (where |r| + log1p(e^{−2|r|}) − log 2
+    cancels) and, past |r| ≈ 710 where sinh² overflows, |r| − log 2."""
     return blockwise(lambda y, p: _log_cosh_r(p - y, np.abs(p - y)), y, yhat)
 
 
 def _log_cosh_r(r: np.ndarray, a: np.ndarray) -> np.ndarray:
-    return a + np.log1p(np.exp(-2.0 * a)) - LOG2
+    with np.errstate(over="ignore"):
+        u = np.sinh(0.5 * r)
+        out = np.log1p(2.0 * (u * u))
+    big = np.isinf(out)
+    if big.any():
+        out[big] = a[big] - LOG2
+    return out
 
 
 def log_cosh_grad(y: np.ndarray, yhat: np.ndarray) -> np.ndarray:
@@ -132,49 +140,79 @@ def _log_cosh_grad_r(r: np.ndarray) -> np.ndarray:
     return np.tanh(r)
 
 
-# ------------------------------------------------- value-only block sums
-# Σℓ over one block of residuals r, computed in place in r and t (two cache-sized
-# buffers) without writing per-row losses: the value-only path of `lossctl eval`.
+# ------------------------------------------------- fused block sums
+# Σℓ over one block of residuals r and, when g is given, the block's gradients written
+# into g; r and t are cache-sized buffers the function may overwrite (for a loss with
+# ``r_in_grad`` r *is* g when gradients are asked for). No per-row losses are written:
+# this is the path of `lossctl eval` when no bootstrap or weights need them. Every sum
+# is numpy's pairwise sum or :func:`dot` (as accurate), over terms of one sign.
 
 
-def _sum_mse(r: np.ndarray, t: np.ndarray) -> float:
-    np.multiply(r, r, out=r)
-    return float(np.sum(r))
+def _fz_mse(r: np.ndarray, t: np.ndarray, g: np.ndarray | None) -> float:
+    s = dot(r, r)
+    if g is not None:
+        r *= 2.0  # r is g
+    return s
 
 
-def _sum_mae(r: np.ndarray, t: np.ndarray) -> float:
-    np.abs(r, out=r)
-    return float(np.sum(r))
+def _fz_mae(r: np.ndarray, t: np.ndarray, g: np.ndarray | None) -> float:
+    if g is None:
+        return float(np.add.reduce(np.abs(r, out=r)))
+    np.sign(r, out=g)
+    return dot(r, g)  # |r| = r·sign(r), exactly
 
 
-def _sum_huber(r: np.ndarray, t: np.ndarray, *, delta: float) -> float:
-    # ℓ = c(r − ½c), c = clip(r, −δ, δ) (= m(|r| − ½m) with m = |c|); ½c is formed in t, then undone exactly
-    np.clip(r, -delta, delta, out=t)
-    t *= 0.5
-    r -= t
-    t *= 2.0
-    r *= t
-    return float(np.sum(r))
+def _fz_huber(r: np.ndarray, t: np.ndarray, g: np.ndarray | None, *, delta: float) -> float:
+    # ℓ = c·r − ½c², c = clip(r, −δ, δ) (the gradient); c·r ≥ c² ≥ 0, so Σℓ ≥ ½Σc·r: no cancellation
+    c = np.clip(r, -delta, delta, out=t if g is None else g)
+    return dot(c, r) - 0.5 * dot(c, c)
 
 
-def _sum_pinball(r: np.ndarray, t: np.ndarray, *, tau: float) -> float:
-    # ℓ = ½|r| + (½ − τ)r
-    np.abs(r, out=t)
-    t *= 0.5
-    r *= 0.5 - tau
-    r += t
-    return float(np.sum(r))
+def _fz_smooth_l1(r: np.ndarray, t: np.ndarray, g: np.ndarray | None, *, beta: float) -> float:
+    # smooth L1 = huber_β / β, gradient clip(r, −β, β) / β
+    s = _fz_huber(r, t, g, delta=beta) / beta
+    if g is not None:
+        g /= beta
+    return s
 
 
-def _sum_log_cosh(r: np.ndarray, t: np.ndarray) -> float:
-    # ℓ = |r| + log1p(e^{−2|r|}) − log 2
-    np.abs(r, out=r)
-    np.multiply(r, -2.0, out=t)
-    np.exp(t, out=t)
-    np.log1p(t, out=t)
-    r += t
-    r -= LOG2
-    return float(np.sum(r))
+def _fz_pinball(r: np.ndarray, t: np.ndarray, g: np.ndarray | None, *, tau: float) -> float:
+    if g is None:
+        # (1 − τ)·Σmax(r, 0) − τ·Σmin(r, 0): two sums of one sign each
+        pos = np.clip(r, 0.0, np.inf, out=t)
+        s_pos = float(np.add.reduce(pos))
+        r -= pos  # min(r, 0), exactly
+        return (1.0 - tau) * s_pos - tau * float(np.add.reduce(r))
+    # g = 1 − τ (r > 0), −τ (r < 0), 0 (r = 0); ℓ = g·r exactly per row
+    np.sign(r, out=g)
+    if tau == 0.5:
+        g *= 0.5
+    else:  # max(s, 0)·(1 − τ) + min(s, 0)·τ: the constants exactly, 0 at the kink
+        np.clip(g, 0.0, np.inf, out=t)
+        t *= 1.0 - tau
+        np.clip(g, -np.inf, 0.0, out=g)
+        g *= tau
+        g += t
+    return dot(g, r)
+
+
+def _fz_log_cosh(r: np.ndarray, t: np.ndarray, g: np.ndarray | None) -> float:
+    if g is not None:
+        np.tanh(r, out=g)
+    # log cosh r = log1p(2 sinh²(r/2)): no cancellation for small r, where |r| + log1p(e^{−2|r|}) − log 2
+    # loses every digit (r = 1e−5: ℓ = 5e−11 from terms of size 0.7)
+    with np.errstate(over="ignore"):
+        np.multiply(r, 0.5, out=t)
+        np.sinh(t, out=t)
+        np.square(t, out=t)
+        t *= 2.0
+        np.log1p(t, out=t)
+    s = float(np.add.reduce(t))
+    if s == math.inf:  # sinh² overflows past |r| ≈ 710, where log cosh r = |r| − log 2 to the last digit
+        big = np.isinf(t)
+        t[big] = np.abs(r[big]) - LOG2
+        s = float(np.add.reduce(t))
+    return s
 
 
 # ---------------------------------------------------------------- kernels
@@ -189,22 +227,15 @@ class Elementwise(RowMeanKernel):
 
     fn: Callable[..., np.ndarray]  # f(r, |r|, **params)
     grad_fn: Callable[..., np.ndarray]  # g(r, **params)
-    block_sum: Callable[..., float] | None = None  # Σℓ over a block, in place (value-only path)
+    fused: Callable[..., float] | None = None  # Σℓ (and g) over a block, in place: see _fz_mse
+    r_in_grad = False  # `fused` may take the gradient block itself as r
     keys: tuple[str, ...] = ()
     uses_abs = True
 
     def __init__(self, params: dict[str, Any], ctx: Any) -> None:
         super().__init__(params, ctx)
         self.kw = {k: params[k] for k in self.keys}
-        self._buffers: dict[str, np.ndarray] = {}
-
-    def _buffer(self, name: str, n: int) -> np.ndarray:
-        """An output array reused from batch to batch: the engine consumes each batch's
-        rows before asking for the next, and fresh pages cost more than the arithmetic."""
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape[0] != n:
-            buf = self._buffers[name] = np.empty(n)
-        return buf
+        self._buffer = Scratch()
 
     def validate(self, b: Batch) -> None:
         y, yhat = b["target"], b["pred"]
@@ -243,21 +274,21 @@ class Elementwise(RowMeanKernel):
         return None if fused is None else (fused[0], {"pred": fused[1]})
 
     def _fused(self, b: Batch, grad: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
-        block_sum = type(self).block_sum
+        fz = type(self).fused
         y, p = b["target"], b["pred"]
-        if block_sum is None or y.ndim != 1 or b.weight is not None:
+        if fz is None or y.ndim != 1 or b.weight is not None:
             return None
         n = y.shape[0]
         g = self._buffer("grad", n) if grad else None
-        r_buf, t_buf = self._buffer("r", min(n, BLOCK)), self._buffer("t", min(n, BLOCK))
-        gfn, kw = type(self).grad_fn, self.kw
+        r_buf, t_buf = self._buffer("r", min(n, FUSED_BLOCK)), self._buffer("t", min(n, FUSED_BLOCK))
+        r_is_g = g is not None and type(self).r_in_grad
+        kw = self.kw
         total = 0.0
-        for s in range(0, n, BLOCK):
-            e = min(n, s + BLOCK)
-            r = np.subtract(p[s:e], y[s:e], out=r_buf[: e - s])
-            if g is not None:
-                g[s:e] = gfn(r, **kw)
-            total += block_sum(r, t_buf[: e - s], **kw)  # overwrites r
+        for s in range(0, n, FUSED_BLOCK):
+            e = min(n, s + FUSED_BLOCK)
+            gb = None if g is None else g[s:e]
+            r = np.subtract(p[s:e], y[s:e], out=gb if r_is_g else r_buf[: e - s])
+            total += fz(r, t_buf[: e - s], gb, **kw)
         return np.array([total, float(n)]), g
 
     def _blocks(self, y: np.ndarray, p: np.ndarray, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
@@ -277,34 +308,56 @@ class Elementwise(RowMeanKernel):
 
 
 def _kernel(name: str, fn, grad_fn, keys: tuple[str, ...] = (), uses_abs: bool = True,
-            block_sum=None) -> type[Elementwise]:
+            fused=None, r_in_grad: bool = False) -> type[Elementwise]:
     return type(name, (Elementwise,), {"fn": staticmethod(fn), "grad_fn": staticmethod(grad_fn), "keys": keys,
-                                       "uses_abs": uses_abs,
-                                       "block_sum": staticmethod(block_sum) if block_sum else None})
+                                       "uses_abs": uses_abs, "r_in_grad": r_in_grad,
+                                       "fused": staticmethod(fused) if fused else None})
 
 
 class RMSEKernel(Elementwise):
-    """√(Σwᵢ mean_k r²ᵢₖ / Σw): a function of sums, not a mean of rows."""
+    """scikit-learn's ``root_mean_squared_error``: each output's √(Σwᵢr²ᵢₖ / Σw), averaged
+    over the K outputs (``multioutput="uniform_average"``). A function of sums, not a mean of rows.
+    """
 
     row_mean = False
+    fused = None
 
-    def rows(self, b: Batch, grad: bool):
+    def __init__(self, params: dict[str, Any], ctx: Any) -> None:
+        super().__init__(params, ctx)
+        # each of K > 1 outputs has its own 1/RMSEₖ: the gradient needs the final sums, a second pass
+        self.two_pass_grad = (ctx.n_classes or 1) > 1
+
+    def stats(self, b: Batch, grad: bool):
         r = b["pred"] - b["target"]
+        w = b.weight
         sq = r * r
-        g = r
-        if sq.ndim == 2:
-            sq = sq.mean(axis=1)
-            g = r / r.shape[1]
-        return sq, ({"pred": g} if grad else None), None
+        if w is not None:
+            sq *= w if sq.ndim == 1 else w[:, None]
+        grads = None
+        if grad and not self.two_pass_grad:
+            grads = {"pred": r if w is None else r * (w if r.ndim == 1 else w[:, None])}
+        return [sq, 1.0 if w is None else w], grads
 
     def value(self, totals):
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.sqrt(totals[..., 0] / totals[..., 1])
+            return np.sqrt(totals[..., :-1] / totals[..., -1:]).mean(axis=-1)
 
     def grad_scale(self, totals, n):
         rmse = float(self.value(totals))
         # ∂(N·RMSE)/∂ŷᵢ = N wᵢ rᵢ / (Σw · RMSE); at RMSE = 0 every gradient is 0
-        return n / (float(totals[1]) * rmse) if rmse > 0 and totals[1] > 0 else 0.0
+        return n / (float(totals[-1]) * rmse) if rmse > 0 and totals[-1] > 0 else 0.0
+
+    def grad2(self, b: Batch, totals: np.ndarray, n: int) -> dict[str, np.ndarray]:
+        # ∂(N·mean_k RMSEₖ)/∂ŷᵢₖ = N wᵢ rᵢₖ / (K · Σw · RMSEₖ), 0 for an output with RMSEₖ = 0
+        r = b["pred"] - b["target"]
+        k = totals.size - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rmse = np.sqrt(totals[:-1] / totals[-1])
+            scale = np.where(rmse > 0, n / (k * totals[-1] * rmse), 0.0)
+        g = r * (scale if r.ndim == 2 else scale[0])
+        if b.weight is not None:
+            g *= b.weight if g.ndim == 1 else b.weight[:, None]
+        return {"pred": g}
 
 
 class IntervalKernel(RowMeanKernel):
@@ -369,7 +422,7 @@ def _spec(name: str, kernel: type, props: Properties, params: tuple[Param, ...] 
 
 
 _spec(
-    "mse", _kernel("MSEKernel", _mse_r, _mse_grad_r, uses_abs=False, block_sum=_sum_mse),
+    "mse", _kernel("MSEKernel", _mse_r, _mse_grad_r, uses_abs=False, fused=_fz_mse, r_in_grad=True),
     Properties(
         formula="ℓ = r², r = ŷ − y; L = mean ℓ",
         gradient="∂ℓ/∂ŷ = 2r (per sample; the gradient of the mean carries 1/n)",
@@ -402,7 +455,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l rmse",
 )
 _spec(
-    "mae", _kernel("MAEKernel", _mae_r, _mae_grad_r, block_sum=_sum_mae),
+    "mae", _kernel("MAEKernel", _mae_r, _mae_grad_r, fused=_fz_mae),
     Properties(
         formula="ℓ = |r|",
         gradient="∂ℓ/∂ŷ = sign(r), 0 at r = 0 (subgradient)",
@@ -418,7 +471,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l mae --grad",
 )
 _spec(
-    "huber", _kernel("HuberKernel", _huber_r, _huber_grad_r, ("delta",), block_sum=_sum_huber),
+    "huber", _kernel("HuberKernel", _huber_r, _huber_grad_r, ("delta",), fused=_fz_huber),
     Properties(
         formula="ℓ = ½r² if |r| ≤ δ, else δ(|r| − ½δ)",
         gradient="∂ℓ/∂ŷ = clip(r, −δ, δ)",
@@ -437,7 +490,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l huber:delta=1.5 --grad",
 )
 _spec(
-    "smooth_l1", _kernel("SmoothL1Kernel", _smooth_l1_r, _smooth_l1_grad_r, ("beta",)),
+    "smooth_l1", _kernel("SmoothL1Kernel", _smooth_l1_r, _smooth_l1_grad_r, ("beta",), fused=_fz_smooth_l1),
     Properties(
         formula="ℓ = ½r²/β if |r| < β, else |r| − ½β",
         gradient="∂ℓ/∂ŷ = r/β inside, sign(r) outside",
@@ -454,7 +507,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l smooth_l1:beta=0.5",
 )
 _spec(
-    "quantile", _kernel("QuantileKernel", _pinball_r, _pinball_grad_r, ("tau",), block_sum=_sum_pinball),
+    "quantile", _kernel("QuantileKernel", _pinball_r, _pinball_grad_r, ("tau",), fused=_fz_pinball),
     Properties(
         formula="ℓ = max(τ(y − ŷ), (τ − 1)(y − ŷ))  (pinball)",
         gradient="∂ℓ/∂ŷ = −τ if y > ŷ, 1 − τ if y < ŷ, 0 if equal",
@@ -471,7 +524,7 @@ _spec(
     example="lossctl eval sample_data/regression.csv -l quantile:tau=0.9",
 )
 _spec(
-    "log_cosh", _kernel("LogCoshKernel", _log_cosh_r, _log_cosh_grad_r, block_sum=_sum_log_cosh),
+    "log_cosh", _kernel("LogCoshKernel", _log_cosh_r, _log_cosh_grad_r, fused=_fz_log_cosh),
     Properties(
         formula="ℓ = log cosh(r) = |r| + log1p(e^{−2|r|}) − log 2",
         gradient="∂ℓ/∂ŷ = tanh(r)",
