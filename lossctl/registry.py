@@ -70,8 +70,9 @@ class Param:
             parts.append(str(self.interval))
         parts += [str(v) for v in self.extra_values]
         if self.kind == "floats":
-            one = f"a number in {self.interval}" if self.interval else "a number"
-            parts = ["list of numbers" + (f" in {self.interval}" if self.interval else ""), one]
+            parts = ["list of numbers" + (f" in {self.interval}" if self.interval else "")]
+            if self.interval is not None or self.extra_values:  # where coerce() takes one number too
+                parts.append(f"a number in {self.interval}" if self.interval else "a number")
             parts += [str(v) for v in self.extra_values] + list(self.keywords)
         return " or ".join(parts) if parts else self.kind
 

@@ -755,3 +755,12 @@ def test_fused_bce_logits_value_and_gradient_match_the_separate_functions():
         loss, grad = bce_logits_and_grad(y, z, pos_weight=w)
         np.testing.assert_array_equal(loss, bce_logits(y, z, pos_weight=w))
         np.testing.assert_array_equal(grad, bce_logits_grad(y, z, pos_weight=w))
+
+
+def test_described_ranges_say_what_coerce_accepts():
+    from lossctl import registry
+
+    weight = next(p for p in registry.get("cross_entropy").params if p.name == "weight")
+    assert weight.describe_range() == "list of numbers or balanced"  # one number is refused
+    alpha = next(p for p in registry.get("focal").params if p.name == "alpha")
+    assert "a number in [0, 1]" in alpha.describe_range() and "-1" in alpha.describe_range()

@@ -102,13 +102,17 @@ def tv_dist_grad(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def vae_kl(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    """KL(N(μ, diag e^{logvar}) ‖ N(0, I)) = ½ Σ_j (e^{logvar_j} + μ_j² − 1 − logvar_j)."""
-    return 0.5 * np.sum(np.exp(logvar) + mu * mu - 1.0 - logvar, axis=-1)
+    """KL(N(μ, diag e^{logvar}) ‖ N(0, I)) = ½ Σ_j (e^{logvar_j} + μ_j² − 1 − logvar_j).
+
+    +inf where e^{logvar} or μ² overflows (a value, reported, not a warning)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 0.5 * np.sum(np.exp(logvar) + mu * mu - 1.0 - logvar, axis=-1)
 
 
 def vae_kl_grad(mu: np.ndarray, logvar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(∂/∂μ, ∂/∂logvar) = (μ, ½(e^{logvar} − 1))."""
-    return mu.copy(), 0.5 * np.expm1(logvar)
+    with np.errstate(over="ignore"):
+        return mu.copy(), 0.5 * np.expm1(logvar)
 
 
 def distill(
@@ -183,6 +187,10 @@ def wasserstein_1d_grad(y: np.ndarray, yhat: np.ndarray, w: np.ndarray | None = 
 # ---------------------------------------------------------------- distributions: checks
 
 
+def _first_row(b: Batch) -> int | None:
+    return b.input_row(0) if b.n else None
+
+
 def _as_rows(b: Batch, role: str) -> np.ndarray:
     x = np.asarray(b[role], dtype=np.float64)
     if x.ndim == 1:
@@ -201,6 +209,9 @@ def _check_distribution(b: Batch, role: str, x: np.ndarray, normalize: bool, wha
         if bad.any():
             raise b.fail(f"{what} sums to 0, so normalize=true cannot divide by its sum", role, bad, values=s)
         return
+    big = x > 1.0 + SUM_TOL
+    if big.any():
+        raise b.fail(f"probability above 1 in {what}", role, big, values=x)
     bad = np.abs(s - 1.0) > SUM_TOL
     if bad.any():
         raise b.fail(
@@ -267,7 +278,7 @@ class _PairKernel(_RowKernel):
         if p.shape[1] != q.shape[1]:
             raise InputError.at(
                 f"the target distribution P has {p.shape[1]} columns but the prediction Q has {q.shape[1]}",
-                source=b.source or None,
+                source=b.source or None, column=b.columns.get("pred", "pred"), row=_first_row(b),
             )
         if p.shape[1] < 2 and b.n:
             raise InputError.at(
@@ -339,7 +350,8 @@ class VAEKLKernel(_RowKernel):
         mu, lv = _as_rows(b, "mu"), _as_rows(b, "logvar")
         if mu.shape[1] != lv.shape[1]:
             raise InputError.at(
-                f"mu has {mu.shape[1]} columns but logvar has {lv.shape[1]}", source=b.source or None
+                f"mu has {mu.shape[1]} columns but logvar has {lv.shape[1]}", source=b.source or None,
+                column=b.columns.get("logvar", "logvar"), row=_first_row(b),
             )
 
     def rows(self, b: Batch, grad: bool):
@@ -373,7 +385,7 @@ class DistillKernel(_RowKernel):
         if t.shape[1] != s.shape[1]:
             raise InputError.at(
                 f"the teacher has {t.shape[1]} logit columns but the student has {s.shape[1]}",
-                source=b.source or None,
+                source=b.source or None, column=b.columns.get("student", "student"), row=_first_row(b),
             )
         y = self._label(b)
         if y is not None:

@@ -75,7 +75,7 @@ def contrastive_grad(
     with np.errstate(invalid="ignore", divide="ignore"):
         push = np.where(d > 0, h / d, 0.0)
     g1 = (y - (1.0 - y) * push)[:, None] * diff
-    return g1, -g1
+    return g1, 0.0 - g1  # 0.0 − g, not −g: no −0.0 in the reported gradient
 
 
 def triplet(
@@ -164,7 +164,11 @@ def mine_batch(
         u, den = l2_normalize(e)
     else:
         u, den = e, None
-    sq = np.einsum("ij,ij->i", u, u)
+    # distances come from the Gram trick ‖x‖² + ‖y‖² − 2x·y, which cancels catastrophically
+    # for embeddings far from the origin: centre the batch first (distances and their
+    # gradients are unchanged by a translation)
+    uc = u - np.mean(u, axis=0) if b else u
+    sq = np.einsum("ij,ij->i", uc, uc)
     g_u = np.zeros_like(u) if grad else None
     loss_sum = denom = 0.0
     terms = valid_anchors = valid_triplets = 0
@@ -174,7 +178,7 @@ def mine_batch(
         t = min(b, s + step)
         c = t - s
         rows = np.arange(c)
-        d2 = sq[s:t, None] + sq[None, :] - 2.0 * (u[s:t] @ u.T)
+        d2 = sq[s:t, None] + sq[None, :] - 2.0 * (uc[s:t] @ uc.T)
         np.maximum(d2, 0.0, out=d2)
         d2[rows, rows + s] = 0.0
         dist = d2 if squared else np.sqrt(d2)
@@ -262,9 +266,9 @@ def mine_batch(
             else:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     k_mat = np.where(dist > 0, coef / dist, 0.0)
-            ub = u[s:t]
-            g_u[s:t] += k_mat.sum(axis=1)[:, None] * ub - k_mat @ u
-            g_u += k_mat.sum(axis=0)[:, None] * u - k_mat.T @ ub
+            ub = uc[s:t]
+            g_u[s:t] += k_mat.sum(axis=1)[:, None] * ub - k_mat @ uc
+            g_u += k_mat.sum(axis=0)[:, None] * uc - k_mat.T @ ub
     g = None
     if g_u is not None:
         g = l2_normalize_backward(g_u, u, den) if normalize and den is not None else g_u
@@ -317,7 +321,7 @@ def _check_widths(b: Batch, roles: tuple[str, ...], loss: str) -> None:
             raise InputError.at(
                 f"the vector roles of {loss} must have the same width: {label(first)} has "
                 f"{widths[first]} columns but {label(r)} has {widths[r]}",
-                source=b.source or None,
+                source=b.source or None, column=b.columns.get(r, r), row=b.input_row(0) if b.n else None,
             )
 
 

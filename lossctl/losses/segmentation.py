@@ -141,6 +141,7 @@ class SegmentationKernel(Kernel):
                 raise InputError.at(
                     f"the mask has {tgt.shape[1]} one-hot columns but the prediction has {c}",
                     source=b.source or None, column=b.columns.get("target", "target"),
+                    row=b.input_row(0) if b.n else None,
                 )
             bad = (tgt != 0) & (tgt != 1)
             if bad.any():
@@ -250,7 +251,7 @@ def _plain(v: Any) -> Any:
 
 
 class DiceKernel(SegmentationKernel):
-    """1 − (2I + ε)/(P + G + ε) per class; macro mean or weighted mean over classes."""
+    """1 − (2I + ε)/(P + G + ε) per class; macro mean, weighted sum (weight) or weighted mean over classes."""
 
     name = "dice"
 
@@ -259,11 +260,8 @@ class DiceKernel(SegmentationKernel):
         self.squared = bool(params.get("squared", False))
         self.average = params.get("average", "macro")
         self.weight = params.get("weight")
-        if self.weight is not None and self.average != "weighted":
-            raise UsageError(
-                f"The 'weight' parameter of {self.name} applies with average=weighted; "
-                f"write {self.name}:average=weighted,weight=[...]."
-            )
+        # LOSSES.md: "the macro mean (or the weighted sum with `weight`)": weight alone gives
+        # Σ_c w_c D_c as written; average=weighted normalises it to a weighted mean
         self.class_weight: np.ndarray | None = None
 
     def configure(self, c: int) -> None:
@@ -281,7 +279,7 @@ class DiceKernel(SegmentationKernel):
             )
         if not w.sum() > 0:
             raise UsageError(f"The 'weight' parameter of {self.name} must not be all zero.")
-        self.class_weight = w / w.sum()
+        self.class_weight = w / w.sum() if self.average == "weighted" else w
 
     def region_stats(self, p, y, w):
         i = p * y
@@ -293,12 +291,13 @@ class DiceKernel(SegmentationKernel):
         return [i, pp, gg]
 
     def class_average(self, g_tot: np.ndarray) -> np.ndarray:
-        """Weights a_c (summing to 1) over the covered classes, (..., C')."""
+        """Weights a_c over the covered classes, (..., C'): 1/C (macro), the weight as given
+        (a weighted sum), weight/Σweight or the class support (average=weighted)."""
         k = self.inc.size
-        if self.average != "weighted":
-            return np.full(g_tot.shape[:-1] + (k,), 1.0 / k)
         if self.class_weight is not None:
             return np.broadcast_to(self.class_weight, g_tot.shape[:-1] + (k,))
+        if self.average != "weighted":
+            return np.full(g_tot.shape[:-1] + (k,), 1.0 / k)
         # support weights, as scikit-learn's average='weighted': a_c ∝ Σᵢ gᵢ꜀
         g = g_tot[..., self.inc]
         s = np.sum(g, axis=-1, keepdims=True)
@@ -800,10 +799,12 @@ P_BG = Param("include_background", "bool", True,
              "false leaves class 0 out of the class average (ignored for a one-channel prediction, as MONAI)")
 P_SQUARED = Param("squared", "bool", False, "denominator Σp² + Σg² (soft Dice of V-Net)")
 P_AVERAGE = Param("average", "choice", "macro",
-                  "macro: mean over classes; weighted: Σ a_c D_c with a = weight/Σweight, or class support when no weight",
+                  "macro: mean over classes (with weight: the weighted sum Σ w_c D_c); weighted: Σ a_c D_c with "
+                  "a = weight/Σweight, or the class support when no weight",
                   choices=("macro", "weighted"))
 P_WEIGHT = Param("weight", "floats", None,
-                 "class weights for average=weighted: C numbers (or one per class kept without the background)")
+                 "class weights, C numbers (or one per class kept without the background): the weighted sum "
+                 "Σ w_c D_c, normalised to sum to 1 with average=weighted")
 
 COMMON_CONVENTIONS = (
     "Without a group column the sums run over every pixel of the file (MONAI batch=True); with one "
@@ -822,7 +823,7 @@ register(LossSpec(
     params=(P_EPS, P_SQUARED, P_LOGITS, P_AVERAGE, P_BG, P_WEIGHT),
     factory=lambda p, ctx: SegmentationState(DiceKernel(p, ctx), ctx),
     properties=Properties(
-        formula="per class c: D_c = 1 − (2Σᵢpᵢ꜀gᵢ꜀ + ε)/(Σᵢpᵢ꜀ + Σᵢgᵢ꜀ + ε) (squared: Σp² + Σg²); L = mean_c D_c",
+        formula="per class c: D_c = 1 − (2Σᵢpᵢ꜀gᵢ꜀ + ε)/(Σᵢpᵢ꜀ + Σᵢgᵢ꜀ + ε) (squared: Σp² + Σg²); L = mean_c D_c (with weight: Σ_c w_c D_c)",
         gradient="∂(N·D_c)/∂pⱼ = −N[2gⱼ(S + ε) − (2I + ε)·∂P/∂pⱼ]/(S + ε)², S = P + G, I = Σpg "
                  "(erratum 7; ∂P/∂pⱼ = 1, or 2pⱼ when squared); times the class weight; chained through "
                  "sigmoid/softmax with logits",
@@ -832,8 +833,9 @@ register(LossSpec(
         use_when="segmentation with a small foreground (class imbalance): Dice ignores the many easy background pixels",
         avoid_when="you need calibrated probabilities, or images where the object is often absent (the loss is then ≈0 or ≈1, with a noisy gradient)",
         references=("monai.losses.DiceLoss(smooth_nr=eps, smooth_dr=eps, batch=True)", "Milletari et al. 2016 (V-Net)"),
-        conventions=COMMON_CONVENTIONS + " average=weighted normalises the weights to sum to 1 (a weighted mean); "
-        "MONAI's weight instead multiplies each class's loss before its plain mean, i.e. (Σ_c w_c/C) times ours. "
+        conventions=COMMON_CONVENTIONS + " With weight the value is the weighted sum Σ_c w_c D_c (LOSSES.md); "
+        "average=weighted normalises the weights to sum to 1 (a weighted mean), and without weight uses the class "
+        "support. MONAI's weight multiplies each class's loss before its plain mean: Σ_c w_c D_c / C. "
         "The seed's Dice gradient drops the ε terms; erratum 7's exact form is used.",
         outlier_note="bounded: a pixel's gradient is at most about 2/(S + ε) per unit of N",
     ),
