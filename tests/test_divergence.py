@@ -605,3 +605,53 @@ def test_explain_says_how_wasserstein_is_computed(cli):
     assert "Exact" in conv and "merge" in conv and "Memory" in conv and "disk" in conv
     for name in ("kl", "js", "tv", "wasserstein", "vae_kl", "distill"):
         assert cli("explain", name).code == 0
+
+
+# ---------------------------------------------------------------- audit: fixes with their tests
+
+
+def test_vae_kl_overflow_is_an_inf_value_not_a_warning(cli, write_csv):
+    import warnings
+
+    mu = np.array([[0.5, 0.5], [1.0, 2.0]])
+    lv = np.array([[0.1, -3.0], [800.0, 0.0]])  # e^800 overflows float64: the KL is +inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v = D.vae_kl(mu, lv)
+        gm, gl = D.vae_kl_grad(mu, lv)
+    assert v[0] == pytest.approx(0.5 * (math.exp(0.1) + math.exp(-3.0) + 0.5 - 2.0 - 0.1 + 3.0), rel=1e-15)
+    assert math.isinf(v[1]) and v[1] > 0 and math.isinf(gl[1, 0])
+    path = write_csv("vae.csv", "mu_0,mu_1,logvar_0,logvar_1\n0.5,0.5,0.1,-3\n1,2,800,0\n")
+    r = cli("eval", path, "-l", "vae_kl", "--grad", "-f", "json")
+    assert r.code == 0 and r.err == ""
+    res = r.json()["results"][0]
+    assert res["value"] is None and res["nonfinite"] == "inf" and res["inf_rows"] == 1
+
+
+@pytest.mark.parametrize("spec", ["kl", "js", "tv"])
+def test_probability_above_one_names_its_column(spec, cli, write_csv):
+    p = np.full((3, 2), 0.5)
+    q = np.full((3, 2), 0.5)
+    q[1] = [1.5, 0.5]  # the row sum (2.0) was reported under the glob; the entry is the error
+    with pytest.raises(InputError, match=r"column 'pred\[0\]', row 2: probability above 1 .*got 1\.5"):
+        evaluate(p, q, spec)
+    q[1] = [1.0 + 5e-7, 0.0]  # within the 1e-6 tolerance of the row sum: accepted (KL is +inf here)
+    assert evaluate(p, q, spec).n == 3
+    path = write_csv("big.csv", "p_0,p_1,q_0,q_1\n0.5,0.5,0.5,0.5\n1.2,0.3,0.5,0.5\n")
+    r = cli("eval", path, "-l", spec, "-f", "json")
+    assert r.code == 2 and r.out == ""
+    line, = r.err.strip().splitlines()
+    assert path in line and "column 'p_0', row 2" in line and "got 1.2" in line
+
+
+@pytest.mark.parametrize("text,spec,column", [
+    ("p_0,p_1,q_0,q_1,q_2\n0.5,0.5,0.5,0.25,0.25\n", "kl", "q_*"),
+    ("mu_0,mu_1,logvar_0,logvar_1,logvar_2\n0.5,0.5,0.1,0.1,0.1\n", "vae_kl", "logvar_*"),
+    ("teacher_0,teacher_1,student_0,student_1,student_2\n1,2,0.5,0.3,0.1\n", "distill", "student_*"),
+])
+def test_width_mismatch_names_file_column_and_row(cli, write_csv, text, spec, column):
+    path = write_csv("w.csv", text)
+    r = cli("eval", path, "-l", spec, "-f", "json")
+    assert r.code == 2 and r.out == "" and "Traceback" not in r.err
+    line, = r.err.strip().splitlines()
+    assert path in line and f"column '{column}', row 1" in line and "columns" in line

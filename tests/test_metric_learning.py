@@ -628,3 +628,60 @@ def test_string_labels_and_groups(cli, write_csv):
     bad = write_csv("miss.csv", "emb_0,emb_1,label\n1,2,a\n2,3,\n3,4,b\n")
     r = cli("eval", bad, "-f", "json")
     assert r.code == 2 and "row 2" in r.err and "label" in r.err
+
+
+# ---------------------------------------------------------------- audit: fixes with their tests
+
+
+@pytest.mark.parametrize("mining", MININGS)
+@pytest.mark.parametrize("squared", [True, False])
+def test_mining_far_from_the_origin_is_translation_invariant(mining, squared):
+    # the Gram trick ‖x‖² + ‖y‖² − 2x·y lost every digit for embeddings 1e7 from the origin
+    # (semihard was 25 % off); the brute force below takes differences directly
+    E, y = labelled(n=30, d=4, k=3, seed=11)
+    whole = M.mine_batch(E, y, mining=mining, squared=squared, grad=True)
+    far = M.mine_batch(E + 1e7, y, mining=mining, squared=squared, grad=True)
+    total, count = ref_mine(E + 1e7, y, mining, 0.2, squared)
+    assert far.denom == count
+    assert far.loss_sum == pytest.approx(total, rel=1e-7)
+    assert far.loss_sum == pytest.approx(whole.loss_sum, rel=1e-7)
+    np.testing.assert_allclose(far.grad, whole.grad, rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data(), n=st.integers(2, 10), mining=st.sampled_from(MININGS), squared=st.booleans(),
+       offset=st.sampled_from([0.0, 3.0, 1e6, -1e9]))
+def test_mining_far_from_the_origin_keeps_exact_ties(data, n, mining, squared, offset):
+    # integer embeddings at a large integer offset: the centring shift must keep every distance exact
+    E = np.array(data.draw(st.lists(st.lists(st.integers(-2, 2), min_size=2, max_size=2), min_size=n, max_size=n)),
+                 dtype=float) + offset
+    y = np.array(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)))
+    m = M.mine_batch(E, y, mining=mining, margin=0.0, squared=squared)
+    total, count = ref_mine(E, y, mining, 0.0, squared)
+    assert m.denom == count
+    assert m.loss_sum == pytest.approx(total, rel=1e-12, abs=1e-12)
+
+
+def test_contrastive_gradient_has_no_negative_zero(cli, write_csv):
+    # ∂ℓ/∂x2 = −∂ℓ/∂x1 wrote −0.0 where the gradient is 0 ("min": -0.0 in the JSON summary)
+    g1, g2 = M.contrastive_grad(np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[3.0, 0.0], [1.0, 2.0]]),
+                                np.array([0.0, 1.0]))
+    assert not np.signbit(g2[g2 == 0]).any() and not np.signbit(g1[g1 == 0]).any()
+    path = write_csv("pairs.csv", "x1_0,x1_1,x2_0,x2_1,similar\n0,0,3,0,0\n0,0,0,0,0\n")
+    r = cli("eval", path, "-l", "contrastive", "--grad", "-f", "json")
+    assert r.code == 0
+    assert '-0.0' not in r.out
+
+
+@pytest.mark.parametrize("text,loss,column", [
+    ("x1_0,x1_1,x2_0,x2_1,x2_2,similar\n1,2,1,1,1,1\n0,0,1,0,1,0\n", "contrastive", "x2_*"),
+    ("anchor_0,anchor_1,positive_0,positive_1,negative_0,negative_1,negative_2\n1,2,1,3,1,1,1\n", "triplet",
+     "negative_*"),
+])
+def test_width_mismatch_names_file_column_and_row(cli, write_csv, text, loss, column):
+    path = write_csv("w.csv", text)
+    r = cli("eval", path, "-l", loss, "-f", "json")
+    assert r.code == 2 and r.out == ""
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.err
+    assert path in lines[0] and f"column '{column}', row 1" in lines[0] and "same width" in lines[0]

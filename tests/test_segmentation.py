@@ -84,6 +84,12 @@ def ref_dice(inp, tgt, *, include_background=True, sigmoid=False, softmax=False,
             a = a[1:]
         a = a / a.sum(axis=-1, keepdims=True)
         return float(np.mean(np.sum(a * f, axis=-1)))
+    if weight is not None:
+        # LOSSES.md: "the macro mean (or the weighted sum with `weight`)": Σ_c w_c D_c (MONAI: / C)
+        a = np.asarray(weight, float)
+        if a.size == c and not include_background and c > 1:
+            a = a[1:]
+        return float(np.mean(np.sum(a * f, axis=-1)))
     return float(np.mean(f))
 
 
@@ -393,9 +399,10 @@ def test_weighted_average_normalises_weights_and_support_default():
 
 
 @pytest.mark.parametrize("spec,msg", [
-    ("dice:weight=[1,2,3]", "average=weighted"),
     ("dice:average=weighted,weight=[1,2]", "one number per class"),
     ("dice:average=weighted,weight=[0,0,0]", "all zero"),
+    ("dice:weight=[0,0,0]", "all zero"),
+    ("dice:weight=[1,2]", "one number per class"),
     ("dice_bce:pos_weight=2", "binary"),
 ])
 def test_parameter_errors(spec, msg):
@@ -694,3 +701,33 @@ def test_registry_entries(name):
     assert spec.example.startswith("lossctl eval sample_data/segmentation")
     assert "eps" in {p.name for p in spec.params}
     assert registry.get("dice").properties.conventions.count("erratum 7") == 1
+
+
+# ---------------------------------------------------------------- audit: fixes with their tests
+
+
+def test_weight_without_average_is_the_weighted_sum_of_the_spec(cli, write_csv):
+    # LOSSES.md: "the macro mean (or the weighted sum with `weight`)"; dice:weight=[...] used to be refused
+    d = TORCH["data"]["multi"]
+    y, p = np.array(d["target"]), np.array(d["prob"])
+    per = np.array(evaluate(y, p, "dice").extra["per_class"])
+    w = np.array([1.0, 2.0, 5.0])
+    assert evaluate(y, p, "dice:weight=[1,2,5]").value == pytest.approx(np.dot(w, per), rel=1e-14)
+    assert S.dice(y, p, weight=[2.0, 5.0], include_background=False) == pytest.approx(2 * per[1] + 5 * per[2],
+                                                                                       rel=1e-14)
+    # the gradient is the same weighted sum of the per-class gradients
+    g = S.dice_grad(y, p, weight=w)
+    np.testing.assert_allclose(g, fd_grad("dice", y, p, weight=w), rtol=1e-6, atol=1e-8)
+    path = write_csv("seg.csv", "mask,prob_0,prob_1,prob_2\n0,0.7,0.2,0.1\n2,0.1,0.3,0.6\n1,0.2,0.5,0.3\n")
+    r = cli("eval", path, "-l", "dice:weight=[1,2,5]", "-f", "json")
+    assert r.code == 0, r.err
+    res = r.json()["results"][0]
+    assert res["value"] == pytest.approx(np.dot(w, res["per_class"]), rel=1e-14)
+
+
+def test_one_hot_mask_width_mismatch_names_file_column_and_row(cli, write_csv):
+    path = write_csv("seg.csv", "mask_0,mask_1,mask_2,prob_0,prob_1\n1,0,0,0.5,0.5\n0,1,0,0.4,0.6\n")
+    r = cli("eval", path, "-l", "dice", "--col", "pred=prob_*", "-f", "json")
+    assert r.code == 2 and r.out == ""
+    line, = r.err.strip().splitlines()
+    assert path in line and "column 'mask_*', row 1" in line and "3 one-hot columns" in line
