@@ -156,3 +156,26 @@ def test_bce_probabilities_fused_matches_sklearn_log_loss():
     _, g = _kernel_grads("bce", y, p)
     q = np.clip(p, np.finfo(float).eps, 1 - np.finfo(float).eps)
     np.testing.assert_allclose(g, -y / q + (1 - y) / (1 - q), rtol=1e-14)
+
+
+def test_cross_entropy_in_row_blocks_matches_scipy():
+    # the class-index fast path runs in blocks of 65,536 // C rows: several blocks here, with
+    # saturated rows (a class leading by 800) where the true class is and is not the leader
+    special = pytest.importorskip("scipy.special")
+    rng = np.random.default_rng(9)
+    n, c = 20_000, 10
+    z = rng.normal(0, 3, (n, c))
+    y = rng.integers(0, c, n)
+    z[::500, 0] += 800.0
+    y[::1000] = 0
+    nll = special.logsumexp(z, axis=1) - z[np.arange(n), y]
+    g = special.softmax(z, axis=1)
+    g[np.arange(n), y] -= 1.0
+    got = lossctl.evaluate(y, z, "cross_entropy:logits=true", grad=True)
+    assert got.value == pytest.approx(nll.mean(), rel=1e-13)
+    assert got.grad["l2"] == pytest.approx(np.sqrt((g * g).sum()), rel=1e-12)
+    assert got.grad["min"] == pytest.approx(g.min(), rel=1e-12)
+    assert got.grad["max"] == pytest.approx(g.max(), rel=1e-12)
+    rows, grads = per_row(y, z, "cross_entropy:logits=true")
+    np.testing.assert_allclose(rows, nll, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(grads["pred"], g, rtol=1e-12, atol=1e-15)

@@ -112,15 +112,13 @@ def blockwise(fn, *arrays: np.ndarray, block_rows: int = BLOCK, **kw) -> np.ndar
     return out
 
 
-def blockwise_many(fn, *arrays: np.ndarray, block_rows: int = BLOCK, out: tuple[np.ndarray, ...] | None = None,
-                   **kw) -> tuple[np.ndarray, ...]:
-    """Like :func:`blockwise` for a function returning a tuple of row-aligned arrays,
-    written into ``out`` when given (arrays of the results' shapes, reused by the caller)."""
+def blockwise_many(fn, *arrays: np.ndarray, block_rows: int = BLOCK, **kw) -> tuple[np.ndarray, ...]:
+    """Like :func:`blockwise` for a function returning a tuple of row-aligned arrays."""
     n = arrays[0].shape[0] if arrays[0].ndim else 0
-    if n <= block_rows and out is None:
+    if n <= block_rows:
         return fn(*arrays, **kw)
     first = fn(*(a[:block_rows] for a in arrays), **kw)
-    outs = out if out is not None else tuple(np.empty((n,) + f.shape[1:], dtype=f.dtype) for f in first)
+    outs = tuple(np.empty((n,) + f.shape[1:], dtype=f.dtype) for f in first)
     for o, f in zip(outs, first):
         o[:block_rows] = f
     for s in range(block_rows, n, block_rows):

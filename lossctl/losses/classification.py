@@ -249,25 +249,34 @@ def softmax_nll(idx: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.log1p(np.sum(e, axis=1)) - s[rows, idx] + 0.0  # + 0.0: no −0 in output
 
 
-def softmax_nll_and_grad(idx: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """−log softmax(z)_y and its gradient softmax(z) − e_y for class indices y.
+def softmax_nll_and_grad(idx: np.ndarray, z: np.ndarray,
+                         out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """−log softmax(z)_y and its gradient softmax(z) − e_y for class indices y, written into
+    ``out`` = (nll (n,), gradient (n, C)) when given.
 
     With T as in :func:`softmax_nll`, p_j = e^{s_j}/(1 + T) and p_max = 1/(1 + T); where y
     is the largest class its gradient is −T/(1 + T), exact when p_y rounds to 1.
     """
-    rows = np.arange(z.shape[0])
+    n = z.shape[0]
+    rows = np.arange(n)
     m = np.argmax(z, axis=1)
-    s = z - z[rows, m][:, None]
-    e = np.exp(s)
-    e[rows, m] = 0.0
-    t = np.sum(e, axis=1)
-    nll = np.log1p(t) - s[rows, idx] + 0.0
-    inv = 1.0 / (1.0 + t)
-    g = e * inv[:, None]
+    nll, g = out if out is not None else (np.empty(n), np.empty_like(z, dtype=np.float64))
+    np.subtract(z, z[rows, m][:, None], out=g)  # s = z − max z
+    s_y = g[rows, idx]
+    np.exp(g, out=g)
+    g[rows, m] = 0.0
+    t = np.add.reduce(g, axis=1)
+    np.log1p(t, out=nll)
+    nll -= s_y
+    nll += 0.0  # no −0 in output
+    inv = t + 1.0
+    np.divide(1.0, inv, out=inv)
+    g *= inv[:, None]
     g[rows, m] = inv
-    top = idx == m
     g[rows, idx] -= 1.0
-    g[rows[top], m[top]] = -t[top] * inv[top]
+    top = idx == m
+    if top.any():
+        g[rows[top], m[top]] = -t[top] * inv[top]
     return nll, g
 
 
@@ -788,8 +797,9 @@ class CrossEntropyKernel(RowMeanKernel):
             if not hasattr(self, "_scratch"):
                 self._scratch = Scratch()
             n = p.shape[0]
-            out = (self._scratch("nll", n), self._scratch("grad", n * c).reshape(n, c))
-            num, g = blockwise_many(softmax_nll_and_grad, idx, p, block_rows=rows, out=out)
+            num, g = self._scratch("nll", n), self._scratch("grad", n * c).reshape(n, c)
+            for s in range(0, n, rows):
+                softmax_nll_and_grad(idx[s:s + rows], p[s:s + rows], out=(num[s:s + rows], g[s:s + rows]))
             return num, {"pred": g}, None
         q, den = smoothed_targets(
             _target(b), c, weight=self._weights(b, c), label_smoothing=self.params["label_smoothing"]
