@@ -8,8 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
-from typing import Annotated, Iterator, Optional, TextIO
+from typing import Annotated, Optional, TextIO
 
 import typer
 
@@ -58,30 +57,15 @@ def _color(stream: TextIO) -> bool:
     return _is_tty(stream) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
-@contextlib.contextmanager
-def _output(path: Optional[str]) -> Iterator[TextIO]:
+def _output(path: Optional[str]):
     """Write to a temporary file, then rename it onto PATH (or copy it to stdout).
 
     Either everything is written, or nothing is: an error half-way leaves no
-    half-written file and prints nothing on standard output.
+    half-written file and prints nothing on standard output (lossctl.io.open_output).
     """
-    target_dir = os.path.dirname(os.path.abspath(path)) if path else None
-    if path and not os.path.isdir(target_dir or "."):
-        raise UsageError(f"cannot write {path}: no such directory")
-    fd, tmp = tempfile.mkstemp(prefix=".lossctl-", suffix=".tmp", dir=target_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-        if path:
-            os.replace(tmp, path)
-        else:
-            with open(tmp, "r", encoding="utf-8", newline="") as f:
-                while chunk := f.read(1 << 20):
-                    sys.stdout.write(chunk)
-            sys.stdout.flush()
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    from lossctl.io import open_output
+
+    return open_output(path)
 
 
 def _default_format(fmt: Optional[str], output: Optional[str]) -> str:
@@ -158,6 +142,10 @@ def eval_cmd(
     )
     if reduction == "none" and form not in ("csv", "tsv", "jsonl"):
         raise UsageError("--reduction none writes one row per input row: use -f csv, tsv or jsonl")
+    if emit_state and reduction == "none":
+        raise UsageError("--emit-state needs reduced results, not --reduction none")
+    if row_offset < 0:
+        raise UsageError(f"--row-offset must be at least 0. Got {row_offset} instead.")
     plan = prepare(req)
     try:
         if reduction == "none":
@@ -166,10 +154,6 @@ def eval_cmd(
             with _output(output) as out:
                 write_rows(iter_rows(plan), form, out)
             return
-        if emit_state and reduction == "none":
-            raise UsageError("--emit-state needs reduced results, not --reduction none")
-        if row_offset < 0:
-            raise UsageError(f"--row-offset must be at least 0. Got {row_offset} instead.")
         if emit_state:
             plan.ctx.top_keep = 2  # gradient top-1% candidates to spare for the merge
         from lossctl import progress as prog

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import glob as globmod
 import io
 import json
@@ -99,9 +100,12 @@ def open_source(name: str, input_format: str | None = None) -> Source:
 
 
 def _open_stdin(input_format: str | None) -> Source:
+    stdin = getattr(sys.stdin, "buffer", None)
+    if stdin is None:
+        raise InputError.at("standard input is closed", source="<stdin>")
     fd, tmp = tempfile.mkstemp(prefix="lossctl-stdin-")
     with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        shutil.copyfileobj(stdin, out, 1 << 20)
     size = os.path.getsize(tmp)
     if size == 0:
         os.unlink(tmp)
@@ -115,9 +119,10 @@ def _open_stdin(input_format: str | None) -> Source:
             if mfmt and input_format is None:
                 fmt = mfmt
     src = Source(name="<stdin>", path=tmp, fmt=fmt, compression=comp, size_bytes=size, _tmp=tmp)
-    if comp and input_format is None:
-        src.fmt = _sniff_text(_head_text(src), src)
     try:
+        if input_format is None and fmt == "csv":
+            # text: CSV unless the first bytes say JSON Lines or TSV, as for a file without an extension
+            src.fmt = _sniff_text(_head_text(src), src)
         _read_schema(src)
     except BaseException:
         src.close()
@@ -213,8 +218,9 @@ def _csv_schema(src: Source) -> None:
     header = next(csv.reader([lines[0]], delimiter=src.delimiter))
     if not any(header):
         raise InputError.at("the first line (the header) is empty", source=src.name)
-    if len(set(header)) != len(header):
-        dup = next(h for h in header if header.count(h) > 1)
+    names = [h.strip() for h in header]  # " yhat" binds as yhat, so it is the same name
+    if len(set(names)) != len(names):
+        dup = next(h for h in names if names.count(h) > 1)
         raise InputError.at(f"the header names column '{dup}' twice", source=src.name)
     data_lines = [ln for ln in lines[1:] if ln.strip()]
     if not data_lines:
@@ -343,14 +349,22 @@ def _csv_locate(src: Source, column: str | None, check) -> InputError | None:
     return None
 
 
+_NUMBER = None
+
+
 def _non_numeric(s: str) -> str | None:
+    """Whether pyarrow's CSV reader rejects ``s`` as a float64 (Python's float()
+    accepts more: '1_000', non-ASCII digits)."""
+    global _NUMBER
+    import re
+
+    if _NUMBER is None:
+        _NUMBER = re.compile(
+            r"\s*[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|nan|inf|infinity)\s*", re.I | re.ASCII
+        )
     if s.strip() == "":
         return None
-    try:
-        float(s)
-    except ValueError:
-        return "not a number"
-    return None
+    return None if _NUMBER.fullmatch(s) else "not a number"
 
 
 # ---------------------------------------------------------------- JSON Lines
@@ -367,6 +381,32 @@ def _jsonl_schema(src: Source) -> None:
     if not isinstance(obj, dict):
         raise InputError.at("not JSON Lines: each line must be a JSON object", source=src.name, row=1)
     src.columns = list(obj)
+
+
+def _jsonl_locate(src: Source, columns: list[str], numeric: set[str]) -> InputError | None:
+    """Slow path after a reader error: the first line that is not an object of numbers."""
+    pa = _pa()
+    row = 0
+    with pa.input_stream(src.path, compression=src.compression) as raw:
+        for line in io.TextIOWrapper(raw, encoding="utf-8", errors="replace"):
+            if not line.strip():
+                continue  # pyarrow skips blank lines: they are not rows
+            row += 1
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                return InputError.at(f"not valid JSON: {e.msg}", source=src.name, row=row)
+            if not isinstance(obj, dict):
+                return InputError.at("not a JSON object", source=src.name, row=row, value=line.strip()[:40])
+            for c in columns:
+                v = obj.get(c)
+                if c in numeric and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    what = {str: "a string", bool: "a boolean", list: "an array", dict: "an object"}.get(type(v), "not a number")
+                    return InputError.at(
+                        f"{what}, not a number", source=src.name, column=c, row=row,
+                        value=v if isinstance(v, (str, bool)) else json.dumps(v)[:40],
+                    )
+    return None
 
 
 def _jsonl_reader(src: Source, columns: list[str], numeric: set[str], batch_rows: int):
@@ -431,6 +471,12 @@ def _open_dataset(name: str, paths: str | list[str]) -> Source:
     )
     if not files:
         raise InputError.at("the directory holds no Parquet files", source=name)
+    for f in files:  # a glob may catch other files: say which one is not Parquet
+        with open(f, "rb") as fh:
+            if fh.read(4) != b"PAR1":
+                raise InputError.at(
+                    f"not a Parquet file (a directory or glob is read as one Parquet dataset: {name})", source=f
+                )
     try:
         dataset = ds.dataset(
             paths if isinstance(paths, str) else files,
@@ -572,13 +618,127 @@ def _explain_reader_error(src: Source, e: BaseException, columns: list[str], num
             found = _csv_locate(src, None, lambda s: None)
             if found:
                 return found
-        found = _csv_locate(src, col, _non_numeric if col in numeric else (lambda s: None))
+        bad = re.search(r"invalid value '(.*)'$", text.splitlines()[0] if text else "")
+        check = _non_numeric if col in numeric else (lambda s: None)
+        if bad and col in numeric:
+            check = (lambda s, b=bad.group(1), c=check: "not a number" if s == b else c(s))
+        found = _csv_locate(src, col, check)
         if found:
             return found
         if "Expected" in text and "columns" in text:
             return InputError.at(f"ragged rows ({_short(e)})", source=src.name)
     if src.fmt == "jsonl":
+        found = _jsonl_locate(src, columns, numeric)
+        if found:
+            return found
         return InputError.at(f"cannot read JSON Lines ({_short(e)})", source=src.name)
     if src.fmt in ("parquet", "dataset"):
         return InputError.at(f"truncated or corrupt Parquet data ({_short(e)})", source=src.name)
     return InputError.at(f"cannot read the file ({_short(e)})", source=src.name)
+
+
+# ---------------------------------------------------------------- output
+
+def _std_stream(path: str) -> Any:
+    """sys.stdout or sys.stderr when ``path`` names the same file (/dev/stdout), else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and os.path.samestat(st, os.fstat(stream.fileno())):
+                return stream
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            continue
+    return None
+
+
+_WRITE_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS") if hasattr(errno, n)}
+
+
+@contextlib.contextmanager
+def open_output(path: str | None) -> Iterator[Any]:
+    """A text file for results: all of them reach ``path`` (or standard output), or none.
+
+    A regular file (or a new one) is written to a temporary file beside it and renamed
+    onto it, through a symbolic link to its target, keeping an existing file's mode.
+    Anything else (``/dev/stdout``, ``/dev/null``, a named pipe, whatever lies under
+    /dev or /proc) is never renamed over:
+    the results are staged in a private temporary file and copied into it at the end.
+    Failures to write are usage errors naming ``path``; nothing is left behind.
+    """
+    import stat
+
+    from lossctl.errors import UsageError
+
+    def fail(e: OSError) -> UsageError:
+        return UsageError(f"cannot write {path}: {e.strerror or e}")
+
+    final = None  # the file to rename onto; None: copy into path (or stdout)
+    mode = None
+    if path:
+        try:
+            st = os.stat(path)  # follows symbolic links
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise fail(e) from None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"cannot write {path}: it is a directory")
+        special = any(p == d or p.startswith(d + os.sep) for p in (os.path.abspath(path), os.path.realpath(path))
+                      for d in ("/dev", "/proc"))
+        if (st is None or stat.S_ISREG(st.st_mode)) and not special and _std_stream(path) is None:
+            final = os.path.realpath(path)
+            if not os.path.isdir(os.path.dirname(final)):
+                raise UsageError(f"cannot write {path}: no such directory")
+            if st is not None:
+                mode = stat.S_IMODE(st.st_mode)
+            else:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".lossctl-", suffix=".tmp",
+                                   dir=os.path.dirname(final) if final else None)
+    except OSError as e:
+        raise fail(e) from None
+    try:
+        try:
+            f = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            with f:
+                yield f
+        except OSError as e:  # writing the temporary file, or flushing it as it closes
+            if e.errno not in _WRITE_ERRNOS:
+                raise
+            raise fail(e) from None
+        try:
+            if final:
+                os.chmod(tmp, mode)
+                os.replace(tmp, final)
+            elif path:
+                std = _std_stream(path)  # /dev/stdout: through our own descriptor, at its offset
+                with open(tmp, "rb") as src:
+                    if std is not None:
+                        std.flush()
+                        shutil.copyfileobj(src, std.buffer, 1 << 20)
+                        std.flush()
+                    else:
+                        with open(path, "ab") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 20)
+        except BrokenPipeError:
+            raise  # the reader went away: main() exits quietly
+        except OSError as e:
+            raise fail(e) from None
+        if not path:
+            with open(tmp, "r", encoding="utf-8", newline="") as src:
+                while chunk := src.read(1 << 20):
+                    sys.stdout.write(chunk)
+            sys.stdout.flush()
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)

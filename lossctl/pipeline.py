@@ -129,6 +129,8 @@ def prepare(req: Request) -> Plan:
         raise UsageError(f"--ci must be a level in (0, 1), such as 0.95. Got {req.ci} instead.")
     if req.bootstrap < 1:
         raise UsageError(f"--bootstrap must be at least 1. Got {req.bootstrap} instead.")
+    if req.data == "-" and req.data2 == "-":
+        raise UsageError("standard input can be read only once: give - for DATA or for DATA2, not both")
     if req.key and not req.data2:
         raise UsageError("--key joins two files: give DATA and DATA2")
     # parse specs before opening files: a typo should not wait for a large read
@@ -166,7 +168,10 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
         explicit[role] = _select(text, sources, pred_src if role != "target" else 0, f"--col {role}")
     pred_sels = [_select(p, sources, pred_src, "-p/--pred") for p in req.preds]
     weight = _select(req.weight, sources, 0, "-w/--weight") if req.weight else None  # never guessed by name
-    by = [_select(b, sources, 0, "--by") for b in req.by]
+    by = []
+    for b in req.by:  # a comma list or glob of columns is a cross of them, like --by repeated
+        sel = _select(b, sources, 0, "--by")
+        by += [Selector(c, [c], vector=False, src=sel.src) for c in sel.columns]
     idsel = _select(req.id, sources, 0, "--id") if req.id else None
 
     # the task: declared, implied by the losses, by specific column names, or by the data
@@ -395,7 +400,7 @@ def _to_matrix(arrays: list[Any], sel: Selector, source: str, offset: int) -> np
                     source=source, column=sel.columns[0], row=offset + i + 1,
                 )
             flat = arr.flatten()
-        vals = _numeric(flat, sel.columns[0], source, offset)
+        vals = _numeric(flat, sel.columns[0], source, offset, width=max(width, 1))
         return vals.reshape(-1, width) if width else vals.reshape(len(arr), 0)
     cols = [_numeric(a, c, source, offset) for a, c in zip(arrays, sel.columns)]
     if not sel.vector:
@@ -403,7 +408,8 @@ def _to_matrix(arrays: list[Any], sel: Selector, source: str, offset: int) -> np
     return np.column_stack(cols) if cols else np.empty((0, 0))
 
 
-def _numeric(arr: Any, column: str, source: str, offset: int) -> np.ndarray:
+def _numeric(arr: Any, column: str, source: str, offset: int, width: int = 1) -> np.ndarray:
+    """A column (or a list column's flattened values, ``width`` per row) as floats."""
     import pyarrow as pa
 
     t = arr.type
@@ -419,7 +425,8 @@ def _numeric(arr: Any, column: str, source: str, offset: int) -> np.ndarray:
         try:
             float(v)
         except (TypeError, ValueError):
-            raise InputError.at("not a number", source=source, column=column, row=offset + i + 1, value=v) from None
+            raise InputError.at("not a number", source=source, column=column, row=offset + i // width + 1,
+                                value=v) from None
     return np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
 
 
@@ -993,6 +1000,8 @@ def _add_ci(plan: Plan, states: list[State], results: list[LossResult], opts: Op
         else:
             results[i].notes.append("no bootstrap interval: this loss is not a function of row sums")
     if not units or units[0].shape[0] < 2:
+        for i in idx:  # --ci was asked for: say why there is none
+            results[i].notes.append("no bootstrap interval: it needs at least 2 rows")
         return
     vals = bootstrap_values(units, fns, opts.bootstrap, opts.seed + seed_offset)
     for i, v in zip(idx, vals):
@@ -1075,6 +1084,13 @@ def _bindings(plan: Plan) -> dict[str, Any]:
 # ------------------------------------------------------------------ per-row output
 
 
+def _scalar_grad(job: Job) -> bool:
+    """Whether the loss's gradient is one number per row (one output column, one grad role)."""
+    spec = job.call.spec
+    roles = list(spec.grad_roles) or [_pred_role(spec)]
+    return len(roles) == 1 and roles[0] in job.binding.roles and not job.binding.roles[roles[0]].vector
+
+
 def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
     """Per-row values (and gradients) for --reduction none, batch by batch."""
     req = plan.request
@@ -1083,10 +1099,12 @@ def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
     if plan.id:
         header.append(plan.id.columns[0])
     multi = len(plan.pred_labels) > 1
-    for job, k in zip(plan.jobs, kernels):
+    # SPEC.grad only for losses whose gradient is one number per row (CLI.md)
+    scalar = [_scalar_grad(job) for job in plan.jobs]
+    for job, k, sc in zip(plan.jobs, kernels, scalar):
         name = job.call.text + (f"@{job.pred}" if multi else "")
         header.append(name)
-        if req.grad:
+        if req.grad and sc:
             header.append(name + ".grad")
     if any(getattr(k, "needs_prepass", False) for k in kernels):
         for jobs_b, _, _ in _Feeder(plan).batches():
@@ -1102,13 +1120,13 @@ def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
         cols: list[np.ndarray] = []
         if plan.id:
             cols.append(ids if ids is not None else np.empty(0))
-        for k, b in zip(kernels, jobs_b):
+        for k, b, sc in zip(kernels, jobs_b, scalar):
             k.validate(b)
-            loss, grads = k.per_row(b, req.grad)
+            loss, grads = k.per_row(b, req.grad and sc)
             if b.weight is not None:
                 loss = loss * b.weight
             cols.append(loss)
-            if req.grad:
+            if req.grad and sc:
                 g = None
                 if grads and len(grads) == 1:
                     (g,) = grads.values()

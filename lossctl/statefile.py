@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any
 
 from lossctl import __version__, registry
@@ -89,13 +88,11 @@ def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
 
 
 def write(path: str, doc: dict[str, Any]) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise UsageError(f"cannot write {path}: no such directory")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, allow_nan=False, separators=(",", ":"))
-    os.replace(tmp, path)
+    from lossctl.io import open_output
+
+    text = json.dumps(doc, allow_nan=False, separators=(",", ":"))  # fails before anything is written
+    with open_output(path) as f:
+        f.write(text)
 
 
 def read(path: str) -> dict[str, Any]:
@@ -104,13 +101,24 @@ def read(path: str) -> dict[str, Any]:
             doc = json.load(f)
     except FileNotFoundError:
         raise InputError.at("no such file", source=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except IsADirectoryError:
+        raise InputError.at("a directory, not a state file", source=path) from None
+    except OSError as e:
+        raise InputError.at(f"cannot read the file ({e.strerror or e})", source=path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise InputError.at(f"not a lossctl state file ({e})", source=path) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError.at("not a lossctl state file", source=path)
     if doc.get("version") != VERSION:
         raise InputError.at(f"state file version {doc.get('version')} is not {VERSION}; re-emit it with this lossctl", source=path)
+    missing = [k for k in _KEYS if k not in doc]
+    if missing:
+        raise InputError.at(f"damaged state file: no {', '.join(repr(k) for k in missing)}", source=path)
     return _decode(doc)
+
+
+_KEYS = ("task", "task_inferred", "sources", "context", "options", "jobs", "pred_labels", "by", "rows",
+         "dropped_rows", "row_offset", "states", "groups")
 
 
 def merge(paths: list[str]):
@@ -146,32 +154,37 @@ def merge(paths: list[str]):
 
     o = options(plan)
 
-    def load(sd: list[dict[str, Any]]) -> list[State]:
+    def load(sd: list[dict[str, Any]], path: str) -> list[State]:
+        if not isinstance(sd, list) or len(sd) != len(jobs):
+            raise InputError.at(f"damaged state file: {len(jobs)} loss states expected", source=path)
         out = []
         for job, d in zip(jobs, sd):
             st = _new_state(job, o)
-            st.load(d)
+            try:
+                st.load(d)
+            except (KeyError, TypeError, IndexError, AttributeError) as e:
+                raise InputError.at(f"damaged state file: the state of {job.call.text} lacks {e}", source=path) from None
             out.append(st)
         return out
 
-    states = load(first["states"])
+    states = load(first["states"], paths[0])
     groups: dict[tuple, list[State]] = {}
     group_rows: dict[tuple, int] = {}
     for g in first["groups"]:
-        groups[tuple(g["key"])] = load(g["states"])
+        groups[tuple(g["key"])] = load(g["states"], paths[0])
         group_rows[tuple(g["key"])] = g["rows"]
     rows, dropped = first["rows"], first["dropped_rows"]
-    for d in docs[1:]:
-        for s, other in zip(states, load(d["states"])):
+    for p, d in zip(paths[1:], docs[1:]):
+        for s, other in zip(states, load(d["states"], p)):
             s.merge(other)
         for g in d["groups"]:
             k = tuple(g["key"])
             if k in groups:
-                for s, other in zip(groups[k], load(g["states"])):
+                for s, other in zip(groups[k], load(g["states"], p)):
                     s.merge(other)
                 group_rows[k] += g["rows"]
             else:
-                groups[k] = load(g["states"])
+                groups[k] = load(g["states"], p)
                 group_rows[k] = g["rows"]
         rows += d["rows"]
         dropped += d["dropped_rows"]
