@@ -212,6 +212,7 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
             defaults = [s for s in defaults if s in specific] or defaults
         bindable = [s for s in defaults if _binds(s, spaces_for, explicit, pred_sels, name)]
         calls = [registry.parse_spec(s.name, {"logits": True} if req.logits else {}) for s in (bindable or defaults)]
+    calls = [_variant_that_binds(c, spaces_for, explicit, pred_sels, name) for c in calls]
     for c in calls:
         if task not in c.spec.all_tasks:
             raise UsageError(
@@ -281,6 +282,17 @@ def _by_own_name(role: registry.Role, sel: Selector) -> bool:
     from lossctl.binding import find_by_names
 
     return find_by_names(role.names, sel.columns, {}, set()) is not None
+
+
+def _variant_that_binds(call: registry.LossCall, spaces_for, explicit, pred_sels, name) -> registry.LossCall:
+    """``call`` itself, or the form of its loss with other roles (``-l triplet`` on a file of
+    labelled embeddings is the mined triplet) when only that form's roles bind."""
+    if _binds(call.spec, spaces_for, explicit, pred_sels, name):
+        return call
+    for v in registry.variants(call.spec):
+        if _binds(v, spaces_for, explicit, pred_sels, name):
+            return registry.parse_spec(v.name + call.text[len(call.spec.name):])
+    return call
 
 
 def _unset_factory() -> Any:  # replaced once the plan's context is known

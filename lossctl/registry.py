@@ -134,6 +134,10 @@ class LossSpec:
     grad_roles: tuple[str, ...] = ("pred",)
     summary: str = ""
     example: str = ""
+    # the spec's name for a form of another loss with other roles (the spec's "triplet mined"
+    # is triplet_mined, variant_of="triplet"): `-l triplet:mining=hard`, or `-l triplet` on a
+    # file whose columns bind only the variant's roles, select it
+    variant_of: str = ""
 
     @property
     def all_tasks(self) -> tuple[str, ...]:
@@ -178,6 +182,11 @@ def losses_for_task(task: str) -> list[LossSpec]:
 
 def default_losses(task: str) -> list[LossSpec]:
     return [s for s in all_losses() if task in s.default_for]
+
+
+def variants(spec: LossSpec) -> list[LossSpec]:
+    """The registered forms of ``spec`` with other roles (``LossSpec.variant_of``)."""
+    return [s for s in all_losses() if s.variant_of == spec.name]
 
 
 def get(name: str) -> LossSpec:
@@ -238,6 +247,12 @@ def parse_spec(text: str, overrides: Mapping[str, Any] | None = None) -> LossCal
             raise UsageError(f"parameter '{key}' of {spec.name} given twice")
         given[key] = raw
         pos = m.end()
+    names = {p.name for p in spec.params}
+    if any(k not in names for k in given):  # triplet:mining=hard is the mined form
+        for v in variants(spec):
+            if all(any(p.name == k for p in v.params) for k in given):
+                spec = v
+                break
     params = spec.defaults()
     for key, raw in given.items():
         params[key] = coerce(spec, key, raw)

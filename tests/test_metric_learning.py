@@ -685,3 +685,25 @@ def test_width_mismatch_names_file_column_and_row(cli, write_csv, text, loss, co
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.err
     assert path in lines[0] and f"column '{column}', row 1" in lines[0] and "same width" in lines[0]
+
+
+def test_triplet_with_mining_or_on_labelled_embeddings_is_the_mined_form(capsys):
+    # LOSSES.md names the mined form `triplet` too (roles embedding, target; parameter mining)
+    import json
+
+    from lossctl import cli as lcli, registry
+
+    assert registry.parse_spec("triplet:mining=semihard,margin=0.3").spec.name == "triplet_mined"
+    assert registry.parse_spec("triplet:margin=0.3").spec.name == "triplet"
+    with pytest.raises(UsageError, match="unknown parameter 'bogus'"):
+        registry.parse_spec("triplet:bogus=1")
+    path = os.path.join(SAMPLES, "embeddings.parquet")
+    outs = []
+    for spec in ("triplet", "triplet:mining=hard", "triplet_mined"):
+        assert lcli.main(["eval", path, "-l", spec, "-f", "json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out)["results"][0])
+    assert {o["loss"] for o in outs} == {"triplet_mined"}
+    assert outs[0]["value"] == outs[1]["value"] == outs[2]["value"]
+    # explicit triplets still bind the plain triplet
+    assert lcli.main(["eval", os.path.join(SAMPLES, "triplets.csv"), "-l", "triplet", "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["loss"] == "triplet"

@@ -650,7 +650,8 @@ register(LossSpec(
         conventions=(
             "squared=true by default (FaceNet); torch triplet_margin_loss(margin, p=2, eps=1e-6) is squared=false, "
             "with its eps added to the difference, ‖a − p + eps‖₂ (eps is ignored when squared). "
-            "The spec's 'triplet' over labelled embeddings (roles embedding and target) is triplet_mined. "
+            "The spec's 'triplet' over labelled embeddings (roles embedding and target) is triplet_mined: "
+            "-l triplet:mining=…, or -l triplet on a file of labelled embeddings, selects it. "
             "The seed's usual margin '2-1.0' means 0.2–1.0."
         ),
     ),
@@ -662,6 +663,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="triplet_mined",
+    variant_of="triplet",
     task=METRIC,
     aliases=("mined_triplet",),
     roles=(

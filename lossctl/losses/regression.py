@@ -441,7 +441,7 @@ _spec(
 _spec(
     "rmse", RMSEKernel,
     Properties(
-        formula="L = √(mean r²)",
+        formula="L = √(mean r²); with K output columns the mean of the K outputs' RMSEs (scikit-learn)",
         gradient="∂(N·L)/∂ŷᵢ = rᵢ / L",
         convex=True, differentiable="everywhere except where every r = 0", robust="no",
         estimates="conditional mean", output="point estimate", cost="low",
