@@ -39,10 +39,10 @@ class LossResult:
         d["n"] = self.n
         d["reduction"] = self.reduction
         if self.grad is not None:
-            d["grad"] = {k: _finite_or_none(v) for k, v in self.grad.items()}
+            d["grad"] = _number_fields(self.grad)
         if self.grad_by_role:
             d["grad_by_role"] = {
-                r: {k: _finite_or_none(v) for k, v in g.items()} for r, g in self.grad_by_role.items()
+                r: _number_fields(g) for r, g in self.grad_by_role.items()
             }
         if self.ci is not None:
             d["ci"] = [_finite_or_none(x) for x in self.ci]
@@ -163,6 +163,15 @@ def _number_field(key: str, v: Any) -> dict[str, Any]:
         return {key: v}
     marker = "nonfinite" if key == "value" else f"{key}_nonfinite"
     return {key: None, marker: nonfinite_label(v)}
+
+
+def _number_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """A dict of numbers (a gradient summary) for JSON, each as :func:`_number_field`."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_number_field(k, v) if isinstance(v, (float, int, np.number)) and not isinstance(v, bool)
+                   else {k: _jsonable(v)})
+    return out
 
 
 def _jsonable(v: Any) -> Any:

@@ -200,6 +200,20 @@ def test_nonfinite_values_are_null_in_json():
     json.dumps(d, allow_nan=False)
 
 
+
+def test_nonfinite_gradient_statistics_carry_a_marker(cli, write_csv):
+    # exp(−y·f) at y·f = 800 overflows: the gradient summary's inf/nan statistics are null
+    # with "<stat>_nonfinite" beside them, the finite ones stay numbers
+    path = write_csv("exp.csv", "label,f\n1,-800\n0,3\n1,2\n")
+    r = cli("eval", path, "-p", "f", "-l", "exponential", "--grad", "-f", "json")
+    assert r.code == 0, r.err
+    g = r.json()["results"][0]["grad"]
+    assert g["min"] is None and g["min_nonfinite"] == "-inf"
+    assert g["l2"] is None and g["l2_nonfinite"] == "inf"
+    assert g["max"] == pytest.approx(np.exp(3)) and "max_nonfinite" not in g
+    assert g["zero_frac"] == 0.0
+
+
 # ------------------------------------------------------------------ bad input: exit 2, one line, no stdout
 
 BAD = {
