@@ -187,6 +187,23 @@ class GradSummary:
             self._buf[self._n:self._n + l1.size] = l1
             self._n += l1.size
             return
+        if self._n > keep and keep + l1.size <= self._buf.size:
+            # prune the full buffer to its top `keep` in place, then append: no second copy of it
+            cur = self._buf[: self._n]
+            cut = self._n - keep
+            cur.partition(cut)  # the `keep` largest now fill [cut, n)
+            self.dropped_max = max(self.dropped_max, float(np.max(cur[:cut])))
+            self._floor = float(cur[cut])
+            lo = max(cut, keep)  # [lo, n) → [0, n − lo): disjoint ranges; [cut, lo) is already in place
+            self._buf[: self._n - lo] = self._buf[lo: self._n]
+            self._n = keep
+            enter = l1 > self._floor
+            if not enter.all():
+                self.dropped_max = max(self.dropped_max, float(np.max(l1[~enter])))
+                l1 = l1[enter]
+            self._buf[self._n:self._n + l1.size] = l1
+            self._n += l1.size
+            return
         cand = np.concatenate([self._buf[: self._n], l1])
         capacity = keep + max(keep // 4, 1024)
         if cand.size > keep:

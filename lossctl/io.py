@@ -563,16 +563,17 @@ def iter_batches(
         elif src.fmt == "parquet":
             import pyarrow.parquet as pq
 
-            # pre_buffer=False: reading ahead whole row groups would make memory grow with the file
-            pf = pq.ParquetFile(src.path, pre_buffer=False)
+            # pre_buffer=False: reading ahead whole row groups would make memory grow with the file;
+            # buffer_size: column chunks stream through 1 MB buffers instead of being read whole
+            # (peak RSS at 32M rows 185 → 150 MB, and a little faster)
+            pf = pq.ParquetFile(src.path, pre_buffer=False, buffer_size=1 << 20)
             yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
         elif src.fmt == "feather":
             yield from _feather_batches(src, columns, batch_rows)
         elif src.fmt == "dataset":
             import pyarrow.dataset as ds
 
-            dataset = ds.dataset(src.path, format="parquet", partitioning="hive")
-            yield from _rechunk(dataset.to_batches(columns=columns, batch_size=batch_rows), batch_rows)
+            yield from _dataset_batches(src, columns, batch_rows)
         else:  # pragma: no cover - formats are checked when the source opens
             raise InputError.at(f"unknown format {src.fmt}", source=src.name)
     except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as e:
@@ -591,6 +592,30 @@ def _feather_batches(src: Source, columns: list[str], batch_rows: int) -> Iterat
             pass
     stream = pa.ipc.open_stream(pa.input_stream(src.path, compression=src.compression))
     yield from _rechunk((b.select(columns) for b in stream), batch_rows)
+
+
+def _dataset_batches(src: Source, columns: list[str], batch_rows: int) -> Iterator[Any]:
+    """A Parquet dataset file by file, each read as a single Parquet file is, with the hive
+    partition values as constant columns. (pyarrow's dataset scanner reads 4 files and 16
+    batches ahead with whole row groups pre-buffered: 280 MB at 4M rows, 900 MB at 32M;
+    this reader stays near a single file's 150 MB.)"""
+    pa = _pa()
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    dataset = ds.dataset(src.path, format="parquet", partitioning="hive")
+    for frag in dataset.get_fragments():
+        keys = ds.get_partition_keys(frag.partition_expression) or {}
+        pf = pq.ParquetFile(frag.path, pre_buffer=False, buffer_size=1 << 20)
+        in_file = [c for c in columns if c in pf.schema_arrow.names and c not in keys]
+        if in_file == columns:
+            yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
+            continue
+        for b in pf.iter_batches(batch_size=batch_rows, columns=in_file, use_threads=True):
+            # a partition value (null for hive's default partition) as a constant column
+            arrays = [b.column(c) if c in in_file else pa.repeat(pa.scalar(keys.get(c), type=src.types[c]), b.num_rows)
+                      for c in columns]
+            yield pa.RecordBatch.from_arrays(arrays, names=columns)
 
 
 def _rechunk(batches, batch_rows: int) -> Iterator[Any]:

@@ -420,3 +420,36 @@ def test_numeric_options_are_checked_and_typers_pydantic_layer_is_not_loaded():
     assert json.loads(p.stdout)["results"][0]["ci"]
     modules = {line.split("|")[-1].strip() for line in p.stderr.decode().splitlines() if "|" in line}
     assert "pydantic" not in modules
+
+
+def test_hive_tree_read_file_by_file_with_partition_columns(cli, tmp_path):
+    # two partition levels (an integer and a string), several files per leaf, row order kept
+    rng = np.random.default_rng(12)
+    d = tmp_path / "tree"
+    parts, ys, ps = [], [], []
+    for year in (2023, 2024):
+        for region in ("eu", "us"):
+            leaf = d / f"year={year}" / f"region={region}"
+            leaf.mkdir(parents=True)
+            for k in range(2):
+                y, p = rng.normal(size=50), rng.normal(size=50)
+                pq.write_table(pa.table({"y": y, "yhat": p}), leaf / f"{k}.parquet")
+                ys.append(y)
+                ps.append(p)
+                parts += [(year, region)] * 50
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    r = cli("eval", str(d), "-l", "mse", "--by", "year", "--by", "region", "-f", "json")
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["rows"] == 400
+    assert out["results"][0]["value"] == pytest.approx(mean_squared_error(y, p), rel=1e-14)
+    got = {(g["value"][0], g["value"][1]) if isinstance(g["value"], list) else g["value"]: g for g in out["groups"]}
+    assert len(got) == 4
+    for (year, region), g in got.items():
+        m = np.array([pr == (int(year), region) for pr in parts])
+        assert g["rows"] == 100
+        assert g["results"][0]["value"] == pytest.approx(mean_squared_error(y[m], p[m]), rel=1e-14)
+    # row order: per-row output follows the files in path order
+    r = cli("eval", str(d), "-l", "mse", "--reduction", "none", "-f", "csv")
+    rows = np.loadtxt(io.StringIO(r.out), delimiter=",", skiprows=1, usecols=-1)
+    np.testing.assert_allclose(rows, (p - y) ** 2, rtol=1e-15)
