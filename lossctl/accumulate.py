@@ -96,7 +96,8 @@ class GradSummary:
     min, max, abs_mean and l2 scale with it; zero_frac and top1_share do not.
     """
 
-    def __init__(self, rows_bound: int | None = None, keep_factor: int = 1) -> None:
+    def __init__(self, rows_bound: int | None = None, keep_factor: int = 1, sample: bool = True) -> None:
+        self.sampling = sample  # keep the hashed row sample (for the histogram)
         self.rows = 0
         self.elems = 0
         self.mean = 0.0
@@ -137,7 +138,8 @@ class GradSummary:
         self.zero_rows += int(n - np.count_nonzero(l1))
         self.rows += n
         self._add_top(l1)
-        self._add_sample(l1 if g.ndim > 1 else g, offset)
+        if self.sampling:
+            self._add_sample(l1 if g.ndim > 1 else g, offset)
 
     def _merge_moments(self, m: int, mean: float, m2: float) -> None:
         tot = self.elems + m

@@ -162,6 +162,7 @@ def eval_cmd(
         if prog.wanted(quiet):
             src = plan.sources[0]
             bar = prog.Progress(src.num_rows, src.size_bytes, os.path.basename(src.name) or src.name)
+        plan.ctx.sample_grads = form == "table" or bool(emit_state)  # only the table draws the histogram
         try:
             acc = accumulate(plan, row_offset, bar, sample=form == "table" and _color(sys.stdout) and not output)
         finally:

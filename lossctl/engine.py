@@ -111,6 +111,9 @@ class Context:
     target_kind: str = "scalar"  # "scalar" (labels / values) or "vector" (one-hot, soft, distributions)
     rows_bound: int | None = None
     top_keep: int = 1  # GradSummary keep_factor: 2 when the state goes to a file for merging
+    # keep the hashed gradient sample (the table's histogram); the CLI turns it off for
+    # json/csv output, where nothing shows it (a quarter of the --grad cost)
+    sample_grads: bool = True
     # filled in by a pre-pass for kernels that need whole-file facts (balanced weights)
     prepass: dict[str, Any] = field(default_factory=dict)
 
@@ -407,7 +410,8 @@ class DecomposableState(State):
         self.opts = opts
         self.totals: Sum | None = None
         self.n = 0
-        self.grad = GradSummary(kernel.ctx.rows_bound, kernel.ctx.top_keep) if opts.grad else None
+        self.grad = (GradSummary(kernel.ctx.rows_bound, kernel.ctx.top_keep, sample=kernel.ctx.sample_grads)
+                     if opts.grad else None)
         self.grad_by_role: dict[str, GradSummary] = {}
         self.boot = BootUnits() if opts.ci else None
         self.two_pass = bool(opts.grad and kernel.two_pass_grad)
@@ -447,7 +451,8 @@ class DecomposableState(State):
         else:
             g = np.hstack([x.reshape(b.n, -1) for x in grads.values()])
             for role, x in grads.items():
-                gs = self.grad_by_role.setdefault(role, GradSummary(self.kernel.ctx.rows_bound, self.kernel.ctx.top_keep))
+                gs = self.grad_by_role.setdefault(role, GradSummary(self.kernel.ctx.rows_bound, self.kernel.ctx.top_keep,
+                                                                    sample=self.kernel.ctx.sample_grads))
                 gs.update(x, b.offset)
         self.grad.update(g, b.offset)
 

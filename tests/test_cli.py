@@ -336,6 +336,8 @@ def test_eval_imports_no_pandas():
     assert p.returncode == 0
     modules = {line.split("|")[-1].strip() for line in p.stderr.decode().splitlines() if "|" in line}
     assert "pandas" not in modules
+    # nor what a float CSV does not need: pyarrow.compute (nulls, casts) and numpy.ma (np.unique)
+    assert "pyarrow.compute" not in modules and "numpy.ma" not in modules
 
 
 def test_no_colour_when_not_a_terminal(tmp_path, reg):

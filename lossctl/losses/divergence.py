@@ -685,7 +685,7 @@ class WassersteinState(State):
         self.runs_y: list[_Run] = []
         self.runs_p: list[_Run] = []
         self.spills = 0
-        self.grad = GradSummary(ctx.rows_bound) if ctx.grad else None
+        self.grad = GradSummary(ctx.rows_bound, sample=ctx.sample_grads) if ctx.grad else None
         self._grad_rows = 0
         self._value: float | None = None
         self._consolidated = False

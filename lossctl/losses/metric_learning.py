@@ -414,7 +414,7 @@ class MinedTripletState(State):
         self.source = ""
         self.column = "target"
         self.emb_column = "embedding"
-        self.grad = GradSummary(ctx.rows_bound) if self.want_grad else None
+        self.grad = GradSummary(ctx.rows_bound, sample=ctx.sample_grads) if self.want_grad else None
 
     # -- streaming
     def validate(self, b: Batch) -> None:
