@@ -764,3 +764,17 @@ def test_described_ranges_say_what_coerce_accepts():
     assert weight.describe_range() == "list of numbers or balanced"  # one number is refused
     alpha = next(p for p in registry.get("focal").params if p.name == "alpha")
     assert "a number in [0, 1]" in alpha.describe_range() and "-1" in alpha.describe_range()
+
+
+def test_signed_labels_meeting_a_01_loss_point_to_the_margin_losses(tmp_path):
+    from lossctl import cli
+
+    f = tmp_path / "pm.csv"
+    f.write_text("label,prob\n1,0.9\n-1,0.2\n")
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "lossctl", "eval", str(f), "-l", "bce"], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stdout == ""
+    assert "row 2" in p.stderr and "-l hinge" in p.stderr and "(got -1.0)" in p.stderr
+    assert cli.main(["eval", str(f), "-l", "bce", "-t", "label", "-p", "prob", "-f", "json"]) == 2

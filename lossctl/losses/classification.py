@@ -430,10 +430,14 @@ def _check_probs(b: Batch, p: np.ndarray, loss: str) -> None:
         )
 
 
+# said where −1 labels meet a {0,1} loss: the default binary set holds both kinds
+_SIGNED_HINT = "; for −1/+1 labels use the margin losses (-l hinge -l exponential)"
+
+
 def _check_binary_labels(b: Batch, y: np.ndarray, loss: str) -> None:
     bad = (y != 0) & (y != 1)
     if bad.any():
-        raise b.fail(f"{loss} needs labels 0 or 1", "target", bad, y)
+        raise b.fail(f"{loss} needs labels 0 or 1" + _SIGNED_HINT * bool(np.any(y[bad] == -1)), "target", bad, y)
 
 
 def _pred_classes(b: Batch, loss: str) -> np.ndarray:
@@ -534,7 +538,8 @@ class BCEKernel(RowMeanKernel):
         y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")
         bad = (y < 0) | (y > 1)
         if bad.any():
-            raise b.fail("bce needs labels in [0, 1] (0/1, or soft labels)", "target", bad, y)
+            raise b.fail("bce needs labels in [0, 1] (0/1, or soft labels)" + _SIGNED_HINT * bool(np.any(y[bad] == -1)),
+                         "target", bad, y)
         if not self.params["logits"]:
             _check_probs(b, p, "bce")
 
