@@ -25,7 +25,7 @@ GENERIC_NAMES: dict[str, tuple[str, ...]] = {
     ),
     "weight": ("weight", "weights", "sample_weight", "w"),
 }
-LOGIT_HINT = re.compile(r"^(logit|logits|z)(_|$)", re.I)
+LOGIT_HINT = re.compile(r"^(logit|logits|score|scores|z)(_|$)", re.I)  # README: logit*, z_*, score*
 _EXACT_GENERIC = {n.lower() for names in GENERIC_NAMES.values() for n in names if not n.endswith("*")}
 
 
@@ -195,7 +195,7 @@ def generic_matches(role: str, spaces: list[Space], taken: set) -> list[Selector
         free = [c for c in columns if (src, c) not in taken]
         for name in GENERIC_NAMES[role]:
             if name.endswith("*"):
-                pool = [c for c in free if c.lower() not in _EXACT_GENERIC]
+                pool = [c for c in free if c.lower() not in _EXACT_GENERIC and not _claimed_elsewhere(c, role, name)]
                 sel = find_by_names([name], pool, types, set())
             else:
                 sel = find_by_names([name], free, types, set())
@@ -206,6 +206,19 @@ def generic_matches(role: str, spaces: list[Space], taken: set) -> list[Selector
         if out:
             break  # the first space that has a match wins (DATA2 for predictions)
     return out
+
+
+def _claimed_elsewhere(column: str, role: str, glob: str) -> bool:
+    """Whether another role's generic glob with a longer fixed prefix matches ``column``:
+    y_pred_0 is one of y_pred_* (a prediction), not one of y_* (a target)."""
+    c = column.lower()
+    for other, names in GENERIC_NAMES.items():
+        if other == role:
+            continue
+        for n in names:
+            if n.endswith("*") and len(n) > len(glob) and fnmatch.fnmatchcase(c, n.lower()):
+                return True
+    return False
 
 
 def _find(names: Sequence[str], spaces: list[Space], taken: set) -> Selector | None:

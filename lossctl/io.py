@@ -55,6 +55,7 @@ class Source:
     rows_bound: int | None = None  # an upper bound, where one is cheap
     size_bytes: int | None = None
     delimiter: str = ","
+    bool_columns: set[str] = field(default_factory=set)  # CSV columns of True/False read as 1/0
     _tmp: str | None = None
 
     def close(self) -> None:
@@ -232,10 +233,7 @@ def _csv_reader(src: Source, columns: list[str], numeric: set[str], batch_rows: 
     pa = _pa()
     import pyarrow.csv as pacsv
 
-    types = {c: pa.float64() for c in columns if c in numeric}
-    for c in columns:
-        if c not in numeric:
-            types[c] = pa.string()
+    types = _csv_types(src, columns, numeric)
     stream = pa.input_stream(src.path, compression=src.compression)
     return pacsv.open_csv(
         stream,
@@ -248,6 +246,36 @@ def _csv_reader(src: Source, columns: list[str], numeric: set[str], batch_rows: 
             quoted_strings_can_be_null=False,
         ),
     )
+
+
+_BOOL_TEXT = {"true", "false"}
+
+
+def _csv_types(src: Source, columns: list[str], numeric: set[str]) -> dict[str, Any]:
+    """float64 for numeric columns, string for the rest; but a numeric column whose first
+    rows read True/False (pandas writes bool columns so: labels, pd.get_dummies one-hot
+    targets) is read as booleans, 1 and 0, as a Parquet bool column is."""
+    pa = _pa()
+    types = {c: (pa.float64() if c in numeric else pa.string()) for c in columns}
+    if not numeric:
+        return types
+    head = _head_text(src).lstrip("\ufeff")
+    lines = head.splitlines()
+    if len(head.encode("utf-8")) >= HEAD_BYTES and len(lines) > 2:
+        lines = lines[:-1]  # the last line may be cut
+    rows = list(csv.reader(lines, delimiter=src.delimiter))
+    if len(rows) < 2:
+        return types
+    index = {name: i for i, name in enumerate(rows[0])}
+    for c in columns:
+        i = index.get(c)
+        if c not in numeric or i is None:
+            continue
+        vals = [r[i].strip().lower() for r in rows[1:] if i < len(r) and r[i].strip()]
+        if vals and all(v in _BOOL_TEXT for v in vals):
+            types[c] = pa.bool_()
+            src.bool_columns.add(c)
+    return types
 
 
 PARALLEL_CSV_BYTES = 8 << 20
@@ -267,7 +295,7 @@ def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[
     pa = _pa()
     import pyarrow.csv as pacsv
 
-    types = {c: (pa.float64() if c in numeric else pa.string()) for c in columns}
+    types = _csv_types(src, columns, numeric)
     parse = pacsv.ParseOptions(delimiter=src.delimiter)
     convert = pacsv.ConvertOptions(column_types=types, include_columns=columns, strings_can_be_null=True,
                                    quoted_strings_can_be_null=False)
@@ -637,15 +665,18 @@ def _explain_reader_error(src: Source, e: BaseException, columns: list[str], num
 
         m = re.search(r"In CSV column #(\d+)", text)
         if m:
-            i = int(m.group(1))
-            col = columns[i] if i < len(columns) else None
+            i = int(m.group(1))  # pyarrow counts the file's columns, not the ones read
+            col = src.columns[i] if i < len(src.columns) else None
         if "UTF8" in text or "UTF-8" in text or isinstance(e, UnicodeDecodeError):
             found = _csv_locate(src, None, lambda s: None)
             if found:
                 return found
         bad = re.search(r"invalid value '(.*)'$", text.splitlines()[0] if text else "")
         check = _non_numeric if col in numeric else (lambda s: None)
-        if bad and col in numeric:
+        if col in src.bool_columns:
+            check = (lambda s: None if s.strip().lower() in ("true", "false", "1", "0", "")
+                     else "not True/False (or 1/0) like the column's first rows")
+        elif bad and col in numeric:
             check = (lambda s, b=bad.group(1), c=check: "not a number" if s == b else c(s))
         found = _csv_locate(src, col, check)
         if found:

@@ -172,7 +172,7 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
     for b in req.by:  # a comma list or glob of columns is a cross of them, like --by repeated
         sel = _select(b, sources, 0, "--by")
         by += [Selector(c, [c], vector=False, src=sel.src) for c in sel.columns]
-    idsel = _select(req.id, sources, 0, "--id") if req.id else None
+    idsel = _select(req.id, sources, 0, "--id") if req.id is not None else None  # --id "" is an error, not ignored
 
     # the task: declared, implied by the losses, by specific column names, or by the data
     task, inferred = req.task, req.task is None
@@ -787,7 +787,13 @@ class _Feeder:
             i = int(np.flatnonzero(np.asarray(col.is_null()))[0])
             raise InputError.at("missing value", source=self.plan.sources[sel.src].name,
                                 column=sel.columns[0], row=self.offset_in + i + 1)
-        return labels_view(col)
+        vals = labels_view(col)
+        if vals.dtype.kind == "f" and self.plan.sources[sel.src].fmt in ("csv", "tsv", "jsonl") \
+                and np.all(np.isfinite(vals)) and np.all(vals == np.round(vals)):
+            # a text column that is also read as numbers (--by label): its values as the file
+            # writes them, 0 and 1 as in a Parquet int column, not 0.0 and 1.0
+            vals = vals.astype(np.int64)
+        return vals
 
 
 # ------------------------------------------------------------------ running
