@@ -174,6 +174,7 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
         by += [Selector(c, [c], vector=False, src=sel.src) for c in sel.columns]
     idsel = _select(req.id, sources, 0, "--id") if req.id is not None else None  # --id "" is an error, not ignored
 
+    signed_note = ""
     # the task: declared, implied by the losses, by specific column names, or by the data
     task, inferred = req.task, req.task is None
     if task is None and calls:
@@ -211,7 +212,10 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
         if specific:
             defaults = [s for s in defaults if s in specific] or defaults
         bindable = [s for s in defaults if _binds(s, spaces_for, explicit, pred_sels, name)]
-        calls = [registry.parse_spec(s.name, {"logits": True} if req.logits else {}) for s in (bindable or defaults)]
+        chosen = bindable or defaults
+        if task == "binary":
+            chosen, signed_note = _signed_label_defaults(chosen, sources, spaces_for, explicit, pred_sels, name)
+        calls = [registry.parse_spec(s.name, {"logits": True} if req.logits else {}) for s in chosen]
     calls = [_variant_that_binds(c, spaces_for, explicit, pred_sels, name) for c in calls]
     for c in calls:
         if task not in c.spec.all_tasks:
@@ -256,6 +260,8 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
 
         ctx.rows_bound = io.rows_upper_bound(sources[0])  # exact top-1% gradient shares in one pass
     plan = Plan(req, sources, task, inferred, jobs, labels, ctx, weight, by, idsel)
+    if signed_note:
+        plan.notes.append(signed_note)
     if logits_by_name:
         plan.notes.append(f"read '{logits_by_name}' as logits (named like logits; --logits/--no-logits to say so)")
     _shape_context(plan)
@@ -282,6 +288,26 @@ def _by_own_name(role: registry.Role, sel: Selector) -> bool:
     from lossctl.binding import find_by_names
 
     return find_by_names(role.names, sel.columns, {}, set()) is not None
+
+
+def _signed_label_defaults(specs, sources, spaces_for, explicit, pred_sels, name):
+    """The default binary set for −1/+1 labels: only the losses that take them (the margin
+    losses), with a note; bce and focal would stop the run at the first −1."""
+    signed = [s for s in specs if any(r.name == "target" and r.signed for r in s.roles)]
+    if not signed or len(signed) == len(specs):
+        return specs, ""
+    ex = dict(explicit)
+    if pred_sels:
+        ex.setdefault(_pred_role(signed[0]), pred_sels[0])
+    b = bind_roles(signed[0], spaces_for, ex, name, required=False)
+    t = b.roles.get("target") if b is not None else None
+    if t is None or t.vector:
+        return specs, ""
+    y = _peek(sources[t.src], t)
+    if not np.any(y == -1):
+        return specs, ""
+    left = ", ".join(s.name for s in specs if s not in signed)
+    return signed, f"labels are −1/+1: the default set's {left} need 0/1 labels and are left out (-l to choose)"
 
 
 def _variant_that_binds(call: registry.LossCall, spaces_for, explicit, pred_sels, name) -> registry.LossCall:

@@ -91,6 +91,8 @@ class Role:
     names_only: bool = False
     # values are labels (an image id): read as they are, never as numbers
     categorical: bool = False
+    # binary labels may be −1/+1 (margin losses), not only 0/1
+    signed: bool = False
 
 
 @dataclass(frozen=True)

@@ -778,3 +778,28 @@ def test_signed_labels_meeting_a_01_loss_point_to_the_margin_losses(tmp_path):
     assert p.returncode == 2 and p.stdout == ""
     assert "row 2" in p.stderr and "-l hinge" in p.stderr and "(got -1.0)" in p.stderr
     assert cli.main(["eval", str(f), "-l", "bce", "-t", "label", "-p", "prob", "-f", "json"]) == 2
+
+
+def test_default_binary_set_with_signed_labels_keeps_the_margin_losses(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from sklearn.metrics import hinge_loss
+
+    f = tmp_path / "svm.csv"
+    y = np.array([1, -1, 1, -1, 1])
+    s = np.array([0.9, -0.2, 2.0, 0.4, -1.0])
+    f.write_text("label,score\n" + "".join(f"{a},{b}\n" for a, b in zip(y, s)))
+    p = subprocess.run([sys.executable, "-m", "lossctl", "eval", str(f), "-f", "json"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [r["loss"] for r in out["results"]] == ["hinge", "exponential"]
+    assert out["results"][0]["value"] == pytest.approx(hinge_loss(y, s))
+    assert out["results"][1]["value"] == pytest.approx(np.mean(np.exp(-y * s)))
+    assert "bce, focal need 0/1 labels" in p.stderr
+    # 0/1 labels keep the whole set
+    g = tmp_path / "01.csv"
+    g.write_text("label,prob\n1,0.9\n0,0.2\n")
+    p = subprocess.run([sys.executable, "-m", "lossctl", "eval", str(g), "-f", "json"], capture_output=True, text=True)
+    assert [r["loss"] for r in json.loads(p.stdout)["results"]] == ["bce", "hinge", "exponential", "focal"]

@@ -469,12 +469,16 @@ def _class_targets(b: Batch, c: int, loss: str, *, soft: bool = True) -> np.ndar
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim == 1:
+        # a target that is no class index at all is usually a regression target beside
+        # several models' predictions read as one vector of class scores: say so
+        hint = (f"; if the {c} prediction columns are {c} models' predictions, give one -p per model "
+                "(and --task regression)")
         bad = (y != np.floor(y)) | (y < 0)
         if bad.any():
-            raise b.fail(f"class index must be a whole number in 0..{c - 1}", "target", bad, y)
+            raise b.fail(f"class index must be a whole number in 0..{c - 1}" + hint, "target", bad, y)
         bad = y >= c
         if bad.any():
-            raise b.fail(f"class index ≥ number of prediction columns ({c})", "target", bad, y)
+            raise b.fail(f"class index ≥ number of prediction columns ({c})" + hint, "target", bad, y)
         return y
     if y.shape[1] != c:
         raise InputError.at(
@@ -873,7 +877,7 @@ MARGIN = Param("margin", "float", 1.0, "the margin m: rows with y·f ≥ m cost 
 
 BCE_TARGET = Role("target", help="label y ∈ {0,1}, or a soft label in [0,1]")
 BIN_TARGET = Role("target", help="label y ∈ {0,1}")
-MARGIN_TARGET = Role("target", help="label y ∈ {−1,+1}; 0/1 labels are read with 0 as −1")
+MARGIN_TARGET = Role("target", help="label y ∈ {−1,+1}; 0/1 labels are read with 0 as −1", signed=True)
 PROB_PRED = Role("pred", help="probability p of the positive class, or its logit z with logits=true")
 SCORE_PRED = Role("pred", help="score f: a decision value or logit, used as given (no sigmoid)")
 MC_TARGET = Role("target", vector=None, help="class index 0..C−1, or C one-hot / soft-label columns")

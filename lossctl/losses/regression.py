@@ -401,7 +401,7 @@ class IntervalKernel(RowMeanKernel):
             "pinball_lower": float(totals[2] / w),
             "pinball_upper": float(totals[3] / w),
             "coverage": float(totals[4] / w),
-            "nominal_coverage": float(self.params["hi"] - self.params["lo"]),
+            "nominal_coverage": round(float(self.params["hi"] - self.params["lo"]), 12),  # 0.9, not 0.8999999999999999
             "width": float(totals[5] / w),
             "crossing_share": float(totals[6] / w),
         }
