@@ -5,21 +5,30 @@ The library and the command line share one core::
     import lossctl
     lossctl.evaluate(y, yhat, "huber:delta=1.5").value
     lossctl.evaluate(y, p, ["bce", "focal:gamma=2"], grad=True)
+    losses, grads = lossctl.per_row(y, yhat, "huber")
 
 Per-loss functions live in :mod:`lossctl.losses` (``lossctl.losses.regression.huber``).
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "evaluate", "evaluate_arrays", "get_loss", "list_losses"]
+__all__ = [
+    "__version__", "evaluate", "evaluate_arrays", "per_row", "get_loss", "list_losses",
+    "LossResult", "LossctlError", "InputError", "UsageError",
+]
+
+# submodules reachable as attributes after a bare `import lossctl` (lossctl.api.per_row,
+# lossctl.errors.InputError), imported on first use
+_SUBMODULES = ("api", "errors", "results", "registry", "losses", "engine", "accumulate")
 
 
 def __getattr__(name: str) -> Any:
     # keep `import lossctl` (and so `lossctl --help`) free of numpy and pyarrow
-    if name in ("evaluate", "evaluate_arrays"):
+    if name in ("evaluate", "evaluate_arrays", "per_row"):
         from lossctl import api
 
         return getattr(api, name)
@@ -31,4 +40,18 @@ def __getattr__(name: str) -> Any:
         from lossctl.registry import all_losses
 
         return all_losses
+    if name == "LossResult":
+        from lossctl.results import LossResult
+
+        return LossResult
+    if name in ("LossctlError", "InputError", "UsageError"):
+        from lossctl import errors
+
+        return getattr(errors, name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lossctl.{name}")
     raise AttributeError(f"module 'lossctl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

@@ -1,6 +1,7 @@
 """The library entry point: the same engine as the CLI, on numpy arrays."""
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -10,14 +11,36 @@ from lossctl.engine import Batch, Context, DecomposableState, Options, State
 from lossctl.errors import InputError, UsageError
 from lossctl.results import LossResult
 
+# how the positional arguments are named in messages
+_POSITIONAL = {"target": "y", "pred": "yhat"}
+
+
+def _first_not_number(name: str, a: np.ndarray) -> InputError:
+    flat = a.reshape(a.shape[0], -1) if a.ndim else a.reshape(1, 1)
+    for i, row in enumerate(flat):
+        for v in row:
+            if v is None:
+                continue
+            try:
+                float(v)
+            except (TypeError, ValueError):
+                return InputError.at("not a number", column=name, row=i + 1,
+                                     value=v.item() if isinstance(v, np.generic) else v)
+    return InputError.at("not a number", column=name)
+
 
 def _as_array(name: str, x: Any) -> np.ndarray:
     a = np.asarray(x)
+    if a.dtype.kind == "c":
+        raise InputError.at("complex numbers are not losses' inputs: pass real values", column=name)
     if a.dtype.kind not in "fiub":
+        if a.dtype.kind == "O":  # pandas' NA (nullable dtypes) is a missing value, as None is
+            a = np.array([np.nan if type(v).__name__ == "NAType" else v for v in a.ravel()],
+                         dtype=object).reshape(a.shape)
         try:
             a = a.astype(np.float64)
         except (TypeError, ValueError):
-            raise InputError.at("not numeric", column=name) from None
+            raise _first_not_number(name, a) from None
     if a.dtype.kind != "f":
         a = a.astype(np.float64)
     if a.ndim == 2 and a.shape[1] == 1 and name not in ("pred", "target"):
@@ -30,6 +53,168 @@ def _as_array(name: str, x: Any) -> np.ndarray:
         v = a.reshape(a.shape[0], -1)[i][bad.reshape(a.shape[0], -1)[i]][0]
         raise InputError.at("missing or infinite value", column=name, row=i + 1, value=float(v))
     return a
+
+
+def _as_labels(name: str, x: Any) -> np.ndarray:
+    """A categorical role (an image id, a class label): values as they are, one per row."""
+    a = np.asarray(x)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise InputError.at(f"expected one label per row (a 1-D array), got shape {a.shape}", column=name)
+    if a.dtype.kind == "O":
+        bad = [i for i, v in enumerate(a) if v is None or (isinstance(v, float) and v != v)]
+        if bad:
+            what = "missing image id" if name == "group" else "missing label"
+            raise InputError.at(what, column=name, row=bad[0] + 1, count=len(bad))
+    return a
+
+
+def _as_weight(x: Any, n: int) -> np.ndarray:
+    w = _as_array("weight", x)
+    if w.ndim != 1:
+        raise InputError.at(f"expected one weight per row (a 1-D array), got shape {w.shape}", column="weight")
+    if w.shape[0] != n:
+        raise InputError.at(f"has {w.shape[0]} rows but the inputs have {n}", column="weight")
+    if (w < 0).any():
+        i = int(np.flatnonzero(w < 0)[0])
+        raise InputError.at("negative weight", column="weight", row=i + 1, value=float(w[i]))
+    if n and not w.any():
+        raise InputError.at("every weight is 0: there is nothing to average", column="weight")
+    return w
+
+
+def _spec_texts(loss: Any) -> list[str]:
+    texts = [loss] if isinstance(loss, str) else None
+    if texts is None:
+        try:
+            texts = list(loss)
+        except TypeError:
+            texts = None
+    if texts is None or not all(isinstance(t, str) for t in texts):
+        raise UsageError(
+            f"loss must be a SPEC string such as 'huber:delta=1.5', or a list of them. Got {loss!r} instead.")
+    return texts
+
+
+def _check_options(reduction: str, ci: Any, bootstrap: Any, batch_rows: Any, task: Any) -> None:
+    if reduction not in ("mean", "sum"):
+        raise UsageError("evaluate() reduces: use reduction='mean' or 'sum' (per-row values: lossctl.per_row)")
+    if ci is not None and (isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1):
+        raise UsageError(f"ci must be a level in (0, 1), such as 0.95. Got {ci!r} instead.")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 1:
+        raise UsageError(f"bootstrap must be a whole number of replicates ≥ 1. Got {bootstrap!r} instead.")
+    if batch_rows is not None and (isinstance(batch_rows, bool) or not isinstance(batch_rows, (int, np.integer))
+                                   or batch_rows < 1):
+        raise UsageError(f"batch_rows must be a whole number ≥ 1 (or None: one batch). Got {batch_rows!r} instead.")
+    if task is not None and task not in registry.TASKS:
+        raise UsageError(f"unknown task {task!r}; valid tasks: {', '.join(registry.TASKS)}")
+
+
+def _given_in_text(text: str, key: str) -> bool:
+    _, sep, rest = text.partition(":")
+    return bool(sep) and re.search(rf"(?:^|,)\s*{re.escape(key)}\s*=", rest) is not None
+
+
+def _bind(texts: list[str], y: Any, yhat: Any, kwargs: dict[str, Any]):
+    """Parse the SPECs; split the keyword arguments into inputs (roles) and parameter overrides.
+
+    Returns (calls, raw inputs by role). A keyword that is neither a role nor a
+    parameter of any of the losses, a role no loss reads, a required role that is
+    missing, or a parameter given both in the SPEC and as a keyword is a UsageError.
+    """
+    bare = [registry.parse_spec(t) for t in texts]  # unknown names and params first
+    roles: set[str] = set()
+    params: set[str] = set()
+    for c in bare:
+        for s in (c.spec, *registry.variants(c.spec)):
+            roles |= {r.name for r in s.roles}
+            params |= {p.name for p in s.params}
+    raw: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for key, v in kwargs.items():
+        if key in roles or key in ("target", "pred"):
+            if v is not None:
+                raw[key] = v
+        elif key in params:
+            overrides[key] = v
+        else:
+            names = ", ".join(c.spec.name for c in bare)
+            raise UsageError(
+                f"unknown keyword '{key}': not an input or a parameter of {names}; "
+                f"inputs: {', '.join(sorted(roles))}; parameters: {', '.join(sorted(params)) or 'none'}"
+            )
+    for role, v in (("target", y), ("pred", yhat)):
+        if v is not None:
+            if role in raw:
+                raise UsageError(f"'{role}' given twice: as {_POSITIONAL[role]} and as {role}=")
+            raw[role] = v
+    calls = []
+    for text in texts:
+        for key in overrides:
+            if _given_in_text(text, key):
+                raise UsageError(f"parameter '{key}' given twice: in the SPEC '{text}' and as {key}=")
+        call = registry.parse_spec(text, overrides)
+        if any(r.required and r.name not in raw for r in call.spec.roles):
+            for v in registry.variants(call.spec):  # triplet with embedding= is the mined form
+                if all(r.name in raw for r in v.roles if r.required):
+                    _, sep, rest = text.partition(":")
+                    call = registry.parse_spec(v.name + sep + rest, overrides)
+                    break
+        missing = [r.name for r in call.spec.roles if r.required and r.name not in raw]
+        if missing:
+            how = ", ".join(_POSITIONAL.get(m, "") + (" or " if m in _POSITIONAL else "") + f"{m}=" for m in missing)
+            need = ", ".join(r.name for r in call.spec.roles if r.required)
+            raise UsageError(
+                f"{call.spec.name} needs the input{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"(pass {how}); its inputs are {need}; given: {', '.join(raw) or 'nothing'}"
+            )
+        calls.append(call)
+    used = {r.name for c in calls for r in c.spec.roles}
+    unused = [k for k in raw if k not in used]
+    if unused:
+        shown = ", ".join(_POSITIONAL[k] + f" ({k})" if k in _POSITIONAL else k for k in unused)
+        names = ", ".join(c.spec.name for c in calls)
+        raise UsageError(f"{shown} is not an input of {names}; its inputs are "
+                         f"{', '.join(sorted(used))}")
+    for key in overrides:
+        if not any(any(p.name == key for p in c.spec.params) for c in calls):
+            raise UsageError(f"parameter '{key}' does not apply to {', '.join(c.spec.name for c in calls)}")
+    return calls, raw
+
+
+def _convert(calls: list[registry.LossCall], raw: dict[str, Any]) -> tuple[dict, dict, int]:
+    """Numeric arrays and label arrays by role, and the number of rows (all must agree)."""
+    cat = {r.name for c in calls for r in c.spec.roles if r.categorical}
+    num = {r.name for c in calls for r in c.spec.roles if not r.categorical}
+    nums = {k: _as_array(k, v) for k, v in raw.items() if k in num}
+    labels = {k: _as_labels(k, v) for k, v in raw.items() if k in cat}
+    order = [k for k in ("target", "pred") if k in raw] + [k for k in raw if k not in ("target", "pred")]
+    first = order[0]
+    arr0 = nums.get(first, labels.get(first))
+    n = arr0.shape[0]
+    for name in order[1:]:
+        for a in (nums.get(name), labels.get(name)):
+            if a is not None and a.shape[0] != n:
+                raise InputError.at(f"has {a.shape[0]} rows but '{first}' has {n}", column=name)
+    if n == 0:
+        raise InputError("no rows to evaluate: the inputs are empty")
+    return nums, labels, n
+
+
+def _cols(spec: registry.LossSpec, nums: dict, labels: dict) -> dict[str, np.ndarray]:
+    out = {}
+    for r in spec.roles:
+        src = labels if r.categorical else nums
+        if r.name in src:
+            out[r.name] = src[r.name]
+    return out
+
+
+def _wide(a: np.ndarray) -> np.ndarray:
+    """float32 (and float16) widened batch by batch, as the CLI's reader does: the kernels
+    compute in float64 (clipping a float32 probability to 1 − 2⁻⁵² would round to 1)."""
+    return a.astype(np.float64) if a.dtype.kind == "f" and a.dtype.itemsize < 8 else a
 
 
 def evaluate(
@@ -50,65 +235,56 @@ def evaluate(
     """Evaluate one loss SPEC (or a list of them) on arrays.
 
     ``y`` and ``yhat`` bind the ``target`` and ``pred`` roles; other roles are keyword
-    arguments (``anchor=``, ``positive=``, ``mu=``, ``group=`` …). Returns a
-    :class:`~lossctl.results.LossResult` (``float(result)`` is its value), or a list
-    for a list of specs. ``batch_rows`` streams the rows in batches of that size, as
-    the CLI does; the result does not depend on it.
+    arguments (``anchor=``, ``positive=``, ``mu=``, ``group=`` …). A keyword that names
+    a parameter of the loss overrides its default (``evaluate(y, p, "huber", delta=2)``);
+    ``weight=`` is always the per-row sample weight (class weights go in the SPEC:
+    ``"cross_entropy:weight=[1,2,3]"``). Returns a :class:`~lossctl.results.LossResult`
+    (``float(result)`` is its value), or a list for a list of specs. ``batch_rows``
+    streams the rows in batches of that size, as the CLI does; the result does not
+    depend on it. Bad inputs raise :class:`~lossctl.errors.InputError`, bad options
+    :class:`~lossctl.errors.UsageError` (both ``ValueError``).
     """
-    specs = [loss] if isinstance(loss, str) else list(loss)
-    arrays: dict[str, np.ndarray] = {}
-    if y is not None:
-        roles["target"] = y
-    if yhat is not None:
-        roles["pred"] = yhat
-    for name, x in roles.items():
-        if name == "group":
-            arrays[name] = np.asarray(x)
-        else:
-            arrays[name] = _as_array(name, x)
-    if not arrays:
-        raise UsageError("no inputs: pass y and yhat (or the loss's roles as keywords)")
-    n = next(iter(arrays.values())).shape[0]
-    for name, a in arrays.items():
-        if a.shape[0] != n:
-            raise InputError.at(f"has {a.shape[0]} rows, not {n}", column=name)
-    w = _as_array("weight", weight) if weight is not None else None
-    if w is not None and (w < 0).any():
-        i = int(np.flatnonzero(w < 0)[0])
-        raise InputError.at("negative weight", column="weight", row=i + 1, value=float(w[i]))
-    out = [_one(registry.parse_spec(s), arrays, w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows)
-           for s in specs]
+    texts = _spec_texts(loss)
+    _check_options(reduction, ci, bootstrap, batch_rows, task)
+    if not texts:
+        return []
+    calls, raw = _bind(texts, y, yhat, roles)
+    nums, labels, n = _convert(calls, raw)
+    w = _as_weight(weight, n) if weight is not None else None
+    out = [_one(c, _cols(c.spec, nums, labels), w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows)
+           for c in calls]
     return out[0] if isinstance(loss, str) else out
 
 
-def _one(call, arrays, w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows) -> LossResult:
-    spec = call.spec
+def _context(spec: registry.LossSpec, cols: dict[str, np.ndarray], n: int, grad: bool, task: str | None) -> Context:
+    p = cols.get("pred")
     if task is None:
         task = spec.task
-        if len(spec.all_tasks) > 1:
-            p = arrays.get("pred")
-            task = "multiclass" if "multiclass" in spec.all_tasks and p is not None and p.ndim == 2 else spec.task
+        if len(spec.all_tasks) > 1 and "multiclass" in spec.all_tasks and p is not None and p.ndim == 2:
+            task = "multiclass"
     ctx = Context(task=task, grad=grad, rows_bound=n)
-    p = arrays.get("pred")
     if p is not None and p.ndim == 2:
         ctx.n_classes = p.shape[1]
-    t = arrays.get("target")
+    t = cols.get("target")
     if t is not None and t.ndim == 2:
         ctx.target_kind = "vector"
-    if reduction not in ("mean", "sum"):
-        raise UsageError("evaluate() reduces: use reduction='mean' or 'sum' (per-row values: lossctl.per_row)")
+    return ctx
+
+
+def _one(call, cols, w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows) -> LossResult:
+    spec = call.spec
+    ctx = _context(spec, cols, n, grad, task)
     if reduction == "sum" and not spec.row_mean:
         raise UsageError(f"{spec.name} is not a mean over rows, so reduction='sum' does not apply to it")
     opts = Options(grad=grad, ci=ci, bootstrap=bootstrap, seed=seed, reduction=reduction)
     kernel = spec.factory(call.params, ctx)
     state: State = kernel if isinstance(kernel, State) else DecomposableState(kernel, opts)
-    step = batch_rows or max(n, 1)
-    cols = {r: a for r, a in arrays.items() if r in {role.name for role in spec.roles}}
+    step = int(batch_rows or max(n, 1))
 
     def batches():
         for start in range(0, n, step):
             stop = min(n, start + step)
-            yield Batch({r: a[start:stop] for r, a in cols.items()}, stop - start,
+            yield Batch({r: _wide(a[start:stop]) for r, a in cols.items()}, stop - start,
                         None if w is None else w[start:stop], start, "", {}, input_start=start)
 
     k = getattr(state, "kernel", None)
@@ -132,38 +308,62 @@ def _one(call, arrays, w, n, grad, reduction, ci, bootstrap, seed, task, batch_r
         n=int(r.get("n", 0)), reduction=reduction, grad=r.get("grad"), grad_by_role=r.get("grad_by_role"),
         grad_sample=r.get("grad_sample"), extra=r.get("extra", {}), notes=list(r.get("notes", [])),
     )
-    if ci and isinstance(state, DecomposableState) and state.boot is not None and state.boot.count > 1:
-        from lossctl.engine import bootstrap_values, percentile_interval
+    if ci:  # the notes the CLI gives when it has no interval
+        if not (isinstance(state, DecomposableState) and state.boot is not None):
+            res.notes.append("no bootstrap interval: this loss is not a function of row sums")
+        elif state.boot.count < 2:
+            res.notes.append("no bootstrap interval: it needs at least 2 rows")
+        else:
+            from lossctl.engine import bootstrap_values, percentile_interval
 
-        mat, method = state.boot.matrix()
-        fn = state.boot_fn()
-        (vals,) = bootstrap_values([mat], [lambda t: fn(t[0])], bootstrap, seed)
-        res.ci, res.ci_method = percentile_interval(vals, ci), method
+            mat, method = state.boot.matrix()
+            fn = state.boot_fn()
+            (vals,) = bootstrap_values([mat], [lambda t: fn(t[0])], bootstrap, seed)
+            res.ci, res.ci_method = percentile_interval(vals, ci), method
     return res
 
 
-def per_row(y: Any = None, yhat: Any = None, loss: str = "mse", **roles: Any) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
-    """Per-row losses and gradients ∂ℓᵢ/∂output of a loss that is a mean over rows."""
-    call = registry.parse_spec(loss)
-    if y is not None:
-        roles["target"] = y
-    if yhat is not None:
-        roles["pred"] = yhat
-    arrays = {k: _as_array(k, v) for k, v in roles.items()}
-    n = next(iter(arrays.values())).shape[0]
-    ctx = Context(task=call.spec.task, grad=True, rows_bound=n)
-    p = arrays.get("pred")
-    if p is not None and p.ndim == 2:
-        ctx.n_classes = p.shape[1]
-        if len(call.spec.all_tasks) > 1 and "multiclass" in call.spec.all_tasks:
-            ctx.task = "multiclass"
-    t = arrays.get("target")
-    if t is not None and t.ndim == 2:
-        ctx.target_kind = "vector"
-    k = call.spec.factory(call.params, ctx)
-    b = Batch(arrays, n, None, 0, "", {})
+def per_row(
+    y: Any = None,
+    yhat: Any = None,
+    loss: str = "mse",
+    *,
+    weight: Any = None,
+    task: str | None = None,
+    **roles: Any,
+) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """Per-row losses ℓᵢ and gradients ∂ℓᵢ/∂output of a loss that is a mean over rows.
+
+    Returns ``(losses (n,), {role: gradient (n,) or (n, k)})``. With ``weight=`` both are
+    multiplied by the row's weight, as ``lossctl eval --reduction none -w`` does, so
+    ``losses.sum()`` is ``evaluate(..., reduction='sum', weight=w).value``. Losses that are
+    not a mean over rows (rmse, the Dice family, mined triplets, wasserstein) raise
+    :class:`~lossctl.errors.UsageError`.
+    """
+    if not isinstance(loss, str):
+        raise UsageError(f"per_row takes one loss SPEC string. Got {loss!r} instead.")
+    _check_options("mean", None, 1, None, task)
+    (call,), raw = _bind([loss], y, yhat, roles)
+    spec = call.spec
+    if not spec.row_mean:
+        raise UsageError(f"{spec.name} is not a mean over rows, so it has no per-row values; use evaluate()")
+    nums, labels, n = _convert([call], raw)
+    w = _as_weight(weight, n) if weight is not None else None
+    cols = _cols(spec, nums, labels)
+    k = spec.factory(call.params, _context(spec, cols, n, True, task))
+    if isinstance(k, State) or not hasattr(k, "per_row"):
+        raise UsageError(f"{spec.name} has no per-row values; use evaluate()")
+    b = Batch({r: _wide(a) for r, a in cols.items()}, n, w, 0, "", {})
     k.validate(b)
-    return k.per_row(b, True)
+    if k.needs_prepass:
+        k.prepass(b)
+        k.end_prepass()
+    loss_rows, grads = k.per_row(b, True)
+    if w is not None:
+        loss_rows = loss_rows * w
+        if grads is not None:
+            grads = {r: g * (w if g.ndim == 1 else w[:, None]) for r, g in grads.items()}
+    return loss_rows, grads
 
 
 evaluate_arrays = evaluate
