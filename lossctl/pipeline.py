@@ -152,7 +152,8 @@ def prepare(req: Request) -> Plan:
 
 def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool) -> Plan:
     name = sources[0].name
-    known_roles = {r.name for s in ([c.spec for c in calls] or registry.all_losses()) for r in s.roles}
+    chosen_specs = [s for c in calls for s in (c.spec, *registry.variants(c.spec))]  # -l triplet may be the mined form
+    known_roles = {r.name for s in (chosen_specs or registry.all_losses()) for r in s.roles}
     for role in req.cols:
         if role not in known_roles:
             raise UsageError(

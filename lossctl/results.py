@@ -23,7 +23,7 @@ class LossResult:
     reduction: str = "mean"
     grad: dict[str, float] | None = None
     grad_by_role: dict[str, dict[str, float]] | None = None
-    grad_sample: np.ndarray | None = None
+    grad_sample: np.ndarray | None = field(default=None, repr=False)  # up to 4,096 values: not in repr
     ci: tuple[float, float] | None = None
     ci_method: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

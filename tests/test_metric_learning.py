@@ -707,3 +707,11 @@ def test_triplet_with_mining_or_on_labelled_embeddings_is_the_mined_form(capsys)
     # explicit triplets still bind the plain triplet
     assert lcli.main(["eval", os.path.join(SAMPLES, "triplets.csv"), "-l", "triplet", "-f", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["loss"] == "triplet"
+
+
+def test_triplet_with_an_explicit_embedding_column_is_the_mined_form(capsys):
+    from lossctl import cli as lcli
+
+    path = os.path.join(SAMPLES, "embeddings.parquet")
+    assert lcli.main(["eval", path, "-t", "label", "--col", "embedding=embedding", "-l", "triplet", "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["loss"] == "triplet_mined"

@@ -804,7 +804,7 @@ P_AVERAGE = Param("average", "choice", "macro",
                   choices=("macro", "weighted"))
 P_WEIGHT = Param("weight", "floats", None,
                  "class weights, C numbers (or one per class kept without the background): the weighted sum "
-                 "Σ w_c D_c, normalised to sum to 1 with average=weighted")
+                 "Σ w_c D_c (above 1 when Σ w_c > 1), normalised to sum to 1 with average=weighted")
 
 COMMON_CONVENTIONS = (
     "Without a group column the sums run over every pixel of the file (MONAI batch=True); with one "
