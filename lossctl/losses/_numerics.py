@@ -95,6 +95,23 @@ class Scratch:
         return a
 
 
+class FusedSums:
+    """Mixin for a kernel with a fused block path, ``_fused(b, grad)`` returning
+    ([Σℓ, N], per-row gradients or None), or None where it does not apply (weights…):
+    the engine's ``sums`` / ``sums_and_grads`` fast paths, no per-row losses kept."""
+
+    def _fused(self, b, grad: bool):  # pragma: no cover - each kernel defines it
+        raise NotImplementedError
+
+    def sums(self, b) -> np.ndarray | None:
+        fused = self._fused(b, grad=False)
+        return None if fused is None else fused[0]
+
+    def sums_and_grads(self, b) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+        fused = self._fused(b, grad=True)
+        return None if fused is None else (fused[0], {"pred": fused[1]})
+
+
 def blockwise(fn, *arrays: np.ndarray, block_rows: int = BLOCK, **kw) -> np.ndarray:
     """``fn(*arrays, **kw)`` evaluated on aligned blocks of ``block_rows`` rows.
 

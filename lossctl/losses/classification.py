@@ -17,7 +17,7 @@ import numpy as np
 
 from lossctl.engine import Batch, Context, RowMeanKernel
 from lossctl.errors import InputError, UsageError
-from lossctl.losses._numerics import BLOCK, EPS, Scratch, blockwise, blockwise_many, dot, log_sigmoid
+from lossctl.losses._numerics import BLOCK, EPS, FusedSums, Scratch, blockwise, blockwise_many, dot, log_sigmoid
 from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
 
 ROW_SUM_TOL = 1e-6  # a probability or label row must sum to 1 within this
@@ -537,7 +537,7 @@ def _show(value: Any) -> str:
 # ================================================================ kernels
 
 
-class BCEKernel(RowMeanKernel):
+class BCEKernel(FusedSums, RowMeanKernel):
     def validate(self, b: Batch) -> None:
         y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")
         bad = (y < 0) | (y > 1)
@@ -547,17 +547,8 @@ class BCEKernel(RowMeanKernel):
         if not self.params["logits"]:
             _check_probs(b, p, "bce")
 
-    def sums(self, b: Batch) -> np.ndarray | None:
-        """[Σℓ, N] fused over cache-sized blocks (no weights, pos_weight = 1)."""
-        fused = self._fused(b, grad=False)
-        return None if fused is None else fused[0]
-
-    def sums_and_grads(self, b: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-        """[Σℓ, N] and the per-row gradients in one fused pass."""
-        fused = self._fused(b, grad=True)
-        return None if fused is None else (fused[0], {"pred": fused[1]})
-
     def _fused(self, b: Batch, grad: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+        # cache-sized blocks, no weights, pos_weight = 1 (FusedSums)
         if b.weight is not None or self.params["pos_weight"] != 1.0:
             return None
         y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")

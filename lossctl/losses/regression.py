@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lossctl.engine import Batch, RowMeanKernel
-from lossctl.losses._numerics import BLOCK, Scratch, blockwise, dot
+from lossctl.losses._numerics import BLOCK, FusedSums, Scratch, blockwise, dot
 
 FUSED_BLOCK = 1 << 17  # rows per fused block: one per 131,072-row batch (measured best of 2¹⁵..2¹⁷)
 from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
@@ -218,7 +218,7 @@ def _fz_log_cosh(r: np.ndarray, t: np.ndarray, g: np.ndarray | None) -> float:
 # ---------------------------------------------------------------- kernels
 
 
-class Elementwise(RowMeanKernel):
+class Elementwise(FusedSums, RowMeanKernel):
     """A regression loss applied element by element; a row is the mean of its outputs.
 
     The residual r = ŷ − y and |r| are computed once per batch and shared by every
@@ -262,18 +262,8 @@ class Elementwise(RowMeanKernel):
                 g = g / k
         return loss, ({"pred": g} if g is not None else None), None
 
-
-    def sums(self, b: Batch) -> np.ndarray | None:
-        """[Σℓ, N] fused over cache-sized blocks (one output column, no weights)."""
-        fused = self._fused(b, grad=False)
-        return None if fused is None else fused[0]
-
-    def sums_and_grads(self, b: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-        """[Σℓ, N] and the per-row gradients in one fused pass (no per-row losses kept)."""
-        fused = self._fused(b, grad=True)
-        return None if fused is None else (fused[0], {"pred": fused[1]})
-
     def _fused(self, b: Batch, grad: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+        # cache-sized blocks, one output column, no weights (FusedSums)
         fz = type(self).fused
         y, p = b["target"], b["pred"]
         if fz is None or y.ndim != 1 or b.weight is not None:
