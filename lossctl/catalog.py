@@ -60,7 +60,8 @@ def _specs(task: str | None) -> list[registry.LossSpec]:
 def _params_text(spec: registry.LossSpec) -> str:
     if not spec.params:
         return "—"
-    return ", ".join(f"{q.name}={registry.format_value(q.default)}" for q in spec.params if q.name not in ("eps",)) or "—"
+    return ", ".join(f"{q.name}={'none' if q.default is None else registry.format_value(q.default)}"
+                     for q in spec.params if q.name not in ("eps",)) or "—"
 
 
 def render_list(task: str | None, fmt: str, out: TextIO, *, color: bool = False) -> None:
@@ -90,6 +91,7 @@ def render_list(task: str | None, fmt: str, out: TextIO, *, color: bool = False)
             out.write("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |\n")
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(file=out, force_terminal=color, no_color=not color, width=None if color else 200, highlight=False)
@@ -97,7 +99,7 @@ def render_list(task: str | None, fmt: str, out: TextIO, *, color: bool = False)
     for c in cols:
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*r)
+        t.add_row(*(escape(c) for c in r))  # formulas hold brackets: "[eps, 1 − eps]" is not markup
     console.print(t)
     console.print("[dim]lossctl explain LOSS for the full story of one loss[/dim]")
 

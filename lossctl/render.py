@@ -8,7 +8,7 @@ from typing import Any, Iterable, TextIO
 
 import numpy as np
 
-from lossctl.results import GRAD_KEYS, LossResult, Report
+from lossctl.results import GRAD_KEYS, LossResult, Report, nonfinite_label
 
 FORMATS = ("table", "json", "jsonl", "csv", "tsv", "markdown")
 
@@ -81,10 +81,16 @@ def _flat_columns(report: Report) -> list[str]:
     cols += extra_keys
     if any(r.ci is not None for r in all_results):
         cols += ["ci_lo", "ci_hi"]
+    if report.comparisons:
+        cols += ["baseline", "delta"]
+        if any(c.ci is not None for c in report.comparisons):
+            cols += ["delta_ci_lo", "delta_ci_hi"]
     if any(r.grad is not None for r in all_results):
         cols += [f"grad_{k}" for k in GRAD_KEYS]
+    roles = list(dict.fromkeys(role for r in all_results for role in r.grad_by_role or {}))
+    cols += [f"grad_{role}_{k}" for role in roles for k in GRAD_KEYS]
     if report.groups is not None:
-        cols = ["by", "group", "group_rows"] + cols
+        cols = ["by", "group", "group_rows"] + cols + ["worst"]
     return cols
 
 
@@ -96,12 +102,28 @@ def _flat_values(r: LossResult) -> dict[str, Any]:
     if r.grad is not None:
         for k in GRAD_KEYS:
             d[f"grad_{k}"] = r.grad.get(k)
+    for role, g in (r.grad_by_role or {}).items():
+        for k in GRAD_KEYS:
+            d[f"grad_{role}_{k}"] = g.get(k)
     return d
+
+
+def _comparison_values(report: Report) -> dict[tuple[str, str], dict[str, Any]]:
+    """(spec, pred) -> the comparison columns of that result's CSV row."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for c in report.comparisons:
+        d: dict[str, Any] = {"baseline": c.baseline, "delta": c.delta}
+        if c.ci is not None:
+            d["delta_ci_lo"], d["delta_ci_hi"] = c.ci
+        out[(c.spec, c.pred)] = d
+    return out
 
 
 def _cell(v: Any) -> str:
     if v is None:
         return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
     if isinstance(v, (list, tuple, dict)):
         return json.dumps(v, allow_nan=False, ensure_ascii=False, default=_jsonable)
     if isinstance(v, float) or isinstance(v, np.floating):
@@ -119,17 +141,18 @@ def _write_delimited(report: Report, out: TextIO, delimiter: str) -> None:
     w = csv.writer(out, delimiter=delimiter, lineterminator="\n")
     w.writerow(cols)
     groups = report.groups
+    cmp = _comparison_values(report)
     if groups is None:
         for r in report.results:
-            d = _flat_values(r)
+            d = {**_flat_values(r), **cmp.get((r.spec, r.pred), {})}
             w.writerow([_cell(d.get(c)) for c in cols])
     else:
         for r in report.results:
-            d = {"by": "", "group": "(all)", "group_rows": report.rows, **_flat_values(r)}
+            d = {"by": "", "group": "(all)", "group_rows": report.rows, **_flat_values(r), **cmp.get((r.spec, r.pred), {})}
             w.writerow([_cell(d.get(c)) for c in cols])
         for g in groups:
             for r in g.results:
-                d = {"by": g.by, "group": g.value, "group_rows": g.rows, **_flat_values(r)}
+                d = {"by": g.by, "group": g.value, "group_rows": g.rows, **_flat_values(r), "worst": r.worst}
                 w.writerow([_cell(d.get(c)) for c in cols])
 
 
@@ -137,21 +160,35 @@ def markdown(report: Report) -> str:
     preds = list(dict.fromkeys(r.pred for r in report.results))
     specs = list(dict.fromkeys(r.spec for r in report.results))
     lines = [f"**lossctl** · task: {report.task} · rows: {report.rows}", ""]
-    head = ["loss"] + preds
+    head = ["loss"] + [_md(p) for p in preds]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for spec, cells in comparison_cells(report, preds):
-        row = [f"`{spec}`"] + [f"**{t}**" if best else t for t, best in cells]
+        row = [f"`{_md(spec)}`"] + [f"**{_md(t)}**" if best else _md(t) for t, best in cells]
         lines.append("| " + " | ".join(row) + " |")
     if report.groups:
-        lines += ["", f"Slices by `{report.groups[0].by}`:", ""]
-        lines.append("| group | rows | " + " | ".join(f"`{s}`" for s in specs) + " |")
+        on = f" ({_md(preds[0])})" if len(preds) > 1 else ""
+        lines += ["", f"Slices by `{_md(report.groups[0].by)}`{on}, ▲ worst:", ""]
+        lines.append("| group | rows | " + " | ".join(f"`{_md(s)}`" for s in specs) + " |")
         lines.append("|---|---|" + "---|" * len(specs))
         for g in report.groups:
-            vals = {r.spec: r.value for r in g.results if r.pred == preds[0]}
-            lines.append(f"| {g.value} | {g.rows} | " + " | ".join(fmt_num(vals.get(s)) for s in specs) + " |")
+            res = {r.spec: r for r in g.results if r.pred == preds[0]}
+            cells = [("▲ " if res[s].worst else "") + fmt_num(res[s].value) if s in res else "" for s in specs]
+            lines.append(f"| {_md(group_text(g.value))} | {g.rows} | " + " | ".join(cells) + " |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    """Text for a Markdown table cell: a '|' would end the cell, a newline the row."""
+    return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def group_text(v: Any) -> str:
+    """A slice's value as people read it: a cross of several --by columns as 'a · x'."""
+    if isinstance(v, (tuple, list)):
+        return " · ".join(str(_jsonable(x)) for x in v)
+    return str(_jsonable(v))
 
 
 def comparison_cells(report: Report, preds: list[str]) -> list[tuple[str, list[tuple[str, bool]]]]:
@@ -184,51 +221,58 @@ def _best(vals: list[float]) -> float | None:
     return min(finite) if finite else None
 
 
+GRAD_TITLE = ("gradient g = ∂(N·L)/∂output per row: mean, std, mean |g|, ‖g‖₂, share of rows with g = 0, "
+              "share of Σ|g| in the top 1% of rows")
+GRAD_COLUMNS = (("g mean", "mean"), ("g std", "std"), ("|g| mean", "abs_mean"), ("‖g‖₂", "l2"), ("zero", "zero_frac"),
+                ("top 1%", "top1_share"))
+
+
+def _plain_width() -> int:
+    """The width of a table without colour: $COLUMNS, the terminal's, else 100 (a file or a pipe)."""
+    import os
+    import shutil
+    import sys
+
+    try:
+        cols = int(os.environ.get("COLUMNS", ""))
+        if cols > 0:
+            return cols
+    except ValueError:
+        pass
+    try:
+        if sys.stdout.isatty():
+            return shutil.get_terminal_size((100, 24)).columns
+    except (AttributeError, ValueError, OSError):
+        pass
+    return 100
+
+
 def _rich_report(report: Report, out: TextIO, *, color: bool, width: int | None, pictures: bool = False) -> None:
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    console = Console(file=out, force_terminal=color, no_color=not color, width=width or (None if color else 100),
+    console = Console(file=out, force_terminal=color, no_color=not color, width=width or (None if color else _plain_width()),
                       highlight=False, soft_wrap=False)
     inferred = " (inferred)" if report.task_inferred else ""
     binds = ", ".join(f"{k}={_short(v)}" for k, v in report.bindings.items())
     sub = f"task: {report.task}{inferred} · rows: {report.rows:,}"
     if report.dropped_rows:
         sub += f" · dropped: {report.dropped_rows:,}"
-    console.print(f"[bold]lossctl[/bold] · {', '.join(report.sources)} · {sub}")
+    # every text that comes from the data (paths, column names, specs, numbers in brackets) is
+    # escaped: rich would read "[nan, 1]" or a column named "a[/b]" as markup
+    console.print(f"[bold]lossctl[/bold] · {escape(', '.join(report.sources))} · {escape(sub)}")
     if binds:
-        console.print(f"[dim]columns: {binds}[/dim]")
+        console.print(f"[dim]columns: {escape(binds)}[/dim]")
     preds = list(dict.fromkeys(r.pred for r in report.results))
     multi = len(preds) > 1
     if multi:
         _rich_comparison(console, report, preds)
     else:
-        t = Table(show_edge=False, header_style="bold")
-        t.add_column("loss")
-        t.add_column("value", justify="right")
-        has_ci = any(r.ci for r in report.results)
-        has_grad = any(r.grad for r in report.results)
-        if has_ci:
-            t.add_column("CI", justify="right")
-        if has_grad:
-            t.title = "gradient g = ∂(N·L)/∂output per row: mean, std, mean |g|, ‖g‖₂, share of rows with g = 0, share of Σ|g| in the top 1% of rows"
-            for k in ("g mean", "g std", "|g| mean", "‖g‖₂", "zero", "top 1%"):
-                t.add_column(k, justify="right", no_wrap=True)
-            t.add_column("g histogram", no_wrap=True, min_width=12)
-        for r in report.results:
-            row = [r.spec, fmt_num(r.value)]
-            if has_ci:
-                row.append(f"[{fmt_num(r.ci[0], 4)}, {fmt_num(r.ci[1], 4)}]" if r.ci else "—")
-            if has_grad:
-                g = r.grad or {}
-                row += [fmt_num(g.get(k), 4) for k in ("mean", "std", "abs_mean", "l2", "zero_frac", "top1_share")]
-                row.append(sparkline(r.grad_sample))
-            t.add_row(*row)
-        console.print(t)
+        _rich_single(console, report)
     for r in report.results:
         if r.extra:
-            console.print(f"[dim]{r.spec}:[/dim] " + ", ".join(f"{k} {fmt_num(v)}" for k, v in r.extra.items()
-                                                         if not isinstance(v, (list, dict))))
+            console.print(f"[dim]{escape(r.spec)}:[/dim] " + escape(", ".join(
+                f"{k} {fmt_num(v)}" for k, v in r.extra.items() if not isinstance(v, (list, dict)))))
     if report.groups:
         _rich_groups(console, report)
     if pictures and report.picture:
@@ -240,10 +284,64 @@ def _rich_report(report: Report, out: TextIO, *, color: bool, width: int | None,
         else:
             console.print(pics.probability_chart(pic["target"], pic["prob"]))
     for w in report.warnings:
-        console.print(f"[yellow]note:[/yellow] {w}")
+        console.print(f"[yellow]note:[/yellow] {escape(w)}")
     notes = dict.fromkeys(n for r in report.results for n in r.notes)  # in the order the losses gave them
     for n in notes:
-        console.print(f"[dim]note: {n}[/dim]")
+        console.print(f"[dim]note: {escape(n)}[/dim]")
+
+
+def _rich_single(console: Any, report: Report) -> None:
+    """One prediction set: a row per loss with its value, interval and gradient summary.
+
+    The gradient columns go beside the values when they fit the console; else the
+    histogram goes first, then the statistics move below the table as lines of text
+    (numbers are never cut short)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    has_ci = any(r.ci for r in report.results)
+    has_grad = any(r.grad for r in report.results)
+
+    def build(grad: bool, histogram: bool) -> Table:
+        t = Table(show_edge=False, header_style="bold")
+        t.add_column("loss", overflow="fold")
+        t.add_column("value", justify="right", no_wrap=True)
+        if has_ci:
+            t.add_column("CI", justify="right")
+        if grad:
+            t.title = GRAD_TITLE
+            for head, _ in GRAD_COLUMNS:
+                t.add_column(head, justify="right", no_wrap=True)
+            if histogram:
+                t.add_column("g histogram", no_wrap=True, min_width=12)
+        for r in report.results:
+            row = [escape(r.spec), fmt_num(r.value)]
+            if has_ci:
+                row.append(escape(f"[{fmt_num(r.ci[0], 4)}, {fmt_num(r.ci[1], 4)}]") if r.ci else "—")
+            if grad:
+                g = r.grad or {}
+                row += [fmt_num(g.get(k), 4) for _, k in GRAD_COLUMNS]
+                if histogram:
+                    row.append(sparkline(r.grad_sample))
+            t.add_row(*row)
+        return t
+
+    def fits(t: Table) -> bool:  # the table's natural width (console.measure caps it at the console's)
+        return console.measure(t, options=console.options.update_width(1 << 20)).maximum <= console.width
+
+    if has_grad:
+        for histogram in (True, False):
+            t = build(True, histogram)
+            if fits(t):
+                console.print(t)
+                return
+    console.print(build(False, False))
+    if has_grad:
+        console.print(f"[dim]{GRAD_TITLE}[/dim]")
+        for r in report.results:
+            g = r.grad or {}
+            console.print(f"[bold]{escape(r.spec)}[/bold]: " + escape(", ".join(
+                f"{head} {fmt_num(g.get(k), 4)}" for head, k in GRAD_COLUMNS)))
 
 
 def _short(v: Any) -> str:
@@ -253,35 +351,36 @@ def _short(v: Any) -> str:
 
 
 def _rich_comparison(console: Any, report: Report, preds: list[str]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(show_edge=False, header_style="bold", title="lower is better; ★ best per row")
-    t.add_column("loss")
+    t.add_column("loss", overflow="fold")
     for p in preds:
-        t.add_column(p, justify="right")
+        t.add_column(escape(p), justify="right", overflow="fold")  # never "mod…" for every model
     for spec, cells in comparison_cells(report, preds):
-        t.add_row(spec, *[f"[bold green]★ {text}[/bold green]" if best else text for text, best in cells])
+        t.add_row(escape(spec), *[f"[bold green]★ {escape(text)}[/bold green]" if best else escape(text)
+                                  for text, best in cells])
     console.print(t)
 
 
 def _rich_groups(console: Any, report: Report) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     assert report.groups is not None
     specs = list(dict.fromkeys(r.spec for r in report.results))
     pred0 = report.results[0].pred
-    t = Table(show_edge=False, header_style="bold", title=f"slices by {report.groups[0].by} (▲ worst)")
-    t.add_column(report.groups[0].by)
-    t.add_column("rows", justify="right")
+    several = len({r.pred for r in report.results}) > 1
+    by = report.groups[0].by
+    title = f"slices by {by}" + (f" for {pred0}" if several else "") + " (▲ worst)"
+    t = Table(show_edge=False, header_style="bold", title=escape(title))
+    t.add_column(escape(by), overflow="fold")
+    t.add_column("rows", justify="right", no_wrap=True)
     for s in specs:
-        t.add_column(s, justify="right")
-    worst: dict[str, float] = {}
-    for s in specs:
-        vals = [r.value for g in report.groups for r in g.results if r.spec == s and r.pred == pred0 and r.value == r.value]
-        if vals:
-            worst[s] = max(vals)
+        t.add_column(escape(s), justify="right", overflow="fold")
     for g in report.groups:
-        cells = [str(g.value), f"{g.rows:,}"]
+        cells = [escape(group_text(g.value)), f"{g.rows:,}"]
         for s in specs:
             r = next((r for r in g.results if r.spec == s and r.pred == pred0), None)
             if r is None:
@@ -290,13 +389,15 @@ def _rich_groups(console: Any, report: Report) -> None:
             text = fmt_num(r.value)
             if r.ci:
                 text += f" [{fmt_num(r.ci[0], 3)}, {fmt_num(r.ci[1], 3)}]"
+            text = escape(text)
             if r.worst:
                 text = f"[bold red]▲ {text}[/bold red]"
             cells.append(text)
         t.add_row(*cells)
     console.print(t)
     if report.hidden_groups:
-        console.print(f"[dim]{report.hidden_groups} slices with fewer than --min-rows rows hidden[/dim]")
+        n = report.hidden_groups
+        console.print(f"[dim]{n} slice{'s' if n != 1 else ''} with fewer than --min-rows rows hidden[/dim]")
 
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -339,14 +440,16 @@ def write_rows(chunks: Iterable[tuple[list[str], list[np.ndarray]]], fmt: str, o
             n = len(cols[0]) if cols else 0
             lists = [c.tolist() for c in cols]
             for i in range(n):
-                row = {h: _json_cell(col[i]) for h, col in zip(header, lists)}
+                row: dict[str, Any] = {}
+                for h, col in zip(header, lists):
+                    v = col[i]
+                    if isinstance(v, float) and not math.isfinite(v):
+                        # as in the JSON document: null, and a marker that says which
+                        row[h] = None
+                        row[f"{h}_nonfinite"] = nonfinite_label(v)
+                    else:
+                        row[h] = v
                 out.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
-
-
-def _json_cell(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def _write_columns(out: TextIO, cols: list[np.ndarray], delim: str) -> None:
@@ -366,6 +469,6 @@ def _write_columns(out: TextIO, cols: list[np.ndarray], delim: str) -> None:
 
 def _csv_text(x: Any, delim: str) -> str:
     s = str(x)
-    if delim in s or '"' in s or "\n" in s:
+    if delim in s or '"' in s or "\n" in s or "\r" in s:
         s = '"' + s.replace('"', '""') + '"'
     return s
