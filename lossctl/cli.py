@@ -183,9 +183,10 @@ def _show(report, form: str, output: Optional[str], quiet: bool) -> None:
 
     with _output(output) as out:
         render_report(report, form, out, color=_color(sys.stdout) and not output)
-    if not quiet and form != "table":
-        for w in report.warnings:
-            print(f"lossctl: note: {w}", file=sys.stderr)
+    if not quiet:  # warnings and notes go to stderr in every format (CLI.md), each once
+        results = list(report.results) + [r for g in (report.groups or []) for r in g.results]
+        for n in dict.fromkeys([*report.warnings, *(n for r in results for n in r.notes)]):
+            print(f"lossctl: note: {n}", file=sys.stderr)
 
 
 @app.command("merge")

@@ -283,11 +283,6 @@ def _rich_report(report: Report, out: TextIO, *, color: bool, width: int | None,
             console.print(pics.residual_chart(pic["residuals"], pic["curves"]))
         else:
             console.print(pics.probability_chart(pic["target"], pic["prob"]))
-    for w in report.warnings:
-        console.print(f"[yellow]note:[/yellow] {escape(w)}")
-    notes = dict.fromkeys(n for r in report.results for n in r.notes)  # in the order the losses gave them
-    for n in notes:
-        console.print(f"[dim]note: {escape(n)}[/dim]")
 
 
 def _rich_single(console: Any, report: Report) -> None:

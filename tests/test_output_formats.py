@@ -309,7 +309,8 @@ def test_table_does_not_read_data_as_markup():
                     sources=["/data/x[/y].csv"], bindings={"pred": "[red]p"}, warnings=["see [/i] here"])
     for color in (True, False):
         text = plain(table(rep, 100, color=color))
-        assert "/data/x[/y].csv" in text and "pred=[red]p" in text and "see [/i] here" in text
+        assert "/data/x[/y].csv" in text and "pred=[red]p" in text
+        assert "see [/i] here" not in text  # warnings go to stderr (lossctl.cli._show), never stdout
         assert "[nan, 2]" in text  # an interval that starts with a letter is not a style tag
     rep = report_of(results=[res("mse", "a", 1.0), res("mse", "b[/x]", 2.0)],
                     groups=[Group(by="[bold]g", value="[/v]", rows=3, results=[res("mse", "a", 1.0, worst=True)])])
@@ -474,3 +475,16 @@ def test_list_table_shows_bracketed_formulas_and_none_defaults(cli):
     assert "ℓ=−[w₊·y·logp" in flat
     md = cli("list", "-f", "markdown").out
     assert "weight=None" not in md and "weight=none" in md
+
+
+def test_table_notes_and_warnings_go_to_stderr(tmp_path):
+    # CLI.md: warnings go to standard error, never standard output, whatever the format
+    f = tmp_path / "one.csv"
+    f.write_text("y,yhat\n1,2\n")
+    for form in ("table", "csv", "markdown", "json"):
+        p = subprocess.run([sys.executable, "-m", "lossctl", "eval", str(f), "-l", "mse", "--ci", "0.9", "-f", form],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert "no bootstrap interval" in p.stderr, form
+        assert "no bootstrap interval" not in p.stdout or form == "json", form  # json keeps notes as data
+        assert p.stderr.count("no bootstrap interval") == 1, form
