@@ -138,6 +138,8 @@ def prepare(req: Request) -> Plan:
     want_all = len(raw_specs) != len(req.losses)
     overrides = {"logits": True} if req.logits else {}
     calls = [registry.parse_spec(s, overrides) for s in raw_specs]
+    # the same loss twice (-l mse -l l2, -l huber -l huber:delta=1) is evaluated once
+    calls = list({c.text: c for c in calls}.values())
 
     sources = [io.open_source(req.data, req.input_format)]
     try:

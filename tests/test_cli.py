@@ -455,3 +455,10 @@ def test_hive_tree_read_file_by_file_with_partition_columns(cli, tmp_path):
     r = cli("eval", str(d), "-l", "mse", "--reduction", "none", "-f", "csv")
     rows = np.loadtxt(io.StringIO(r.out), delimiter=",", skiprows=1, usecols=-1)
     np.testing.assert_allclose(rows, (p - y) ** 2, rtol=1e-15)
+
+
+def test_the_same_loss_twice_is_evaluated_once(cli):
+    r = cli("eval", os.path.join(SAMPLES, "regression.csv"), "-l", "huber", "-l", "mse", "-l", "huber:delta=1",
+            "-l", "l2", "-f", "json")
+    assert r.code == 0, r.err
+    assert [x["spec"] for x in r.json()["results"]] == ["huber", "mse"]
