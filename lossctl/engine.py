@@ -465,6 +465,15 @@ class DecomposableState(State):
 
     def merge(self, other: State) -> None:
         assert isinstance(other, DecomposableState)
+        if self.totals is not None and other.totals is not None and self.totals.s.size != other.totals.s.size:
+            raise ValueError(f"{other.totals.s.size} sums where the other shard has {self.totals.s.size} "
+                             "(shards with a different number of classes or columns?)")
+        for attr in getattr(self.kernel, "state_attrs", ()):  # what the kernel learnt from the data
+            mine, theirs = getattr(self.kernel, attr, None), getattr(other.kernel, attr, None)
+            if mine is None:
+                setattr(self.kernel, attr, theirs)
+            elif theirs is not None and theirs != mine:
+                raise ValueError(f"the shards disagree on {attr} ({mine!r} and {theirs!r}), which one run would refuse")
         if other.totals is not None:
             if self.totals is None:
                 self.totals = Sum(other.totals.s.size)
@@ -492,16 +501,42 @@ class DecomposableState(State):
             "grad": self.grad.to_dict() if self.grad is not None else None,
             "grad_by_role": {r: g.to_dict() for r, g in self.grad_by_role.items()},
             "boot": self.boot.to_dict() if self.boot is not None else None,
+            # facts a kernel learnt from the data (Kernel.state_attrs: JSON scalars, e.g. whether a target was bound)
+            "kernel": {a: getattr(self.kernel, a, None) for a in getattr(self.kernel, "state_attrs", ())},
         }
 
     def load(self, d: dict[str, Any]) -> "DecomposableState":
-        self.n = d["n"]
-        self.totals = Sum.from_dict(d["totals"]) if d["totals"] is not None else None
+        """Restore a state written by ``to_dict``; a damaged one raises KeyError/TypeError/ValueError."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a JSON object expected, got {_json_type(d)}")
+        if d.get("kind") != "decomposable":
+            raise ValueError(f"kind {d.get('kind')!r} is not 'decomposable'")
+        self.n = _count(d["n"], "n")
+        self.totals = _load_sum(d["totals"], "totals") if d["totals"] is not None else None
+        if (self.totals is None) != (self.n == 0):
+            raise ValueError(f"n = {self.n} does not fit totals = {d['totals']!r:.40}")
+        size = self.totals.s.size if self.totals is not None else None
+        if (d["grad"] is not None) != (self.grad is not None):
+            raise ValueError("gradient summary " + ("missing although the shard was evaluated with --grad"
+                                                    if self.grad is not None else "present without --grad"))
         if d["grad"] is not None:
-            self.grad = GradSummary.from_dict(d["grad"])
-        self.grad_by_role = {r: GradSummary.from_dict(g) for r, g in d["grad_by_role"].items()}
+            self.grad = _load_grad(d["grad"], "grad")
+        if not isinstance(d["grad_by_role"], dict):
+            raise TypeError(f"grad_by_role: a JSON object expected, got {_json_type(d['grad_by_role'])}")
+        self.grad_by_role = {r: _load_grad(g, f"grad_by_role.{r}") for r, g in d["grad_by_role"].items()}
+        if (d["boot"] is not None) != (self.boot is not None):
+            raise ValueError("bootstrap units " + ("missing although the shard was evaluated with --ci"
+                                                   if self.boot is not None else "present without --ci"))
         if d["boot"] is not None:
-            self.boot = BootUnits.from_dict(d["boot"])
+            self.boot = _load_boot(d["boot"], size)
+        kd = d.get("kernel") or {}
+        if not isinstance(kd, dict):
+            raise TypeError(f"kernel: a JSON object expected, got {_json_type(kd)}")
+        for attr in getattr(self.kernel, "state_attrs", ()):
+            v = kd.get(attr)
+            if v is not None and not isinstance(v, (bool, int, float, str)):
+                raise TypeError(f"kernel.{attr}: a JSON scalar expected, got {_json_type(v)}")
+            setattr(self.kernel, attr, v)
         return self
 
     def final_totals(self) -> np.ndarray:
@@ -537,3 +572,89 @@ class DecomposableState(State):
         if self.opts.reduction == "sum":
             return lambda t: t[..., 0]
         return lambda t: np.asarray(k.value(t), dtype=float)
+
+
+# ------------------------------------------------------------------ state-file checks
+
+
+def _json_type(x: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(x), "a number")
+
+
+def _count(x: Any, what: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+        raise ValueError(f"{what} must be a whole number ≥ 0, got {x!r:.40}")
+    return x
+
+
+def _floats(x: Any, what: str, ndim: int = 1) -> np.ndarray:
+    if not isinstance(x, list):
+        raise TypeError(f"{what}: an array of numbers expected, got {_json_type(x)}")
+    try:
+        a = np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: an array of numbers expected") from None
+    if a.ndim != ndim and not (a.size == 0 and ndim > 1):
+        raise ValueError(f"{what}: an array of {ndim} dimension{'s' if ndim > 1 else ''} expected")
+    if any(isinstance(v, (bool, str)) for v in (np.ravel(np.asarray(x, dtype=object)) if ndim > 1 else x)):
+        raise ValueError(f"{what}: an array of numbers expected")
+    return a
+
+
+def _load_sum(d: Any, what: str) -> Sum:
+    if not isinstance(d, dict):
+        raise TypeError(f"{what}: a JSON object expected, got {_json_type(d)}")
+    s, c = _floats(d["s"], f"{what}.s"), _floats(d["c"], f"{what}.c")
+    if s.size != c.size or s.size == 0:
+        raise ValueError(f"{what}: s and c must be arrays of the same, non-zero length")
+    return Sum.from_dict({"s": s.tolist(), "c": c.tolist()})
+
+
+def _load_grad(d: Any, what: str) -> GradSummary:
+    if not isinstance(d, dict):
+        raise TypeError(f"{what}: a JSON object expected, got {_json_type(d)}")
+    for k in ("rows", "elems", "zero_rows"):
+        _count(d[k], f"{what}.{k}")
+    for k in ("mean", "m2", "min", "max", "dropped_max"):
+        if isinstance(d[k], bool) or not isinstance(d[k], (int, float)):
+            raise ValueError(f"{what}.{k} must be a number, got {d[k]!r:.40}")
+    if d["rows_bound"] is not None:
+        _count(d["rows_bound"], f"{what}.rows_bound")
+    if "keep_factor" in d and (_count(d["keep_factor"], f"{what}.keep_factor") < 1):
+        raise ValueError(f"{what}.keep_factor must be at least 1")
+    _load_sum(d["sums"], f"{what}.sums")
+    _floats(d["top"], f"{what}.top")
+    keys = d["sample_key"]
+    if not isinstance(keys, list) or any(isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < 1 << 64
+                                         for k in keys):
+        raise ValueError(f"{what}.sample_key must be an array of row hashes (whole numbers in [0, 2⁶⁴))")
+    if len(_floats(d["sample_val"], f"{what}.sample_val")) != len(keys):
+        raise ValueError(f"{what}: sample_key and sample_val differ in length")
+    return GradSummary.from_dict(d)
+
+
+def _load_boot(d: Any, size: int | None) -> BootUnits:
+    if not isinstance(d, dict):
+        raise TypeError(f"boot: a JSON object expected, got {_json_type(d)}")
+    count = _count(d["count"], "boot.count")
+    if "buckets" in d:
+        b = _floats(d["buckets"], "boot.buckets", 2)
+        if b.shape[0] != BUCKETS or (size is not None and b.shape[1] != size):
+            raise ValueError(f"boot.buckets must be {BUCKETS} rows of {size} sums")
+        return BootUnits.from_dict(d)
+    rows, idx = d["rows"], d["idx"]
+    if not isinstance(rows, list) or not isinstance(idx, list) or len(rows) != len(idx):
+        raise ValueError("boot.rows and boot.idx must be arrays of the same length")
+    total = 0
+    for m, x in zip(rows, idx):
+        a = _floats(m, "boot.rows", 2)
+        if a.shape[0] and size is not None and a.shape[1] != size:
+            raise ValueError(f"boot.rows: rows of {size} statistics expected, got {a.shape[1]}")
+        if not isinstance(x, list) or len(x) != a.shape[0] or any(
+                isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < 1 << 64 for i in x):
+            raise ValueError("boot.idx must hold one row index (a whole number ≥ 0) per row of boot.rows")
+        total += a.shape[0]
+    if total != count:
+        raise ValueError(f"boot.count is {count} but boot.rows holds {total} rows")
+    return BootUnits.from_dict(d)

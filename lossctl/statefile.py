@@ -60,6 +60,8 @@ def _state_dict(s: State) -> dict[str, Any]:
 
 
 def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
+    from lossctl.pipeline import _bindings
+
     req = plan.request
     doc = {
         "format": FORMAT,
@@ -74,7 +76,7 @@ def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
         "jobs": [{"spec": j.call.text, "params": j.call.params, "pred": j.pred} for j in plan.jobs],
         "pred_labels": plan.pred_labels,
         "by": [s.text for s in plan.by],
-        "bindings": plan.bindings if getattr(plan, "bindings", None) else None,
+        "bindings": _bindings(plan),
         "rows": acc.rows,
         "dropped_rows": acc.dropped,
         "row_offset": row_offset,
@@ -109,15 +111,54 @@ def read(path: str) -> dict[str, Any]:
         raise InputError.at(f"not a lossctl state file ({e})", source=path) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError.at("not a lossctl state file", source=path)
-    if doc.get("version") != VERSION:
-        raise InputError.at(f"state file version {doc.get('version')} is not {VERSION}; re-emit it with this lossctl", source=path)
+    if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
+        raise InputError.at(f"state file version {doc.get('version')!r} is not {VERSION}; re-emit it with this lossctl",
+                            source=path)
     missing = [k for k in _KEYS if k not in doc]
     if missing:
         raise InputError.at(f"damaged state file: no {', '.join(repr(k) for k in missing)}", source=path)
+    for key, ok, what in _TYPES:
+        if not ok(doc[key]):
+            raise InputError.at(f"damaged state file: {key!r} must be {what} (got {json.dumps(doc[key])[:40]})",
+                                source=path)
+    for g in doc["groups"]:
+        if not (isinstance(g, dict) and isinstance(g.get("key"), list) and len(g["key"]) == len(doc["by"])
+                and all(v is None or isinstance(v, (str, int, float)) for v in g["key"])
+                and _is_count(g.get("rows")) and isinstance(g.get("states"), list)):
+            raise InputError.at("damaged state file: each of 'groups' must be an object with a 'key' array "
+                                "(one value per --by column), a 'rows' count and a 'states' array", source=path)
     return _decode(doc)
 
 
-_KEYS = ("task", "task_inferred", "sources", "context", "options", "jobs", "pred_labels", "by", "rows",
+def _is_count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _is_strs(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(v, str) for v in x)
+
+
+_TYPES = (
+    ("task", lambda x: isinstance(x, str), "a string"),
+    ("task_inferred", lambda x: isinstance(x, bool), "true or false"),
+    ("sources", _is_strs, "an array of strings"),
+    ("context", lambda x: isinstance(x, dict), "an object"),
+    ("options", lambda x: isinstance(x, dict), "an object"),
+    ("jobs", lambda x: isinstance(x, list) and all(
+        isinstance(j, dict) and isinstance(j.get("spec"), str) and isinstance(j.get("params"), dict)
+        and isinstance(j.get("pred"), str) for j in x), "an array of {spec, params, pred} objects"),
+    ("pred_labels", _is_strs, "an array of strings"),
+    ("by", _is_strs, "an array of strings"),
+    ("bindings", lambda x: x is None or isinstance(x, dict), "an object"),
+    ("rows", _is_count, "a whole number ≥ 0"),
+    ("dropped_rows", _is_count, "a whole number ≥ 0"),
+    ("row_offset", _is_count, "a whole number ≥ 0"),
+    ("states", lambda x: isinstance(x, list), "an array"),
+    ("groups", lambda x: isinstance(x, list), "an array"),
+)
+
+
+_KEYS = ("task", "task_inferred", "sources", "context", "options", "jobs", "pred_labels", "by", "bindings", "rows",
          "dropped_rows", "row_offset", "states", "groups")
 
 
@@ -131,23 +172,50 @@ def merge(paths: list[str]):
     docs = [read(p) for p in paths]
     first = docs[0]
     for p, d in zip(paths[1:], docs[1:]):
-        for key in ("task", "jobs", "options", "by", "pred_labels"):
+        for key, what in (("task", "task"), ("jobs", "losses, parameters or prediction sets"),
+                          ("options", "options"), ("by", "--by columns"), ("pred_labels", "prediction sets"),
+                          ("bindings", "columns"), ("context", "number of classes or target kind")):
             if d[key] != first[key]:
-                raise InputError.at(f"its {key} differ from those of {paths[0]}: shards must be evaluated alike", source=p)
+                raise InputError.at(f"its {what} differ from those of {paths[0]} ({_show(d[key])} vs "
+                                    f"{_show(first[key])}): shards must be evaluated alike", source=p)
+    seen: dict[str, str] = {}
+    for p, d in zip(paths, docs):  # the same shard twice would count its rows twice
+        ident = json.dumps(_encode({k: d[k] for k in ("sources", "row_offset", "rows", "dropped_rows", "states",
+                                                      "groups")}), sort_keys=True)
+        if ident in seen:
+            same = ("given twice" if seen[ident] == p
+                    else f"the same shard as {seen[ident]} (same source, rows and statistics)")
+            raise InputError.at(f"{same}: each shard must be merged once", source=p)
+        seen[ident] = p
+    versions = sorted({str(d.get("lossctl_version")) for d in docs})
     opts = first["options"]
+    if not (isinstance(opts.get("grad"), bool) and (opts.get("ci") is None or isinstance(opts.get("ci"), float))
+            and _is_count(opts.get("bootstrap")) and isinstance(opts.get("seed"), int)
+            and opts.get("reduction") in ("mean", "sum") and _is_count(opts.get("min_rows"))):
+        raise InputError.at(f"damaged state file: options {json.dumps(_encode(opts))[:80]}", source=paths[0])
+    ctx_d = first["context"]
+    if not ((ctx_d.get("n_classes") is None or _is_count(ctx_d.get("n_classes")))
+            and ctx_d.get("target_kind") in ("scalar", "vector")):
+        raise InputError.at(f"damaged state file: context {json.dumps(_encode(ctx_d))[:80]}", source=paths[0])
     req = Request(data=paths[0], grad=opts["grad"], ci=opts["ci"], bootstrap=opts["bootstrap"], seed=opts["seed"],
                   reduction=opts["reduction"], min_rows=opts["min_rows"], key=opts["key"])
     ctx = Context(task=first["task"], grad=opts["grad"], n_classes=first["context"]["n_classes"],
                   target_kind=first["context"]["target_kind"])
     jobs = []
     for j in first["jobs"]:
-        call = registry.parse_spec(j["spec"])
-        params = dict(call.params)
-        params.update({k: tuple(v) if isinstance(v, list) else v for k, v in j["params"].items()})
+        try:
+            call = registry.parse_spec(j["spec"])
+            params = dict(call.params)
+            params.update({k: registry.coerce(call.spec, k, v) for k, v in j["params"].items()})
+        except (UsageError, TypeError, ValueError) as e:
+            raise InputError.at(f"damaged state file: loss {j['spec']!r}: {e}", source=paths[0]) from None
         call = registry.LossCall(call.spec, params, j["spec"])
         jobs.append(Job(call, Binding(), j["pred"], lambda s=call.spec, p=params: s.factory(p, ctx)))
     plan = Plan(req, [], first["task"], first["task_inferred"], jobs, first["pred_labels"], ctx, None,
                 [_Label(b) for b in first["by"]], None)
+    if len(versions) > 1:
+        plan.notes.append(f"the shards were written by lossctl {', '.join(versions)} "
+                          f"(state format {VERSION} is the same)")
     plan.source_names = [s for d in docs for s in d["sources"]]  # type: ignore[attr-defined]
     plan.bindings = first.get("bindings") or {}  # type: ignore[attr-defined]
     from lossctl.pipeline import _new_state, options
@@ -162,10 +230,23 @@ def merge(paths: list[str]):
             st = _new_state(job, o)
             try:
                 st.load(d)
-            except (KeyError, TypeError, IndexError, AttributeError) as e:
+            except KeyError as e:
                 raise InputError.at(f"damaged state file: the state of {job.call.text} lacks {e}", source=path) from None
+            except (TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
+                raise InputError.at(f"damaged state file: the state of {job.call.text} is not valid: {e}",
+                                    source=path) from None
+            except InputError as e:
+                raise InputError.at(f"damaged state file: the state of {job.call.text}: {e}", source=path) from None
             out.append(st)
         return out
+
+    def add(mine: list[State], theirs: list[State], path: str) -> None:
+        for job, s, other in zip(jobs, mine, theirs):
+            try:
+                s.merge(other)
+            except (TypeError, ValueError, AssertionError) as e:
+                raise InputError.at(f"cannot merge the state of {job.call.text} with that of {paths[0]}: {e}",
+                                    source=path) from None
 
     states = load(first["states"], paths[0])
     groups: dict[tuple, list[State]] = {}
@@ -175,13 +256,11 @@ def merge(paths: list[str]):
         group_rows[tuple(g["key"])] = g["rows"]
     rows, dropped = first["rows"], first["dropped_rows"]
     for p, d in zip(paths[1:], docs[1:]):
-        for s, other in zip(states, load(d["states"], p)):
-            s.merge(other)
+        add(states, load(d["states"], p), p)
         for g in d["groups"]:
             k = tuple(g["key"])
             if k in groups:
-                for s, other in zip(groups[k], load(g["states"], p)):
-                    s.merge(other)
+                add(groups[k], load(g["states"], p), p)
                 group_rows[k] += g["rows"]
             else:
                 groups[k] = load(g["states"], p)
@@ -194,6 +273,11 @@ def merge(paths: list[str]):
         plan.notes.append("bootstrap intervals of merged shards equal a single run's only when each shard was "
                           "emitted with --row-offset set to its first row in the whole data")
     return plan, Accumulated(states, groups, group_rows, rows, dropped, None)
+
+
+def _show(x: Any) -> str:
+    text = json.dumps(_encode(x), separators=(",", ":"))
+    return text if len(text) <= 60 else text[:57] + "…"
 
 
 class _Label:
