@@ -180,11 +180,8 @@ CASES = {
     "vae": (lambda: pd.read_parquet(DATA / "vae.parquet").iloc[:400], ["-l", "vae_kl", "--grad"]),
     "distill-no-target": (lambda: pd.read_parquet(DATA / "distill.parquet").iloc[:400].drop(columns=["label"]),
                           ["-l", "distill:temperature=4,alpha=0.7", "--grad"]),
-    "distill-with-target": pytest.param(
-        lambda: pd.read_parquet(DATA / "distill.parquet").iloc[:400], ["-l", "distill:temperature=4,alpha=0.7",
-                                                                       "--grad"],
-        marks=pytest.mark.xfail(strict=True, reason="DistillKernel.has_target is not in the state file: needs "
-                                "state_attrs = ('has_target',) on DistillKernel (lossctl/losses/divergence.py)")),
+    "distill-with-target": (lambda: pd.read_parquet(DATA / "distill.parquet").iloc[:400],
+                            ["-l", "distill:temperature=4,alpha=0.7", "--grad"]),  # has_target is in the state
 }
 
 
@@ -469,8 +466,6 @@ def test_state_attrs_survive_the_state_file():
         DecomposableState(_Learns({}, ctx), opts).load(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="MarginKernel.seen (which negative label the rows used) is not in the state "
-                   "file: needs a scalar state_attrs fact on MarginKernel (lossctl/losses/classification.py)")
 def test_mixed_label_codings_across_shards_are_refused(tmp_path, capsys):
     df = _binary(200)
     a, b = df.iloc[:100], df.iloc[100:].copy()

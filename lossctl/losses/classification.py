@@ -590,10 +590,12 @@ class MarginKernel(RowMeanKernel):
     """hinge, squared_hinge, exponential: labels {−1,+1} or {0,1} (0 → −1), raw scores."""
 
     name = ""
+    state_attrs = ("neg_label",)  # shards must use the same negative label, as one run must
 
     def __init__(self, params: dict[str, Any], ctx: Context) -> None:
         super().__init__(params, ctx)
         self.seen: set[float] = set()  # which of 0 and −1 the labels used so far
+        self.neg_label: float | None = None  # the one of them, once seen
 
     def validate(self, b: Batch) -> None:
         y = _one_column(b, "target", self.name)
@@ -610,6 +612,8 @@ class MarginKernel(RowMeanKernel):
                 "target", y == later, y,
             )
         self.seen |= set(present)
+        if self.seen:
+            (self.neg_label,) = self.seen
 
     def _fn(self, s: np.ndarray, f: np.ndarray, grad: bool):
         raise NotImplementedError

@@ -366,6 +366,7 @@ class VAEKLKernel(_RowKernel):
 
 class DistillKernel(_RowKernel):
     grad_roles = ("student",)
+    state_attrs = ("has_target",)  # whether a label column was bound: shards must agree
 
     def __init__(self, params: dict[str, Any], ctx: Context) -> None:
         super().__init__(params, ctx)
