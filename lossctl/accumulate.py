@@ -181,6 +181,8 @@ class GradSummary:
         # without a bound on the rows, keep grows with the rows seen: keep twice as
         # many and record exactly what was skipped, so that top1_exact() is sharp
         keep = self._cap() * (self.keep_factor if self.rows_bound is not None else max(2, self.keep_factor))
+        if self.keep_factor > 1:  # a shard's state: small shards keep enough for the union's top 1%
+            keep = max(keep, 1024)
         if self._floor > -math.inf:
             # rows below the smallest kept candidate cannot enter the top: skip them
             skipped = l1 <= self._floor

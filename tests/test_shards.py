@@ -230,6 +230,17 @@ def test_bucket_bootstrap_and_top1_share(tmp_path, capsys):
     args = ["-l", "mse", "--grad"]
     ref = single(capsys, whole, args)
     got, err = merged(capsys, emit(capsys, parts, args, tmp_path, tag="t"))
+    # a shard's state keeps at least 1,024 candidates: small shards merge exactly
+    assert "top1_share is a lower bound" not in err
+    assert got["results"][0]["grad"]["top1_share"] == pytest.approx(ref["results"][0]["grad"]["top1_share"], rel=RTOL)
+
+    m = 300_000  # the merged top 1% (3,000 rows) all in a shard that kept 2 × 1,000
+    big = pd.DataFrame({"y": rng.normal(size=m)})
+    big["yhat"] = big.y + rng.normal(size=m)
+    big.loc[:99_999, "yhat"] += 100
+    whole, parts = split(big, [100_000, 100_001], tmp_path)
+    ref = single(capsys, whole, args)
+    got, err = merged(capsys, emit(capsys, parts, args, tmp_path, tag="u"))
     assert "top1_share is a lower bound" in err
     assert got["results"][0]["grad"]["top1_share"] <= ref["results"][0]["grad"]["top1_share"]
     for k in ("mean", "l2", "abs_mean", "max", "min", "zero_frac"):
