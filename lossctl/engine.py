@@ -396,7 +396,7 @@ class State:
         """The state's sufficient statistics, for ``--emit-state`` (JSON-able)."""
         from lossctl.errors import UsageError
 
-        raise UsageError(f"--emit-state: the state of {type(self).__name__} cannot be saved to a file yet")
+        raise UsageError("--emit-state: its state cannot be saved to a file yet")
 
     def load(self, d: dict[str, Any]) -> "State":
         raise NotImplementedError

@@ -50,8 +50,11 @@ def _decode(x: Any) -> Any:
     return x
 
 
-def _state_dict(s: State) -> dict[str, Any]:
-    d = s.to_dict()
+def _state_dict(s: State, spec: str) -> dict[str, Any]:
+    try:
+        d = s.to_dict()
+    except UsageError as e:  # name the loss, not the class that holds its state
+        raise UsageError(f"--emit-state: {spec}: {str(e).removeprefix('--emit-state: ')}") from None
     if isinstance(s, DecomposableState) and s.kernel.needs_prepass:
         raise UsageError(
             "--emit-state: this loss needs whole-data facts (balanced class weights): give the weights explicitly"
@@ -80,9 +83,10 @@ def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
         "rows": acc.rows,
         "dropped_rows": acc.dropped,
         "row_offset": row_offset,
-        "states": [_state_dict(s) for s in acc.states],
+        "states": [_state_dict(s, j.call.text) for s, j in zip(acc.states, plan.jobs)],
         "groups": [
-            {"key": list(k), "rows": acc.group_rows[k], "states": [_state_dict(s) for s in sts]}
+            {"key": list(k), "rows": acc.group_rows[k],
+             "states": [_state_dict(s, j.call.text) for s, j in zip(sts, plan.jobs)]}
             for k, sts in acc.group_states.items()
         ],
     }

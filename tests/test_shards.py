@@ -405,8 +405,8 @@ def test_states_of_different_sizes_are_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("path,args,needle", [
-    ("embeddings.parquet", ["-l", "triplet_mined"], "cannot be saved"),
-    ("wasserstein.csv", ["-l", "wasserstein"], "cannot be saved"),
+    ("embeddings.parquet", ["-l", "triplet_mined"], "triplet_mined: its state cannot be saved"),
+    ("wasserstein.csv", ["-l", "wasserstein"], "wasserstein: its state cannot be saved"),
     ("multiclass.csv", ["-l", "cross_entropy:weight=balanced", "--logits"], "whole-data facts"),
     ("segmentation.parquet", ["-l", "dice"], "per-image segmentation states"),
 ])

@@ -585,8 +585,9 @@ class SegmentationState(DecomposableState):
     def to_dict(self) -> dict[str, Any]:
         if self.grouped:
             raise UsageError(
-                "--emit-state: per-image segmentation states (a group column bound) cannot be saved to a file yet; "
-                "evaluate the shards without --col group, or as whole files"
+                "--emit-state: per-image segmentation states (an image id column bound, by --col group or by its "
+                "name) cannot be saved to a file yet; evaluate whole files, or shards whose image id column is "
+                "left out (the global Dice over all pixels merges)"
             )
         d = super().to_dict()
         d["classes"] = self.kernel.C
