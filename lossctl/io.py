@@ -55,7 +55,7 @@ class Source:
     rows_bound: int | None = None  # an upper bound, where one is cheap
     size_bytes: int | None = None
     delimiter: str = ","
-    bool_columns: set[str] = field(default_factory=set)  # CSV columns of True/False read as 1/0
+    bool_columns: set[str] = field(default_factory=set)  # CSV / JSON Lines columns of True/False read as 1/0
     _tmp: str | None = None
 
     def close(self) -> None:
@@ -409,6 +409,7 @@ def _jsonl_schema(src: Source) -> None:
     if not isinstance(obj, dict):
         raise InputError.at("not JSON Lines: each line must be a JSON object", source=src.name, row=1)
     src.columns = list(obj)
+    src.bool_columns = {c for c, v in obj.items() if isinstance(v, bool)}  # true/false read as 1/0, as in CSV
 
 
 def _jsonl_locate(src: Source, columns: list[str], numeric: set[str]) -> InputError | None:
@@ -428,6 +429,12 @@ def _jsonl_locate(src: Source, columns: list[str], numeric: set[str]) -> InputEr
                 return InputError.at("not a JSON object", source=src.name, row=row, value=line.strip()[:40])
             for c in columns:
                 v = obj.get(c)
+                if c in src.bool_columns and c in numeric:
+                    if v is not None and not isinstance(v, bool):
+                        return InputError.at("not true/false like the column's first row", source=src.name,
+                                             column=c, row=row, value=v if isinstance(v, (str, int, float)) else
+                                             json.dumps(v)[:40])
+                    continue
                 if c in numeric and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                     what = {str: "a string", bool: "a boolean", list: "an array", dict: "an object"}.get(type(v), "not a number")
                     return InputError.at(
@@ -441,7 +448,8 @@ def _jsonl_reader(src: Source, columns: list[str], numeric: set[str], batch_rows
     pa = _pa()
     import pyarrow.json as pajson
 
-    fields = [pa.field(c, pa.float64() if c in numeric else pa.string()) for c in columns]
+    fields = [pa.field(c, (pa.bool_() if c in src.bool_columns else pa.float64()) if c in numeric else pa.string())
+              for c in columns]
     stream = pa.input_stream(src.path, compression=src.compression)
     return pajson.open_json(
         stream,

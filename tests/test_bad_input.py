@@ -16,6 +16,7 @@ import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import numpy as np
 import pytest
 
 from conftest import ROOT, run_subprocess
@@ -259,3 +260,17 @@ def test_ci_on_one_row_says_why_there_is_no_interval(cli, write_csv):
 def test_stdin_given_twice_is_a_usage_error():
     r = run_subprocess("eval", "-", "-", "-l", "mse", stdin=CSV.encode())
     one_line_error(r, "standard input", "once")
+
+
+def test_jsonl_true_false_columns_read_as_1_0(cli, tmp_path):
+    # as CSV and Parquet booleans are: pandas writes bool labels as true/false
+    f = tmp_path / "b.jsonl"
+    f.write_text('{"label": true, "prob": 0.9}\n{"label": false, "prob": 0.2}\n{"label": true, "prob": 0.6}\n')
+    r = cli("eval", str(f), "-l", "bce", "-f", "json")
+    assert r.code == 0, r.err
+    assert r.json()["results"][0]["value"] == pytest.approx(-(np.log(0.9) + np.log(0.8) + np.log(0.6)) / 3)
+    g = tmp_path / "mixed.jsonl"
+    g.write_text('{"label": true, "prob": 0.9}\n{"label": 0, "prob": 0.2}\n')
+    r = cli("eval", str(g), "-l", "bce", "-f", "json")
+    assert r.code == 2 and r.out == ""
+    assert "column 'label', row 2" in r.err and "(got 0)" in r.err
