@@ -607,8 +607,6 @@ def iter_batches(
         elif src.fmt == "feather":
             yield from _feather_batches(src, columns, batch_rows)
         elif src.fmt == "dataset":
-            import pyarrow.dataset as ds
-
             yield from _dataset_batches(src, columns, batch_rows)
         else:  # pragma: no cover - formats are checked when the source opens
             raise InputError.at(f"unknown format {src.fmt}", source=src.name)

@@ -538,6 +538,10 @@ def _show(value: Any) -> str:
 
 
 class BCEKernel(FusedSums, RowMeanKernel):
+    def __init__(self, params: dict[str, Any], ctx: Context) -> None:
+        super().__init__(params, ctx)
+        self._scratch = Scratch()  # the fused path's block buffers, reused from batch to batch
+
     def validate(self, b: Batch) -> None:
         y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")
         bad = (y < 0) | (y > 1)
@@ -552,8 +556,6 @@ class BCEKernel(FusedSums, RowMeanKernel):
         if b.weight is not None or self.params["pos_weight"] != 1.0:
             return None
         y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")
-        if not hasattr(self, "_scratch"):
-            self._scratch = Scratch()
         n = y.shape[0]
         m = min(n, BLOCK)
         t1, t2, t3 = self._scratch("t1", m), self._scratch("t2", m), self._scratch("t3", m)
@@ -733,6 +735,7 @@ class CrossEntropyKernel(RowMeanKernel):
         self.key: tuple[str, str] | None = None
         self.bal: np.ndarray | None = None
         self.fallback_batches = 0
+        self._scratch = Scratch()  # the class-index path's outputs, reused from batch to batch
 
     # -- whole-file class counts for weight=balanced
     @staticmethod
@@ -798,8 +801,6 @@ class CrossEntropyKernel(RowMeanKernel):
             rows = max(1, BLOCK // c)
             if not grad:
                 return blockwise(softmax_nll, idx, p, block_rows=rows), None, None
-            if not hasattr(self, "_scratch"):
-                self._scratch = Scratch()
             n = p.shape[0]
             num, g = self._scratch("nll", n), self._scratch("grad", n * c).reshape(n, c)
             for s in range(0, n, rows):
