@@ -560,9 +560,10 @@ class DecomposableState(State):
             scale = 1.0 if k.two_pass_grad else k.grad_scale(totals, self.n)
             out["grad"] = self.grad.result(scale)
             out["grad_sample"] = self.grad.sample(scale)
-            if not self.grad.top1_exact():
-                out.setdefault("notes", []).append(
-                    "top1_share is a lower bound: a merged shard pruned rows that may belong to the top 1%")
+            for gs in (self.grad, *self.grad_by_role.values()):
+                if not gs.top1_exact():
+                    out.setdefault("notes", []).append(gs.top1_note())
+                    break
             if self.grad_by_role:
                 out["grad_by_role"] = {r: gs.result(scale) for r, gs in self.grad_by_role.items()}
         return out
@@ -616,9 +617,11 @@ def _load_grad(d: Any, what: str) -> GradSummary:
         raise TypeError(f"{what}: a JSON object expected, got {_json_type(d)}")
     for k in ("rows", "elems", "zero_rows"):
         _count(d[k], f"{what}.{k}")
-    for k in ("mean", "m2", "min", "max", "dropped_max"):
+    for k in ("mean", "m2", "min", "max", "dropped_max", *(("floor",) if "floor" in d else ())):
         if isinstance(d[k], bool) or not isinstance(d[k], (int, float)):
             raise ValueError(f"{what}.{k} must be a number, got {d[k]!r:.40}")
+    if "floor" in d:
+        _count(d["at_floor"], f"{what}.at_floor")
     if d["rows_bound"] is not None:
         _count(d["rows_bound"], f"{what}.rows_bound")
     if "keep_factor" in d and (_count(d["keep_factor"], f"{what}.keep_factor") < 1):
