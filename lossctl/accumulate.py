@@ -6,8 +6,9 @@ Chan's parallel update for variances.
 """
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -17,16 +18,34 @@ TOP_FRACTION = 0.01
 SAMPLE_SIZE = 4096
 
 
-class Sum:
-    """A vector of Neumaier-compensated float64 sums."""
+class Scaled(NamedTuple):
+    """Sums too large or too small for a double, as mantissas and binary exponents:
+    the sums are mant·2^exp (see :func:`lossctl.losses._numerics.sumsq`)."""
 
-    __slots__ = ("s", "c")
+    mant: np.ndarray
+    exp: np.ndarray
+
+
+class Sum:
+    """A vector of Neumaier-compensated float64 sums.
+
+    Where a batch's sum left the double range (:class:`Scaled`), each component also
+    carries a binary exponent ``e``: the sum is (s + c)·2ᵉ. Ordinary data never sets it.
+    """
+
+    __slots__ = ("s", "c", "e")
 
     def __init__(self, size: int) -> None:
         self.s = np.zeros(size)
         self.c = np.zeros(size)
+        self.e: np.ndarray | None = None
 
-    def add(self, x: np.ndarray) -> None:
+    def add(self, x: np.ndarray | Scaled, e: np.ndarray | None = None) -> None:
+        if isinstance(x, Scaled):
+            x, e = x
+        if e is not None or self.e is not None:
+            self._add_scaled(np.asarray(x, dtype=float), e)
+            return
         if self.s.size <= 4:  # a few totals per batch: Python floats beat six tiny numpy calls
             ss, cs = self.s.tolist(), self.c.tolist()
             for i, xi in enumerate(np.asarray(x, dtype=float).tolist()):
@@ -43,25 +62,57 @@ class Sum:
             self.c += np.where(big, (s - t) + x, (x - t) + s)
         self.s = t
 
+    def _add_scaled(self, x: np.ndarray, e: np.ndarray | None) -> None:
+        mine = self.e if self.e is not None else np.zeros(self.s.size, dtype=np.int64)
+        theirs = np.zeros(x.size, dtype=np.int64) if e is None else np.asarray(e, dtype=np.int64)
+        # a common exponent per component: the larger, unless one side is 0
+        empty = (self.s == 0) & (self.c == 0)
+        common = np.where(empty, theirs, np.where(x == 0, mine, np.maximum(mine, theirs)))
+        with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+            s, c, xs = np.ldexp(self.s, mine - common), np.ldexp(self.c, mine - common), np.ldexp(x, theirs - common)
+            t = s + xs
+            c = c + np.where(np.abs(s) >= np.abs(xs), (s - t) + xs, (xs - t) + s)
+        self.s, self.c, self.e = t, c, common
+
     def merge(self, other: "Sum") -> None:
-        self.add(other.s)
-        self.add(other.c)
+        self.add(other.s, other.e)
+        self.add(other.c, other.e)
+
+    @property
+    def scaled(self) -> bool:
+        return self.e is not None and bool(self.e.any())
+
+    def parts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mantissas, exponents): the sums are mant·2^exp."""
+        with np.errstate(invalid="ignore"):
+            v = self.s + self.c
+        v = np.where(np.isfinite(self.s), v, self.s)
+        return v, (self.e if self.e is not None else np.zeros(v.size, dtype=np.int64))
 
     @property
     def value(self) -> np.ndarray:
         with np.errstate(invalid="ignore"):
             v = self.s + self.c
         # an infinite sum makes the compensation NaN; the sum itself is the answer
-        return np.where(np.isfinite(self.s), v, self.s)
+        v = np.where(np.isfinite(self.s), v, self.s)
+        if self.e is not None:
+            with np.errstate(over="ignore", under="ignore"):
+                v = np.ldexp(v, self.e)
+        return v
 
     def to_dict(self) -> dict[str, Any]:
-        return {"s": self.s.tolist(), "c": self.c.tolist()}
+        d: dict[str, Any] = {"s": self.s.tolist(), "c": self.c.tolist()}
+        if self.e is not None:
+            d["e"] = [int(x) for x in self.e]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Sum":
         out = cls(len(d["s"]))
         out.s = np.asarray(d["s"], dtype=float)
         out.c = np.asarray(d["c"], dtype=float)
+        if d.get("e") is not None:
+            out.e = np.asarray(d["e"], dtype=np.int64)
         return out
 
 
@@ -120,24 +171,33 @@ class GradSummary:
         self.sample_val = np.empty(0)
         self._key_cut = np.uint64(0)
         self._d: np.ndarray | None = None  # scratch for g − ḡ, reused from batch to batch
+        # every figure held is for g·2^-exp: 0 unless Σg² left the double range (gradients near 1e154 or 1e-170)
+        self.exp = 0
 
     # -- updating
     def update(self, g: np.ndarray, offset: int = 0) -> None:
         n = g.shape[0]
         if n == 0:
             return
-        from lossctl.losses._numerics import dot  # (not at import: lossctl.losses imports the engine)
+        from lossctl.losses._numerics import TINY, ldexp  # (not at import: lossctl.losses imports the engine)
 
-        flat = np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
+        raw = np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
+        flat = self._scaled(raw, self.exp) if self.exp else raw
+        bmean, bm2, sq = self._moments(flat)
+        if not TINY <= sq < math.inf and not math.isnan(sq):
+            # Σg² left the double range: hold g·2⁻ᵏ instead, 2ᵏ just above the largest |g| (LAPACK dlassq);
+            # never on ordinary data, whose Σg² is a normal double
+            big = float(np.max(np.abs(raw)))
+            if self.rows:
+                big = max(big, ldexp(max(abs(self.min), abs(self.max)), self.exp))
+            k = math.frexp(big)[1] if 0 < big < math.inf else self.exp
+            if abs(k - self.exp) > 64:  # (else the batch is negligible beside what is held)
+                self._rescale(k - self.exp)
+                flat = self._scaled(raw, k)
+                bmean, bm2, sq = self._moments(flat)
+        if flat is not raw:
+            g = flat.reshape(g.shape)
         m = flat.size
-        if self._d is None or self._d.size < m:
-            self._d = np.empty(m)
-        with np.errstate(invalid="ignore", over="ignore"):  # infinite gradients (KL at Q = 0) stay inf/nan
-            bmean = float(np.add.reduce(flat)) / m
-            d = np.subtract(flat, bmean, out=self._d[:m])
-            # Σ(g − ḡ)² and Σg² by pairwise-accurate dots (rows of 4,096: no BLAS threads)
-            bm2 = dot(d, d)
-            sq = dot(flat, flat)
         self._merge_moments(m, bmean, bm2)
         self.min = min(self.min, float(flat.min()))
         self.max = max(self.max, float(flat.max()))
@@ -149,6 +209,38 @@ class GradSummary:
         self._add_top(l1)
         if self.sampling:
             self._add_sample(l1 if g.ndim > 1 else g, offset)
+
+    def _moments(self, flat: np.ndarray) -> tuple[float, float, float]:
+        """ḡ, Σ(g − ḡ)² and Σg² of one batch."""
+        from lossctl.losses._numerics import dot
+
+        m = flat.size
+        if self._d is None or self._d.size < m:
+            self._d = np.empty(m)
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):  # infinite gradients (KL at Q = 0) stay inf/nan
+            bmean = float(np.add.reduce(flat)) / m
+            d = np.subtract(flat, bmean, out=self._d[:m])
+            # Σ(g − ḡ)² and Σg² by pairwise-accurate dots (rows of 4,096: no BLAS threads)
+            return bmean, dot(d, d), dot(flat, flat)
+
+    @staticmethod
+    def _scaled(x: np.ndarray, k: int) -> np.ndarray:
+        with np.errstate(under="ignore", over="ignore"):
+            return np.ldexp(x, -k)
+
+    def _rescale(self, k: int) -> None:
+        """Hold g·2⁻ᵏ more than before: every stored figure scales exactly (or flushes to 0)."""
+        with np.errstate(under="ignore", over="ignore"):
+            self.mean = float(np.ldexp(self.mean, -k))
+            self.m2 = float(np.ldexp(self.m2, -2 * k))
+            self.min, self.max = float(np.ldexp(self.min, -k)), float(np.ldexp(self.max, -k))
+            ex = np.array([-k, -2 * k])
+            self.sums.s, self.sums.c = np.ldexp(self.sums.s, ex), np.ldexp(self.sums.c, ex)
+            self._buf[: self._n] = np.ldexp(self._buf[: self._n], -k)
+            self._floor = float(np.ldexp(self._floor, -k))
+            self.dropped_max = float(np.ldexp(self.dropped_max, -k))
+            self.sample_val = np.ldexp(self.sample_val, -k)
+        self.exp += k
 
     def _merge_moments(self, m: int, mean: float, m2: float) -> None:
         tot = self.elems + m
@@ -282,6 +374,12 @@ class GradSummary:
     def merge(self, other: "GradSummary") -> None:
         if other.elems == 0:
             return
+        if other.exp != self.exp:  # hold both at the larger scale
+            if self.elems == 0 or other.exp > self.exp:
+                self._rescale(other.exp - self.exp)
+            if other.exp < self.exp:
+                other = copy.deepcopy(other)
+                other._rescale(self.exp - other.exp)
         if self.elems == 0:
             self.mean, self.m2, self.elems = other.mean, other.m2, other.elems
         else:
@@ -341,6 +439,11 @@ class GradSummary:
             "zero_frac": self.zero_rows / self.rows,
             "top1_share": (top_sum / abs_sum) if abs_sum > 0 else (math.nan if math.isnan(abs_sum) else 0.0),
         }
+        if self.exp:  # held as g·2^-exp: scale back (each figure is representable, or truly overflows)
+            from lossctl.losses._numerics import ldexp
+
+            for key in ("mean", "std", "min", "max", "abs_mean", "l2"):
+                out[key] = ldexp(out[key], self.exp)
         if not self.top1_exact():
             out["top1_share_lower_bound"] = True
         return out
@@ -367,7 +470,7 @@ class GradSummary:
             "rows": self.rows, "elems": self.elems, "mean": self.mean, "m2": self.m2,
             "min": self.min, "max": self.max, "sums": self.sums.to_dict(), "zero_rows": self.zero_rows,
             "rows_bound": self.rows_bound, "keep_factor": self.keep_factor, "top": self.top.tolist(),
-            "dropped_max": self.dropped_max, "floor": self._floor, "at_floor": self.at_floor, "merged": self.merged,
+            "dropped_max": self.dropped_max, "exp": self.exp, "floor": self._floor, "at_floor": self.at_floor, "merged": self.merged,
             "sample_key": [int(x) for x in self.sample_key], "sample_val": self.sample_val.tolist(),
         }
 
@@ -380,6 +483,7 @@ class GradSummary:
         g.top = np.asarray(d["top"], dtype=float)
         g.dropped_max = d["dropped_max"]
         g.merged = bool(d.get("merged", False))
+        g.exp = int(d.get("exp", 0))
         if "floor" in d:
             g._floor, g.at_floor = float(d["floor"]), int(d["at_floor"])
         elif g.dropped_max > -math.inf:
@@ -392,6 +496,9 @@ class GradSummary:
 
     def sample(self, scale: float = 1.0) -> np.ndarray:
         """Up to SAMPLE_SIZE per-row gradients (or row norms), for histograms."""
+        if self.exp:
+            with np.errstate(over="ignore", under="ignore"):
+                return np.ldexp(self.sample_val * scale, self.exp)
         return self.sample_val * scale
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -173,3 +174,97 @@ def test_zstd_size_bound_holds_with_and_without_a_recorded_content_size(tmp_path
         assert got is not None and size <= got <= size + (1 << 18), name
         if name == "a":
             assert got == size
+
+
+# ------------------------------------------------------------------ item 5: sums of squares
+
+
+def exact_sumsq(x) -> Fraction:
+    return sum((Fraction(float(v)) ** 2 for v in x), Fraction(0))
+
+
+def exact_sqrt(q: Fraction) -> float:
+    """√q to a double for any positive rational (scaled by 4ᵏ so that float() neither overflows nor underflows)."""
+    k = (q.numerator.bit_length() - q.denominator.bit_length()) // 2
+    return math.ldexp(math.sqrt(float(q / Fraction(2) ** (2 * k))), k)
+
+
+def _residuals(scale: float, n: int = 1000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(0.5, 1.5, n) * rng.choice([-1.0, 1.0], n) * scale
+    y = np.zeros(n)
+    return y, y + r
+
+
+@pytest.mark.parametrize("scale", [1e154, 3e153, 1e-170, 4e-200])
+@pytest.mark.parametrize("batch_rows", [1000, 97])
+def test_mse_rmse_and_gradient_norms_beyond_the_double_range_match_exact_rationals(scale, batch_rows):
+    import lossctl
+
+    y, yhat = _residuals(scale)
+    r = yhat - y
+    n = r.size
+    ssq = exact_sumsq(r)
+    mse = float(ssq / n) if ssq / n > Fraction(2) ** -1074 else 0.0  # below the least subnormal: 0 is right
+    rmse = exact_sqrt(ssq / n)
+    l2_mse = exact_sqrt(4 * ssq)  # g = 2r
+    got = lossctl.evaluate(y, yhat, "mse", grad=True, batch_rows=batch_rows)
+    assert got.value == pytest.approx(mse, rel=1e-13, abs=0)
+    assert got.grad["l2"] == pytest.approx(l2_mse, rel=1e-13)
+    mean = float(2 * sum(Fraction(float(v)) for v in r) / n)
+    var = exact_sumsq(2 * r) / n - Fraction(mean) ** 2
+    assert got.grad["std"] == pytest.approx(exact_sqrt(var), rel=1e-10)
+    got = lossctl.evaluate(y, yhat, "rmse", grad=True, batch_rows=batch_rows)
+    assert got.value == pytest.approx(rmse, rel=1e-13)
+    # g = N·rᵢ/(N·RMSE) = rᵢ/RMSE: Σg² = N exactly, none of them 0 (hand-derived)
+    assert got.grad["l2"] == pytest.approx(math.sqrt(n), rel=1e-12)
+    assert got.grad["zero_frac"] == 0.0 and math.isfinite(got.grad["std"])
+    w = np.linspace(0.5, 2.0, n)
+    wsum = sum(Fraction(float(v)) for v in w)
+    wssq = sum((Fraction(float(a)) * Fraction(float(b)) ** 2 for a, b in zip(w, r)), Fraction(0))
+    got = lossctl.evaluate(y, yhat, "rmse", weight=w, batch_rows=batch_rows)
+    assert got.value == pytest.approx(exact_sqrt(wssq / wsum), rel=1e-13)
+    if scale > 1:
+        got = lossctl.evaluate(y, yhat, "mse", weight=w, batch_rows=batch_rows)
+        assert got.value == pytest.approx(float(wssq / wsum), rel=1e-13)
+
+
+def test_sums_of_squares_beyond_the_range_in_the_cli_and_through_state_files(cli, tmp_path):
+    y, yhat = _residuals(1e154, n=600)
+    r = yhat - y
+    path = tmp_path / "big.csv"
+    path.write_text("y,yhat\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(y.tolist(), yhat.tolist())))
+    one = cli("eval", path, "-l", "mse", "-l", "rmse", "--grad", "-f", "json")
+    assert one.code == 0 and "Warning" not in one.err, one.err
+    res = {x["loss"]: x for x in one.json()["results"]}
+    ssq = exact_sumsq(r)
+    assert res["mse"]["value"] == pytest.approx(float(ssq / r.size), rel=1e-13)
+    assert res["mse"]["grad"]["l2"] == pytest.approx(exact_sqrt(4 * ssq), rel=1e-13)
+    assert res["rmse"]["value"] == pytest.approx(exact_sqrt(ssq / r.size), rel=1e-13)
+    # two shards whose states hold scaled sums, merged: the single run's numbers
+    lines = path.read_text().splitlines(keepends=True)
+    states = []
+    for i, (a, b) in enumerate(((1, 250), (250, 601))):
+        part = tmp_path / f"p{i}.csv"
+        part.write_text(lines[0] + "".join(lines[a:b]))
+        st = tmp_path / f"p{i}.state"
+        run = cli("eval", part, "-l", "mse", "-l", "rmse", "--grad", "--emit-state", st, "--row-offset", a - 1, "-q")
+        assert run.code == 0, run.err
+        states.append(st)
+    merged = cli("merge", *states, "-f", "json")
+    assert merged.code == 0, merged.err
+    for got, ref in zip(merged.json()["results"], one.json()["results"]):
+        assert got["value"] == pytest.approx(ref["value"], rel=1e-13)
+        assert got["grad"]["l2"] == pytest.approx(ref["grad"]["l2"], rel=1e-13)
+
+
+def test_ordinary_sums_carry_no_exponent():
+    import lossctl
+    from lossctl.accumulate import Sum
+
+    y, yhat = _residuals(1.0)
+    s = Sum(2)
+    s.add(np.array([1.0, 2.0]))
+    assert s.e is None and "e" not in s.to_dict()
+    r = lossctl.evaluate(y, yhat, "mse", grad=True)
+    assert r.value == pytest.approx(float(exact_sumsq(yhat - y) / y.size), rel=1e-14)
