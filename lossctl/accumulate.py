@@ -175,7 +175,8 @@ class GradSummary:
         self.exp = 0
 
     # -- updating
-    def update(self, g: np.ndarray, offset: int = 0) -> None:
+    def update(self, g: np.ndarray, offset: int | np.ndarray = 0) -> None:
+        """Add the gradients of rows offset, offset+1, … (or, an array, of those rows)."""
         n = g.shape[0]
         if n == 0:
             return
@@ -355,8 +356,9 @@ class GradSummary:
         self._buf[: cand.size] = cand
         self._n = cand.size
 
-    def _add_sample(self, vals: np.ndarray, offset: int) -> None:
-        keys = row_keys(offset, vals.shape[0])
+    def _add_sample(self, vals: np.ndarray, offset: int | np.ndarray) -> None:
+        # offset: the first row's global index, or (rows of a slice) every row's
+        keys = splitmix64(offset) if isinstance(offset, np.ndarray) else row_keys(int(offset), vals.shape[0])
         if self.sample_key.size >= SAMPLE_SIZE:
             keep = keys < self._key_cut  # only rows that beat the current sample can join it
             keys, vals = keys[keep], vals[keep]

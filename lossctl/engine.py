@@ -34,6 +34,9 @@ class Batch:
     # intermediate arrays shared by the losses of one batch (segmentation's probabilities and one-hot masks)
     memo: dict = field(default_factory=dict)
     column_names: Mapping[str, list[str]] = field(default_factory=dict)  # role → its columns
+    # the global index of each row, where the rows are not offset..offset+n−1 (a slice taken by `take`):
+    # bootstrap units and gradient samples are keyed by it, so they do not depend on batch boundaries
+    rows: np.ndarray | None = None
 
     def shared(self, name: str, roles: tuple[str, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
         """``make()``, computed once per batch for every loss that reads the same columns."""
@@ -50,6 +53,7 @@ class Batch:
         return self.cols.get(role)
 
     def take(self, idx: np.ndarray) -> "Batch":
+        """The rows ``idx`` of this batch, each keeping its own global row index."""
         return Batch(
             {k: v[idx] for k, v in self.cols.items()},
             int(idx.size),
@@ -57,7 +61,14 @@ class Batch:
             self.offset,
             self.source,
             self.columns,
+            column_names=self.column_names,
+            rows=self.row_indices()[idx],
         )  # a fresh memo: the subset's arrays are new
+
+    @property
+    def keys(self) -> int | np.ndarray:
+        """What keys rows for hashing: the first row's index where the rows are consecutive, else each row's."""
+        return self.offset if self.rows is None else self.rows
 
     def input_row(self, i: int) -> int:
         """The 1-based row of the input file that row ``i`` of this batch came from."""
@@ -66,6 +77,8 @@ class Batch:
         return self.input_start + int(np.flatnonzero(self.keep)[i]) + 1
 
     def row_indices(self) -> np.ndarray:
+        if self.rows is not None:
+            return self.rows
         return np.arange(self.offset, self.offset + self.n, dtype=np.uint64)
 
     def fail(self, message: str, role: str, mask: np.ndarray, values: np.ndarray | None = None) -> InputError:
@@ -494,8 +507,8 @@ class DecomposableState(State):
             for role, x in grads.items():
                 gs = self.grad_by_role.setdefault(role, GradSummary(self.kernel.ctx.rows_bound, self.kernel.ctx.top_keep,
                                                                     sample=self.kernel.ctx.sample_grads))
-                gs.update(x, b.offset)
-        self.grad.update(g, b.offset)
+                gs.update(x, b.keys)
+        self.grad.update(g, b.keys)
 
     def update2(self, b: Batch) -> None:
         if b.n == 0 or self.grad is None:

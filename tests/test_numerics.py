@@ -268,3 +268,70 @@ def test_ordinary_sums_carry_no_exponent():
     assert s.e is None and "e" not in s.to_dict()
     r = lossctl.evaluate(y, yhat, "mse", grad=True)
     assert r.value == pytest.approx(float(exact_sumsq(yhat - y) / y.size), rel=1e-14)
+
+
+# ------------------------------------------------------------------ item 7: slices keep their rows' indices
+
+
+def _slice_cis(doc: dict) -> list:
+    return [(g["value"], r["pred"], r["ci"]) for g in doc["groups"] for r in g["results"]]
+
+
+def _assert_same_cis(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for (va, pa, ca), (vb, pb, cb) in zip(a, b):
+        assert (va, pa) == (vb, pb)
+        assert ca == pytest.approx(cb, rel=1e-12, abs=1e-12), (va, pa)
+
+
+@pytest.fixture(scope="module")
+def sliced_csv(tmp_path_factory):
+    def make(n: int) -> str:
+        rng = np.random.default_rng(12)
+        g = rng.integers(0, 4, n)
+        y = rng.normal(size=n)
+        cols = {"y": y, "m1": y + rng.normal(size=n) * (1 + 0.2 * g), "m2": y + rng.normal(size=n),
+                "m3": y + 0.1 * rng.standard_t(2, n), "g": g}
+        path = tmp_path_factory.mktemp("slices") / f"s{n}.csv"
+        import pandas as pd
+
+        pd.DataFrame(cols).to_csv(path, index=False)
+        return str(path)
+
+    return make
+
+
+@pytest.mark.parametrize("n", [6_000, 160_000])  # slices bootstrapped by rows, and by hashed row blocks
+def test_slice_intervals_do_not_depend_on_the_batch_size(cli, sliced_csv, n):
+    path = sliced_csv(n)
+    args = ("eval", path, "-t", "y", "-p", "m1", "-p", "m2", "-p", "m3", "-l", "mse", "-l", "mae",
+            "--by", "g", "--ci", "0.95", "--bootstrap", "200", "-f", "json", "-q")
+    ref = None
+    for batch_rows in (131_072, 100_000 if n > 100_000 else 2_500, 997):
+        run = cli(*args, "--batch-rows", batch_rows)
+        assert run.code == 0, run.err
+        got = _slice_cis(run.json())
+        assert all(ci is not None for _, _, ci in got)
+        if ref is None:
+            ref = got
+        else:
+            _assert_same_cis(got, ref)
+
+
+def test_slice_intervals_from_shards_equal_one_run(cli, sliced_csv, tmp_path):
+    path = sliced_csv(160_000)  # slices of 40,000 rows: hashed row blocks, keyed by each row's index
+    common = ("-t", "y", "-p", "m1", "-p", "m2", "-l", "mse", "--by", "g", "--ci", "0.95", "--bootstrap", "200")
+    one = cli("eval", path, *common, "-f", "json", "-q")
+    assert one.code == 0, one.err
+    lines = open(path).read().splitlines(keepends=True)
+    states = []
+    for i, (a, b) in enumerate(((1, 51_000), (51_000, 120_001), (120_001, 160_001))):
+        part = tmp_path / f"p{i}.csv"
+        part.write_text(lines[0] + "".join(lines[a:b]))
+        st = tmp_path / f"p{i}.state"
+        run = cli("eval", part, *common, "--batch-rows", 30_000, "--emit-state", st, "--row-offset", a - 1, "-q")
+        assert run.code == 0, run.err
+        states.append(st)
+    merged = cli("merge", *states, "-f", "json")
+    assert merged.code == 0, merged.err
+    _assert_same_cis(_slice_cis(merged.json()), _slice_cis(one.json()))
