@@ -6,8 +6,9 @@ Chan's parallel update for variances.
 """
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -17,16 +18,34 @@ TOP_FRACTION = 0.01
 SAMPLE_SIZE = 4096
 
 
-class Sum:
-    """A vector of Neumaier-compensated float64 sums."""
+class Scaled(NamedTuple):
+    """Sums too large or too small for a double, as mantissas and binary exponents:
+    the sums are mant·2^exp (see :func:`lossctl.losses._numerics.sumsq`)."""
 
-    __slots__ = ("s", "c")
+    mant: np.ndarray
+    exp: np.ndarray
+
+
+class Sum:
+    """A vector of Neumaier-compensated float64 sums.
+
+    Where a batch's sum left the double range (:class:`Scaled`), each component also
+    carries a binary exponent ``e``: the sum is (s + c)·2ᵉ. Ordinary data never sets it.
+    """
+
+    __slots__ = ("s", "c", "e")
 
     def __init__(self, size: int) -> None:
         self.s = np.zeros(size)
         self.c = np.zeros(size)
+        self.e: np.ndarray | None = None
 
-    def add(self, x: np.ndarray) -> None:
+    def add(self, x: np.ndarray | Scaled, e: np.ndarray | None = None) -> None:
+        if isinstance(x, Scaled):
+            x, e = x
+        if e is not None or self.e is not None:
+            self._add_scaled(np.asarray(x, dtype=float), e)
+            return
         if self.s.size <= 4:  # a few totals per batch: Python floats beat six tiny numpy calls
             ss, cs = self.s.tolist(), self.c.tolist()
             for i, xi in enumerate(np.asarray(x, dtype=float).tolist()):
@@ -43,25 +62,57 @@ class Sum:
             self.c += np.where(big, (s - t) + x, (x - t) + s)
         self.s = t
 
+    def _add_scaled(self, x: np.ndarray, e: np.ndarray | None) -> None:
+        mine = self.e if self.e is not None else np.zeros(self.s.size, dtype=np.int64)
+        theirs = np.zeros(x.size, dtype=np.int64) if e is None else np.asarray(e, dtype=np.int64)
+        # a common exponent per component: the larger, unless one side is 0
+        empty = (self.s == 0) & (self.c == 0)
+        common = np.where(empty, theirs, np.where(x == 0, mine, np.maximum(mine, theirs)))
+        with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+            s, c, xs = np.ldexp(self.s, mine - common), np.ldexp(self.c, mine - common), np.ldexp(x, theirs - common)
+            t = s + xs
+            c = c + np.where(np.abs(s) >= np.abs(xs), (s - t) + xs, (xs - t) + s)
+        self.s, self.c, self.e = t, c, common
+
     def merge(self, other: "Sum") -> None:
-        self.add(other.s)
-        self.add(other.c)
+        self.add(other.s, other.e)
+        self.add(other.c, other.e)
+
+    @property
+    def scaled(self) -> bool:
+        return self.e is not None and bool(self.e.any())
+
+    def parts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mantissas, exponents): the sums are mant·2^exp."""
+        with np.errstate(invalid="ignore"):
+            v = self.s + self.c
+        v = np.where(np.isfinite(self.s), v, self.s)
+        return v, (self.e if self.e is not None else np.zeros(v.size, dtype=np.int64))
 
     @property
     def value(self) -> np.ndarray:
         with np.errstate(invalid="ignore"):
             v = self.s + self.c
         # an infinite sum makes the compensation NaN; the sum itself is the answer
-        return np.where(np.isfinite(self.s), v, self.s)
+        v = np.where(np.isfinite(self.s), v, self.s)
+        if self.e is not None:
+            with np.errstate(over="ignore", under="ignore"):
+                v = np.ldexp(v, self.e)
+        return v
 
     def to_dict(self) -> dict[str, Any]:
-        return {"s": self.s.tolist(), "c": self.c.tolist()}
+        d: dict[str, Any] = {"s": self.s.tolist(), "c": self.c.tolist()}
+        if self.e is not None:
+            d["e"] = [int(x) for x in self.e]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Sum":
         out = cls(len(d["s"]))
         out.s = np.asarray(d["s"], dtype=float)
         out.c = np.asarray(d["c"], dtype=float)
+        if d.get("e") is not None:
+            out.e = np.asarray(d["e"], dtype=np.int64)
         return out
 
 
@@ -112,30 +163,42 @@ class GradSummary:
         self.keep_factor = keep_factor
         self._buf = np.empty(0)  # candidates for the largest row L1 norms: self.top
         self._n = 0
-        self.dropped_max = -math.inf  # the largest row norm ever pruned from `top`
-        self._floor = -math.inf  # the smallest candidate kept in `top`
+        self.dropped_max = -math.inf  # a bound on the row norms dropped (below the floor)
+        self._floor = -math.inf  # every row norm ≥ the floor is kept: in `top`, or counted in at_floor
+        self.at_floor = 0  # rows whose norm equals the floor, counted rather than stored
+        self.merged = False  # a union of shards' summaries (for the wording of the lower-bound note)
         self.sample_key = np.empty(0, dtype=np.uint64)
         self.sample_val = np.empty(0)
         self._key_cut = np.uint64(0)
         self._d: np.ndarray | None = None  # scratch for g − ḡ, reused from batch to batch
+        # every figure held is for g·2^-exp: 0 unless Σg² left the double range (gradients near 1e154 or 1e-170)
+        self.exp = 0
 
     # -- updating
-    def update(self, g: np.ndarray, offset: int = 0) -> None:
+    def update(self, g: np.ndarray, offset: int | np.ndarray = 0) -> None:
+        """Add the gradients of rows offset, offset+1, … (or, an array, of those rows)."""
         n = g.shape[0]
         if n == 0:
             return
-        from lossctl.losses._numerics import dot  # (not at import: lossctl.losses imports the engine)
+        from lossctl.losses._numerics import TINY, ldexp  # (not at import: lossctl.losses imports the engine)
 
-        flat = np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
+        raw = np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
+        flat = self._scaled(raw, self.exp) if self.exp else raw
+        bmean, bm2, sq = self._moments(flat)
+        if not TINY <= sq < math.inf and not math.isnan(sq):
+            # Σg² left the double range: hold g·2⁻ᵏ instead, 2ᵏ just above the largest |g| (LAPACK dlassq);
+            # never on ordinary data, whose Σg² is a normal double
+            big = float(np.max(np.abs(raw)))
+            if self.rows:
+                big = max(big, ldexp(max(abs(self.min), abs(self.max)), self.exp))
+            k = math.frexp(big)[1] if 0 < big < math.inf else self.exp
+            if abs(k - self.exp) > 64:  # (else the batch is negligible beside what is held)
+                self._rescale(k - self.exp)
+                flat = self._scaled(raw, k)
+                bmean, bm2, sq = self._moments(flat)
+        if flat is not raw:
+            g = flat.reshape(g.shape)
         m = flat.size
-        if self._d is None or self._d.size < m:
-            self._d = np.empty(m)
-        with np.errstate(invalid="ignore", over="ignore"):  # infinite gradients (KL at Q = 0) stay inf/nan
-            bmean = float(np.add.reduce(flat)) / m
-            d = np.subtract(flat, bmean, out=self._d[:m])
-            # Σ(g − ḡ)² and Σg² by pairwise-accurate dots (rows of 4,096: no BLAS threads)
-            bm2 = dot(d, d)
-            sq = dot(flat, flat)
         self._merge_moments(m, bmean, bm2)
         self.min = min(self.min, float(flat.min()))
         self.max = max(self.max, float(flat.max()))
@@ -148,6 +211,38 @@ class GradSummary:
         if self.sampling:
             self._add_sample(l1 if g.ndim > 1 else g, offset)
 
+    def _moments(self, flat: np.ndarray) -> tuple[float, float, float]:
+        """ḡ, Σ(g − ḡ)² and Σg² of one batch."""
+        from lossctl.losses._numerics import dot
+
+        m = flat.size
+        if self._d is None or self._d.size < m:
+            self._d = np.empty(m)
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):  # infinite gradients (KL at Q = 0) stay inf/nan
+            bmean = float(np.add.reduce(flat)) / m
+            d = np.subtract(flat, bmean, out=self._d[:m])
+            # Σ(g − ḡ)² and Σg² by pairwise-accurate dots (rows of 4,096: no BLAS threads)
+            return bmean, dot(d, d), dot(flat, flat)
+
+    @staticmethod
+    def _scaled(x: np.ndarray, k: int) -> np.ndarray:
+        with np.errstate(under="ignore", over="ignore"):
+            return np.ldexp(x, -k)
+
+    def _rescale(self, k: int) -> None:
+        """Hold g·2⁻ᵏ more than before: every stored figure scales exactly (or flushes to 0)."""
+        with np.errstate(under="ignore", over="ignore"):
+            self.mean = float(np.ldexp(self.mean, -k))
+            self.m2 = float(np.ldexp(self.m2, -2 * k))
+            self.min, self.max = float(np.ldexp(self.min, -k)), float(np.ldexp(self.max, -k))
+            ex = np.array([-k, -2 * k])
+            self.sums.s, self.sums.c = np.ldexp(self.sums.s, ex), np.ldexp(self.sums.c, ex)
+            self._buf[: self._n] = np.ldexp(self._buf[: self._n], -k)
+            self._floor = float(np.ldexp(self._floor, -k))
+            self.dropped_max = float(np.ldexp(self.dropped_max, -k))
+            self.sample_val = np.ldexp(self.sample_val, -k)
+        self.exp += k
+
     def _merge_moments(self, m: int, mean: float, m2: float) -> None:
         tot = self.elems + m
         if self.elems == 0:
@@ -158,16 +253,27 @@ class GradSummary:
         self.m2 += m2 + delta * delta * self.elems * m / tot
         self.elems = tot
 
-    def _cap(self) -> int:
-        # with a bound on the rows, the top 1% of the bound is exact by construction;
-        # without one, keep the top 1% of the rows seen so far (at least 1024) and let
-        # top1_exact() detect the rare order (largest rows first) where that falls short
-        n = self.rows_bound if self.rows_bound is not None else max(self.rows, 1024 * 100)
-        return max(1, math.ceil(TOP_FRACTION * n))
+    def _keep(self) -> int:
+        """How many candidates for the top 1% a prune keeps.
+
+        With a bound on the rows (exact for Parquet and uncompressed text; a hint from the
+        decompressed size for compressed text) the top 1% of the bound; without one, or once
+        the rows outgrow a hint, twice the top 1% of the rows seen so far. Either way
+        :meth:`top1_exact` checks at the end whether what was kept holds the top 1%.
+        """
+        kf = self.keep_factor
+        if self.rows_bound is not None and self.rows <= self.rows_bound:
+            keep = math.ceil(TOP_FRACTION * self.rows_bound) * kf
+        else:
+            keep = math.ceil(TOP_FRACTION * max(self.rows, 1024 * 100)) * max(2, kf)
+        if kf > 1:  # a shard's state: small shards keep enough for the union's top 1%
+            keep = max(keep, 1024)
+        return max(1, keep)
 
     @property
     def top(self) -> np.ndarray:
-        """The candidates for the largest row L1 norms (a view of the buffer)."""
+        """The candidates above the floor (a view of the buffer); ``at_floor`` more rows
+        equal the floor. Together they are every row norm ≥ the floor, ties included."""
         return self._buf[: self._n]
 
     @top.setter
@@ -175,62 +281,84 @@ class GradSummary:
         self._buf = np.array(values, dtype=float)
         self._n = self._buf.size
 
+    @property
+    def held(self) -> int:
+        """How many of the largest row norms are known exactly."""
+        return self._n + self.at_floor
+
+    def _below_floor(self, l1: np.ndarray) -> np.ndarray:
+        """``l1`` without the rows at or below the floor: ties with it are counted, the rest dropped."""
+        floor = self._floor
+        if floor == -math.inf:
+            return l1
+        above = l1 > floor
+        n_above = int(np.count_nonzero(above))
+        if n_above == l1.size:
+            return l1
+        ties = int(np.count_nonzero(l1 == floor))
+        self.at_floor += ties
+        if n_above + ties < l1.size:
+            self.dropped_max = max(self.dropped_max, floor)  # (a bound: what was dropped lies below it)
+        return l1[above]
+
+    def _raise_floor(self, floor: float) -> None:
+        """Drop everything below ``floor`` (≥ the current floor); count the candidates tied with it."""
+        if floor <= self._floor:
+            return
+        if self.at_floor:
+            self.dropped_max = max(self.dropped_max, self._floor)
+            self.at_floor = 0
+        cur = self._buf[: self._n]
+        self._floor = floor
+        low = cur <= floor
+        if low.any():
+            out = cur[low]
+            ties = int(np.count_nonzero(out == floor))
+            self.at_floor += ties
+            if ties < out.size:
+                self.dropped_max = max(self.dropped_max, float(np.max(out[out < floor])))
+            kept = cur[~low]
+            self._buf[: kept.size] = kept
+            self._n = kept.size
+
     def _add_top(self, l1: np.ndarray) -> None:
-        # keep the top 1% of the row bound: exactly what the answer needs, in one
-        # preallocated buffer pruned in place (memory: 1.25 floats per 100 rows)
-        # without a bound on the rows, keep grows with the rows seen: keep twice as
-        # many and record exactly what was skipped, so that top1_exact() is sharp
-        keep = self._cap() * (self.keep_factor if self.rows_bound is not None else max(2, self.keep_factor))
-        if self.keep_factor > 1:  # a shard's state: small shards keep enough for the union's top 1%
-            keep = max(keep, 1024)
-        if self._floor > -math.inf:
-            # rows below the smallest kept candidate cannot enter the top: skip them
-            skipped = l1 <= self._floor
-            if skipped.any():
-                if self.rows_bound is None:
-                    self.dropped_max = max(self.dropped_max, float(np.max(l1[skipped])))
-                else:  # a bound on what was skipped (sharp enough: keep never grows)
-                    self.dropped_max = max(self.dropped_max, self._floor)
-                l1 = l1[~skipped]
+        # Invariant: top ∪ {floor × at_floor} is exactly the multiset of row norms ≥ floor;
+        # the floor only rises. Ties with the floor are counted, never dropped (all rows of
+        # MAE have |g| = 1: the top 1% is then 1% of the rows, at the floor).
+        l1 = self._below_floor(l1)
         if l1.size == 0:
             return
         if self._n + l1.size <= self._buf.size:
             self._buf[self._n:self._n + l1.size] = l1
             self._n += l1.size
             return
-        if self._n > keep and keep + l1.size <= self._buf.size:
-            # prune the full buffer to its top `keep` in place, then append: no second copy of it
-            cur = self._buf[: self._n]
-            cut = self._n - keep
-            cur.partition(cut)  # the `keep` largest now fill [cut, n)
-            self.dropped_max = max(self.dropped_max, float(np.max(cur[:cut])))
-            self._floor = float(cur[cut])
-            lo = max(cut, keep)  # [lo, n) → [0, n − lo): disjoint ranges; [cut, lo) is already in place
-            self._buf[: self._n - lo] = self._buf[lo: self._n]
-            self._n = keep
-            enter = l1 > self._floor
-            if not enter.all():
-                self.dropped_max = max(self.dropped_max, float(np.max(l1[~enter])))
-                l1 = l1[enter]
-            self._buf[self._n:self._n + l1.size] = l1
-            self._n += l1.size
-            return
+        keep = self._keep()
         cand = np.concatenate([self._buf[: self._n], l1])
-        capacity = keep + max(keep // 4, 1024)
         if cand.size > keep:
-            cand.partition(cand.size - keep)
+            # the keep-th largest becomes the floor: rows above it stay, rows equal to it are counted
             cut = cand.size - keep
-            if cut:
-                self.dropped_max = max(self.dropped_max, float(np.max(cand[:cut])))
-            self._floor = float(cand[cut])
-            cand = cand[cut:]
+            cand[np.isnan(cand)] = math.inf  # (a NaN gradient: the share is NaN anyway; keep the order total)
+            cand.partition(cut)
+            v = float(cand[cut])
+            lo, hi = cand[:cut], cand[cut:]
+            if v > self._floor and self.at_floor:
+                self.dropped_max = max(self.dropped_max, self._floor)
+                self.at_floor = 0
+            below = lo[lo < v]
+            if below.size:
+                self.dropped_max = max(self.dropped_max, float(np.max(below)))
+            self.at_floor += (lo.size - below.size) + int(np.count_nonzero(hi == v))
+            self._floor = v
+            cand = hi[hi > v]
+        capacity = keep + max(keep // 4, 1024)
         if self._buf.size < max(capacity, cand.size):
             self._buf = np.empty(max(capacity, cand.size))
         self._buf[: cand.size] = cand
         self._n = cand.size
 
-    def _add_sample(self, vals: np.ndarray, offset: int) -> None:
-        keys = row_keys(offset, vals.shape[0])
+    def _add_sample(self, vals: np.ndarray, offset: int | np.ndarray) -> None:
+        # offset: the first row's global index, or (rows of a slice) every row's
+        keys = splitmix64(offset) if isinstance(offset, np.ndarray) else row_keys(int(offset), vals.shape[0])
         if self.sample_key.size >= SAMPLE_SIZE:
             keep = keys < self._key_cut  # only rows that beat the current sample can join it
             keys, vals = keys[keep], vals[keep]
@@ -248,6 +376,12 @@ class GradSummary:
     def merge(self, other: "GradSummary") -> None:
         if other.elems == 0:
             return
+        if other.exp != self.exp:  # hold both at the larger scale
+            if self.elems == 0 or other.exp > self.exp:
+                self._rescale(other.exp - self.exp)
+            if other.exp < self.exp:
+                other = copy.deepcopy(other)
+                other._rescale(self.exp - other.exp)
         if self.elems == 0:
             self.mean, self.m2, self.elems = other.mean, other.m2, other.elems
         else:
@@ -262,7 +396,16 @@ class GradSummary:
         else:
             self.rows_bound = None
         self.dropped_max = max(self.dropped_max, other.dropped_max)
-        self._add_top(other.top)
+        self.merged = True
+        # the union knows exactly the norms ≥ the higher of the two floors
+        floor = max(self._floor, other._floor)
+        self._raise_floor(floor)
+        if other.at_floor:
+            if other._floor == floor:
+                self.at_floor += other.at_floor
+            else:
+                self.dropped_max = max(self.dropped_max, other._floor)
+        self._add_top(np.array(other.top))
         self.sample_key = np.concatenate([self.sample_key, other.sample_key])
         self.sample_val = np.concatenate([self.sample_val, other.sample_val])
         if self.sample_key.size > SAMPLE_SIZE:
@@ -271,7 +414,6 @@ class GradSummary:
         self._cuts()
 
     def _cuts(self) -> None:
-        self._floor = -math.inf  # recomputed at the next prune
         self._key_cut = self.sample_key.max() if self.sample_key.size >= SAMPLE_SIZE else np.uint64(0)
 
     # -- results
@@ -281,13 +423,15 @@ class GradSummary:
         abs_sum, sq_sum = (float(x) for x in self.sums.value)
         k = max(1, math.ceil(TOP_FRACTION * self.rows))
         top = self.top
-        kth = np.partition(top, top.size - k)[top.size - k:] if top.size >= k else top
-        top_sum = float(np.sum(kth))
+        if top.size >= k:
+            top_sum = float(np.sum(np.partition(top, top.size - k)[top.size - k:]))
+        else:  # the rest of the top 1% are rows tied at the floor (or, past `held`, unknown: a lower bound)
+            top_sum = float(np.sum(top)) + (min(k - top.size, self.at_floor) * self._floor if self.at_floor else 0.0)
         s = abs(scale)
         lo, hi = self.min * scale, self.max * scale
         if scale < 0:
             lo, hi = hi, lo
-        return {
+        out: dict[str, Any] = {
             "mean": self.mean * scale,
             "std": math.sqrt(max(self.m2, 0.0) / self.elems) * s,
             "min": lo,
@@ -295,23 +439,32 @@ class GradSummary:
             "abs_mean": abs_sum / self.elems * s,
             "l2": math.sqrt(sq_sum) * s,
             "zero_frac": self.zero_rows / self.rows,
-            "top1_share": (top_sum / abs_sum) if abs_sum > 0 else 0.0,
+            "top1_share": (top_sum / abs_sum) if abs_sum > 0 else (math.nan if math.isnan(abs_sum) else 0.0),
         }
+        if self.exp:  # held as g·2^-exp: scale back (each figure is representable, or truly overflows)
+            from lossctl.losses._numerics import ldexp
+
+            for key in ("mean", "std", "min", "max", "abs_mean", "l2"):
+                out[key] = ldexp(out[key], self.exp)
+        if not self.top1_exact():
+            out["top1_share_lower_bound"] = True
+        return out
 
     def top1_exact(self) -> bool:
-        """Whether top1_share is exact: no pruned row could belong to the top 1%.
+        """Whether top1_share is exact: every row of the top 1% was kept (or counted as a tie).
 
-        Within one run the pruning is exact by construction; after merging shards a
-        shard may have pruned rows that the union's top 1% needs: then top1_share is
-        a lower bound, and this says so.
+        The summary holds every row norm at or above its floor, so it is exact when it holds
+        at least 1% of the rows. It may fall short where the row count was not known in
+        advance and the largest rows came first, or after merging lopsided shards: then
+        top1_share is a lower bound, and this says so.
         """
-        if self.dropped_max == -math.inf or self.rows == 0:
-            return True
-        k = max(1, math.ceil(TOP_FRACTION * self.rows))
-        if self.top.size < k:
-            return False
-        kth = float(np.partition(self.top, self.top.size - k)[self.top.size - k])
-        return kth >= self.dropped_max
+        return self.rows == 0 or self.held >= max(1, math.ceil(TOP_FRACTION * self.rows))
+
+    def top1_note(self) -> str:
+        if self.merged:
+            return "top1_share is a lower bound: a merged shard pruned rows that may belong to the top 1%"
+        return ("top1_share is a lower bound: the number of rows was not known in advance and rows that may "
+                "belong to the top 1% were pruned (an uncompressed or Parquet input gives the exact share)")
 
     # -- state files
     def to_dict(self) -> dict[str, Any]:
@@ -319,7 +472,7 @@ class GradSummary:
             "rows": self.rows, "elems": self.elems, "mean": self.mean, "m2": self.m2,
             "min": self.min, "max": self.max, "sums": self.sums.to_dict(), "zero_rows": self.zero_rows,
             "rows_bound": self.rows_bound, "keep_factor": self.keep_factor, "top": self.top.tolist(),
-            "dropped_max": self.dropped_max,
+            "dropped_max": self.dropped_max, "exp": self.exp, "floor": self._floor, "at_floor": self.at_floor, "merged": self.merged,
             "sample_key": [int(x) for x in self.sample_key], "sample_val": self.sample_val.tolist(),
         }
 
@@ -331,6 +484,13 @@ class GradSummary:
         g.sums = Sum.from_dict(d["sums"])
         g.top = np.asarray(d["top"], dtype=float)
         g.dropped_max = d["dropped_max"]
+        g.merged = bool(d.get("merged", False))
+        g.exp = int(d.get("exp", 0))
+        if "floor" in d:
+            g._floor, g.at_floor = float(d["floor"]), int(d["at_floor"])
+        elif g.dropped_max > -math.inf:
+            # an older state file, whose pruning dropped ties: it holds exactly the norms above dropped_max
+            g._raise_floor(float(np.nextafter(g.dropped_max, math.inf)))
         g.sample_key = np.asarray(d["sample_key"], dtype=np.uint64)
         g.sample_val = np.asarray(d["sample_val"], dtype=float)
         g._cuts()
@@ -338,6 +498,9 @@ class GradSummary:
 
     def sample(self, scale: float = 1.0) -> np.ndarray:
         """Up to SAMPLE_SIZE per-row gradients (or row norms), for histograms."""
+        if self.exp:
+            with np.errstate(over="ignore", under="ignore"):
+                return np.ldexp(self.sample_val * scale, self.exp)
         return self.sample_val * scale
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lossctl.accumulate import GradSummary, Sum, splitmix64
+from lossctl.accumulate import GradSummary, Scaled, Sum, splitmix64
 from lossctl.errors import InputError, UsageError
 
 
@@ -34,6 +34,9 @@ class Batch:
     # intermediate arrays shared by the losses of one batch (segmentation's probabilities and one-hot masks)
     memo: dict = field(default_factory=dict)
     column_names: Mapping[str, list[str]] = field(default_factory=dict)  # role → its columns
+    # the global index of each row, where the rows are not offset..offset+n−1 (a slice taken by `take`):
+    # bootstrap units and gradient samples are keyed by it, so they do not depend on batch boundaries
+    rows: np.ndarray | None = None
 
     def shared(self, name: str, roles: tuple[str, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
         """``make()``, computed once per batch for every loss that reads the same columns."""
@@ -50,6 +53,7 @@ class Batch:
         return self.cols.get(role)
 
     def take(self, idx: np.ndarray) -> "Batch":
+        """The rows ``idx`` of this batch, each keeping its own global row index."""
         return Batch(
             {k: v[idx] for k, v in self.cols.items()},
             int(idx.size),
@@ -57,7 +61,14 @@ class Batch:
             self.offset,
             self.source,
             self.columns,
+            column_names=self.column_names,
+            rows=self.row_indices()[idx],
         )  # a fresh memo: the subset's arrays are new
+
+    @property
+    def keys(self) -> int | np.ndarray:
+        """What keys rows for hashing: the first row's index where the rows are consecutive, else each row's."""
+        return self.offset if self.rows is None else self.rows
 
     def input_row(self, i: int) -> int:
         """The 1-based row of the input file that row ``i`` of this batch came from."""
@@ -66,6 +77,8 @@ class Batch:
         return self.input_start + int(np.flatnonzero(self.keep)[i]) + 1
 
     def row_indices(self) -> np.ndarray:
+        if self.rows is not None:
+            return self.rows
         return np.arange(self.offset, self.offset + self.n, dtype=np.uint64)
 
     def fail(self, message: str, role: str, mask: np.ndarray, values: np.ndarray | None = None) -> InputError:
@@ -155,6 +168,15 @@ class Kernel:
     def extra(self, totals: np.ndarray) -> dict[str, Any]:
         return {}
 
+    def value_parts(self, mant: np.ndarray, exp: np.ndarray) -> float:
+        """``value`` of the totals mant·2^exp, where a sum left the double range (Sum.e)."""
+        with np.errstate(over="ignore", under="ignore"):
+            return float(self.value(np.ldexp(mant, exp)))
+
+    def grad_scale_parts(self, mant: np.ndarray, exp: np.ndarray, n: int) -> float:
+        with np.errstate(over="ignore", under="ignore"):
+            return self.grad_scale(np.ldexp(mant, exp), n)
+
     def reduce_sum(self, totals: np.ndarray) -> float:
         raise UsageError(f"{type(self).__name__} has no sum reduction")
 
@@ -210,6 +232,13 @@ class RowMeanKernel(Kernel):
     def grad_scale(self, totals: np.ndarray, n: int) -> float:
         return n / float(totals[1]) if totals[1] > 0 else 1.0
 
+    def value_parts(self, mant: np.ndarray, exp: np.ndarray) -> float:
+        # Σwℓ/Σw with Σwℓ beyond the double range (a mean of r² with r near 1e154 is finite)
+        from lossctl.losses._numerics import ldexp
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ldexp(float(mant[0] / mant[1]), int(exp[0] - exp[1]))
+
     def per_row(self, b: Batch, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         loss, grads, roww = self.rows(b, grad)
         if roww is not None:
@@ -223,16 +252,41 @@ def _stat_sizes(stats: list[Any]) -> list[int]:
     return [1 if np.ndim(s) <= 1 else s.shape[1] for s in stats]
 
 
-def _sum_stats(stats: list[Any], n: int) -> np.ndarray:
+def _sum_stats(stats: list[Any], n: int) -> np.ndarray | Scaled:
     out = []
     for s in stats:
         if np.ndim(s) == 0:
             out.append(float(s) * n)
         elif s.ndim == 1:
-            out.append(float(np.sum(s)))
+            with np.errstate(over="ignore", invalid="ignore"):
+                out.append(float(np.sum(s)))
         else:
-            out.extend(np.sum(s, axis=0).tolist())
-    return np.asarray(out, dtype=float)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out.extend(np.sum(s, axis=0).tolist())
+    sums = np.asarray(out, dtype=float)
+    if np.isinf(sums).any():  # (never on ordinary data) a sum of finite terms may overflow
+        return _scaled_sums(stats, sums)
+    return sums
+
+
+def _scaled_sums(stats: list[Any], sums: np.ndarray) -> np.ndarray | Scaled:
+    """Column sums of ``stats`` that overflowed although every term is finite, as Σ(x·2⁻ᵏ)·2ᵏ."""
+    cols = []
+    for s in stats:
+        if np.ndim(s) == 0:
+            cols.append(None)
+        elif s.ndim == 1:
+            cols.append(s)
+        else:
+            cols.extend(s[:, j] for j in range(s.shape[1]))
+    exp = np.zeros(sums.size, dtype=np.int64)
+    for i, col in enumerate(cols):
+        if col is None or not np.isinf(sums[i]) or not np.isfinite(col).all():
+            continue
+        k = math.frexp(float(np.max(np.abs(col))))[1]
+        with np.errstate(under="ignore"):
+            sums[i], exp[i] = float(np.sum(np.ldexp(col, -k))), k
+    return Scaled(sums, exp) if exp.any() else sums
 
 
 def _stats_matrix(stats: list[Any], n: int) -> np.ndarray:
@@ -427,7 +481,7 @@ class DecomposableState(State):
             if fused is not None:
                 fast, grads = fused if want_grad else (fused, None)
                 if self.totals is None:
-                    self.totals = Sum(fast.size)
+                    self.totals = Sum(len(fast.mant) if isinstance(fast, Scaled) else fast.size)
                 self.totals.add(fast)
                 self.n += b.n
                 if grads is not None:
@@ -436,7 +490,7 @@ class DecomposableState(State):
         stats, grads = self.kernel.stats(b, want_grad)
         sums = _sum_stats(stats, b.n)
         if self.totals is None:
-            self.totals = Sum(sums.size)
+            self.totals = Sum(len(sums.mant) if isinstance(sums, Scaled) else sums.size)
         self.totals.add(sums)
         self.n += b.n
         if want_grad and grads is not None:
@@ -453,8 +507,8 @@ class DecomposableState(State):
             for role, x in grads.items():
                 gs = self.grad_by_role.setdefault(role, GradSummary(self.kernel.ctx.rows_bound, self.kernel.ctx.top_keep,
                                                                     sample=self.kernel.ctx.sample_grads))
-                gs.update(x, b.offset)
-        self.grad.update(g, b.offset)
+                gs.update(x, b.keys)
+        self.grad.update(g, b.keys)
 
     def update2(self, b: Batch) -> None:
         if b.n == 0 or self.grad is None:
@@ -549,20 +603,25 @@ class DecomposableState(State):
             return out
         totals = self.totals.value
         k = self.kernel
+        scaled = self.totals.scaled  # a sum beyond the double range: the value from mantissas and exponents
         if self.opts.reduction == "sum":
             out["value"] = k.reduce_sum(totals)
+        elif scaled:
+            out["value"] = k.value_parts(*self.totals.parts())
         else:
             out["value"] = float(k.value(totals))
         extra = k.extra(totals)
         if extra:
             out["extra"] = extra
         if self.grad is not None:
-            scale = 1.0 if k.two_pass_grad else k.grad_scale(totals, self.n)
+            scale = 1.0 if k.two_pass_grad else (k.grad_scale_parts(*self.totals.parts(), self.n) if scaled
+                                                 else k.grad_scale(totals, self.n))
             out["grad"] = self.grad.result(scale)
             out["grad_sample"] = self.grad.sample(scale)
-            if not self.grad.top1_exact():
-                out.setdefault("notes", []).append(
-                    "top1_share is a lower bound: a merged shard pruned rows that may belong to the top 1%")
+            for gs in (self.grad, *self.grad_by_role.values()):
+                if not gs.top1_exact():
+                    out.setdefault("notes", []).append(gs.top1_note())
+                    break
             if self.grad_by_role:
                 out["grad_by_role"] = {r: gs.result(scale) for r, gs in self.grad_by_role.items()}
         return out
@@ -608,7 +667,11 @@ def _load_sum(d: Any, what: str) -> Sum:
     s, c = _floats(d["s"], f"{what}.s"), _floats(d["c"], f"{what}.c")
     if s.size != c.size or s.size == 0:
         raise ValueError(f"{what}: s and c must be arrays of the same, non-zero length")
-    return Sum.from_dict({"s": s.tolist(), "c": c.tolist()})
+    e = d.get("e")
+    if e is not None and (not isinstance(e, list) or len(e) != s.size
+                          or any(isinstance(x, bool) or not isinstance(x, int) or abs(x) > 1 << 20 for x in e)):
+        raise ValueError(f"{what}.e must hold one binary exponent (a whole number) per sum")
+    return Sum.from_dict({"s": s.tolist(), "c": c.tolist(), "e": e})
 
 
 def _load_grad(d: Any, what: str) -> GradSummary:
@@ -616,9 +679,13 @@ def _load_grad(d: Any, what: str) -> GradSummary:
         raise TypeError(f"{what}: a JSON object expected, got {_json_type(d)}")
     for k in ("rows", "elems", "zero_rows"):
         _count(d[k], f"{what}.{k}")
-    for k in ("mean", "m2", "min", "max", "dropped_max"):
+    for k in ("mean", "m2", "min", "max", "dropped_max", *(("floor",) if "floor" in d else ())):
         if isinstance(d[k], bool) or not isinstance(d[k], (int, float)):
             raise ValueError(f"{what}.{k} must be a number, got {d[k]!r:.40}")
+    if "floor" in d:
+        _count(d["at_floor"], f"{what}.at_floor")
+    if "exp" in d and (isinstance(d["exp"], bool) or not isinstance(d["exp"], int) or abs(d["exp"]) > 1 << 20):
+        raise ValueError(f"{what}.exp must be a whole number, got {d['exp']!r:.40}")
     if d["rows_bound"] is not None:
         _count(d["rows_bound"], f"{what}.rows_bound")
     if "keep_factor" in d and (_count(d["keep_factor"], f"{what}.keep_factor") < 1):

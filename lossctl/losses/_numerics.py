@@ -79,6 +79,39 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     return s
 
 
+TINY = float(np.finfo(np.float64).tiny)  # the smallest normal double, 2.2e-308
+
+
+def sumsq(x: np.ndarray) -> tuple[float, int]:
+    """Σxᵢ² of a 1-d float64 array as (s, e), Σxᵢ² = s·2ᵉ.
+
+    The plain :func:`dot` (e = 0) wherever it lands in the normal range, which is every
+    ordinary array: the check costs nothing. Where it overflows or underflows although the
+    elements are finite and not all 0, the sum is recomputed on x·2⁻ᵏ with 2ᵏ just above
+    max|xᵢ| (as BLAS nrm2 and LAPACK dlassq scale), exact to round-off: the scaling by a
+    power of 2 is exact, and elements it flushes to 0 are below 2⁻¹⁰⁷⁴ of the largest.
+    """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        s = dot(x, x)
+    if TINY <= s < math.inf or math.isnan(s):
+        return s, 0
+    m = float(np.max(np.abs(x))) if x.size else 0.0
+    if m == 0.0 or not math.isfinite(m):
+        return s, 0  # all zero (the sum is exact), or an infinite element (the sum is too)
+    k = math.frexp(m)[1]
+    with np.errstate(under="ignore"):
+        xs = np.ldexp(x, -k)
+    return dot(xs, xs), 2 * k
+
+
+def ldexp(x: float, e: int) -> float:
+    """x·2ᵉ, inf on overflow (math.ldexp raises)."""
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
 class Scratch:
     """Named arrays reused from batch to batch: the engine consumes a batch's outputs
     before it asks for the next, and fresh pages cost more than the arithmetic."""

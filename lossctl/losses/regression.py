@@ -8,7 +8,8 @@ from typing import Any, Callable
 import numpy as np
 
 from lossctl.engine import Batch, RowMeanKernel
-from lossctl.losses._numerics import BLOCK, FusedSums, Scratch, blockwise, dot
+from lossctl.accumulate import Scaled
+from lossctl.losses._numerics import BLOCK, TINY, FusedSums, Scratch, blockwise, dot, ldexp, sumsq
 
 FUSED_BLOCK = 1 << 17  # rows per fused block: one per 131,072-row batch (measured best of 2¹⁵..2¹⁷)
 from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
@@ -266,6 +267,8 @@ class Elementwise(FusedSums, RowMeanKernel):
         # cache-sized blocks, one output column, no weights (FusedSums)
         fz = type(self).fused
         y, p = b["target"], b["pred"]
+        if fz is _fz_mse and y.ndim == 1 and b.weight is not None:
+            return self._weighted_mse(b, grad)
         if fz is None or y.ndim != 1 or b.weight is not None:
             return None
         n = y.shape[0]
@@ -274,12 +277,30 @@ class Elementwise(FusedSums, RowMeanKernel):
         r_is_g = g is not None and type(self).r_in_grad
         kw = self.kw
         total = 0.0
-        for s in range(0, n, FUSED_BLOCK):
-            e = min(n, s + FUSED_BLOCK)
-            gb = None if g is None else g[s:e]
-            r = np.subtract(p[s:e], y[s:e], out=gb if r_is_g else r_buf[: e - s])
-            total += fz(r, t_buf[: e - s], gb, **kw)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum is caught below
+            for s in range(0, n, FUSED_BLOCK):
+                e = min(n, s + FUSED_BLOCK)
+                gb = None if g is None else g[s:e]
+                r = np.subtract(p[s:e], y[s:e], out=gb if r_is_g else r_buf[: e - s])
+                total += fz(r, t_buf[: e - s], gb, **kw)
+        if fz is _fz_mse and not TINY <= total < math.inf and not math.isnan(total):
+            # Σr² left the double range (r near 1e154 or 1e-170): rescaled, the mean may well be finite
+            with np.errstate(over="ignore"):
+                sq, ex = sumsq(p - y)
+            if ex:
+                return Scaled(np.array([sq, float(n)]), np.array([ex, 0])), g
         return np.array([total, float(n)]), g
+
+    @staticmethod
+    def _weighted_mse(b: Batch, grad: bool) -> tuple[np.ndarray | Scaled, np.ndarray | None]:
+        # Σwr² = Σ(√w·r)² by sumsq: w·r² may overflow row by row where the weighted mean does not
+        w = b.weight
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = b["pred"] - b["target"]
+            sq, ex = sumsq(r * np.sqrt(w))
+            g = 2.0 * r * w if grad else None
+        sums = np.array([sq, float(np.sum(w))])
+        return (Scaled(sums, np.array([ex, 0])) if ex else sums), g
 
     def _blocks(self, y: np.ndarray, p: np.ndarray, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         """ℓ (and g) in cache-sized blocks: r = ŷ − y and every temporary stay in cache."""
@@ -316,6 +337,39 @@ class RMSEKernel(Elementwise):
         super().__init__(params, ctx)
         # each of K > 1 outputs has its own 1/RMSEₖ: the gradient needs the final sums, a second pass
         self.two_pass_grad = (ctx.n_classes or 1) > 1
+
+    def _fused(self, b: Batch, grad: bool):
+        # Σwᵢrᵢₖ² = Σ(√wᵢ rᵢₖ)² per output by sumsq: exact to round-off even where r² over- or underflows
+        # (residuals near 1e154 or 1e-170 have a finite, non-zero RMSE)
+        y, p, w = b["target"], b["pred"], b.weight
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = p - y
+        rw = r if w is None else r * (np.sqrt(w) if r.ndim == 1 else np.sqrt(w)[:, None])
+        cols = [rw] if rw.ndim == 1 else [np.ascontiguousarray(rw[:, j]) for j in range(rw.shape[1])]
+        parts = [sumsq(c) for c in cols]
+        sums = np.array([s for s, _ in parts] + [float(b.n) if w is None else float(np.sum(w))])
+        exps = np.array([e for _, e in parts] + [0])
+        out = Scaled(sums, exps) if exps.any() else sums
+        grads = None
+        if grad and not self.two_pass_grad:
+            grads = {"pred": r if w is None else r * (w if r.ndim == 1 else w[:, None])}
+        return out, grads
+
+    def sums_and_grads(self, b: Batch):
+        return self._fused(b, grad=True)
+
+    def value_parts(self, mant, exp):
+        # mean over outputs of √(Σr²ₖ/Σw), each √ of m·2ᵈ taken as √(m·2^(d mod 2))·2^(d div 2)
+        vals = []
+        for m, d in zip(mant[:-1] / mant[-1], exp[:-1] - exp[-1]):
+            d = int(d)
+            vals.append(ldexp(math.sqrt(m * (2.0 if d % 2 else 1.0)), d // 2) if m >= 0 else math.nan)
+        return float(np.mean(vals))
+
+    def grad_scale_parts(self, mant, exp, n):
+        rmse = self.value_parts(mant, exp)
+        w = ldexp(float(mant[-1]), int(exp[-1]))
+        return (n / w) / rmse if rmse > 0 and w > 0 else 0.0
 
     def stats(self, b: Batch, grad: bool):
         r = b["pred"] - b["target"]

@@ -1,0 +1,337 @@
+"""Numerics at the edges: the top-1% gradient share without a known row count (ties,
+compressed input, stdin), sums of squares beyond the float range, bootstrap keys that
+do not depend on batch boundaries, and no Python warning on stderr.
+
+Every figure is checked against an independent numpy (or exact rational) oracle.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import math
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from lossctl import io as lio
+from lossctl.accumulate import GradSummary
+
+N_BIG = 300_000  # above the 102,400 rows where the top-1% search without a bound starts pruning
+
+
+def top1_oracle(l1: np.ndarray) -> float:
+    """CLI.md: the share of Σ‖g‖₁ held by the ceil(1%) rows with the largest ‖g‖₁ (numpy sort)."""
+    k = max(1, math.ceil(0.01 * l1.size))
+    return float(np.sort(l1)[-k:].sum() / l1.sum())
+
+
+# ------------------------------------------------------------------ item 4: top1_share
+
+
+def _feed(g: np.ndarray, step: int, bound: int | None, keep_factor: int = 1) -> GradSummary:
+    s = GradSummary(rows_bound=bound, keep_factor=keep_factor)
+    for i in range(0, g.size, step):
+        s.update(g[i:i + step], i)
+    return s
+
+
+@pytest.mark.parametrize("bound", [None, N_BIG, 1000])  # none, exact, a hint that falls short
+@pytest.mark.parametrize("step", [4096, 65_536, 131_072])
+def test_top1_share_keeps_rows_tied_with_the_floor(bound, step):
+    # MAE: every |g| = 1 (and some 0): the top 1% is 1% of the rows, all tied at the floor
+    rng = np.random.default_rng(4)
+    g = rng.choice([-1.0, 1.0], N_BIG)
+    g[rng.random(N_BIG) < 0.05] = 0.0
+    s = _feed(g, step, bound)
+    assert s.top1_exact()
+    got = s.result()
+    assert "top1_share_lower_bound" not in got
+    assert got["top1_share"] == pytest.approx(top1_oracle(np.abs(g)), rel=1e-12)
+
+
+@pytest.mark.parametrize("order", ["random", "ascending", "descending"])
+def test_top1_share_with_few_distinct_values_matches_numpy(order):
+    # ties at every level (0, 1, 2, 3): the floor lands inside a block of ties each time it moves
+    rng = np.random.default_rng(5)
+    g = rng.integers(0, 4, N_BIG).astype(float)
+    if order != "random":
+        g = np.sort(g)[:: 1 if order == "ascending" else -1]
+    s = _feed(g, 10_000, None)
+    assert s.top1_exact()
+    assert s.result()["top1_share"] == pytest.approx(top1_oracle(g), rel=1e-12)
+
+
+def test_top1_share_without_a_bound_is_exact_or_flagged_as_a_lower_bound():
+    rng = np.random.default_rng(6)
+    g = np.abs(rng.standard_t(2, N_BIG))
+    ref = top1_oracle(g)
+    s = _feed(g, 8192, None)  # random order: what is kept holds the top 1%
+    assert s.top1_exact() and s.result()["top1_share"] == pytest.approx(ref, rel=1e-12)
+    desc = np.sort(g)[::-1]  # the largest rows first, no bound: pruned too early, and it says so
+    s = _feed(desc, 8192, None)
+    got = s.result()
+    assert not s.top1_exact() and got["top1_share_lower_bound"] is True
+    assert got["top1_share"] <= ref * (1 + 1e-12)
+    assert _feed(desc, 8192, N_BIG).result()["top1_share"] == pytest.approx(ref, rel=1e-12)  # a bound: exact
+
+
+def test_merged_summaries_keep_ties_and_state_files_round_trip():
+    rng = np.random.default_rng(7)
+    g = rng.choice([0.0, 1.0, 2.0], N_BIG, p=[0.2, 0.795, 0.005])
+    parts = [_feed(g[a:b], 7000, b - a, keep_factor=2) for a, b in ((0, 100_000), (100_000, 250_000), (250_000, N_BIG))]
+    merged = GradSummary.from_dict(json.loads(json.dumps(parts[0].to_dict())))
+    for p in parts[1:]:
+        merged.merge(GradSummary.from_dict(json.loads(json.dumps(p.to_dict()))))
+    assert merged.top1_exact()
+    assert merged.result()["top1_share"] == pytest.approx(top1_oracle(g), rel=1e-12)
+
+
+def _regression(n: int, tied: bool, order: str = "random") -> tuple[np.ndarray, np.ndarray, bytes]:
+    rng = np.random.default_rng(11)
+    y = np.round(rng.normal(0, 3, n), 3)
+    r = rng.choice([-0.5, 0.5], n) if tied else np.round(rng.standard_t(3, n), 4)
+    if order == "descending":
+        r = r[np.argsort(-np.abs(r), kind="stable")]
+    yhat = y + r
+    text = "y,yhat\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(y.tolist(), yhat.tolist()))
+    return y, yhat, text.encode()
+
+
+def _grad_json(cli, *args):
+    r = cli("eval", *args, "--grad", "-f", "json")
+    assert r.code == 0, r.err
+    return r.json()["results"][0], r.err
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["mae-tied", "continuous"])
+@pytest.mark.parametrize("how", ["gz", "zst", "stdin-gz", "stdin"])
+def test_cli_top1_share_on_compressed_and_piped_input_matches_numpy(cli, tmp_path, monkeypatch, tied, how):
+    y, yhat, raw = _regression(N_BIG, tied)
+    loss = "mae" if tied else "mse"
+    l1 = np.abs(np.sign(yhat - y)) if tied else np.abs(2 * (yhat - y))
+    if how.endswith("gz"):
+        data = gzip.compress(raw, compresslevel=1)
+    elif how == "zst":
+        zstandard = pytest.importorskip("zstandard")
+        data = zstandard.ZstdCompressor().compress(raw)
+    else:
+        data = raw
+    if how.startswith("stdin"):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        path = "-"
+    else:
+        path = tmp_path / f"d.csv.{how}"
+        path.write_bytes(data)
+    res, err = _grad_json(cli, path, "-l", loss)
+    assert res["grad"]["top1_share"] == pytest.approx(top1_oracle(l1), rel=1e-9)
+    assert "top1_share_lower_bound" not in res["grad"] and "lower bound" not in err
+
+
+def test_cli_top1_share_without_any_bound_is_flagged_on_stderr_and_in_json(cli, tmp_path):
+    # bz2 records no size; rows sorted by |residual|, largest first: the one order the search
+    # without a bound cannot follow. The share is then a lower bound and says so.
+    y, yhat, raw = _regression(N_BIG, False, order="descending")
+    ref = top1_oracle(np.abs(2 * (yhat - y)))
+    path = tmp_path / "d.csv.bz2"
+    path.write_bytes(bz2.compress(raw, 1))
+    res, err = _grad_json(cli, path, "-l", "mse")
+    assert res["grad"]["top1_share_lower_bound"] is True
+    assert res["grad"]["top1_share"] <= ref * (1 + 1e-12)
+    assert any("top1_share is a lower bound" in n for n in res["notes"])
+    assert "top1_share is a lower bound" in err
+    gz = tmp_path / "d.csv.gz"  # the same rows gzipped: the trailer's size bounds the rows, exact
+    gz.write_bytes(gzip.compress(raw, 1))
+    res, err = _grad_json(cli, gz, "-l", "mse")
+    assert res["grad"]["top1_share"] == pytest.approx(ref, rel=1e-9) and "lower bound" not in err
+
+
+@pytest.mark.parametrize("ending", [b"\r", b"\r\n", b"\n"])
+def test_row_bound_counts_every_line_ending(tmp_path, ending):
+    rows = [b"%d,%d" % (i, i + (i % 3)) for i in range(500)]
+    path = tmp_path / "d.csv"
+    path.write_bytes(ending.join([b"y,yhat", *rows]) + ending)
+    src = lio.open_source(str(path))
+    assert 500 <= lio.rows_upper_bound(src) <= 501
+
+
+def test_zstd_size_bound_holds_with_and_without_a_recorded_content_size(tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    raw = _regression(50_000, False)[2]
+    with_size = zstandard.ZstdCompressor().compress(raw)
+    buf = io.BytesIO()
+    with zstandard.ZstdCompressor().stream_writer(buf, closefd=False) as w:  # no content size in the header
+        for i in range(0, len(raw), 100_000):
+            w.write(raw[i:i + 100_000])
+    both = with_size + buf.getvalue()  # two frames
+    for name, data, size in (("a", with_size, len(raw)), ("b", buf.getvalue(), len(raw)), ("c", both, 2 * len(raw))):
+        p = tmp_path / f"{name}.csv.zst"
+        p.write_bytes(data)
+        got = lio._zstd_content_size(str(p))
+        assert got is not None and size <= got <= size + (1 << 18), name
+        if name == "a":
+            assert got == size
+
+
+# ------------------------------------------------------------------ item 5: sums of squares
+
+
+def exact_sumsq(x) -> Fraction:
+    return sum((Fraction(float(v)) ** 2 for v in x), Fraction(0))
+
+
+def exact_sqrt(q: Fraction) -> float:
+    """√q to a double for any positive rational (scaled by 4ᵏ so that float() neither overflows nor underflows)."""
+    k = (q.numerator.bit_length() - q.denominator.bit_length()) // 2
+    return math.ldexp(math.sqrt(float(q / Fraction(2) ** (2 * k))), k)
+
+
+def _residuals(scale: float, n: int = 1000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(0.5, 1.5, n) * rng.choice([-1.0, 1.0], n) * scale
+    y = np.zeros(n)
+    return y, y + r
+
+
+@pytest.mark.parametrize("scale", [1e154, 3e153, 1e-170, 4e-200])
+@pytest.mark.parametrize("batch_rows", [1000, 97])
+def test_mse_rmse_and_gradient_norms_beyond_the_double_range_match_exact_rationals(scale, batch_rows):
+    import lossctl
+
+    y, yhat = _residuals(scale)
+    r = yhat - y
+    n = r.size
+    ssq = exact_sumsq(r)
+    mse = float(ssq / n) if ssq / n > Fraction(2) ** -1074 else 0.0  # below the least subnormal: 0 is right
+    rmse = exact_sqrt(ssq / n)
+    l2_mse = exact_sqrt(4 * ssq)  # g = 2r
+    got = lossctl.evaluate(y, yhat, "mse", grad=True, batch_rows=batch_rows)
+    assert got.value == pytest.approx(mse, rel=1e-13, abs=0)
+    assert got.grad["l2"] == pytest.approx(l2_mse, rel=1e-13)
+    mean = float(2 * sum(Fraction(float(v)) for v in r) / n)
+    var = exact_sumsq(2 * r) / n - Fraction(mean) ** 2
+    assert got.grad["std"] == pytest.approx(exact_sqrt(var), rel=1e-10)
+    got = lossctl.evaluate(y, yhat, "rmse", grad=True, batch_rows=batch_rows)
+    assert got.value == pytest.approx(rmse, rel=1e-13)
+    # g = N·rᵢ/(N·RMSE) = rᵢ/RMSE: Σg² = N exactly, none of them 0 (hand-derived)
+    assert got.grad["l2"] == pytest.approx(math.sqrt(n), rel=1e-12)
+    assert got.grad["zero_frac"] == 0.0 and math.isfinite(got.grad["std"])
+    w = np.linspace(0.5, 2.0, n)
+    wsum = sum(Fraction(float(v)) for v in w)
+    wssq = sum((Fraction(float(a)) * Fraction(float(b)) ** 2 for a, b in zip(w, r)), Fraction(0))
+    got = lossctl.evaluate(y, yhat, "rmse", weight=w, batch_rows=batch_rows)
+    assert got.value == pytest.approx(exact_sqrt(wssq / wsum), rel=1e-13)
+    if scale > 1:
+        got = lossctl.evaluate(y, yhat, "mse", weight=w, batch_rows=batch_rows)
+        assert got.value == pytest.approx(float(wssq / wsum), rel=1e-13)
+
+
+def test_sums_of_squares_beyond_the_range_in_the_cli_and_through_state_files(cli, tmp_path):
+    y, yhat = _residuals(1e154, n=600)
+    r = yhat - y
+    path = tmp_path / "big.csv"
+    path.write_text("y,yhat\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(y.tolist(), yhat.tolist())))
+    one = cli("eval", path, "-l", "mse", "-l", "rmse", "--grad", "-f", "json")
+    assert one.code == 0 and "Warning" not in one.err, one.err
+    res = {x["loss"]: x for x in one.json()["results"]}
+    ssq = exact_sumsq(r)
+    assert res["mse"]["value"] == pytest.approx(float(ssq / r.size), rel=1e-13)
+    assert res["mse"]["grad"]["l2"] == pytest.approx(exact_sqrt(4 * ssq), rel=1e-13)
+    assert res["rmse"]["value"] == pytest.approx(exact_sqrt(ssq / r.size), rel=1e-13)
+    # two shards whose states hold scaled sums, merged: the single run's numbers
+    lines = path.read_text().splitlines(keepends=True)
+    states = []
+    for i, (a, b) in enumerate(((1, 250), (250, 601))):
+        part = tmp_path / f"p{i}.csv"
+        part.write_text(lines[0] + "".join(lines[a:b]))
+        st = tmp_path / f"p{i}.state"
+        run = cli("eval", part, "-l", "mse", "-l", "rmse", "--grad", "--emit-state", st, "--row-offset", a - 1, "-q")
+        assert run.code == 0, run.err
+        states.append(st)
+    merged = cli("merge", *states, "-f", "json")
+    assert merged.code == 0, merged.err
+    for got, ref in zip(merged.json()["results"], one.json()["results"]):
+        assert got["value"] == pytest.approx(ref["value"], rel=1e-13)
+        assert got["grad"]["l2"] == pytest.approx(ref["grad"]["l2"], rel=1e-13)
+
+
+def test_ordinary_sums_carry_no_exponent():
+    import lossctl
+    from lossctl.accumulate import Sum
+
+    y, yhat = _residuals(1.0)
+    s = Sum(2)
+    s.add(np.array([1.0, 2.0]))
+    assert s.e is None and "e" not in s.to_dict()
+    r = lossctl.evaluate(y, yhat, "mse", grad=True)
+    assert r.value == pytest.approx(float(exact_sumsq(yhat - y) / y.size), rel=1e-14)
+
+
+# ------------------------------------------------------------------ item 7: slices keep their rows' indices
+
+
+def _slice_cis(doc: dict) -> list:
+    return [(g["value"], r["pred"], r["ci"]) for g in doc["groups"] for r in g["results"]]
+
+
+def _assert_same_cis(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for (va, pa, ca), (vb, pb, cb) in zip(a, b):
+        assert (va, pa) == (vb, pb)
+        assert ca == pytest.approx(cb, rel=1e-12, abs=1e-12), (va, pa)
+
+
+@pytest.fixture(scope="module")
+def sliced_csv(tmp_path_factory):
+    def make(n: int) -> str:
+        rng = np.random.default_rng(12)
+        g = rng.integers(0, 4, n)
+        y = rng.normal(size=n)
+        cols = {"y": y, "m1": y + rng.normal(size=n) * (1 + 0.2 * g), "m2": y + rng.normal(size=n),
+                "m3": y + 0.1 * rng.standard_t(2, n), "g": g}
+        path = tmp_path_factory.mktemp("slices") / f"s{n}.csv"
+        import pandas as pd
+
+        pd.DataFrame(cols).to_csv(path, index=False)
+        return str(path)
+
+    return make
+
+
+@pytest.mark.parametrize("n", [6_000, 160_000])  # slices bootstrapped by rows, and by hashed row blocks
+def test_slice_intervals_do_not_depend_on_the_batch_size(cli, sliced_csv, n):
+    path = sliced_csv(n)
+    args = ("eval", path, "-t", "y", "-p", "m1", "-p", "m2", "-p", "m3", "-l", "mse", "-l", "mae",
+            "--by", "g", "--ci", "0.95", "--bootstrap", "200", "-f", "json", "-q")
+    ref = None
+    for batch_rows in (131_072, 100_000 if n > 100_000 else 2_500, 997):
+        run = cli(*args, "--batch-rows", batch_rows)
+        assert run.code == 0, run.err
+        got = _slice_cis(run.json())
+        assert all(ci is not None for _, _, ci in got)
+        if ref is None:
+            ref = got
+        else:
+            _assert_same_cis(got, ref)
+
+
+def test_slice_intervals_from_shards_equal_one_run(cli, sliced_csv, tmp_path):
+    path = sliced_csv(160_000)  # slices of 40,000 rows: hashed row blocks, keyed by each row's index
+    common = ("-t", "y", "-p", "m1", "-p", "m2", "-l", "mse", "--by", "g", "--ci", "0.95", "--bootstrap", "200")
+    one = cli("eval", path, *common, "-f", "json", "-q")
+    assert one.code == 0, one.err
+    lines = open(path).read().splitlines(keepends=True)
+    states = []
+    for i, (a, b) in enumerate(((1, 51_000), (51_000, 120_001), (120_001, 160_001))):
+        part = tmp_path / f"p{i}.csv"
+        part.write_text(lines[0] + "".join(lines[a:b]))
+        st = tmp_path / f"p{i}.state"
+        run = cli("eval", part, *common, "--batch-rows", 30_000, "--emit-state", st, "--row-offset", a - 1, "-q")
+        assert run.code == 0, run.err
+        states.append(st)
+    merged = cli("merge", *states, "-f", "json")
+    assert merged.code == 0, merged.err
+    _assert_same_cis(_slice_cis(merged.json()), _slice_cis(one.json()))
