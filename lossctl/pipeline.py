@@ -35,6 +35,7 @@ REDUCTIONS = ("mean", "sum", "none")
 class Request:
     data: str
     data2: str | None = None
+    more: list[str] = field(default_factory=list)  # paths after DATA2: several paths are one dataset
     key: str | None = None
     target: str | None = None
     preds: list[str] = field(default_factory=list)
@@ -129,10 +130,11 @@ def prepare(req: Request) -> Plan:
         raise UsageError(f"--ci must be a level in (0, 1), such as 0.95. Got {req.ci} instead.")
     if req.bootstrap < 1:
         raise UsageError(f"--bootstrap must be at least 1. Got {req.bootstrap} instead.")
-    if req.data == "-" and req.data2 == "-":
-        raise UsageError("standard input can be read only once: give - for DATA or for DATA2, not both")
-    if req.key and not req.data2:
-        raise UsageError("--key joins two files: give DATA and DATA2")
+    paths = [req.data] + ([req.data2] if req.data2 else []) + list(req.more)
+    if paths.count("-") > 1:
+        raise UsageError("standard input can be read only once: give - once")
+    if req.key and len(paths) != 2:
+        raise UsageError(f"--key joins two files: give DATA and DATA2 (got {len(paths)} path{'s' * (len(paths) > 1)})")
     # parse specs before opening files: a typo should not wait for a large read
     raw_specs = [s for s in req.losses if s.strip().lower() != "all"]
     want_all = len(raw_specs) != len(req.losses)
@@ -141,15 +143,48 @@ def prepare(req: Request) -> Plan:
     # the same loss twice (-l mse -l l2, -l huber -l huber:delta=1) is evaluated once
     calls = list({c.text: c for c in calls}.values())
 
-    sources = [io.open_source(req.data, req.input_format)]
+    sources: list[Any] = []
     try:
-        if req.data2:
-            sources.append(io.open_source(req.data2, req.input_format))
-        return _plan(req, sources, calls, want_all)
+        for path in paths:
+            sources.append(io.open_source(path, req.input_format))
+        return _plan_sources(req, sources, calls, want_all)
     except BaseException:
         for s in sources:
             s.close()
         raise
+
+
+def _plan_sources(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool) -> Plan:
+    """Several paths are one dataset when each holds every bound column; two between which
+    the bound columns are split are targets and predictions. A bound column both of two
+    such files hold is an error: it is never silently taken from one of them."""
+    if len(sources) == 1:
+        return _plan(req, sources, list(calls), want_all)
+    if len(sources) > 2 or (not req.key and set(sources[0].columns) == set(sources[1].columns)):
+        return _plan(req, [_as_dataset(sources)], list(calls), want_all)
+    plan = _plan(req, sources, list(calls), want_all)  # as targets and predictions
+    bound = [(s, c) for (s, c) in _needed(plan) if c != req.key]
+    both = list(dict.fromkeys(c for s, c in bound if c in sources[1 - s].columns))
+    if not both:
+        return plan
+    if not req.key and len(both) == len({c for _, c in bound}):
+        return _plan(req, [_as_dataset(sources)], list(calls), want_all)
+    a, b = sources[0].name, sources[1].name
+    only = [f"'{c}' only in {sources[s].name}" for s, c in dict.fromkeys(bound) if c not in both]
+    raise InputError.at(
+        f"column '{both[0]}' is in both {a} and {b}"
+        + (f" ({', '.join(only)})" if only else "")
+        + ": two files are either one dataset (each holding every column in use) or targets and predictions "
+        "(the target in the first, the predictions in the second, a column in one of them only)"
+    )
+
+
+def _as_dataset(sources: list[Any]) -> Any:
+    from lossctl import io
+
+    names = [s.name for s in sources]
+    name = ", ".join(names) if len(names) <= 3 else f"{names[0]}, …, {names[-1]} ({len(names)} files)"
+    return io.dataset_of(name, sources)
 
 
 def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool) -> Plan:
