@@ -63,6 +63,8 @@ class Source:
     part_keys: list[dict[str, Any]] = field(default_factory=list)
     conflicts: dict[str, tuple[str, str]] = field(default_factory=dict)
     lacking: dict[str, tuple[str, str]] = field(default_factory=dict)
+    duplicates: set[str] = field(default_factory=set)  # names that two columns of the file share
+    json_kinds: dict[str, str] = field(default_factory=dict)  # JSON Lines: int, float, bool, str… per column
     _tmp: str | None = None
 
     def close(self) -> None:
@@ -412,13 +414,56 @@ def _jsonl_schema(src: Source) -> None:
     if not first:
         raise InputError.at("the file is empty", source=src.name)
     try:
-        obj = json.loads(first)
+        pairs = json.loads(first, object_pairs_hook=lambda kv: kv)
     except json.JSONDecodeError as e:
         raise InputError.at(f"not JSON Lines: {e.msg}", source=src.name, row=1) from None
+    if isinstance(pairs, list) and pairs and all(isinstance(p, tuple) for p in pairs):
+        names = [k for k, _ in pairs]
+        dup = next((k for k in names if names.count(k) > 1), None)
+        if dup is not None:
+            raise InputError.at(f"the first line names '{dup}' twice", source=src.name, row=1)
+    obj = json.loads(first)
     if not isinstance(obj, dict):
         raise InputError.at("not JSON Lines: each line must be a JSON object", source=src.name, row=1)
     src.columns = list(obj)
     src.bool_columns = {c for c, v in obj.items() if isinstance(v, bool)}  # true/false read as 1/0, as in CSV
+    # the kind of value each column holds in the first lines: how a column read as labels
+    # (a key, a group, an id) is typed, so that numbers stay numbers
+    kinds: dict[str, set[str]] = {}
+    lines = text.splitlines()
+    if len(text.encode("utf-8")) >= HEAD_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut
+    for line in lines[:2000]:
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            break
+        if not isinstance(row, dict):
+            break
+        for c, v in row.items():
+            if v is not None:
+                kinds.setdefault(c, set()).add(_json_kind(v))
+    src.json_kinds = {c: (k.pop() if len(k) == 1 else "float" if k == {"int", "float"} else "mixed")
+                      for c, k in kinds.items()}
+
+
+def _json_kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    return "nested"
+
+
+def _json_label_type(src: Source, column: str) -> Any:
+    """How a JSON Lines column read as labels is typed: as its first lines' values are."""
+    pa = _pa()
+    return {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}.get(src.json_kinds.get(column, "str"),
+                                                                            pa.string())
 
 
 def _jsonl_locate(src: Source, columns: list[str], numeric: set[str]) -> InputError | None:
@@ -444,12 +489,19 @@ def _jsonl_locate(src: Source, columns: list[str], numeric: set[str]) -> InputEr
                                              column=c, row=row, value=v if isinstance(v, (str, int, float)) else
                                              json.dumps(v)[:40])
                     continue
+                what = {str: "a string", bool: "a boolean", list: "an array", dict: "an object", int: "an integer",
+                        float: "a number"}.get(type(v), "not a number")
+                shown = v if isinstance(v, (str, bool, int, float)) else json.dumps(v)[:40]
                 if c in numeric and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                    what = {str: "a string", bool: "a boolean", list: "an array", dict: "an object"}.get(type(v), "not a number")
-                    return InputError.at(
-                        f"{what}, not a number", source=src.name, column=c, row=row,
-                        value=v if isinstance(v, (str, bool)) else json.dumps(v)[:40],
-                    )
+                    return InputError.at(f"{what}, not a number", source=src.name, column=c, row=row, value=shown)
+                if c not in numeric and v is not None:
+                    want = src.json_kinds.get(c, "str")
+                    kind = _json_kind(v)
+                    if kind != want and not (want == "float" and kind == "int"):
+                        first = {"int": "integers", "float": "numbers", "bool": "true/false", "str": "strings"}.get(
+                            want, "values of several kinds")
+                        return InputError.at(f"{what} where the first lines hold {first}", source=src.name,
+                                             column=c, row=row, value=shown)
     return None
 
 
@@ -457,8 +509,8 @@ def _jsonl_reader(src: Source, columns: list[str], numeric: set[str], batch_rows
     pa = _pa()
     import pyarrow.json as pajson
 
-    fields = [pa.field(c, (pa.bool_() if c in src.bool_columns else pa.float64()) if c in numeric else pa.string())
-              for c in columns]
+    fields = [pa.field(c, (pa.bool_() if c in src.bool_columns else pa.float64()) if c in numeric
+                       else _json_label_type(src, c)) for c in columns]
     stream = pa.input_stream(src.path, compression=src.compression)
     return pajson.open_json(
         stream,
@@ -478,7 +530,8 @@ def _parquet_schema(src: Source, allow_empty: bool = False) -> None:
     except (OSError, pa.ArrowException) as e:
         raise InputError.at(f"not a valid Parquet file ({_short(e)})", source=src.name) from None
     schema = pf.schema_arrow
-    src.columns = list(schema.names)
+    src.columns = list(dict.fromkeys(schema.names))
+    src.duplicates = {n for n in schema.names if schema.names.count(n) > 1}
     src.types = {f.name: f.type for f in schema}
     src.num_rows = src.rows_bound = pf.metadata.num_rows
     if src.num_rows == 0 and not allow_empty:
@@ -500,7 +553,8 @@ def _feather_schema(src: Source) -> None:
             src.num_rows = src.rows_bound = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
     except (OSError, pa.ArrowException) as e:
         raise InputError.at(f"not a valid Feather/Arrow file ({_short(e)})", source=src.name) from None
-    src.columns = list(schema.names)
+    src.columns = list(dict.fromkeys(schema.names))
+    src.duplicates = {n for n in schema.names if schema.names.count(n) > 1}
     src.types = {f.name: f.type for f in schema}
     if src.num_rows == 0:
         raise InputError.at("the file has no rows", source=src.name)
@@ -676,6 +730,9 @@ def iter_batches(
     """Record batches of ``columns`` (numeric ones as float64 where the format is text)."""
     pa = _pa()
     columns = list(dict.fromkeys(columns))
+    dup = next((c for c in columns if c in src.duplicates), None)
+    if dup is not None:
+        raise InputError.at("two columns of the file have this name: rename one of them", source=src.name, column=dup)
     try:
         if src.fmt in ("csv", "tsv"):
             if src.compression is None and (src.size_bytes or 0) >= PARALLEL_CSV_BYTES:

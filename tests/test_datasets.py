@@ -199,3 +199,37 @@ def test_a_directory_is_read_without_pyarrow_dataset(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": ROOT})
     assert p.returncode == 0, p.stderr.decode()[-2000:]
+
+
+# ------------------------------------------------------------------ item 8: keys compare by value
+
+
+@pytest.mark.parametrize("left,right", [
+    ("csv", pa.array([3, 1, 2], pa.int64())),        # CSV text against Parquet int64
+    (pa.array([1, 2, 3], pa.int64()), pa.array([3.0, 1.0, 2.0])),  # int64 against double
+    ("csv-zeros", pa.array(["3", "1", "2"])),        # digit strings: 001 is 1
+    (pa.array([1.0, 2.0, 3.0]), pa.array(["3", "1", "2"]).dictionary_encode()),
+])
+def test_keys_of_differing_types_compare_by_value(cli, tmp_path, left, right):
+    if isinstance(left, str):
+        a = tmp_path / "t.csv"
+        key = "{:03d}" if left == "csv-zeros" else "{}"
+        a.write_text("id,y\n" + "".join(f"{key.format(k)},{float(k)}\n" for k in (1, 2, 3)))
+    else:
+        a = tmp_path / "t.parquet"
+        pq.write_table(pa.table({"id": left, "y": [1.0, 2.0, 3.0]}), a)
+    b = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"id": right, "yhat": [2.5, 1.0, 2.5]}), b)  # keys 3, 1, 2
+    r = cli("eval", a, b, "--key", "id", "-l", "mse", "-f", "json")
+    assert r.code == 0, r.err
+    d = r.json()
+    assert d["join"] == {"matched": 3, "only_in_data": 0, "only_in_data2": 0}
+    assert d["results"][0]["value"] == pytest.approx(_mse([1, 2, 3], [1.0, 2.5, 2.5]), rel=1e-15)
+
+
+def test_a_key_repeated_after_normalising_is_a_duplicate(cli, tmp_path):
+    a, b = tmp_path / "t.csv", tmp_path / "p.csv"
+    a.write_text("id,y\n7,1\n007,2\n")
+    b.write_text("id,yhat\n7,1\n")
+    r = cli("eval", a, b, "--key", "id", "-l", "mse")
+    _one_line_error(r, str(a), "'id'", "row 1", "2 times")
