@@ -65,6 +65,7 @@ class Source:
     lacking: dict[str, tuple[str, str]] = field(default_factory=dict)
     duplicates: set[str] = field(default_factory=set)  # names that two columns of the file share
     json_kinds: dict[str, str] = field(default_factory=dict)  # JSON Lines: int, float, bool, str… per column
+    cr_only: bool = False  # text whose lines end in a lone carriage return
     _tmp: str | None = None
 
     def close(self) -> None:
@@ -115,9 +116,20 @@ def _open_stdin(input_format: str | None) -> Source:
     stdin = getattr(sys.stdin, "buffer", None)
     if stdin is None:
         raise InputError.at("standard input is closed", source="<stdin>")
+    try:
+        stdin.peek(1) if hasattr(stdin, "peek") else None  # a write-only or closed stdin fails here, before any file exists
+    except (OSError, ValueError) as e:
+        raise InputError.at(f"cannot read standard input ({_errtext(e)})", source="<stdin>") from None
     fd, tmp = tempfile.mkstemp(prefix="lossctl-stdin-")
-    with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(stdin, out, 1 << 20)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(stdin, out, 1 << 20)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, (OSError, ValueError)):
+            raise InputError.at(f"cannot read standard input ({_errtext(e)})", source="<stdin>") from None
+        raise
     size = os.path.getsize(tmp)
     if size == 0:
         os.unlink(tmp)
@@ -140,6 +152,10 @@ def _open_stdin(input_format: str | None) -> Source:
         src.close()
         raise
     return src
+
+
+def _errtext(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
 def _detect(path: str, input_format: str | None) -> tuple[str, str | None]:
@@ -234,6 +250,7 @@ def _csv_schema(src: Source) -> None:
     if len(set(names)) != len(names):
         dup = next(h for h in names if names.count(h) > 1)
         raise InputError.at(f"the header names column '{dup}' twice", source=src.name)
+    src.cr_only = "\r" in text and "\n" not in text
     data_lines = [ln for ln in lines[1:] if ln.strip()]
     if not data_lines:
         raise InputError.at("the file has a header but no data rows", source=src.name)
@@ -359,22 +376,45 @@ def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[
 def _csv_locate(src: Source, column: str | None, check) -> InputError | None:
     """Slow path after a reader error: find the first bad row with Python's csv module."""
     pa = _pa()
-    with pa.input_stream(src.path, compression=src.compression) as raw:
-        data = raw.read()
-    lineno = 0
+    try:
+        with pa.input_stream(src.path, compression=src.compression) as raw:
+            data = raw.read()
+    except (OSError, pa.ArrowException):
+        return None  # the reader's own error says what is wrong (damaged compressed data, a vanished file)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n")
+        line = data[: e.start].count(b"\n") or data[: e.start].count(b"\r")
         return InputError.at(
             f"not UTF-8 text: byte 0x{data[e.start]:02x}", source=src.name, row=max(line, 1)
         )
-    reader = csv.reader(io.StringIO(text), delimiter=src.delimiter)
+    with _field_size_limit():
+        return _csv_scan(src, text, column, check)
+
+
+@contextlib.contextmanager
+def _field_size_limit() -> Iterator[None]:
+    """Python's csv module refuses fields over 131,072 characters; pyarrow reads them."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _csv_scan(src: Source, text: str, column: str | None, check) -> InputError | None:
+    lineno = 0
+    # newline="": rows end in \n, \r\n or a lone \r, as pyarrow reads them
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=src.delimiter)
     header = next(reader, [])
     idx = header.index(column) if column in header else None
     for lineno, fields in enumerate(reader, start=1):
         if not fields:
             continue
+        if any("\n" in f or "\r" in f for f in fields):
+            return InputError.at("a quoted value holds a line break, and lossctl reads one row per line",
+                                 source=src.name, row=lineno)
         if len(fields) != len(header):
             return InputError.at(
                 f"expected {len(header)} fields like the header, found {len(fields)}",
@@ -469,6 +509,14 @@ def _json_label_type(src: Source, column: str) -> Any:
 def _jsonl_locate(src: Source, columns: list[str], numeric: set[str]) -> InputError | None:
     """Slow path after a reader error: the first line that is not an object of numbers."""
     pa = _pa()
+    try:
+        return _jsonl_scan(src, columns, numeric)
+    except (OSError, pa.ArrowException):
+        return None  # the reader's own error says what is wrong (damaged compressed data, a vanished file)
+
+
+def _jsonl_scan(src: Source, columns: list[str], numeric: set[str]) -> InputError | None:
+    pa = _pa()
     row = 0
     with pa.input_stream(src.path, compression=src.compression) as raw:
         for line in io.TextIOWrapper(raw, encoding="utf-8", errors="replace"):
@@ -497,6 +545,10 @@ def _jsonl_locate(src: Source, columns: list[str], numeric: set[str]) -> InputEr
                 if c not in numeric and v is not None:
                     want = src.json_kinds.get(c, "str")
                     kind = _json_kind(v)
+                    if want == "mixed":
+                        return InputError.at(f"{what}, and other rows hold values of another kind: a column read "
+                                             "as labels holds one kind (numbers or strings)", source=src.name,
+                                             column=c, row=row, value=shown)
                     if kind != want and not (want == "float" and kind == "int"):
                         first = {"int": "integers", "float": "numbers", "bool": "true/false", "str": "strings"}.get(
                             want, "values of several kinds")
@@ -733,31 +785,38 @@ def iter_batches(
     dup = next((c for c in columns if c in src.duplicates), None)
     if dup is not None:
         raise InputError.at("two columns of the file have this name: rename one of them", source=src.name, column=dup)
+    rows = 0
     try:
-        if src.fmt in ("csv", "tsv"):
-            if src.compression is None and (src.size_bytes or 0) >= PARALLEL_CSV_BYTES:
-                yield from _rechunk(_csv_chunks(src, columns, numeric), batch_rows)
-            else:
-                yield from _rechunk(_csv_reader(src, columns, numeric, batch_rows), batch_rows)
-        elif src.fmt == "jsonl":
-            reader = _jsonl_reader(src, columns, numeric, batch_rows)
-            yield from _rechunk(reader, batch_rows)
-        elif src.fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            # pre_buffer=False: reading ahead whole row groups would make memory grow with the file;
-            # buffer_size: column chunks stream through 1 MB buffers instead of being read whole
-            # (peak RSS at 32M rows 185 → 150 MB, and a little faster)
-            pf = pq.ParquetFile(src.path, pre_buffer=False, buffer_size=1 << 20)
-            yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
-        elif src.fmt == "feather":
-            yield from _feather_batches(src, columns, batch_rows)
-        elif src.fmt == "dataset":
-            yield from _dataset_batches(src, columns, numeric, batch_rows)
-        else:  # pragma: no cover - formats are checked when the source opens
-            raise InputError.at(f"unknown format {src.fmt}", source=src.name)
+        for b in _batches(src, columns, numeric, batch_rows):
+            rows += b.num_rows
+            yield b
     except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as e:
-        raise _explain_reader_error(src, e, columns, numeric) from None
+        raise _explain_reader_error(src, e, columns, numeric, rows) from None
+
+
+def _batches(src: Source, columns: list[str], numeric: set[str], batch_rows: int) -> Iterator[Any]:
+    if src.fmt in ("csv", "tsv"):
+        if src.compression is None and (src.size_bytes or 0) >= PARALLEL_CSV_BYTES and not src.cr_only:
+            yield from _rechunk(_csv_chunks(src, columns, numeric), batch_rows)
+        else:
+            yield from _rechunk(_csv_reader(src, columns, numeric, batch_rows), batch_rows)
+    elif src.fmt == "jsonl":
+        reader = _jsonl_reader(src, columns, numeric, batch_rows)
+        yield from _rechunk(reader, batch_rows)
+    elif src.fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        # pre_buffer=False: reading ahead whole row groups would make memory grow with the file;
+        # buffer_size: column chunks stream through 1 MB buffers instead of being read whole
+        # (peak RSS at 32M rows 185 → 150 MB, and a little faster)
+        pf = pq.ParquetFile(src.path, pre_buffer=False, buffer_size=1 << 20)
+        yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
+    elif src.fmt == "feather":
+        yield from _feather_batches(src, columns, batch_rows)
+    elif src.fmt == "dataset":
+        yield from _dataset_batches(src, columns, numeric, batch_rows)
+    else:  # pragma: no cover - formats are checked when the source opens
+        raise InputError.at(f"unknown format {src.fmt}", source=src.name)
 
 
 def _feather_batches(src: Source, columns: list[str], batch_rows: int) -> Iterator[Any]:
@@ -812,8 +871,20 @@ def _rechunk(batches, batch_rows: int) -> Iterator[Any]:
             yield b.slice(start, batch_rows)
 
 
-def _explain_reader_error(src: Source, e: BaseException, columns: list[str], numeric: set[str]) -> InputError:
+_DAMAGED = re.compile(r"inflate|deflate|zlib|gzip|bz2|zstd|lz4|compress|truncated", re.I)
+
+
+def _explain_reader_error(src: Source, e: BaseException, columns: list[str], numeric: set[str],
+                          rows: int = 0) -> InputError:
     text = str(e)
+    if isinstance(e, FileNotFoundError):
+        return InputError.at("the file was removed while it was read", source=src.name)
+    if isinstance(e, PermissionError):
+        return InputError.at("permission denied", source=src.name)
+    if src.compression and _DAMAGED.search(text):
+        where = f"after data row {rows:,}" if rows else "within its first block of rows"
+        return InputError.at(f"the {src.compression} data is damaged or cut short {where} ({_short(e)})",
+                             source=src.name)
     if src.fmt in ("csv", "tsv"):
         col = None
         import re

@@ -523,7 +523,8 @@ def float_view(arr: Any) -> np.ndarray:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if not (pa.types.is_float64(arr.type) or pa.types.is_float32(arr.type)):
-        arr = arr.cast(pa.float64())
+        # integers beyond 2**53 (and decimals) round to the nearest double, as the same number read from text does
+        arr = arr.cast(pa.float64(), safe=False)
     if arr.null_count:
         import pyarrow.compute as pc  # only here: importing it costs 15-25 ms of start-up
 
@@ -542,6 +543,9 @@ def labels_view(arr: Any) -> np.ndarray:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     t = arr.type
+    if pa.types.is_uint64(t) and len(arr) and arr.null_count == 0 and \
+            int(np.asarray(arr, dtype=np.uint64).max()) > np.iinfo(np.int64).max:
+        return np.asarray(arr, dtype=np.uint64)  # beyond int64: as they are
     if pa.types.is_integer(t):
         return np.frombuffer(arr.cast(pa.int64()).buffers()[1], dtype=np.int64, count=len(arr), offset=arr.offset * 8) \
             if arr.offset == 0 else np.asarray(arr.cast(pa.int64()).to_pylist(), dtype=np.int64)

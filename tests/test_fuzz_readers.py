@@ -230,3 +230,265 @@ def test_duplicate_column_names(fmt, dup, side, keyed, n):
     else:
         assert r.code == 0, r.err
         assert r.json()["results"][0]["value"] == pytest.approx(float(np.mean((p - y) ** 2)), rel=1e-12)
+
+
+# ------------------------------------------------------------------ reading (item 22)
+
+
+@FUZZ
+@given(ys=st.lists(st.integers(-2**63, 2**63 - 1), min_size=1, max_size=20), unsigned=st.booleans(),
+       fmt=st.sampled_from(["parquet", "feather"]), data=st.data())
+def test_integers_beyond_2_53_in_a_float_role(ys, unsigned, fmt, data):
+    # the nearest double, as Python's float(int) gives it (correctly rounded), and as the
+    # same integer written as text reads
+    if unsigned:
+        ys = [y + 2**63 for y in ys]
+    ps = data.draw(st.lists(st.floats(-1e6, 1e6), min_size=len(ys), max_size=len(ys)))
+    y = pa.array(ys, pa.uint64() if unsigned else pa.int64())
+    with workdir() as d:
+        path = os.path.join(d, f"big.{fmt}")
+        table = pa.table({"y": y, "yhat": pa.array(ps, pa.float64()), "g": y})
+        (pq.write_table if fmt == "parquet" else feather.write_feather)(table, path)
+        r = run("eval", path, "-l", "mae", "--by", "g", "-f", "json")
+    assert r.code == 0, r.err
+    want = np.mean(np.abs(np.array(ps) - np.array([float(v) for v in ys])))
+    out = r.json()
+    assert out["results"][0]["value"] == pytest.approx(want, rel=1e-15)
+    assert {g["value"] for g in out["groups"]} == set(ys)  # group values stay exact integers
+
+
+def _text(rows: list[tuple[float, float]], fmt: str, eol: str, bad: int | None) -> str:
+    def val(i: int, v: float) -> str:
+        return "oops" if i == bad else repr(v)
+    if fmt == "jsonl":
+        return "".join(('{"y": %s, "yhat": %s}' % (('"oops"' if i == bad else repr(a)), repr(b))) + eol
+                       for i, (a, b) in enumerate(rows))
+    sep = "," if fmt == "csv" else "\t"
+    return f"y{sep}yhat{eol}" + "".join(f"{val(i, a)}{sep}{b!r}{eol}" for i, (a, b) in enumerate(rows))
+
+
+finite = st.floats(-1e6, 1e6, allow_nan=False)
+
+
+@FUZZ
+@given(rows=st.lists(st.tuples(finite, finite), min_size=1, max_size=40), fmt=st.sampled_from(["csv", "tsv", "jsonl"]),
+       eol=st.sampled_from(["\r", "\n", "\r\n"]), data=st.data(), parallel=st.booleans())
+def test_line_endings_cr_only_lf_crlf(rows, fmt, eol, data, parallel):
+    bad = data.draw(st.one_of(st.none(), st.integers(0, len(rows) - 1)))
+    import lossctl.io
+
+    with workdir() as d, pytest.MonkeyPatch.context() as mp:
+        if parallel:  # the byte-range reader of large CSV files cuts at line ends: CR-only files must not reach it
+            mp.setattr(lossctl.io, "PARALLEL_CSV_BYTES", 1)
+            mp.setattr(lossctl.io, "CSV_CHUNK_BYTES", 64)
+        path = os.path.join(d, f"data.{fmt}")
+        with open(path, "w", newline="") as f:
+            f.write(_text(rows, fmt, eol, bad))
+        r = run("eval", path, "-l", "mse", "-f", "json")
+    if bad is None:
+        assert r.code == 0, (eol, r.err)
+        y, p = np.array(rows).T
+        assert r.json()["rows"] == len(rows)
+        assert r.json()["results"][0]["value"] == pytest.approx(float(np.mean((p - y) ** 2)), rel=1e-12, abs=1e-300)
+    else:
+        assert_input_error(r, "data.", "'y'", f"row {bad + 1}")
+
+
+@FUZZ
+@given(length=st.integers(131_073, 600_000), where=st.integers(0, 5), n=st.integers(1, 6), quoted=st.booleans(),
+       data=st.data())
+def test_csv_fields_over_131072_characters(length, where, n, quoted, data):
+    bad = data.draw(st.one_of(st.none(), st.integers(0, n - 1)))
+    rng = np.random.default_rng(length)
+    y, p = rng.normal(size=n), rng.normal(size=n)
+    long = "x" * length
+    note = f'"{long}"' if quoted else long
+    lines = ["y,note,yhat"] + [f"{'oops' if i == bad else repr(float(y[i]))},{note if i == min(where, n - 1) else 'a'},"
+                               f"{float(p[i])!r}" for i in range(n)]
+    with workdir() as d:
+        path = os.path.join(d, "long.csv")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        r = run("eval", path, "-l", "mse", "-f", "json")
+    if bad is None:
+        assert r.code == 0, r.err
+        assert r.json()["results"][0]["value"] == pytest.approx(float(np.mean((p - y) ** 2)), rel=1e-12)
+    else:
+        assert_input_error(r, "long.csv", "'y'", f"row {bad + 1}", "'oops'")
+
+
+_PLAIN: dict[str, bytes] = {}
+
+
+def _compressed(codec: str) -> tuple[bytes, bytes]:
+    """A CSV of about 4 MB (its plain bytes, its compressed bytes), made once."""
+    import bz2
+    import gzip
+
+    if "plain" not in _PLAIN:
+        rng = np.random.default_rng(22)
+        a = rng.normal(size=(120_000, 2))
+        _PLAIN["plain"] = ("y,yhat\n" + "".join(f"{u!r},{v!r}\n" for u, v in a.tolist())).encode()
+    if codec not in _PLAIN:
+        _PLAIN[codec] = (gzip.compress if codec == "gzip" else bz2.compress)(_PLAIN["plain"])
+    return _PLAIN["plain"], _PLAIN[codec]
+
+
+@settings(max_examples=20, deadline=None)
+@given(codec=st.sampled_from(["gzip", "bz2"]), how=st.sampled_from(["flip", "cut", "zero"]), frac=st.floats(0, 1))
+def test_damage_in_gzip_or_bz2_past_the_first_64_kb(codec, how, frac):
+    plain, packed = _compressed(codec)
+    at = (1 << 16) + int(frac * (len(packed) - (1 << 16) - 1))
+    if how == "cut":
+        damaged = packed[:at]
+    elif how == "flip":
+        damaged = packed[:at] + bytes([packed[at] ^ 0xFF]) + packed[at + 1:]
+    else:
+        damaged = packed[:at] + b"\x00" * 256 + packed[at + 256:]
+    with workdir() as d:
+        path = os.path.join(d, "data.csv" + (".gz" if codec == "gzip" else ".bz2"))
+        with open(path, "wb") as f:
+            f.write(damaged)
+        r = run("eval", path, "-l", "mse", "-f", "json")
+    if r.code == 0:  # only when the damage changed nothing that was read: then the numbers are right
+        a = np.loadtxt(io.BytesIO(plain), delimiter=",", skiprows=1)
+        assert r.json()["results"][0]["value"] == pytest.approx(float(np.mean((a[:, 1] - a[:, 0]) ** 2)), rel=1e-12)
+    else:
+        assert_input_error(r, "data.csv")
+
+
+def _dataset(d: str, n: int = 3) -> tuple[str, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(n)
+    y, p = rng.normal(size=10 * n), rng.normal(size=10 * n)
+    root = os.path.join(d, "ds")
+    os.makedirs(root)
+    for i in range(n):
+        pq.write_table(pa.table({"y": y[10 * i:10 * i + 10], "yhat": p[10 * i:10 * i + 10]}),
+                       os.path.join(root, f"part-{i}.parquet"))
+    return root, y, p
+
+
+@pytest.mark.parametrize("how", ["dangling-link", "deleted-after-open", "unreadable-after-open", "unreadable",
+                                 "directory-named-parquet", "not-parquet"])
+def test_a_file_deleted_or_unreadable_inside_a_dataset(how, tmp_path, monkeypatch):
+    import pyarrow.parquet
+
+    from lossctl.errors import InputError
+    from lossctl.pipeline import Request, prepare, run as run_plan
+
+    root, _, _ = _dataset(str(tmp_path))
+    victim = os.path.join(root, "part-1.parquet")
+    if how == "dangling-link":
+        os.remove(victim)
+        os.symlink(os.path.join(str(tmp_path), "gone.parquet"), victim)
+    elif how == "unreadable":
+        real = open  # an unreadable file (root reads through chmod 000, so the refusal is simulated)
+
+        def deny(path, *a, **k):
+            if str(path) == victim:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path, *a, **k)
+
+        monkeypatch.setattr("builtins.open", deny)
+    elif how == "directory-named-parquet":
+        os.remove(victim)
+        os.mkdir(victim)
+        pq.write_table(pa.table({"y": [1.0], "yhat": [2.0]}), os.path.join(victim, "inner.parquet"))
+    elif how == "not-parquet":
+        with open(victim, "wb") as f:
+            f.write(b"y,yhat\n1,2\n")
+    if how in ("deleted-after-open", "unreadable-after-open"):
+        plan = prepare(Request(data=root, losses=["mse"]))
+        try:
+            if how == "deleted-after-open":
+                os.remove(victim)
+            else:
+                real_pf = pyarrow.parquet.ParquetFile
+
+                def deny_pf(source, *a, **k):
+                    if str(source) == victim:
+                        raise PermissionError(13, "Permission denied", str(source))
+                    return real_pf(source, *a, **k)
+
+                monkeypatch.setattr(pyarrow.parquet, "ParquetFile", deny_pf)
+            with pytest.raises(InputError) as e:
+                run_plan(plan)
+        finally:
+            plan.close()
+        assert victim in str(e.value) and len(str(e.value).splitlines()) == 1
+        return
+    r = run("eval", root, "-l", "mse", "-f", "json")
+    if how == "directory-named-parquet":  # a directory is walked into: its file is one more part
+        assert r.code == 0, r.err
+        assert r.json()["rows"] == 21
+        return
+    assert_input_error(r, victim)
+
+
+def test_a_write_only_stdin_leaves_no_temporary_file(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    sink = tmp_path / "sink.txt"
+    with open(sink, "w") as wo:  # standard input opened for writing only
+        p = subprocess.run([sys.executable, "-m", "lossctl", "eval", "-", "-l", "mse"], stdin=wo, capture_output=True,
+                           cwd=ROOT, env={**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": ROOT})
+    err = p.stderr.decode()
+    assert p.returncode == 2, err
+    assert p.stdout == b"" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "standard input" in err
+    assert list(tmpdir.iterdir()) == []
+
+
+label_values = st.one_of(
+    st.lists(st.integers(-2**62, 2**62), min_size=1, max_size=15),
+    st.lists(st.integers(0, 3), min_size=1, max_size=15),
+    st.lists(st.floats(-1e3, 1e3, allow_nan=False).map(lambda v: round(v, 2)), min_size=1, max_size=15),
+    st.lists(st.sampled_from(["a", "b", "7", ""]), min_size=1, max_size=15),
+)
+
+
+@FUZZ
+@given(labels=label_values, how=st.sampled_from(["by", "id", "key"]), data=st.data())
+def test_json_lines_columns_used_as_keys_groups_or_ids(labels, how, data):
+    import json
+
+    n = len(labels)
+    if how == "key":
+        labels = list(dict.fromkeys(labels))
+        n = len(labels)
+    ys = data.draw(st.lists(finite, min_size=n, max_size=n))
+    ps = data.draw(st.lists(finite, min_size=n, max_size=n))
+    with workdir() as d:
+        path = os.path.join(d, "data.jsonl")
+        with open(path, "w") as f:
+            for g, y, p in zip(labels, ys, ps):
+                f.write(json.dumps({"y": y, "g": g, "yhat": p} if how != "key" else {"y": y, "g": g}) + "\n")
+        if how == "by":
+            r = run("eval", path, "-l", "mae", "--by", "g", "-f", "json")
+        elif how == "id":
+            r = run("eval", path, "-l", "mae", "--id", "g", "--reduction", "none", "-f", "jsonl")
+        else:
+            other = os.path.join(d, "preds.jsonl")
+            with open(other, "w") as f:
+                for g, p in reversed(list(zip(labels, ps))):
+                    f.write(json.dumps({"g": g, "yhat": p}) + "\n")
+            r = run("eval", path, other, "--key", "g", "-l", "mae", "-f", "json")
+    assert r.code == 0, (labels, how, r.err)
+    err = np.abs(np.array(ps) - np.array(ys))
+    if how == "by":
+        got = {(g["value"] if g["value"] is not None else ""): g for g in r.json()["groups"]}
+        assert set(got) == set(labels)
+        for v, g in got.items():
+            m = np.array([lab == v for lab in labels])
+            assert g["rows"] == int(m.sum())
+            assert g["results"][0]["value"] == pytest.approx(float(err[m].mean()), rel=1e-12, abs=1e-12)
+    elif how == "id":
+        rows = [json.loads(line) for line in r.out.splitlines()]
+        assert [row["g"] if row["g"] is not None else "" for row in rows] == labels
+    else:
+        assert r.json()["results"][0]["value"] == pytest.approx(float(err.mean()), rel=1e-12, abs=1e-12)
