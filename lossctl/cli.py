@@ -95,12 +95,15 @@ def _parse_cols(cols: list[str]) -> dict[str, str]:
 # ------------------------------------------------------------------ eval
 
 Data = Annotated[str, typer.Argument(help="CSV, TSV, Parquet, Feather, JSON Lines, a Parquet directory or glob, or - for stdin.", show_default=False)]
+DataPaths = Annotated[list[str], typer.Argument(
+    help="CSV, TSV, Parquet, Feather, JSON Lines, a Parquet directory or glob, or - for stdin. Several paths "
+         "holding the bound columns are one dataset; two paths between which they are split are targets and "
+         "predictions (rows align by position or by --key).", show_default=False, metavar="DATA...")]
 
 
 @app.command("eval")
 def eval_cmd(
-    data: Data,
-    data2: Annotated[Optional[str], typer.Argument(help="A second file holding the predictions; rows align by position or by --key.", show_default=False)] = None,
+    data: DataPaths,
     loss: Annotated[list[str], typer.Option("-l", "--loss", help="Loss SPEC: NAME or NAME:key=value,... (repeatable); 'all' for every loss of the task.")] = [],
     target: Annotated[Optional[str], typer.Option("-t", "--target", help="Target column(s): a name, a comma list or a glob.")] = None,
     pred: Annotated[list[str], typer.Option("-p", "--pred", help="Prediction column(s); repeat to compare prediction sets (models).")] = [],
@@ -135,7 +138,7 @@ def eval_cmd(
     if min_rows < 1:
         raise UsageError(f"--min-rows must be at least 1. Got {min_rows} instead.")
     req = Request(
-        data=data, data2=data2, key=key, target=target, preds=list(pred), cols=_parse_cols(col), weight=weight,
+        data=data[0], data2=data[1] if len(data) > 1 else None, more=data[2:], key=key, target=target, preds=list(pred), cols=_parse_cols(col), weight=weight,
         task=task, losses=list(loss), logits=logits, reduction=reduction, grad=grad, nan=nan, by=list(by),
         min_rows=min_rows, ci=ci, bootstrap=bootstrap, seed=seed, input_format=input_format,
         batch_rows=batch_rows, id=id_col,

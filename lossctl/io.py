@@ -14,6 +14,7 @@ import glob as globmod
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -56,9 +57,20 @@ class Source:
     size_bytes: int | None = None
     delimiter: str = ","
     bool_columns: set[str] = field(default_factory=set)  # CSV / JSON Lines columns of True/False read as 1/0
+    # a dataset (fmt "dataset"): its files, their hive partition values, and the columns
+    # that cannot be read as one (column → (message, file); column → (file lacking it, file having it))
+    parts: list[Source] = field(default_factory=list)
+    part_keys: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: dict[str, tuple[str, str]] = field(default_factory=dict)
+    lacking: dict[str, tuple[str, str]] = field(default_factory=dict)
+    duplicates: set[str] = field(default_factory=set)  # names that two columns of the file share
+    json_kinds: dict[str, str] = field(default_factory=dict)  # JSON Lines: int, float, bool, str… per column
+    cr_only: bool = False  # text whose lines end in a lone carriage return
     _tmp: str | None = None
 
     def close(self) -> None:
+        for p in self.parts:
+            p.close()
         if self._tmp:
             with contextlib.suppress(OSError):
                 os.unlink(self._tmp)
@@ -104,9 +116,20 @@ def _open_stdin(input_format: str | None) -> Source:
     stdin = getattr(sys.stdin, "buffer", None)
     if stdin is None:
         raise InputError.at("standard input is closed", source="<stdin>")
+    try:
+        stdin.peek(1) if hasattr(stdin, "peek") else None  # a write-only or closed stdin fails here, before any file exists
+    except (OSError, ValueError) as e:
+        raise InputError.at(f"cannot read standard input ({_errtext(e)})", source="<stdin>") from None
     fd, tmp = tempfile.mkstemp(prefix="lossctl-stdin-")
-    with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(stdin, out, 1 << 20)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(stdin, out, 1 << 20)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, (OSError, ValueError)):
+            raise InputError.at(f"cannot read standard input ({_errtext(e)})", source="<stdin>") from None
+        raise
     size = os.path.getsize(tmp)
     if size == 0:
         os.unlink(tmp)
@@ -129,6 +152,10 @@ def _open_stdin(input_format: str | None) -> Source:
         src.close()
         raise
     return src
+
+
+def _errtext(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
 def _detect(path: str, input_format: str | None) -> tuple[str, str | None]:
@@ -223,6 +250,7 @@ def _csv_schema(src: Source) -> None:
     if len(set(names)) != len(names):
         dup = next(h for h in names if names.count(h) > 1)
         raise InputError.at(f"the header names column '{dup}' twice", source=src.name)
+    src.cr_only = "\r" in text and "\n" not in text
     data_lines = [ln for ln in lines[1:] if ln.strip()]
     if not data_lines:
         raise InputError.at("the file has a header but no data rows", source=src.name)
@@ -348,22 +376,45 @@ def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[
 def _csv_locate(src: Source, column: str | None, check) -> InputError | None:
     """Slow path after a reader error: find the first bad row with Python's csv module."""
     pa = _pa()
-    with pa.input_stream(src.path, compression=src.compression) as raw:
-        data = raw.read()
-    lineno = 0
+    try:
+        with pa.input_stream(src.path, compression=src.compression) as raw:
+            data = raw.read()
+    except (OSError, pa.ArrowException):
+        return None  # the reader's own error says what is wrong (damaged compressed data, a vanished file)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n")
+        line = data[: e.start].count(b"\n") or data[: e.start].count(b"\r")
         return InputError.at(
             f"not UTF-8 text: byte 0x{data[e.start]:02x}", source=src.name, row=max(line, 1)
         )
-    reader = csv.reader(io.StringIO(text), delimiter=src.delimiter)
+    with _field_size_limit():
+        return _csv_scan(src, text, column, check)
+
+
+@contextlib.contextmanager
+def _field_size_limit() -> Iterator[None]:
+    """Python's csv module refuses fields over 131,072 characters; pyarrow reads them."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _csv_scan(src: Source, text: str, column: str | None, check) -> InputError | None:
+    lineno = 0
+    # newline="": rows end in \n, \r\n or a lone \r, as pyarrow reads them
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=src.delimiter)
     header = next(reader, [])
     idx = header.index(column) if column in header else None
     for lineno, fields in enumerate(reader, start=1):
         if not fields:
             continue
+        if any("\n" in f or "\r" in f for f in fields):
+            return InputError.at("a quoted value holds a line break, and lossctl reads one row per line",
+                                 source=src.name, row=lineno)
         if len(fields) != len(header):
             return InputError.at(
                 f"expected {len(header)} fields like the header, found {len(fields)}",
@@ -403,17 +454,68 @@ def _jsonl_schema(src: Source) -> None:
     if not first:
         raise InputError.at("the file is empty", source=src.name)
     try:
-        obj = json.loads(first)
+        pairs = json.loads(first, object_pairs_hook=lambda kv: kv)
     except json.JSONDecodeError as e:
         raise InputError.at(f"not JSON Lines: {e.msg}", source=src.name, row=1) from None
+    if isinstance(pairs, list) and pairs and all(isinstance(p, tuple) for p in pairs):
+        names = [k for k, _ in pairs]
+        dup = next((k for k in names if names.count(k) > 1), None)
+        if dup is not None:
+            raise InputError.at(f"the first line names '{dup}' twice", source=src.name, row=1)
+    obj = json.loads(first)
     if not isinstance(obj, dict):
         raise InputError.at("not JSON Lines: each line must be a JSON object", source=src.name, row=1)
     src.columns = list(obj)
     src.bool_columns = {c for c, v in obj.items() if isinstance(v, bool)}  # true/false read as 1/0, as in CSV
+    # the kind of value each column holds in the first lines: how a column read as labels
+    # (a key, a group, an id) is typed, so that numbers stay numbers
+    kinds: dict[str, set[str]] = {}
+    lines = text.splitlines()
+    if len(text.encode("utf-8")) >= HEAD_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut
+    for line in lines[:2000]:
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            break
+        if not isinstance(row, dict):
+            break
+        for c, v in row.items():
+            if v is not None:
+                kinds.setdefault(c, set()).add(_json_kind(v))
+    src.json_kinds = {c: (k.pop() if len(k) == 1 else "float" if k == {"int", "float"} else "mixed")
+                      for c, k in kinds.items()}
+
+
+def _json_kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    return "nested"
+
+
+def _json_label_type(src: Source, column: str) -> Any:
+    """How a JSON Lines column read as labels is typed: as its first lines' values are."""
+    pa = _pa()
+    return {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}.get(src.json_kinds.get(column, "str"),
+                                                                            pa.string())
 
 
 def _jsonl_locate(src: Source, columns: list[str], numeric: set[str]) -> InputError | None:
     """Slow path after a reader error: the first line that is not an object of numbers."""
+    pa = _pa()
+    try:
+        return _jsonl_scan(src, columns, numeric)
+    except (OSError, pa.ArrowException):
+        return None  # the reader's own error says what is wrong (damaged compressed data, a vanished file)
+
+
+def _jsonl_scan(src: Source, columns: list[str], numeric: set[str]) -> InputError | None:
     pa = _pa()
     row = 0
     with pa.input_stream(src.path, compression=src.compression) as raw:
@@ -435,12 +537,23 @@ def _jsonl_locate(src: Source, columns: list[str], numeric: set[str]) -> InputEr
                                              column=c, row=row, value=v if isinstance(v, (str, int, float)) else
                                              json.dumps(v)[:40])
                     continue
+                what = {str: "a string", bool: "a boolean", list: "an array", dict: "an object", int: "an integer",
+                        float: "a number"}.get(type(v), "not a number")
+                shown = v if isinstance(v, (str, bool, int, float)) else json.dumps(v)[:40]
                 if c in numeric and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                    what = {str: "a string", bool: "a boolean", list: "an array", dict: "an object"}.get(type(v), "not a number")
-                    return InputError.at(
-                        f"{what}, not a number", source=src.name, column=c, row=row,
-                        value=v if isinstance(v, (str, bool)) else json.dumps(v)[:40],
-                    )
+                    return InputError.at(f"{what}, not a number", source=src.name, column=c, row=row, value=shown)
+                if c not in numeric and v is not None:
+                    want = src.json_kinds.get(c, "str")
+                    kind = _json_kind(v)
+                    if want == "mixed":
+                        return InputError.at(f"{what}, and other rows hold values of another kind: a column read "
+                                             "as labels holds one kind (numbers or strings)", source=src.name,
+                                             column=c, row=row, value=shown)
+                    if kind != want and not (want == "float" and kind == "int"):
+                        first = {"int": "integers", "float": "numbers", "bool": "true/false", "str": "strings"}.get(
+                            want, "values of several kinds")
+                        return InputError.at(f"{what} where the first lines hold {first}", source=src.name,
+                                             column=c, row=row, value=shown)
     return None
 
 
@@ -448,8 +561,8 @@ def _jsonl_reader(src: Source, columns: list[str], numeric: set[str], batch_rows
     pa = _pa()
     import pyarrow.json as pajson
 
-    fields = [pa.field(c, (pa.bool_() if c in src.bool_columns else pa.float64()) if c in numeric else pa.string())
-              for c in columns]
+    fields = [pa.field(c, (pa.bool_() if c in src.bool_columns else pa.float64()) if c in numeric
+                       else _json_label_type(src, c)) for c in columns]
     stream = pa.input_stream(src.path, compression=src.compression)
     return pajson.open_json(
         stream,
@@ -460,7 +573,7 @@ def _jsonl_reader(src: Source, columns: list[str], numeric: set[str], batch_rows
 
 # ---------------------------------------------------------------- Parquet / Feather
 
-def _parquet_schema(src: Source) -> None:
+def _parquet_schema(src: Source, allow_empty: bool = False) -> None:
     pa = _pa()
     import pyarrow.parquet as pq
 
@@ -469,10 +582,11 @@ def _parquet_schema(src: Source) -> None:
     except (OSError, pa.ArrowException) as e:
         raise InputError.at(f"not a valid Parquet file ({_short(e)})", source=src.name) from None
     schema = pf.schema_arrow
-    src.columns = list(schema.names)
+    src.columns = list(dict.fromkeys(schema.names))
+    src.duplicates = {n for n in schema.names if schema.names.count(n) > 1}
     src.types = {f.name: f.type for f in schema}
     src.num_rows = src.rows_bound = pf.metadata.num_rows
-    if src.num_rows == 0:
+    if src.num_rows == 0 and not allow_empty:
         raise InputError.at("the file has no rows", source=src.name)
 
 
@@ -491,75 +605,156 @@ def _feather_schema(src: Source) -> None:
             src.num_rows = src.rows_bound = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
     except (OSError, pa.ArrowException) as e:
         raise InputError.at(f"not a valid Feather/Arrow file ({_short(e)})", source=src.name) from None
-    src.columns = list(schema.names)
+    src.columns = list(dict.fromkeys(schema.names))
+    src.duplicates = {n for n in schema.names if schema.names.count(n) > 1}
     src.types = {f.name: f.type for f in schema}
     if src.num_rows == 0:
         raise InputError.at("the file has no rows", source=src.name)
 
 
 def _open_dataset(name: str, paths: str | list[str]) -> Source:
-    pa = _pa()
-    import pyarrow.dataset as ds
-
-    files = paths if isinstance(paths, list) else sorted(
-        os.path.join(d, f) for d, _, fs in os.walk(paths) for f in fs
-        if not f.startswith((".", "_")) and f.lower().endswith((".parquet", ".pq", ".parq"))
-    )
+    """A directory (a hive tree) or glob of Parquet files as one dataset, read file by file."""
+    if isinstance(paths, str):
+        files, root = [], paths
+        for d, dirs, fs in os.walk(paths):
+            dirs[:] = sorted(x for x in dirs if not x.startswith((".", "_")))  # _temporary, .spark-staging…
+            files += [os.path.join(d, f) for f in fs
+                      if not f.startswith((".", "_")) and f.lower().endswith((".parquet", ".pq", ".parq"))]
+        files.sort()
+    else:
+        files, root = paths, None
     if not files:
         raise InputError.at("the directory holds no Parquet files", source=name)
+    parts, keys = [], []
     for f in files:  # a glob may catch other files: say which one is not Parquet
-        with open(f, "rb") as fh:
-            if fh.read(4) != b"PAR1":
-                raise InputError.at(
-                    f"not a Parquet file (a directory or glob is read as one Parquet dataset: {name})", source=f
-                )
-    try:
-        dataset = ds.dataset(
-            paths if isinstance(paths, str) else files,
-            format="parquet",
-            partitioning="hive",
-            exclude_invalid_files=False,
-        )
-    except (OSError, pa.ArrowException) as e:
-        raise InputError.at(f"cannot read the dataset ({_short(e)})", source=name) from None
-    first = None
-    total = 0
-    for frag in dataset.get_fragments():
         try:
-            phys = frag.physical_schema
-            total += frag.metadata.num_rows
-        except (OSError, pa.ArrowException) as e:
-            raise InputError.at(f"not a valid Parquet file ({_short(e)})", source=frag.path) from None
-        if first is None:
-            first = (frag.path, phys)
-        elif not phys.equals(first[1]):
+            with open(f, "rb") as fh:
+                magic = fh.read(4)
+        except OSError as e:
+            raise InputError.at(f"cannot read it ({e.strerror or e}): one of the files of {name}", source=f) from None
+        if magic != b"PAR1":
             raise InputError.at(
-                f"its schema differs from {first[0]}'s: {_schema_diff(first[1], phys)}", source=frag.path
+                f"not a Parquet file (a directory or glob is read as one Parquet dataset: {name})", source=f
             )
-    src = Source(name=name, path=paths if isinstance(paths, str) else files, fmt="dataset")
-    src.columns = list(dataset.schema.names)
-    src.types = {f.name: f.type for f in dataset.schema}
-    src.num_rows = src.rows_bound = total
-    if total == 0:
-        raise InputError.at("the dataset has no rows", source=name)
+        part = Source(name=f, path=f, fmt="parquet", size_bytes=os.path.getsize(f))
+        _parquet_schema(part, allow_empty=True)
+        parts.append(part)
+        keys.append(_hive_keys(root, f) if root is not None else {})
+    return dataset_of(name, parts, keys)
+
+
+def _hive_keys(root: str, path: str) -> dict[str, str | None]:
+    """Partition values from the directories between ``root`` and ``path`` (``year=2024``)."""
+    from urllib.parse import unquote
+
+    out: dict[str, str | None] = {}
+    rel = os.path.relpath(os.path.dirname(path), root)
+    for seg in rel.split(os.sep):
+        k, eq, v = seg.partition("=")
+        if eq and k:
+            out[unquote(k)] = None if v == "__HIVE_DEFAULT_PARTITION__" else unquote(v)
+    return out
+
+
+def dataset_of(name: str, parts: list[Source], keys: list[dict[str, Any]] | None = None) -> Source:
+    """Several sources with one schema as one dataset: its rows are theirs, in order.
+
+    Columns that differ only by a safe widening (integer widths, int and double, string
+    and large string, dictionary-encoded values, a column of nulls) unify; a column some
+    files lack or whose types conflict is an error only when it is read (when a role
+    uses it), naming the file.
+    """
+    pa = _pa()
+    keys = keys if keys is not None else [{} for _ in parts]
+    columns: list[str] = []
+    types: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    conflicts: dict[str, str] = {}
+    for part in parts:
+        for c in part.columns:
+            if c not in columns:
+                columns.append(c)
+        for c, t in part.types.items():
+            if c in conflicts:
+                continue
+            if c not in types:
+                types[c], origin[c] = t, part.name
+                continue
+            u = _unify(types[c], t)
+            if u is None:
+                conflicts[c] = (f"column '{c}' is {_type_name(t)} here but {_type_name(types[c])} in {origin[c]}; "
+                                "only safe widenings (int and double) unify in a dataset", part.name)
+            else:
+                types[c] = u
+    key_names = list(dict.fromkeys(k for ks in keys for k in ks))
+    for k in key_names:
+        vals = [ks[k] for ks in keys if ks.get(k) is not None]
+        columns = [c for c in columns if c != k] + [k]  # a partition value wins over a column of the file
+        types[k] = pa.int64() if vals and all(re.fullmatch(r"-?\d{1,18}", v) for v in vals) else pa.string()
+        conflicts.pop(k, None)
+    lacking: dict[str, tuple[str, str]] = {}
+    for c in columns:
+        if c in key_names:
+            continue
+        have = next(p.name for p in parts if c in p.columns)
+        miss = next((p.name for p in parts if c not in p.columns), None)
+        if miss is not None:
+            lacking[c] = (miss, have)
+    src = Source(name=name, path=[p.name for p in parts], fmt="dataset")
+    src.parts, src.part_keys = parts, keys
+    src.columns, src.types = columns, types
+    src.conflicts, src.lacking = conflicts, lacking
+    src.bool_columns = set().union(*(p.bool_columns for p in parts)) if parts else set()
+    sizes = [p.size_bytes for p in parts]
+    src.size_bytes = sum(sizes) if all(s is not None for s in sizes) else None
+    rows = [p.num_rows for p in parts]
+    if all(r is not None for r in rows):
+        src.num_rows = src.rows_bound = sum(rows)  # type: ignore[arg-type]
+        if src.num_rows == 0:
+            raise InputError.at("the dataset has no rows", source=name)
     return src
 
 
-def _schema_diff(a, b) -> str:
-    an, bn = set(a.names), set(b.names)
-    if an != bn:
-        miss, more = sorted(an - bn), sorted(bn - an)
-        parts = []
-        if miss:
-            parts.append("missing " + ", ".join(miss))
-        if more:
-            parts.append("extra " + ", ".join(more))
-        return "; ".join(parts)
-    for f in a:
-        g = b.field(f.name)
-        if not f.type.equals(g.type):
-            return f"column '{f.name}' is {g.type}, not {f.type}"
-    return "column order differs"
+def _type_name(t: Any) -> str:
+    return str(t)
+
+
+def _unify(a: Any, b: Any) -> Any:
+    """The type both ``a`` and ``b`` widen to safely, or None."""
+    pa = _pa()
+    if a.equals(b):
+        return a
+    if pa.types.is_dictionary(a):
+        return _unify(a.value_type, b)
+    if pa.types.is_dictionary(b):
+        return _unify(a, b.value_type)
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b):
+        return a
+    ints = pa.types.is_integer
+    if ints(a) and ints(b):
+        return pa.int64()
+    if (ints(a) or pa.types.is_floating(a)) and (ints(b) or pa.types.is_floating(b)):
+        return pa.float64()
+    texts = (pa.string(), pa.large_string())
+    if a in texts and b in texts:
+        return pa.large_string()
+    return None
+
+
+def _check_dataset_columns(src: Source, columns: list[str]) -> None:
+    for c in columns:
+        if c in src.conflicts:
+            message, part = src.conflicts[c]
+            raise InputError.at(message, source=part)
+        if c in src.lacking:
+            miss, have = src.lacking[c]
+            raise InputError.at(
+                f"its schema lacks column '{c}', which {have} has and a role uses "
+                f"(every file of the dataset {src.name} must hold every column in use)",
+                source=miss,
+            )
 
 
 def rows_upper_bound(src: Source) -> int | None:
@@ -685,31 +880,41 @@ def iter_batches(
     """Record batches of ``columns`` (numeric ones as float64 where the format is text)."""
     pa = _pa()
     columns = list(dict.fromkeys(columns))
+    dup = next((c for c in columns if c in src.duplicates), None)
+    if dup is not None:
+        raise InputError.at("two columns of the file have this name: rename one of them", source=src.name, column=dup)
+    rows = 0
     try:
-        if src.fmt in ("csv", "tsv"):
-            if src.compression is None and (src.size_bytes or 0) >= PARALLEL_CSV_BYTES:
-                yield from _rechunk(_csv_chunks(src, columns, numeric), batch_rows)
-            else:
-                yield from _rechunk(_csv_reader(src, columns, numeric, batch_rows), batch_rows)
-        elif src.fmt == "jsonl":
-            reader = _jsonl_reader(src, columns, numeric, batch_rows)
-            yield from _rechunk(reader, batch_rows)
-        elif src.fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            # pre_buffer=False: reading ahead whole row groups would make memory grow with the file;
-            # buffer_size: column chunks stream through 1 MB buffers instead of being read whole
-            # (peak RSS at 32M rows 185 → 150 MB, and a little faster)
-            pf = pq.ParquetFile(src.path, pre_buffer=False, buffer_size=1 << 20)
-            yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
-        elif src.fmt == "feather":
-            yield from _feather_batches(src, columns, batch_rows)
-        elif src.fmt == "dataset":
-            yield from _dataset_batches(src, columns, batch_rows)
-        else:  # pragma: no cover - formats are checked when the source opens
-            raise InputError.at(f"unknown format {src.fmt}", source=src.name)
+        for b in _batches(src, columns, numeric, batch_rows):
+            rows += b.num_rows
+            yield b
     except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as e:
-        raise _explain_reader_error(src, e, columns, numeric) from None
+        raise _explain_reader_error(src, e, columns, numeric, rows) from None
+
+
+def _batches(src: Source, columns: list[str], numeric: set[str], batch_rows: int) -> Iterator[Any]:
+    if src.fmt in ("csv", "tsv"):
+        if src.compression is None and (src.size_bytes or 0) >= PARALLEL_CSV_BYTES and not src.cr_only:
+            yield from _rechunk(_csv_chunks(src, columns, numeric), batch_rows)
+        else:
+            yield from _rechunk(_csv_reader(src, columns, numeric, batch_rows), batch_rows)
+    elif src.fmt == "jsonl":
+        reader = _jsonl_reader(src, columns, numeric, batch_rows)
+        yield from _rechunk(reader, batch_rows)
+    elif src.fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        # pre_buffer=False: reading ahead whole row groups would make memory grow with the file;
+        # buffer_size: column chunks stream through 1 MB buffers instead of being read whole
+        # (peak RSS at 32M rows 185 → 150 MB, and a little faster)
+        pf = pq.ParquetFile(src.path, pre_buffer=False, buffer_size=1 << 20)
+        yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
+    elif src.fmt == "feather":
+        yield from _feather_batches(src, columns, batch_rows)
+    elif src.fmt == "dataset":
+        yield from _dataset_batches(src, columns, numeric, batch_rows)
+    else:  # pragma: no cover - formats are checked when the source opens
+        raise InputError.at(f"unknown format {src.fmt}", source=src.name)
 
 
 def _feather_batches(src: Source, columns: list[str], batch_rows: int) -> Iterator[Any]:
@@ -726,27 +931,30 @@ def _feather_batches(src: Source, columns: list[str], batch_rows: int) -> Iterat
     yield from _rechunk((b.select(columns) for b in stream), batch_rows)
 
 
-def _dataset_batches(src: Source, columns: list[str], batch_rows: int) -> Iterator[Any]:
-    """A Parquet dataset file by file, each read as a single Parquet file is, with the hive
-    partition values as constant columns. (pyarrow's dataset scanner reads 4 files and 16
-    batches ahead with whole row groups pre-buffered: 280 MB at 4M rows, 900 MB at 32M;
-    this reader stays near a single file's 150 MB.)"""
+def _dataset_batches(src: Source, columns: list[str], numeric: set[str], batch_rows: int) -> Iterator[Any]:
+    """A dataset file by file, each read as that file alone is (so memory stays near one
+    file's), cast to the dataset's unified types, with hive partition values as constant
+    columns. (pyarrow.dataset is not used: importing it alone costs 50 MB, and its scanner
+    reads 4 files and 16 batches ahead.)"""
     pa = _pa()
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
-
-    dataset = ds.dataset(src.path, format="parquet", partitioning="hive")
-    for frag in dataset.get_fragments():
-        keys = ds.get_partition_keys(frag.partition_expression) or {}
-        pf = pq.ParquetFile(frag.path, pre_buffer=False, buffer_size=1 << 20)
-        in_file = [c for c in columns if c in pf.schema_arrow.names and c not in keys]
-        if in_file == columns:
-            yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
-            continue
-        for b in pf.iter_batches(batch_size=batch_rows, columns=in_file, use_threads=True):
-            # a partition value (null for hive's default partition) as a constant column
-            arrays = [b.column(c) if c in in_file else pa.repeat(pa.scalar(keys.get(c), type=src.types[c]), b.num_rows)
-                      for c in columns]
+    _check_dataset_columns(src, columns)
+    for part, keys in zip(src.parts, src.part_keys):
+        in_file = [c for c in columns if c not in keys and c in part.columns]
+        for b in iter_batches(part, in_file or part.columns[:1], numeric & set(in_file), batch_rows):
+            arrays = []
+            for c in columns:
+                t = src.types.get(c)
+                if c in in_file:
+                    a = b.column(c)
+                    if t is not None and not a.type.equals(t) and _unify(a.type, t) == t:
+                        # int → double may round beyond 2**53, as reading the number from text does
+                        a = a.cast(t, safe=not (pa.types.is_integer(a.type) and pa.types.is_floating(t)))
+                else:  # a partition value (null for hive's default partition) as a constant column
+                    v = keys.get(c)
+                    t = t or pa.string()
+                    a = pa.nulls(b.num_rows, t) if v is None else \
+                        pa.repeat(pa.scalar(int(v) if pa.types.is_integer(t) else v, type=t), b.num_rows)
+                arrays.append(a)
             yield pa.RecordBatch.from_arrays(arrays, names=columns)
 
 
@@ -761,8 +969,20 @@ def _rechunk(batches, batch_rows: int) -> Iterator[Any]:
             yield b.slice(start, batch_rows)
 
 
-def _explain_reader_error(src: Source, e: BaseException, columns: list[str], numeric: set[str]) -> InputError:
+_DAMAGED = re.compile(r"inflate|deflate|zlib|gzip|bz2|zstd|lz4|compress|truncated", re.I)
+
+
+def _explain_reader_error(src: Source, e: BaseException, columns: list[str], numeric: set[str],
+                          rows: int = 0) -> InputError:
     text = str(e)
+    if isinstance(e, FileNotFoundError):
+        return InputError.at("the file was removed while it was read", source=src.name)
+    if isinstance(e, PermissionError):
+        return InputError.at("permission denied", source=src.name)
+    if src.compression and _DAMAGED.search(text):
+        where = f"after data row {rows:,}" if rows else "within its first block of rows"
+        return InputError.at(f"the {src.compression} data is damaged or cut short {where} ({_short(e)})",
+                             source=src.name)
     if src.fmt in ("csv", "tsv"):
         col = None
         import re

@@ -35,6 +35,7 @@ REDUCTIONS = ("mean", "sum", "none")
 class Request:
     data: str
     data2: str | None = None
+    more: list[str] = field(default_factory=list)  # paths after DATA2: several paths are one dataset
     key: str | None = None
     target: str | None = None
     preds: list[str] = field(default_factory=list)
@@ -129,10 +130,11 @@ def prepare(req: Request) -> Plan:
         raise UsageError(f"--ci must be a level in (0, 1), such as 0.95. Got {req.ci} instead.")
     if req.bootstrap < 1:
         raise UsageError(f"--bootstrap must be at least 1. Got {req.bootstrap} instead.")
-    if req.data == "-" and req.data2 == "-":
-        raise UsageError("standard input can be read only once: give - for DATA or for DATA2, not both")
-    if req.key and not req.data2:
-        raise UsageError("--key joins two files: give DATA and DATA2")
+    paths = [req.data] + ([req.data2] if req.data2 else []) + list(req.more)
+    if paths.count("-") > 1:
+        raise UsageError("standard input can be read only once: give - once")
+    if req.key and len(paths) != 2:
+        raise UsageError(f"--key joins two files: give DATA and DATA2 (got {len(paths)} path{'s' * (len(paths) > 1)})")
     # parse specs before opening files: a typo should not wait for a large read
     raw_specs = [s for s in req.losses if s.strip().lower() != "all"]
     want_all = len(raw_specs) != len(req.losses)
@@ -141,15 +143,48 @@ def prepare(req: Request) -> Plan:
     # the same loss twice (-l mse -l l2, -l huber -l huber:delta=1) is evaluated once
     calls = list({c.text: c for c in calls}.values())
 
-    sources = [io.open_source(req.data, req.input_format)]
+    sources: list[Any] = []
     try:
-        if req.data2:
-            sources.append(io.open_source(req.data2, req.input_format))
-        return _plan(req, sources, calls, want_all)
+        for path in paths:
+            sources.append(io.open_source(path, req.input_format))
+        return _plan_sources(req, sources, calls, want_all)
     except BaseException:
         for s in sources:
             s.close()
         raise
+
+
+def _plan_sources(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool) -> Plan:
+    """Several paths are one dataset when each holds every bound column; two between which
+    the bound columns are split are targets and predictions. A bound column both of two
+    such files hold is an error: it is never silently taken from one of them."""
+    if len(sources) == 1:
+        return _plan(req, sources, list(calls), want_all)
+    if len(sources) > 2 or (not req.key and set(sources[0].columns) == set(sources[1].columns)):
+        return _plan(req, [_as_dataset(sources)], list(calls), want_all)
+    plan = _plan(req, sources, list(calls), want_all)  # as targets and predictions
+    bound = [(s, c) for (s, c) in _needed(plan) if c != req.key]
+    both = list(dict.fromkeys(c for s, c in bound if c in sources[1 - s].columns))
+    if not both:
+        return plan
+    if not req.key and len(both) == len({c for _, c in bound}):
+        return _plan(req, [_as_dataset(sources)], list(calls), want_all)
+    a, b = sources[0].name, sources[1].name
+    only = [f"'{c}' only in {sources[s].name}" for s, c in dict.fromkeys(bound) if c not in both]
+    raise InputError.at(
+        f"column '{both[0]}' is in both {a} and {b}"
+        + (f" ({', '.join(only)})" if only else "")
+        + ": two files are either one dataset (each holding every column in use) or targets and predictions "
+        "(the target in the first, the predictions in the second, a column in one of them only)"
+    )
+
+
+def _as_dataset(sources: list[Any]) -> Any:
+    from lossctl import io
+
+    names = [s.name for s in sources]
+    name = ", ".join(names) if len(names) <= 3 else f"{names[0]}, …, {names[-1]} ({len(names)} files)"
+    return io.dataset_of(name, sources)
 
 
 def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool) -> Plan:
@@ -488,7 +523,8 @@ def float_view(arr: Any) -> np.ndarray:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if not (pa.types.is_float64(arr.type) or pa.types.is_float32(arr.type)):
-        arr = arr.cast(pa.float64())
+        # integers beyond 2**53 (and decimals) round to the nearest double, as the same number read from text does
+        arr = arr.cast(pa.float64(), safe=False)
     if arr.null_count:
         import pyarrow.compute as pc  # only here: importing it costs 15-25 ms of start-up
 
@@ -507,6 +543,9 @@ def labels_view(arr: Any) -> np.ndarray:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     t = arr.type
+    if pa.types.is_uint64(t) and len(arr) and arr.null_count == 0 and \
+            int(np.asarray(arr, dtype=np.uint64).max()) > np.iinfo(np.int64).max:
+        return np.asarray(arr, dtype=np.uint64)  # beyond int64: as they are
     if pa.types.is_integer(t):
         return np.frombuffer(arr.cast(pa.int64()).buffers()[1], dtype=np.int64, count=len(arr), offset=arr.offset * 8) \
             if arr.offset == 0 else np.asarray(arr.cast(pa.int64()).to_pylist(), dtype=np.int64)
@@ -615,47 +654,127 @@ def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 
 def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
+    """Rows of DATA and DATA2 with equal key values, in key order. Keys compare by value:
+    integers, integral floats and digit strings are equal (7, 7.0, "7", "007")."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from lossctl import io
 
     key = plan.request.key
-    tables = []
+    tables, keys = [], []
     for i, src in enumerate(plan.sources):
         if key not in src.columns:
             raise InputError.at(f"no key column '{key}'; columns: {', '.join(src.columns)}", source=src.name)
-        cols = [key] + [c for (s, c) in need if s == i and c != key]
-        t = pa.Table.from_batches(list(io.iter_batches(src, cols, {c for (s, c) in numeric if s == i}, batch_rows)))
-        if t.column(key).null_count:
-            row = int(np.flatnonzero(np.asarray(t.column(key).is_null()))[0]) + 1
-            raise InputError.at("missing key value", source=src.name, column=key, row=row)
-        vc = pc.value_counts(t.column(key))
+        cols = list(dict.fromkeys([key] + [c for (s, c) in need if s == i]))
+        batches = list(io.iter_batches(src, cols, {c for (s, c) in numeric if s == i and c != key}, batch_rows))
+        if not batches:
+            raise InputError.at("no rows to join", source=src.name)
+        t = pa.Table.from_batches(batches)
+        keys.append(_key_values(t.column(key), src.name, key))
+        tables.append(t.select([c for c in cols if (i, c) in need]) if any(s == i for s, _ in need) else t.select([key]))
+    (kind0, k0), (kind1, k1) = keys
+    k0, k1 = _common_keys(kind0, k0, kind1, k1)
+    for i, (src, k) in enumerate(zip(plan.sources, (k0, k1))):
+        vc = pc.value_counts(k)
         dup = pc.filter(vc, pc.greater(vc.field("counts"), 1))
         if len(dup):
             v = dup[0]["values"].as_py()
-            raise InputError.at(f"key value {v!r} occurs {dup[0]['counts'].as_py()} times; keys must be unique", source=src.name, column=key)
-        t = t.rename_columns([key] + [f"{i}\x1f{c}" for c in t.column_names[1:]])
-        tables.append(t)
-    left, right = tables
-    joined = left.join(right, keys=key, join_type="inner")
-    left_keys = pc.is_in(left.column(key), value_set=right.column(key))
-    right_keys = pc.is_in(right.column(key), value_set=left.column(key))
-    only_left = len(left) - pc.sum(left_keys).as_py()
-    only_right = len(right) - pc.sum(right_keys).as_py()
-    plan.join_info = {"matched": joined.num_rows, "only_in_data": only_left, "only_in_data2": only_right}
-    if joined.num_rows == 0:
+            first = int(pc.index(k, dup[0]["values"]).as_py())
+            raise InputError.at(f"key value {v!r} occurs {dup[0]['counts'].as_py()} times; keys must be unique",
+                                source=src.name, column=key, row=first + 1)
+    where = pc.index_in(k0, value_set=k1)  # each left key's row on the right (keys are unique)
+    left_idx = np.flatnonzero(np.asarray(where.is_valid()))
+    right_idx = np.asarray(pc.drop_null(where), dtype=np.int64)
+    matched = int(left_idx.size)
+    plan.join_info = {"matched": matched, "only_in_data": len(k0) - matched, "only_in_data2": len(k1) - matched}
+    if matched == 0:
         raise InputError.at(f"no key value of '{key}' occurs in both files", source=plan.sources[1].name)
     # rows in key order: deterministic whatever the files' orders
-    order = pc.sort_indices(joined, sort_keys=[(key, "ascending")])
-    joined = joined.take(order)
-    for rb in joined.to_batches(max_chunksize=batch_rows):
+    order = np.asarray(pc.sort_indices(k0.take(pa.array(left_idx))))
+    left_idx, right_idx = left_idx[order], right_idx[order]
+    for start in range(0, matched, batch_rows):
         parts = []
-        for i in range(2):
-            names = [n for n in rb.schema.names if n.startswith(f"{i}\x1f")]
-            arrays = [rb.column(n) for n in names]
-            parts.append(pa.RecordBatch.from_arrays(arrays, names=[n.split("\x1f", 1)[1] for n in names]) if names else rb.select([key]))
+        for t, idx in zip(tables, (left_idx, right_idx)):
+            sub = t.take(pa.array(idx[start:start + batch_rows])).combine_chunks()
+            parts.append(sub.to_batches()[0] if sub.num_rows else pa.RecordBatch.from_pylist([], schema=sub.schema))
         yield parts
+
+
+_INT_TEXT = r"^\s*[+-]?\d{1,18}\s*$"
+_NUM_TEXT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+
+
+def _key_values(col: Any, source: str, key: str) -> tuple[str, Any]:
+    """A key column as (kind, values): "int" (int64), "float" (float64), "str" (strings, any
+    number among them written as an integer is written canonically) or "other"."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
+    if pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t) \
+            or pa.types.is_fixed_size_binary(t):
+        raise InputError.at(f"a key must be a number or a string, not {t}", source=source, column=key)
+    if arr.null_count or pa.types.is_null(t):
+        row = int(np.flatnonzero(np.asarray(arr.is_null()))[0]) + 1
+        raise InputError.at("missing key value", source=source, column=key, row=row)
+    if pa.types.is_boolean(t):
+        return "int", arr.cast(pa.int64())
+    if pa.types.is_decimal(t):
+        arr = arr.cast(pa.float64(), safe=False)
+        t = arr.type
+    if pa.types.is_integer(t):
+        if pa.types.is_uint64(t) and len(arr) and pc.max(arr).as_py() > 2**63 - 1:
+            return "str", arr.cast(pa.string())
+        return "int", arr.cast(pa.int64())
+    if pa.types.is_floating(t):
+        vals = np.asarray(arr.cast(pa.float64()), dtype=np.float64)
+        if np.isnan(vals).any():
+            raise InputError.at("missing key value", source=source, column=key,
+                                row=int(np.flatnonzero(np.isnan(vals))[0]) + 1, value=float("nan"))
+        if np.isfinite(vals).all() and (vals == np.round(vals)).all() and (np.abs(vals) < 2.0**63).all():
+            return "int", pa.array(vals.astype(np.int64))
+        return "float", pa.array(vals)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        arr = arr.cast(pa.string())
+        if len(arr) and pc.all(pc.match_substring_regex(arr, _INT_TEXT)).as_py():
+            return "int", pc.utf8_trim_whitespace(pc.utf8_ltrim(pc.utf8_trim_whitespace(arr), characters="+")).cast(pa.int64())
+        if len(arr) and pc.all(pc.match_substring_regex(arr, _NUM_TEXT)).as_py():
+            return _key_values(pc.utf8_trim_whitespace(arr).cast(pa.float64()), source, key)
+        # strings, some of which may be numbers: those written as integers (007, +7, 7.0) → 7
+        canon = pc.replace_substring_regex(arr, r"^\s*\+?(-?)0*(\d+)(\.0*)?\s*$", r"\1\2")
+        canon = pc.replace_substring_regex(canon, r"^-0$", "0")
+        return "str", canon
+    return "other", arr
+
+
+def _common_keys(kind0: str, k0: Any, kind1: str, k1: Any) -> tuple[Any, Any]:
+    """Both sides' keys as one type, so that equal values compare equal."""
+    import pyarrow as pa
+
+    if kind0 == kind1 and k0.type.equals(k1.type):
+        return k0, k1
+    if {kind0, kind1} <= {"int", "float"}:
+        return k0.cast(pa.float64(), safe=False), k1.cast(pa.float64(), safe=False)
+    return _key_text(kind0, k0), _key_text(kind1, k1)
+
+
+def _key_text(kind: str, k: Any) -> Any:
+    import pyarrow as pa
+
+    if kind == "str":
+        return k
+    if kind == "float":  # integral values as integers ("7", not "7.0"); others as Python writes them
+        return pa.array([str(int(v)) if v == int(v) else repr(v) for v in np.asarray(k)], pa.string()) \
+            if k.null_count == 0 and np.isfinite(np.asarray(k)).all() else k.cast(pa.string())
+    try:
+        return k.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([str(v) for v in k.to_pylist()], pa.string())
 
 
 def _needed(plan: Plan) -> dict[tuple[int, str], bool]:
