@@ -239,3 +239,71 @@ def test_misspelt_column_gets_did_you_mean(cli, write_csv):
     assert r.code == 2 and "did you mean 'region'?" in r.err
     r = cli("eval", path, "-p", "zzz", "-f", "json")
     assert r.code == 2 and "did you mean" not in r.err and "Columns: y, p_model, region" in r.err
+
+
+# ------------------------------------------------------------------ item 12: the library infers as the CLI does
+
+
+def test_library_takes_a_one_column_frame_as_the_prediction():
+    import lossctl
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    d = pd.read_csv(f"{SAMPLES}/regression.csv")
+    r = lossctl.evaluate(d.y, d[["yhat"]], "mse")
+    assert close(r.value, mean_squared_error(d.y, d.yhat))
+    assert close(lossctl.evaluate(d[["y"]], d.yhat, "mae").value, mean_absolute_error(d.y, d.yhat))
+    rows, _ = lossctl.per_row(d.y, d[["yhat"]], "mae")
+    assert rows.shape == (len(d),) and close(float(rows.mean()), mean_absolute_error(d.y, d.yhat))
+
+
+def test_library_without_a_loss_returns_the_standard_set_the_cli_uses(cli, tmp_path, models):
+    import lossctl
+    from sklearn.metrics import mean_pinball_loss, mean_squared_error
+
+    d = pd.read_csv(f"{SAMPLES}/regression.csv")
+    res = lossctl.evaluate(d.y, d.yhat)
+    assert isinstance(res, list) and [r.loss for r in res] == ["mse", "mae", "huber", "quantile"]
+    assert close(res[0].value, mean_squared_error(d.y, d.yhat))
+    assert close(res[3].value, mean_pinball_loss(d.y, d.yhat, alpha=0.5))
+    assert not isinstance(lossctl.evaluate(d.y, d.yhat, "mse"), list)  # one named loss: one result
+    # multiclass predict_proba: the CLI's set and numbers on the same data
+    m = models["iris"]
+    res = lossctl.evaluate(m["y"], m["proba"])
+    path = tmp_path / "iris.csv"
+    _frame("label", m["y"], {f"p_{k}": m["proba"][:, k] for k in range(3)}).to_csv(path, index=False)
+    doc = cli("eval", path, "-f", "json").json()
+    assert [r.loss for r in res] == [x["loss"] for x in doc["results"]]
+    assert [r.value for r in res] == pytest.approx([x["value"] for x in doc["results"]], rel=1e-12)
+    assert close({r.loss: r.value for r in res}["cross_entropy"], log_loss(m["y"], m["proba"]), rel=1e-10)
+
+
+def test_library_binary_sets_follow_the_prediction(models):
+    import lossctl
+
+    m = models["bc"]
+    y, P, z = m["y"], m["proba"], m["decision"]
+    res = lossctl.evaluate(y, P)  # predict_proba's two columns: binary, on the positive class
+    assert [r.loss for r in res] == ["bce", "focal"] and close(res[0].value, log_loss(y, P[:, 1]), rel=1e-10)
+    assert [r.loss for r in lossctl.evaluate(y, P[:, 1])] == ["bce", "focal"]
+    res = lossctl.evaluate(y, z, logits=True)
+    assert [r.loss for r in res] == ["bce", "hinge", "exponential", "focal"]
+    assert close(res[1].value, hinge_loss(y, z))
+    assert [r.loss for r in lossctl.evaluate(2 * y - 1, z)] == ["hinge", "exponential"]  # −1/+1 labels
+
+
+def test_library_inference_by_keyword_roles_and_task(models):
+    import lossctl
+    from lossctl.errors import InputError, UsageError
+
+    e = pd.read_parquet(f"{SAMPLES}/embeddings.parquet")
+    (r,) = lossctl.evaluate(e.label, embedding=np.stack(e.embedding))
+    assert r.loss == "triplet_mined"
+    dd = pd.read_csv(f"{SAMPLES}/distributions.csv")
+    res = lossctl.evaluate(dd.filter(like="p_"), dd.filter(like="q_"), task="distribution")
+    assert [r.loss for r in res] == ["kl", "js", "tv"]
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=40)
+    with pytest.raises(InputError, match="look like 2 prediction sets"):
+        lossctl.evaluate(y, np.c_[y + 1, y - 1])
+    with pytest.raises(UsageError, match="cannot tell the task"):
+        lossctl.evaluate(group=np.arange(4))
