@@ -219,10 +219,101 @@ def _wide(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float64) if a.dtype.kind == "f" and a.dtype.itemsize < 8 else a
 
 
+def _one_column(a: Any) -> Any:
+    """An (n, 1) array (``d[['yhat']]``) as (n,): one column is one output."""
+    a = np.asarray(a) if not isinstance(a, np.ndarray) else a
+    return a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
+
+
+def _match_columns(y: Any, yhat: Any) -> tuple[Any, Any]:
+    """A 1-d target with an (n, 1) prediction (or the reverse) is one output, as the CLI
+    reads a one-column selector."""
+    if y is None or yhat is None:
+        return y, yhat
+    ny, np_ = np.ndim(y), np.ndim(yhat)
+    if ny == 1 and np_ == 2 and np.shape(yhat)[1] == 1:
+        return y, _one_column(yhat)
+    if np_ == 1 and ny == 2 and np.shape(y)[1] == 1:
+        return _one_column(y), yhat
+    return y, yhat
+
+
+def _standard_set(y: Any, yhat: Any, roles: dict[str, Any], task: str | None) -> tuple[list[str], str, Any]:
+    """The task the inputs hold and its standard set, as the CLI chooses them.
+
+    Returns (loss names, task, yhat): predict_proba's two columns on a binary task become
+    the positive class's column.
+    """
+    from lossctl.binding import binary_set, task_from_values
+
+    every = registry.all_losses()
+    role_names = {r.name for s in every for r in s.roles}
+    given = {k for k, v in roles.items() if v is not None and k in role_names}
+    if y is not None:
+        given.add("target")
+    if yhat is not None:
+        given.add("pred")
+    logits = roles.get("logits") is True
+    numeric = given == {"target", "pred"}  # only then do the values decide (labels may be strings otherwise)
+    y_arr = (_as_array("target", y) if numeric else np.asarray(y)) if y is not None else None
+    p_arr = _as_array("pred", yhat) if yhat is not None else None
+    if task is None:
+        if numeric:
+            width = p_arr.shape[1] if p_arr.ndim == 2 else 1
+            v = task_from_values(y_arr, p_arr, width, logits=logits)
+            if v.several_sets:
+                why = (f"row {v.row + 1} does not sum to 1 as class probabilities do" if v.row is not None
+                       else "the target does not hold class labels 0..K−1")
+                raise InputError.at(
+                    f"has {width} columns for one prediction set, but {why}: these look like {width} "
+                    f"prediction sets; evaluate each column on its own (class logits take logits=True)",
+                    column="yhat",
+                )
+            task = v.task
+        else:
+            fits = [s for s in every if s.default_for and _fits(s, given)]
+            if not fits:
+                raise UsageError(
+                    f"cannot tell the task from the inputs {', '.join(sorted(given)) or '(none)'}: "
+                    f"pass loss= (a SPEC or a list) or task= ({', '.join(registry.TASKS)})"
+                )
+            task = fits[0].default_for[0]
+    specs = [s for s in registry.default_losses(task) if _fits(s, given, y_arr, p_arr)]
+    if task == "binary" and numeric and p_arr.ndim == 2 and p_arr.shape[1] == 2:
+        v = task_from_values(y_arr, p_arr, 2, logits=logits)
+        if v.positive_column:  # predict_proba's layout: the positive class
+            p_arr = yhat = p_arr[:, 1]
+            specs = [s for s in registry.default_losses(task) if _fits(s, given, y_arr, p_arr)]
+    if task == "binary" and numeric and p_arr.ndim == 1:
+        kind = binary_set(y_arr, p_arr, logits=logits)
+        margin = [s for s in specs if any(r.name == "target" and r.signed for r in s.roles)]
+        if kind in ("signed", "margin"):
+            specs = margin or specs
+        elif kind == "proba":
+            specs = [s for s in specs if s not in margin] or specs
+    if not specs:
+        raise UsageError(f"no loss of the {task} standard set takes the inputs {', '.join(sorted(given))}; pass loss=")
+    return [s.name for s in specs], task, yhat
+
+
+def _fits(spec: registry.LossSpec, given: set[str], y: Any = None, p: Any = None) -> bool:
+    """Whether ``spec`` reads exactly the inputs given (and, for target and pred, their shapes)."""
+    names = {r.name for r in spec.roles}
+    if not all(r.name in given for r in spec.roles if r.required) or not given <= names:
+        return False
+    for r in spec.roles:
+        a = y if r.name == "target" else p if r.name == "pred" else None
+        if a is None or r.vector is None:
+            continue
+        if (a.ndim == 2 and a.shape[1] > 1) != r.vector:
+            return False
+    return True
+
+
 def evaluate(
     y: Any = None,
     yhat: Any = None,
-    loss: str | Sequence[str] = "mse",
+    loss: str | Sequence[str] | None = None,
     *,
     weight: Any = None,
     grad: bool = False,
@@ -241,13 +332,25 @@ def evaluate(
     a parameter of the loss overrides its default (``evaluate(y, p, "huber", delta=2)``);
     ``weight=`` is always the per-row sample weight (class weights go in the SPEC:
     ``"cross_entropy:weight=[1,2,3]"``). Returns a :class:`~lossctl.results.LossResult`
-    (``float(result)`` is its value), or a list for a list of specs. ``batch_rows``
-    streams the rows in batches of that size, as the CLI does; the result does not
-    depend on it. Bad inputs raise :class:`~lossctl.errors.InputError`, bad options
-    :class:`~lossctl.errors.UsageError` (both ``ValueError``).
+    (``float(result)`` is its value), or a list for a list of specs. Without ``loss`` the
+    task is inferred as the command line infers it (or taken from ``task=``) and its
+    standard set is evaluated: a list. An ``(n, 1)`` prediction for a 1-d target is one
+    column. ``batch_rows`` streams the rows in batches of that size, as the CLI does; the
+    result does not depend on it. Bad inputs raise :class:`~lossctl.errors.InputError`,
+    bad options :class:`~lossctl.errors.UsageError` (both ``ValueError``).
     """
-    texts = _spec_texts(loss)
     _check_options(reduction, ci, bootstrap, batch_rows, task)
+    y, yhat = _match_columns(y, yhat)
+    if loss is None:
+        for role, pos in (("target", y), ("pred", yhat)):
+            if roles.get(role) is not None and pos is not None:
+                raise UsageError(f"'{role}' given twice: as {_POSITIONAL[role]} and as {role}=")
+        y = roles.pop("target") if y is None and "target" in roles else y
+        yhat = roles.pop("pred") if yhat is None and "pred" in roles else yhat
+        y, yhat = _match_columns(y, yhat)
+        texts, task, yhat = _standard_set(y, yhat, roles, task)
+    else:
+        texts = _spec_texts(loss)
     if not texts:
         return []
     calls, raw = _bind(texts, y, yhat, roles)
@@ -345,6 +448,7 @@ def per_row(
     if not isinstance(loss, str):
         raise UsageError(f"per_row takes one loss SPEC string. Got {loss!r} instead.")
     _check_options("mean", None, 1, None, task)
+    y, yhat = _match_columns(y, yhat)
     (call,), raw = _bind([loss], y, yhat, roles)
     spec = call.spec
     if not spec.row_mean:

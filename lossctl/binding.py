@@ -7,6 +7,7 @@ that selects several columns in file order; a Parquet list column is a vector.
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 from dataclasses import dataclass, field
@@ -70,11 +71,21 @@ def select(text: str, columns: Sequence[str], types: Mapping[str, Any], source: 
             chosen.extend(hits)
         else:
             raise InputError.at(
-                f"no column '{part}' (for {role}); columns: {', '.join(columns)}", source=source
+                f"no column '{part}' (for {role}){did_you_mean(part, columns) or '.'} Columns: {', '.join(columns)}",
+                source=source,
             )
     chosen = list(dict.fromkeys(chosen))
     is_list = len(chosen) == 1 and _is_list_type(types.get(chosen[0]))
     return Selector(text, chosen, vector=len(chosen) > 1 or is_list or any(ch in text for ch in "*?[,"), list_column=is_list)
+
+
+def did_you_mean(name: str, columns: Sequence[str]) -> str:
+    """": did you mean 'p_model'?" for a misspelt column name, or ""."""
+    lower = {c.lower(): c for c in columns}
+    close = difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return ": did you mean " + " or ".join(f"'{lower[c]}'" for c in close) + "?"
 
 
 def _is_list_type(t: Any) -> bool:
@@ -85,8 +96,13 @@ def _is_list_type(t: Any) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
-def find_by_names(names: Sequence[str], columns: Sequence[str], types: Mapping[str, Any], taken: set[str]) -> Selector | None:
-    """The first conventional name (exact, case-insensitive, or prefix glob) the file has."""
+def find_by_names(names: Sequence[str], columns: Sequence[str], types: Mapping[str, Any], taken: set[str],
+                  *, single: bool = False) -> Selector | None:
+    """The first conventional name (exact, case-insensitive, or prefix glob) the file has.
+
+    A prefix glob needs two columns (or one list column); with ``single`` it also binds
+    one plain column (``p_model`` is one of ``p_*``).
+    """
     lower = {c.strip().lower(): c for c in columns}  # " yhat" in a header still reads as yhat
     for name in names:
         if name.endswith("*"):
@@ -95,6 +111,8 @@ def find_by_names(names: Sequence[str], columns: Sequence[str], types: Mapping[s
             if len(hits) >= 2 or (len(hits) == 1 and _is_list_type(types.get(hits[0]))):
                 hits = _natural(hits)
                 return Selector(name, hits, vector=True, list_column=len(hits) == 1, how="generic")
+            if single and len(hits) == 1:
+                return Selector(hits[0], hits, vector=False, how="generic")
         elif name.lower() in lower and lower[name.lower()] not in taken:
             col = lower[name.lower()]
             return Selector(col, [col], vector=_is_list_type(types.get(col)), list_column=_is_list_type(types.get(col)), how="generic")
@@ -203,6 +221,16 @@ def generic_matches(role: str, spaces: list[Space], taken: set) -> list[Selector
                 seen.add((src, tuple(sel.columns)))
                 sel.src = src
                 out.append(sel)
+        if not out and role == "pred":
+            # weaker: one column under a prediction glob (p_model, prob_lr), when nothing else matched
+            for name in GENERIC_NAMES[role]:
+                if name.endswith("*"):
+                    pool = [c for c in free if c.lower() not in _EXACT_GENERIC and not _claimed_elsewhere(c, role, name)]
+                    sel = find_by_names([name], pool, types, set(), single=True)
+                    if sel is not None and (src, tuple(sel.columns)) not in seen:
+                        seen.add((src, tuple(sel.columns)))
+                        sel.src = src
+                        out.append(sel)
         if out:
             break  # the first space that has a match wins (DATA2 for predictions)
     return out
@@ -228,6 +256,94 @@ def _find(names: Sequence[str], spaces: list[Space], taken: set) -> Selector | N
             sel.src = src
             return sel
     return None
+
+
+@dataclass
+class Verdict:
+    """What a target's and a prediction's values say about the task (see task_from_values)."""
+
+    task: str
+    # two columns that sum to 1 (predict_proba's layout): binary, scored on the second
+    positive_column: bool = False
+    # K columns against one target column that cannot be one prediction set
+    several_sets: bool = False
+    row: int | None = None  # the first row (0-based) that does not sum to 1
+
+
+SUM_TOL = 1e-6  # as the classification losses check a row of probabilities
+
+
+def task_from_values(y: Any, p: Any, width: int, *, logits: bool, score_named: bool = False) -> Verdict:
+    """The task the values of a target ``y`` and a prediction ``p`` (``width`` columns) hold.
+
+    One target column against K ≥ 2 prediction columns: class probabilities (rows summing
+    to 1) or, with ``logits``, class scores; two columns that sum to 1 against 0/1 labels
+    are a binary classifier's predict_proba. K columns that cannot be one prediction set
+    (real-valued targets, or 0/1 labels with rows that do not sum to 1) are reported as
+    ``several_sets``: the caller says how to give them as separate prediction sets.
+    Names (mask, p_*/q_*, embeddings) are the caller's business: values cannot tell them.
+    """
+    import numpy as np
+
+    y = np.asarray(y, dtype=float)
+    finite = y[np.isfinite(y)] if y.size else y
+    if y.ndim == 2 and y.shape[1] > 1:
+        if (width == y.shape[1] and finite.size and finite.min() >= 0 and finite.max() <= 1
+                and np.allclose(np.nansum(y, axis=1), 1, atol=SUM_TOL)):
+            return Verdict("multiclass")
+        return Verdict("regression")
+    vals = _distinct(finite.ravel())
+    labels01 = bool(vals.size) and (set(vals.tolist()) <= {0.0, 1.0} or set(vals.tolist()) <= {-1.0, 1.0})
+    if width >= 2:
+        if not vals.size:
+            return Verdict("multiclass")
+        integral = bool(np.all(vals == np.round(vals)))
+        if logits:
+            return Verdict("multiclass") if integral and vals.min() >= 0 else Verdict("multiclass", several_sets=True)
+        q = np.asarray(p, dtype=float).reshape(-1, width) if p is not None else np.empty((0, width))
+        ok = np.isfinite(q).all(axis=1)
+        rows = q[ok]
+        off = np.flatnonzero(np.abs(rows.sum(axis=1) - 1) > SUM_TOL)
+        sums = off.size == 0 and (rows.size == 0 or (rows.min() >= 0 and rows.max() <= 1))
+        first = int(np.flatnonzero(ok)[off[0]]) if off.size else None
+        if width == 2 and sums and (labels01 or (vals.min() >= 0 and vals.max() <= 1)):
+            return Verdict("binary", positive_column=True)
+        if not sums and (not integral or labels01 or vals.min() < 0 or vals.max() >= width):
+            return Verdict("multiclass", several_sets=True, row=first)
+        return Verdict("multiclass")
+    if labels01:
+        return Verdict("binary")
+    # a classifier's score column (prob, logit, score…) against a few whole-number
+    # labels is a binary task with bad labels, not a regression: say so at validation
+    if score_named and vals.size and vals.size <= 3 and np.all(vals == np.round(vals)):
+        return Verdict("binary")
+    return Verdict("regression")
+
+
+def binary_set(y: Any, p: Any, *, logits: bool) -> str:
+    """Which part of the default binary set fits (CLI.md, Choosing losses).
+
+    ``"signed"``: −1/+1 labels, only the margin losses take them; ``"all"``: logits, every
+    loss; ``"proba"``: probabilities (values in [0, 1]), the probability losses (a margin
+    loss would read them as margins); ``"margin"``: other scores, the margin losses.
+    """
+    import numpy as np
+
+    if np.any(np.asarray(y) == -1):
+        return "signed"
+    if logits:
+        return "all"
+    v = np.asarray(p, dtype=float)
+    v = v[np.isfinite(v)]
+    return "proba" if not v.size or (v.min() >= 0 and v.max() <= 1) else "margin"
+
+
+def _distinct(a: Any) -> Any:
+    """np.unique of a 1-d array, without the import of numpy.ma that np.unique makes (10 ms)."""
+    import numpy as np
+
+    s = np.sort(a)
+    return s[np.concatenate(([True], s[1:] != s[:-1]))] if s.size else s
 
 
 def logits_hinted(sel: Selector | None) -> bool:

@@ -14,7 +14,16 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from lossctl import registry
-from lossctl.binding import Binding, Selector, bind_roles, logits_hinted, select
+from lossctl.binding import (
+    Binding,
+    Selector,
+    binary_set,
+    bind_roles,
+    generic_matches,
+    logits_hinted,
+    select,
+    task_from_values,
+)
 from lossctl.engine import (
     Batch,
     Context,
@@ -227,8 +236,8 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
             if not spec.default_for or (task is not None and task not in spec.default_for):
                 continue
             ex = dict(explicit)
-            if pred_sels:
-                ex.setdefault(_pred_role(spec), pred_sels[0])
+            if pred_sels and _p_role(spec):
+                ex.setdefault(_p_role(spec), pred_sels[0])
             b = bind_roles(spec, spaces_for, ex, name, required=False)
             # only required roles found by their own names say what the file holds
             # (an optional image_id column does not make a classifier's file a segmentation)
@@ -237,8 +246,12 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
                 specific.append(spec)
         if task is None and specific:
             task = specific[0].default_for[0] if specific[0].task not in specific[0].default_for else specific[0].task
+    peeks: dict = {}
     if task is None:
-        task = _infer_from_data(req, sources, explicit, pred_sels, spaces_for)
+        task = _infer_from_data(req, sources, explicit, pred_sels, spaces_for, calls, peeks)
+    notes: list[str] = []
+    if task in ("binary", "multiclass"):  # predict_proba's two columns; several models in one -p
+        pred_sels = _prediction_sets(task, req, sources, explicit, pred_sels, spaces_for, calls, peeks, notes)
 
     if want_all:  # every loss of the task whose roles bind in this file
         have = {c.spec.name for c in calls}
@@ -252,7 +265,7 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
         bindable = [s for s in defaults if _binds(s, spaces_for, explicit, pred_sels, name)]
         chosen = bindable or defaults
         if task == "binary":
-            chosen, signed_note = _signed_label_defaults(chosen, sources, spaces_for, explicit, pred_sels, name)
+            chosen, signed_note = _binary_defaults(chosen, req, sources, spaces_for, explicit, pred_sels, name, peeks)
         calls = [registry.parse_spec(s.name, {"logits": True} if req.logits else {}) for s in chosen]
     calls = [_variant_that_binds(c, spaces_for, explicit, pred_sels, name) for c in calls]
     for c in calls:
@@ -270,6 +283,12 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
         for pi, psel in enumerate(pred_sels or [None]):
             ex = dict(explicit)
             if psel is not None:
+                if _p_role(call.spec) is None:
+                    roles = [r.name for r in call.spec.roles if r.required and r.name != "target"]
+                    raise UsageError(
+                        f"-p binds a prediction, and {call.spec.name} reads embeddings ({', '.join(roles)}): "
+                        f"bind them with --col, e.g. --col {roles[0]}={psel.text}"
+                    )
                 ex[_pred_role(call.spec)] = psel
             b = bind_roles(call.spec, spaces_for, ex, name)
             assert b is not None
@@ -298,8 +317,11 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
 
         ctx.rows_bound = io.rows_upper_bound(sources[0])  # exact top-1% gradient shares in one pass
     plan = Plan(req, sources, task, inferred, jobs, labels, ctx, weight, by, idsel)
+    plan.notes.extend(notes)
     if signed_note:
         plan.notes.append(signed_note)
+    if req.losses:
+        plan.notes.extend(_margin_on_probabilities(plan, peeks))
     if logits_by_name:
         plan.notes.append(f"read '{logits_by_name}' as logits (named like logits; --logits/--no-logits to say so)")
     _shape_context(plan)
@@ -328,24 +350,155 @@ def _by_own_name(role: registry.Role, sel: Selector) -> bool:
     return find_by_names(role.names, sel.columns, {}, set()) is not None
 
 
-def _signed_label_defaults(specs, sources, spaces_for, explicit, pred_sels, name):
-    """The default binary set for −1/+1 labels: only the losses that take them (the margin
-    losses), with a note; bce and focal would stop the run at the first −1."""
-    signed = [s for s in specs if any(r.name == "target" and r.signed for r in s.roles)]
-    if not signed or len(signed) == len(specs):
+def _is_margin(spec: registry.LossSpec) -> bool:
+    """A margin loss (hinge, exponential…): its labels are −1/+1 and it reads scores as given."""
+    return any(r.name == "target" and r.signed for r in spec.roles)
+
+
+def _binary_defaults(specs, req, sources, spaces_for, explicit, pred_sels, name, peeks):
+    """The default binary set, by what the prediction holds (CLI.md, Choosing losses).
+
+    −1/+1 labels: only the margin losses (bce and focal would stop at the first −1), with a
+    note. Logits (--logits, or columns named like logits): every loss. Probabilities (values
+    in [0, 1]): the probability losses; hinge and exponential would read them as margins.
+    Other scores: the margin losses, with a note (--logits reads them as logits).
+    """
+    margin = [s for s in specs if _is_margin(s)]
+    proba = [s for s in specs if not _is_margin(s)]
+    if not margin or not proba:
         return specs, ""
     ex = dict(explicit)
     if pred_sels:
-        ex.setdefault(_pred_role(signed[0]), pred_sels[0])
-    b = bind_roles(signed[0], spaces_for, ex, name, required=False)
+        ex.setdefault(_pred_role(margin[0]), pred_sels[0])
+    b = bind_roles(margin[0], spaces_for, ex, name, required=False)
     t = b.roles.get("target") if b is not None else None
     if t is None or t.vector:
         return specs, ""
-    y = _peek(sources[t.src], t)
-    if not np.any(y == -1):
+    y = _peek_cached(peeks, sources, t)
+    p = b.roles.get("pred")
+    if p is None:
         return specs, ""
-    left = ", ".join(s.name for s in specs if s not in signed)
-    return signed, f"labels are −1/+1: the default set's {left} need 0/1 labels and are left out (-l to choose)"
+    kind = binary_set(y, _peek_cached(peeks, sources, p), logits=_reads_logits(req, p, ()))
+    if kind == "signed":
+        left = ", ".join(s.name for s in proba)
+        return margin, f"labels are −1/+1: the default set's {left} need 0/1 labels and are left out (-l to choose)"
+    if kind == "proba":
+        return proba, ""
+    if kind == "margin":
+        return margin, (
+            f"'{p.text}' holds scores outside [0, 1]: the default set is the margin losses "
+            f"{', '.join(s.name for s in margin)} on them as given; --logits reads them as logits "
+            f"and adds {', '.join(s.name for s in proba)}"
+        )
+    return specs, ""
+
+
+def _margin_on_probabilities(plan: Plan, peeks: dict) -> list[str]:
+    """A note for each prediction set that margin losses asked for by name read as scores
+    although it holds probabilities: the number is a hinge of a probability, not of a margin."""
+    if plan.request.logits:
+        return []
+    by_pred: dict[str, list[str]] = {}
+    sels: dict[str, Selector] = {}
+    for job in plan.jobs:
+        if not _is_margin(job.call.spec):
+            continue
+        p = job.binding.roles.get("pred")
+        if p is None or p.vector or (plan.request.logits is None and logits_hinted(p)):
+            continue
+        by_pred.setdefault(job.pred, [])
+        if job.call.spec.name not in by_pred[job.pred]:
+            by_pred[job.pred].append(job.call.spec.name)
+        sels[job.pred] = p
+    out = []
+    for pred, names in by_pred.items():
+        v = _peek_cached(peeks, plan.sources, sels[pred])
+        v = v[np.isfinite(v)]
+        if v.size and v.min() >= 0 and v.max() <= 1:
+            out.append(
+                f"{', '.join(names)} computed on '{pred}' as margin scores f as given (0/1 labels read as −1/+1), "
+                f"but its values lie in [0, 1] like probabilities: a margin loss is meant for decision values "
+                f"or logits (bce and focal score probabilities)"
+            )
+    return out
+
+
+def _prediction_sets(task, req, sources, explicit, pred_sels, spaces_for, calls, peeks, notes):
+    """The prediction sets of a classifier, checked against the target's values.
+
+    Two columns that sum to 1 on a binary task are predict_proba's layout: the second (the
+    positive class) is scored, with a note. K columns that cannot be one prediction set
+    (two binary models in one -p) are an input error that says how to compare them.
+    """
+    tsel = explicit.get("target")
+    if tsel is None:
+        found = generic_matches("target", spaces_for(registry.Role("target")), set())
+        tsel = found[0] if len(found) == 1 else None
+    if tsel is None or tsel.vector:
+        return pred_sels
+    given = bool(pred_sels)
+    sels = pred_sels
+    if not given:
+        found = generic_matches("pred", spaces_for(registry.Role("pred")), {(tsel.src, c) for c in tsel.columns})
+        sels = found[:1] if len(found) == 1 else []
+    out = []
+    changed = False
+    for psel in sels:
+        width = psel.width_hint
+        if width is None:
+            width = _peek_cached(peeks, sources, psel).shape[1]
+        if width < 2:
+            out.append(psel)
+            continue
+        y = _peek_cached(peeks, sources, tsel)
+        p = _peek_cached(peeks, sources, psel)
+        v = task_from_values(y, p, width, logits=_reads_logits(req, psel, calls))
+        if v.several_sets:
+            _several_sets_error(psel, tsel, y, p, v, sources)
+        if task == "binary" and v.positive_column and not psel.list_column:
+            col = psel.columns[1]
+            notes.append(
+                f"'{psel.text}' holds two columns that sum to 1 (predict_proba's layout): binary, "
+                f"scored on '{col}', the probability of the positive class"
+            )
+            out.append(Selector(col, [col], vector=False, src=psel.src))
+            changed = True
+        else:
+            out.append(psel)
+    if given or changed:
+        return out
+    return pred_sels
+
+
+def _several_sets_error(psel, tsel, y, p, v, sources) -> None:
+    cols = psel.columns
+    k = len(cols) if not psel.list_column else p.shape[1]
+    yv = y[np.isfinite(y)]
+    if yv.size and not np.all(yv == np.round(yv)):
+        why = f"the target '{tsel.text}' holds real values, not class labels"
+    elif v.row is not None:
+        why = (f"its rows do not sum to 1 as class probabilities do (row {v.row + 1} sums to "
+               f"{float(np.sum(p[v.row])):.6g}; class logits take --logits)")
+    else:
+        why = f"the target '{tsel.text}' does not hold labels 0..{k - 1}"
+    suggest = " ".join(f"-p {c}" for c in cols) if not psel.list_column else "one -p per model"
+    raise InputError.at(
+        f"'{psel.text}' selects {k} columns for one prediction set, but {why}: these look like {k} "
+        f"prediction sets; compare them with {suggest}",
+        source=sources[psel.src].name,
+    )
+
+
+def _reads_logits(req, psel, calls) -> bool:
+    if req.logits is not None:
+        return bool(req.logits)
+    return logits_hinted(psel) or any(c.params.get("logits") for c in calls)
+
+
+def _p_role(spec: registry.LossSpec) -> str | None:
+    """The role a plain -p binds; never an embedding role (metric learning binds those by
+    their names or --col embedding=…/anchor=…)."""
+    return None if spec.task == "metric" else _pred_role(spec)
 
 
 def _variant_that_binds(call: registry.LossCall, spaces_for, explicit, pred_sels, name) -> registry.LossCall:
@@ -365,8 +518,8 @@ def _unset_factory() -> Any:  # replaced once the plan's context is known
 
 def _binds(spec, spaces_for, explicit, pred_sels, name) -> bool:
     ex = dict(explicit)
-    if pred_sels:
-        ex.setdefault(_pred_role(spec), pred_sels[0])
+    if pred_sels and _p_role(spec):
+        ex.setdefault(_p_role(spec), pred_sels[0])
     return bind_roles(spec, spaces_for, ex, name, required=False) is not None
 
 
@@ -381,9 +534,8 @@ def _pred_role(spec: registry.LossSpec) -> str:
     return spec.grad_roles[0] if spec.grad_roles else names[-1]
 
 
-def _infer_from_data(req, sources, explicit, pred_sels, spaces_for) -> str:
-    from lossctl.binding import generic_matches
-
+def _infer_from_data(req, sources, explicit, pred_sels, spaces_for, calls=(), peeks=None) -> str:
+    peeks = {} if peeks is None else peeks
     name = sources[0].name
     def one(role: str, taken: set) -> Selector | None:
         found = generic_matches(role, spaces_for(registry.Role(role)), taken)
@@ -405,32 +557,20 @@ def _infer_from_data(req, sources, explicit, pred_sels, spaces_for) -> str:
             f"{'-t COL' if tsel is None else '-p COL'} (and --task to skip the guess). Columns: {cols}",
             source=name,
         )
-    y = _peek(sources[tsel.src], tsel)
+    y = _peek_cached(peeks, sources, tsel)
     pw = psel.width_hint
+    p = _peek_cached(peeks, sources, psel) if pw is None or pw >= 2 else None
     if pw is None:
-        pw = _peek(sources[psel.src], psel).shape[1] if psel.list_column else 1
-    finite = y[np.isfinite(y)] if y.size else y
-    if y.ndim == 2 and y.shape[1] > 1:
-        if pw == y.shape[1] and finite.size and finite.min() >= 0 and finite.max() <= 1 and np.allclose(np.nansum(y, axis=1), 1, atol=1e-6):
-            return "multiclass"
-        return "regression"
-    if pw >= 2:
-        return "multiclass"
-    vals = _distinct(finite)
-    if vals.size and vals.size <= 2 and (set(vals.tolist()) <= {0.0, 1.0} or set(vals.tolist()) <= {-1.0, 1.0}):
-        return "binary"
-    # a classifier's score column (prob, logit, score…) against a few whole-number
-    # labels is a binary task with bad labels, not a regression: say so at validation
-    if re.match(r"^(prob|proba|probability|p|logit|logits|score|scores)$", psel.columns[0], re.I) and \
-            vals.size and vals.size <= 3 and np.all(vals == np.round(vals)):
-        return "binary"
-    return "regression"
+        pw = p.shape[1] if p.ndim == 2 else 1
+    score_named = re.match(r"^(prob|proba|probability|p|logit|logits|score|scores)$", psel.columns[0], re.I)
+    return task_from_values(y, p, pw, logits=_reads_logits(req, psel, calls), score_named=bool(score_named)).task
 
 
-def _distinct(a: np.ndarray) -> np.ndarray:
-    """np.unique of a 1-d array, without the import of numpy.ma that np.unique makes (10 ms)."""
-    s = np.sort(a)
-    return s[np.concatenate(([True], s[1:] != s[:-1]))] if s.size else s
+def _peek_cached(peeks: dict, sources: Sequence[Any], sel: Selector) -> np.ndarray:
+    key = (sel.src, tuple(sel.columns), sel.list_column)
+    if key not in peeks:
+        peeks[key] = _peek(sources[sel.src], sel)
+    return peeks[key]
 
 
 def _peek(src, sel: Selector, rows: int = 4096) -> np.ndarray:

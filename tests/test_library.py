@@ -366,7 +366,7 @@ def test_parameters_by_keyword_override_defaults():
 
 def test_roles_by_keyword_and_the_mined_variant():
     yb, e = D["yb"], D["a"]
-    assert lossctl.evaluate(target=D["y"], pred=D["p"], loss="mse").value == lossctl.evaluate(D["y"], D["p"]).value
+    assert lossctl.evaluate(target=D["y"], pred=D["p"], loss="mse").value == lossctl.evaluate(D["y"], D["p"], "mse").value
     mined = lossctl.evaluate(yb, embedding=e, loss="triplet_mined:margin=0.3")
     for spec, kw in [("triplet:margin=0.3", {}), ("triplet:mining=hard,margin=0.3", {}), ("triplet", {"margin": 0.3})]:
         r = lossctl.evaluate(yb, embedding=e, loss=spec, **kw)
@@ -446,7 +446,7 @@ def test_bad_weights_are_input_errors(weight, match):
     (dict(loss="msee"), r"unknown loss 'msee'. Did you mean mse"),
     (dict(loss="huber:delt=2"), r"unknown parameter 'delt' for loss huber. Did you mean 'delta'"),
     (dict(loss="huber:delta=-2"), r"'delta' parameter of huber must be in \(0, inf\)"),
-    (dict(loss=None), r"loss must be a SPEC string"),
+    (dict(loss=3), r"loss must be a SPEC string"),  # loss=None is the task's standard set
     (dict(loss=["mse", 3]), r"loss must be a SPEC string"),
     (dict(reduction="none"), r"lossctl.per_row"),
     (dict(reduction="avg"), r"reduction='mean' or 'sum'"),
