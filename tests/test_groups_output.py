@@ -380,3 +380,21 @@ def test_rounding_noise_prints_as_zero_but_json_keeps_it():
     assert rep.to_json()["results"][0]["grad"]["mean"] == 8.65e-20
     assert fmt_num(8.65e-20) == "8.6500e-20"  # alone, a small number is a number
     assert fmt_num(8.65e-20, scale=0.75) == "0"
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_list_reads_on_a_narrow_terminal(width):
+    from conftest import run_subprocess
+
+    from lossctl import registry
+
+    r = run_subprocess("list", "-f", "table", env={"COLUMNS": str(width)})
+    assert r.code == 0
+    lines = r.out.splitlines()
+    assert max(len(line) for line in lines) <= width
+    flat = " ".join(" ".join(lines).split())
+    for spec in registry.all_losses():
+        assert any(line.startswith(spec.name + " ") for line in lines), spec.name  # a heading per loss
+        assert " ".join(spec.properties.formula.split()) in flat  # nothing cut or folded mid-word
+    wide = run_subprocess("list", "-f", "table", env={"COLUMNS": "200"})
+    assert "┃ loss" in wide.out  # a wide terminal keeps the table
