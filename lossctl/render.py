@@ -273,14 +273,14 @@ def _delta_text(c: Comparison, digits: int = 4) -> str:
     return text
 
 
-def _value_text(r: LossResult, c: Comparison | None, digits: int = 4) -> str:
+def _value_text(r: LossResult, c: Comparison | None, digits: int = 4, sep: str = " ") -> str:
     """A result's value, then its delta to the baseline (with its paired interval), or
     else its own interval."""
     text = fmt_num(r.value)
     if c is not None:
-        text += f" ({_delta_text(c, digits)})"
+        text += f"{sep}({_delta_text(c, digits)})"
     elif r.ci is not None:
-        text += " " + fmt_interval(r.ci[0], r.ci[1], digits, scale=r.value)
+        text += sep + fmt_interval(r.ci[0], r.ci[1], digits, scale=r.value)
     return text
 
 
@@ -303,7 +303,7 @@ def comparison_cells(report: Report, preds: list[str]) -> list[tuple[str, list[t
     return rows
 
 
-def slice_cells(g: Group, pred: str, specs: list[str], digits: int = 3) -> list[tuple[str, bool]]:
+def slice_cells(g: Group, pred: str, specs: list[str], digits: int = 3, sep: str = " ") -> list[tuple[str, bool]]:
     """One slice's (text, is_worst) cell per loss SPEC for one prediction set: the value
     with its interval, or (after the first set) with its delta within the slice."""
     res = {r.spec: r for r in g.results if r.pred == pred}
@@ -314,7 +314,7 @@ def slice_cells(g: Group, pred: str, specs: list[str], digits: int = 3) -> list[
         if r is None:
             cells.append(("", False))
             continue
-        text = _value_text(r, cmp.get(s), digits)
+        text = _value_text(r, cmp.get(s), digits, sep)
         cells.append((("▲ " if r.worst else "") + text, r.worst))
     return cells
 
@@ -530,7 +530,7 @@ def _rich_groups(console: Any, report: Report) -> None:
         for i, p in enumerate(preds):
             cells = [escape(group_text(g.value)) if i == 0 else ""] + ([escape(p)] if multi else [])
             cells.append(f"{g.rows:,}" if i == 0 else "")
-            for text, worst in slice_cells(g, p, specs):
+            for text, worst in slice_cells(g, p, specs, sep="\n" if multi else " "):  # a delta below its value
                 cells.append(f"[bold red]{escape(text)}[/bold red]" if worst else escape(text))
             t.add_row(*cells, end_section=multi and i == len(preds) - 1 and gi < len(report.groups) - 1)
     console.print(t)
