@@ -94,13 +94,49 @@ def render_list(task: str | None, fmt: str, out: TextIO, *, color: bool = False)
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(file=out, force_terminal=color, no_color=not color, width=None if color else 200, highlight=False)
+    console = Console(file=out, force_terminal=color, no_color=not color, width=_list_width(color), highlight=False)
+    if console.width < WIDE_LIST:
+        _list_cards(console, cols, rows)
+        return
     t = Table(header_style="bold", show_lines=True)
     for c in cols:
         t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*(escape(c) for c in r))  # formulas hold brackets: "[eps, 1 − eps]" is not markup
     console.print(t)
+    console.print("[dim]lossctl explain LOSS for the full story of one loss[/dim]")
+
+
+WIDE_LIST = 160  # the ten-column table needs this many; narrower consoles get one block per loss
+
+
+def _list_width(color: bool) -> int | None:
+    """$COLUMNS, else the terminal's (None lets rich ask it), else 200 (a file or a pipe)."""
+    import os
+
+    try:
+        cols = int(os.environ.get("COLUMNS", ""))
+        if cols > 0:
+            return cols
+    except ValueError:
+        pass
+    return None if color else 200
+
+
+def _list_cards(console: Any, cols: list[str], rows: list[list[str]]) -> None:
+    """The catalogue on a narrow console: per loss, a heading line and its properties
+    below it, indented, each wrapped at the console's width (nothing is cut)."""
+    from rich.markup import escape
+    from rich.padding import Padding
+
+    for r in rows:
+        d = dict(zip(cols, r))
+        console.print(f"[bold]{escape(d['loss'])}[/bold] · {escape(d['task'])} · roles: {escape(d['roles'])}"
+                      f" · params: {escape(d['params'])}")
+        body = [d["formula"], f"outliers: {d['outliers']}", f"differentiable: {d['differentiable']}",
+                f"minimiser estimates: {d['minimiser estimates']}", f"output: {d['output']} · cost: {d['cost']}"]
+        for line in body:
+            console.print(Padding(escape(line), (0, 0, 0, 2), expand=False))
     console.print("[dim]lossctl explain LOSS for the full story of one loss[/dim]")
 
 

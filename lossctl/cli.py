@@ -167,7 +167,8 @@ def eval_cmd(
             bar = prog.Progress(src.num_rows, src.size_bytes, os.path.basename(src.name) or src.name)
         plan.ctx.sample_grads = form == "table" or bool(emit_state)  # only the table draws the histogram
         try:
-            acc = accumulate(plan, row_offset, bar, sample=form == "table" and _color(sys.stdout) and not output)
+            # pictures on a terminal, with NO_COLOR too (their shapes carry them without colour)
+            acc = accumulate(plan, row_offset, bar, sample=form == "table" and _is_tty(sys.stdout) and not output)
         finally:
             if bar is not None:
                 bar.close()

@@ -1070,18 +1070,99 @@ class _Feeder:
         return self.offset_in + int(np.flatnonzero(keep)[i]) + 1
 
     def _categorical(self, rb: Any, sel: Selector) -> np.ndarray:
-        col = rb.column(sel.columns[0])
+        """A label column (a --by or --id column, a categorical role) as a numpy array of
+        values JSON can hold: numbers, booleans, strings (decimals, dates, times, durations
+        and bytes as text). In a --by column a missing value (null, NaN) is None: a group
+        of its own, whatever --nan says; elsewhere it is an input error."""
+        plan = self.plan
+        source = plan.sources[sel.src].name
+        is_by = any(sel is s for s in plan.by)
+        what = "--by" if is_by else "--id" if sel is plan.id else "label"
+        col = _label_array(rb.column(sel.columns[0]), what, source, sel.columns[0])
+        missing = None
         if col.null_count:
-            i = int(np.flatnonzero(np.asarray(col.is_null()))[0])
-            raise InputError.at("missing value", source=self.plan.sources[sel.src].name,
-                                column=sel.columns[0], row=self.offset_in + i + 1)
+            if not is_by:
+                i = int(np.flatnonzero(np.asarray(col.is_null()))[0])
+                raise InputError.at("missing value", source=source, column=sel.columns[0], row=self.offset_in + i + 1)
+            missing = np.asarray(col.is_null())
+            col = col.fill_null(_fill_value(col.type))
         vals = labels_view(col)
-        if vals.dtype.kind == "f" and self.plan.sources[sel.src].fmt in ("csv", "tsv", "jsonl") \
-                and np.all(np.isfinite(vals)) and np.all(vals == np.round(vals)):
-            # a text column that is also read as numbers (--by label): its values as the file
-            # writes them, 0 and 1 as in a Parquet int column, not 0.0 and 1.0
-            vals = vals.astype(np.int64)
+        if vals.dtype.kind == "f":
+            nan = np.isnan(vals)
+            if is_by and nan.any():
+                missing = nan if missing is None else (missing | nan)
+            finite = vals[~missing] if missing is not None else vals
+            if plan.sources[sel.src].fmt in ("csv", "tsv", "jsonl") and np.all(np.isfinite(finite)) \
+                    and np.all(finite == np.round(finite)):
+                # a text column that is also read as numbers (--by label): its values as the file
+                # writes them, 0 and 1 as in a Parquet int column, not 0.0 and 1.0
+                vals = np.where(missing, 0, vals).astype(np.int64) if missing is not None else vals.astype(np.int64)
+        if missing is not None and missing.any():
+            vals = vals.astype(object)
+            vals[missing] = None
         return vals
+
+
+_NESTED = (("list", "lists"), ("large_list", "lists"), ("fixed_size_list", "lists"), ("list_view", "lists"),
+           ("large_list_view", "lists"), ("struct", "structs"), ("map", "maps"), ("union", "unions"))
+
+
+def _label_array(col: Any, what: str, source: str, column: str) -> Any:
+    """An Arrow column of labels as one that :func:`labels_view` reads and JSON can hold:
+    numbers, booleans and strings stay; decimals, timestamps, dates and times become their
+    exact text (ISO 8601), durations a count with its unit ("1500ms"), bytes their UTF-8
+    text or else "0x…" hex. Nested values (lists, structs, maps) are an input error."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col = col.cast(t.value_type)
+        t = col.type
+    for name, plural in _NESTED:
+        check = getattr(pa.types, f"is_{name}", None)
+        if check is not None and check(t):
+            raise InputError.at(
+                f"{what} takes a column of single values (strings, numbers, booleans, dates or times); "
+                f"this one holds {plural} ({t})", source=source, column=column)
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_string(t) \
+            or pa.types.is_large_string(t):
+        return col
+    if pa.types.is_null(t):
+        return pa.nulls(len(col), pa.float64())
+    if pa.types.is_decimal(t) or pa.types.is_date(t) or pa.types.is_time(t):
+        return pc.cast(col, pa.string())
+    if pa.types.is_timestamp(t):  # "2020-01-01 00:00:00.000000" → ISO 8601's "T"
+        return pc.replace_substring(pc.cast(col, pa.string()), " ", "T", max_replacements=1)
+    if pa.types.is_duration(t):
+        return pc.binary_join_element_wise(pc.cast(pc.cast(col, pa.int64()), pa.string()), pa.scalar(t.unit), "")
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        vals = col.to_pylist()
+        return pa.array([None if v is None else _bytes_text(v) for v in vals], pa.string())
+    try:
+        return pc.cast(col, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise InputError.at(f"{what} cannot use values of type {t}", source=source, column=column) from None
+
+
+def _bytes_text(v: bytes) -> str:
+    try:
+        return v.decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + v.hex()
+
+
+def _fill_value(t: Any) -> Any:
+    """A placeholder for the nulls of a --by column of type ``t`` (replaced by None after)."""
+    import pyarrow as pa
+
+    if pa.types.is_boolean(t):
+        return pa.scalar(False)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pa.scalar("", t)
+    return pa.scalar(0, t)
 
 
 # ------------------------------------------------------------------ running
@@ -1144,10 +1225,9 @@ def accumulate(
         if progress is not None and jobs_b:
             progress(jobs_b[0].n)
         if sampler is not None and jobs_b and jobs_b[0].n:
-            b0 = jobs_b[0]
-            cols = {k: v for k, v in b0.cols.items() if k in ("target", "pred") and v.dtype.kind == "f"}
-            if len(cols) == 2:
-                sampler.update(cols, b0.offset)
+            cols = _sample_cols(plan, jobs_b)
+            if cols:
+                sampler.update(cols, jobs_b[0].offset)
         if plan.by:
             _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states)
     if any(s.two_pass for s in states) or any(s.two_pass for ss in group_states.values() for s in ss):
@@ -1177,6 +1257,7 @@ def run(plan: Plan) -> Report:
 def build_report(plan: Plan, acc: Accumulated) -> Report:
     req = plan.request
     opts = options(plan)
+    plan._boot = None  # type: ignore[attr-defined]
     results = _results(plan, acc.states, opts)
     comparisons = _comparisons(plan, acc.states, results, opts)
     groups = None
@@ -1209,14 +1290,31 @@ def build_report(plan: Plan, acc: Accumulated) -> Report:
     return report
 
 
+def _sample_cols(plan: Plan, jobs_b: list[Batch]) -> dict[str, np.ndarray]:
+    """The columns the pictures sample from a batch: the target, and the prediction of each
+    prediction set (the first loss's jobs: "pred", "pred.1", …)."""
+    npred = max(1, len(plan.pred_labels))
+    cols: dict[str, np.ndarray] = {}
+    for pi, b in enumerate(jobs_b[:npred]):
+        t, p = b.cols.get("target"), b.cols.get("pred")
+        if t is None or p is None or t.dtype.kind != "f" or p.dtype.kind != "f":
+            return cols if pi else {}
+        cols.setdefault("target", t)
+        cols["pred" if pi == 0 else f"pred.{pi}"] = p
+    return cols
+
+
 def _picture(plan: Plan, cols: dict[str, np.ndarray]) -> dict[str, Any] | None:
-    """What the terminal pictures need: residuals and loss curves, or probabilities."""
+    """What the terminal pictures need: each model's residuals and the loss curves, or each
+    model's probabilities (from the sample of rows; the renderer labels it as one)."""
     from lossctl import pictures
 
-    y, p = cols["target"], cols["pred"]
-    if plan.task == "regression" and y.ndim == 1 and p.ndim == 1:
-        r = p - y
-        xs = pictures.bin_centres(r)
+    y = cols["target"]
+    preds = [cols[k] for k in ["pred"] + [f"pred.{i}" for i in range(1, len(plan.pred_labels))] if k in cols]
+    labels = list(plan.pred_labels[: len(preds)]) or ["pred"]
+    if plan.task == "regression" and y.ndim == 1 and all(p.ndim == 1 for p in preds):
+        residuals = [p - y for p in preds]
+        xs = pictures.curve_grid(residuals)
         curves = []
         seen = set()
         for job in plan.jobs:
@@ -1226,16 +1324,19 @@ def _picture(plan: Plan, cols: dict[str, np.ndarray]) -> dict[str, Any] | None:
             k = job.kernel_factory()
             b = Batch({"target": np.zeros_like(xs), "pred": xs}, xs.size)
             curves.append((job.call.text, k.per_row(b, False)[0]))
-        return {"kind": "regression", "residuals": r, "curves": curves}
+        return {"kind": "regression", "models": list(zip(labels, residuals)), "xs": xs, "curves": curves}
     if plan.task in ("binary", "multiclass"):
-        params = plan.jobs[0].call.params
-        prob = p
-        if params.get("logits"):
-            from lossctl.losses._numerics import sigmoid, softmax
+        models = []
+        for pi, (label, p) in enumerate(zip(labels, preds)):
+            prob = p
+            if plan.jobs[pi].call.params.get("logits"):
+                from lossctl.losses._numerics import sigmoid, softmax
 
-            prob = softmax(p) if p.ndim == 2 else sigmoid(p)
-        if (prob.ndim == 2) == (plan.task == "multiclass") and np.all((prob >= 0) & (prob <= 1)):
-            return {"kind": "classification", "target": y, "prob": prob}
+                prob = softmax(p) if p.ndim == 2 else sigmoid(p)
+            if (prob.ndim == 2) != (plan.task == "multiclass") or not np.all((prob >= 0) & (prob <= 1)):
+                return None
+            models.append((label, prob))
+        return {"kind": "classification", "target": y, "models": models}
     return None
 
 
@@ -1327,7 +1428,11 @@ def _pick(i: int, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[list[np.n
     return lambda totals: fn(totals[i])
 
 
-def _comparisons(plan: Plan, states: list[State], results: list[LossResult], opts: Options) -> list[Comparison]:
+def _comparisons(plan: Plan, states: list[State], results: list[LossResult], opts: Options,
+                 seed_offset: int = 0) -> list[Comparison]:
+    """Each prediction set after the first against the first, loss by loss; with --ci the
+    interval of the delta comes from a paired bootstrap (one resample of rows for both),
+    drawn with the seed of the results' own intervals (``plan._boot`` holds their units)."""
     if len(plan.pred_labels) < 2:
         return []
     out = []
@@ -1348,7 +1453,8 @@ def _comparisons(plan: Plan, states: list[State], results: list[LossResult], opt
                     ub, uj = idx.index(base), idx.index(j)
                     fb, fj = states[base].boot_fn(), states[j].boot_fn()  # type: ignore[attr-defined]
                     (d,) = bootstrap_values(
-                        units, [lambda t, ub=ub, uj=uj, fb=fb, fj=fj: fj(t[uj]) - fb(t[ub])], opts.bootstrap, opts.seed
+                        units, [lambda t, ub=ub, uj=uj, fb=fb, fj=fj: fj(t[uj]) - fb(t[ub])], opts.bootstrap,
+                        opts.seed + seed_offset,
                     )
                     c.ci = percentile_interval(d, opts.ci)
             out.append(c)
@@ -1356,6 +1462,8 @@ def _comparisons(plan: Plan, states: list[State], results: list[LossResult], opt
 
 
 def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple[list[Group], int]:
+    """One Group per slice (sorted by value, a missing value last), each with its results
+    and, with several prediction sets, its own comparisons and paired intervals."""
     groups = []
     hidden = 0
     label = ",".join(s.text for s in plan.by)
@@ -1364,10 +1472,13 @@ def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple
             hidden += 1
             continue
         res = [_result_for(j, s, opts, in_slice=True) for j, s in zip(plan.jobs, sts)]
+        plan._boot = None  # type: ignore[attr-defined]  # no other slice's units
         if opts.ci:
             _add_ci(plan, sts, res, opts, seed_offset=gi + 1)
+        cmp = _comparisons(plan, sts, res, opts, seed_offset=gi + 1)
         value = k[0] if len(k) == 1 else list(k)
-        groups.append(Group(by=label, value=value, rows=group_rows[k], results=res))
+        groups.append(Group(by=label, value=value, rows=group_rows[k], results=res, comparisons=cmp))
+    plan._boot = None  # type: ignore[attr-defined]
     if len(groups) > 1:  # mark the worst slice (largest loss) of each loss and prediction set
         for j in range(len(plan.jobs)):
             finite = [g for g in groups if g.results[j].value == g.results[j].value]
@@ -1377,7 +1488,17 @@ def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple
 
 
 def _sort_key(k: tuple) -> tuple:
-    return tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in k)
+    """Slices in order: numbers (−inf … inf), then booleans, then text; a missing value last."""
+    def one(x: Any) -> tuple:
+        if x is None or (isinstance(x, float) and x != x):
+            return (3, 0, "")
+        if isinstance(x, (bool, np.bool_)):
+            return (1, int(x), "")
+        if isinstance(x, (int, float, np.number)):
+            return (0, x, "")
+        return (2, 0, str(x))
+
+    return tuple(one(x) for x in k)
 
 
 def _bindings(plan: Plan) -> dict[str, Any]:

@@ -8,12 +8,18 @@ from typing import Any, Iterable, TextIO
 
 import numpy as np
 
-from lossctl.results import GRAD_KEYS, LossResult, Report, nonfinite_label
+from lossctl.results import GRAD_KEYS, Comparison, Group, LossResult, Report, group_value_json, nonfinite_label
 
 FORMATS = ("table", "json", "jsonl", "csv", "tsv", "markdown")
 
+# a number smaller than this share of its row's scale is rounding noise (a gradient mean of
+# 8.65e-20 beside a mean |g| of 0.4): the views print it as 0, JSON and CSV keep it exact
+NOISE = 1e-12
 
-def fmt_num(v: Any, digits: int = 6) -> str:
+
+def fmt_num(v: Any, digits: int = 6, *, signed: bool = False, scale: Any = None) -> str:
+    """A number for people: ``digits`` significant digits; 0 when it is below the
+    resolution of ``scale`` (the magnitude of the numbers it stands beside)."""
     if v is None:
         return "—"
     if isinstance(v, (bool, np.bool_)):
@@ -24,12 +30,25 @@ def fmt_num(v: Any, digits: int = 6) -> str:
     if math.isnan(v):
         return "nan"
     if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
+        return ("+inf" if signed else "inf") if v > 0 else "-inf"
+    if scale is not None and math.isfinite(float(scale)) and abs(v) < NOISE * abs(float(scale)):
+        v = 0.0
     if v == 0:
         return "0"
+    sign = "+" if signed else ""
     if abs(v) >= 1e6 or abs(v) < 1e-4:
-        return f"{v:.{digits - 2}e}"
-    return f"{v:.{digits}g}"
+        return f"{v:{sign}.{max(digits - 2, 1)}e}"
+    return f"{v:{sign}.{digits}g}"
+
+
+def fmt_interval(lo: Any, hi: Any, digits: int = 4, *, signed: bool = False, scale: Any = None) -> str:
+    """``[lo, hi]`` with enough digits that distinct ends print differently."""
+    a = b = ""
+    for d in range(digits, 18):
+        a, b = fmt_num(lo, d, signed=signed, scale=scale), fmt_num(hi, d, signed=signed, scale=scale)
+        if a != b or lo == hi or lo is None or hi is None:
+            break
+    return f"[{a}, {b}]"
 
 
 def dumps(obj: Any) -> str:
@@ -52,22 +71,40 @@ def render_report(
     elif fmt == "markdown":
         out.write(markdown(report))
     else:
-        _rich_report(report, out, color=color, width=width, pictures=color if pictures is None else pictures)
+        # pictures (by default) whenever the report carries their sample: the CLI samples on a terminal
+        _rich_report(report, out, color=color, width=width,
+                     pictures=report.picture is not None if pictures is None else pictures)
+
+
+def _group_head(g: Group) -> dict[str, Any]:
+    d: dict[str, Any] = {"by": g.by, "group": group_value_json(g.value)}
+    if g.missing:
+        d["missing"] = True
+    d["group_rows"] = g.rows
+    return d
 
 
 def _flat_rows(report: Report) -> Iterable[dict[str, Any]]:
+    """JSON Lines: one object per result and per comparison, overall then slice by slice."""
     base = {"task": report.task, "rows": report.rows}
     for r in report.results:
         yield {**base, **r.to_json()}
     for c in report.comparisons:
         yield {**base, "comparison": True, **c.to_json()}
     for g in report.groups or []:
+        head = _group_head(g)
         for r in g.results:
-            yield {**base, "by": g.by, "group": _jsonable(g.value), "group_rows": g.rows, **r.to_json()}
+            yield {**base, **head, **r.to_json()}
+        for c in g.comparisons:
+            yield {**base, **head, "comparison": True, **c.to_json()}
 
 
 def _jsonable(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _all_comparisons(report: Report) -> list[Comparison]:
+    return list(report.comparisons) + [c for g in report.groups or [] for c in g.comparisons]
 
 
 def _flat_columns(report: Report) -> list[str]:
@@ -81,16 +118,18 @@ def _flat_columns(report: Report) -> list[str]:
     cols += extra_keys
     if any(r.ci is not None for r in all_results):
         cols += ["ci_lo", "ci_hi"]
-    if report.comparisons:
+    comparisons = _all_comparisons(report)
+    if comparisons:
         cols += ["baseline", "delta"]
-        if any(c.ci is not None for c in report.comparisons):
+        if any(c.ci is not None for c in comparisons):
             cols += ["delta_ci_lo", "delta_ci_hi"]
     if any(r.grad is not None for r in all_results):
         cols += [f"grad_{k}" for k in GRAD_KEYS]
     roles = list(dict.fromkeys(role for r in all_results for role in r.grad_by_role or {}))
     cols += [f"grad_{role}_{k}" for role in roles for k in GRAD_KEYS]
     if report.groups is not None:
-        cols = ["by", "group", "group_rows"] + cols + ["worst"]
+        head = ["by", "group"] + (["missing"] if any(g.missing for g in report.groups) else []) + ["group_rows"]
+        cols = head + cols + ["worst"]
     return cols
 
 
@@ -108,10 +147,10 @@ def _flat_values(r: LossResult) -> dict[str, Any]:
     return d
 
 
-def _comparison_values(report: Report) -> dict[tuple[str, str], dict[str, Any]]:
+def _comparison_values(comparisons: list[Comparison]) -> dict[tuple[str, str], dict[str, Any]]:
     """(spec, pred) -> the comparison columns of that result's CSV row."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for c in report.comparisons:
+    for c in comparisons:
         d: dict[str, Any] = {"baseline": c.baseline, "delta": c.delta}
         if c.ci is not None:
             d["delta_ci_lo"], d["delta_ci_hi"] = c.ci
@@ -141,7 +180,7 @@ def _write_delimited(report: Report, out: TextIO, delimiter: str) -> None:
     w = csv.writer(out, delimiter=delimiter, lineterminator="\n")
     w.writerow(cols)
     groups = report.groups
-    cmp = _comparison_values(report)
+    cmp = _comparison_values(report.comparisons)
     if groups is None:
         for r in report.results:
             d = {**_flat_values(r), **cmp.get((r.spec, r.pred), {})}
@@ -151,14 +190,25 @@ def _write_delimited(report: Report, out: TextIO, delimiter: str) -> None:
             d = {"by": "", "group": "(all)", "group_rows": report.rows, **_flat_values(r), **cmp.get((r.spec, r.pred), {})}
             w.writerow([_cell(d.get(c)) for c in cols])
         for g in groups:
+            gcmp = _comparison_values(g.comparisons)
+            head = _group_head(g)
+            if g.missing:
+                head["missing"] = True
+            elif "missing" in cols:
+                head["missing"] = False
             for r in g.results:
-                d = {"by": g.by, "group": g.value, "group_rows": g.rows, **_flat_values(r), "worst": r.worst}
+                d = {**head, **_flat_values(r), **gcmp.get((r.spec, r.pred), {}), "worst": r.worst}
                 w.writerow([_cell(d.get(c)) for c in cols])
 
 
+def _preds(report: Report) -> list[str]:
+    return list(dict.fromkeys(r.pred for r in report.results))
+
+
 def markdown(report: Report) -> str:
-    preds = list(dict.fromkeys(r.pred for r in report.results))
+    preds = _preds(report)
     specs = list(dict.fromkeys(r.spec for r in report.results))
+    multi = len(preds) > 1
     lines = [f"**lossctl** · task: {report.task} · rows: {report.rows}", ""]
     head = ["loss"] + [_md(p) for p in preds]
     lines.append("| " + " | ".join(head) + " |")
@@ -166,17 +216,34 @@ def markdown(report: Report) -> str:
     for spec, cells in comparison_cells(report, preds):
         row = [f"`{_md(spec)}`"] + [f"**{_md(t)}**" if best else _md(t) for t, best in cells]
         lines.append("| " + " | ".join(row) + " |")
+    if any(r.grad for r in report.results):
+        lines += ["", f"Gradients: {GRAD_TITLE}.", ""]
+        gh = ["loss"] + (["model"] if multi else []) + [h for h, _ in GRAD_COLUMNS]
+        lines.append("| " + " | ".join(gh) + " |")
+        lines.append("|" + "---|" * len(gh))
+        for r in report.results:
+            row = [f"`{_md(r.spec)}`"] + ([_md(r.pred)] if multi else []) + grad_cells(r)
+            lines.append("| " + " | ".join(row) + " |")
     if report.groups:
-        on = f" ({_md(preds[0])})" if len(preds) > 1 else ""
-        lines += ["", f"Slices by `{_md(report.groups[0].by)}`{on}, ▲ worst:", ""]
-        lines.append("| group | rows | " + " | ".join(f"`{_md(s)}`" for s in specs) + " |")
-        lines.append("|---|---|" + "---|" * len(specs))
+        vs = f"; Δ against {_md(preds[0])}" if multi else ""
+        lines += ["", f"Slices by `{_md(report.groups[0].by)}` (▲ worst{vs}):", ""]
+        gh = ["group"] + (["model"] if multi else []) + ["rows"] + [f"`{_md(s)}`" for s in specs]
+        lines.append("| " + " | ".join(gh) + " |")
+        lines.append("|" + "---|" * len(gh))
         for g in report.groups:
-            res = {r.spec: r for r in g.results if r.pred == preds[0]}
-            cells = [("▲ " if res[s].worst else "") + fmt_num(res[s].value) if s in res else "" for s in specs]
-            lines.append(f"| {_md(group_text(g.value))} | {g.rows} | " + " | ".join(cells) + " |")
+            for i, p in enumerate(preds):
+                cells = slice_cells(g, p, specs)
+                row = ([_md(group_text(g.value)) if i == 0 else ""] + ([_md(p)] if multi else [])
+                       + [str(g.rows) if i == 0 else ""] + [_md(t) for t, _ in cells])
+                lines.append("| " + " | ".join(row) + " |")
+    if report.hidden_groups:
+        lines += ["", _hidden_text(report.hidden_groups)]
     lines.append("")
     return "\n".join(lines)
+
+
+def _hidden_text(n: int) -> str:
+    return f"{n} slice{'s' if n != 1 else ''} with fewer than --min-rows rows hidden"
 
 
 def _md(text: str) -> str:
@@ -185,10 +252,36 @@ def _md(text: str) -> str:
 
 
 def group_text(v: Any) -> str:
-    """A slice's value as people read it: a cross of several --by columns as 'a · x'."""
+    """A slice's value as people read it: a cross of several --by columns as 'a · x';
+    a missing value as '(missing)'."""
     if isinstance(v, (tuple, list)):
-        return " · ".join(str(_jsonable(x)) for x in v)
-    return str(_jsonable(v))
+        return " · ".join(group_text(x) for x in v)
+    v = group_value_json(v)
+    if v is None:
+        return "(missing)"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+def _delta_text(c: Comparison, digits: int = 4) -> str:
+    scale = max(abs(c.value), abs(c.baseline_value)) if math.isfinite(c.value) and math.isfinite(c.baseline_value) \
+        else None
+    text = "Δ " + fmt_num(c.delta, digits, signed=True, scale=scale)
+    if c.ci:
+        text += ", CI " + fmt_interval(c.ci[0], c.ci[1], digits, signed=True, scale=scale)
+    return text
+
+
+def _value_text(r: LossResult, c: Comparison | None, digits: int = 4, sep: str = " ") -> str:
+    """A result's value, then its delta to the baseline (with its paired interval), or
+    else its own interval."""
+    text = fmt_num(r.value)
+    if c is not None:
+        text += f"{sep}({_delta_text(c, digits)})"
+    elif r.ci is not None:
+        text += sep + fmt_interval(r.ci[0], r.ci[1], digits, scale=r.value)
+    return text
 
 
 def comparison_cells(report: Report, preds: list[str]) -> list[tuple[str, list[tuple[str, bool]]]]:
@@ -205,15 +298,25 @@ def comparison_cells(report: Report, preds: list[str]) -> list[tuple[str, list[t
             if r is None:
                 cells.append(("", False))
                 continue
-            text = fmt_num(r.value)
-            c = cmp.get((spec, p))
-            if c is not None:
-                text += f" (Δ {c.delta:+.4g}" + (f", CI [{c.ci[0]:+.4g}, {c.ci[1]:+.4g}]" if c.ci else "") + ")"
-            elif r.ci is not None:
-                text += f" [{fmt_num(r.ci[0], 4)}, {fmt_num(r.ci[1], 4)}]"
-            cells.append((text, best is not None and r.value == best))
+            cells.append((_value_text(r, cmp.get((spec, p))), best is not None and r.value == best))
         rows.append((spec, cells))
     return rows
+
+
+def slice_cells(g: Group, pred: str, specs: list[str], digits: int = 3, sep: str = " ") -> list[tuple[str, bool]]:
+    """One slice's (text, is_worst) cell per loss SPEC for one prediction set: the value
+    with its interval, or (after the first set) with its delta within the slice."""
+    res = {r.spec: r for r in g.results if r.pred == pred}
+    cmp = {c.spec: c for c in g.comparisons if c.pred == pred}
+    cells = []
+    for s in specs:
+        r = res.get(s)
+        if r is None:
+            cells.append(("", False))
+            continue
+        text = _value_text(r, cmp.get(s), digits, sep)
+        cells.append((("▲ " if r.worst else "") + text, r.worst))
+    return cells
 
 
 def _best(vals: list[float]) -> float | None:
@@ -225,6 +328,13 @@ GRAD_TITLE = ("gradient g = ∂(N·L)/∂output per row: mean, std, mean |g|, �
               "share of Σ|g| in the top 1% of rows")
 GRAD_COLUMNS = (("g mean", "mean"), ("g std", "std"), ("|g| mean", "abs_mean"), ("‖g‖₂", "l2"), ("zero", "zero_frac"),
                 ("top 1%", "top1_share"))
+
+
+def grad_cells(r: LossResult, digits: int = 4) -> list[str]:
+    """A gradient summary as table cells; a mean below the resolution of mean |g| is 0."""
+    g = r.grad or {}
+    scale = g.get("abs_mean")
+    return [fmt_num(g.get(k), digits, scale=scale if k == "mean" else None) for _, k in GRAD_COLUMNS]
 
 
 def _plain_width() -> int:
@@ -263,26 +373,28 @@ def _rich_report(report: Report, out: TextIO, *, color: bool, width: int | None,
     console.print(f"[bold]lossctl[/bold] · {escape(', '.join(report.sources))} · {escape(sub)}")
     if binds:
         console.print(f"[dim]columns: {escape(binds)}[/dim]")
-    preds = list(dict.fromkeys(r.pred for r in report.results))
+    preds = _preds(report)
     multi = len(preds) > 1
     if multi:
         _rich_comparison(console, report, preds)
+        _rich_grads(console, report, multi=True)
     else:
         _rich_single(console, report)
     for r in report.results:
         if r.extra:
-            console.print(f"[dim]{escape(r.spec)}:[/dim] " + escape(", ".join(
+            console.print(f"[dim]{escape(r.spec)}{escape(' @ ' + r.pred) if multi else ''}:[/dim] " + escape(", ".join(
                 f"{k} {fmt_num(v)}" for k, v in r.extra.items() if not isinstance(v, (list, dict)))))
     if report.groups:
         _rich_groups(console, report)
     if pictures and report.picture:
         from lossctl import pictures as pics
 
-        pic = report.picture
-        if pic["kind"] == "regression":
-            console.print(pics.residual_chart(pic["residuals"], pic["curves"]))
-        else:
-            console.print(pics.probability_chart(pic["target"], pic["prob"]))
+        pics.draw(console, report.picture, rows=report.rows)
+
+
+def _fits(console: Any, t: Any) -> bool:
+    """Whether a table's natural width fits the console (console.measure caps it at the console's)."""
+    return console.measure(t, options=console.options.update_width(1 << 20)).maximum <= console.width
 
 
 def _rich_single(console: Any, report: Report) -> None:
@@ -312,31 +424,67 @@ def _rich_single(console: Any, report: Report) -> None:
         for r in report.results:
             row = [escape(r.spec), fmt_num(r.value)]
             if has_ci:
-                row.append(escape(f"[{fmt_num(r.ci[0], 4)}, {fmt_num(r.ci[1], 4)}]") if r.ci else "—")
+                row.append(escape(fmt_interval(r.ci[0], r.ci[1], 4, scale=r.value)) if r.ci else "—")
             if grad:
-                g = r.grad or {}
-                row += [fmt_num(g.get(k), 4) for _, k in GRAD_COLUMNS]
+                row += grad_cells(r)
                 if histogram:
                     row.append(sparkline(r.grad_sample))
             t.add_row(*row)
         return t
 
-    def fits(t: Table) -> bool:  # the table's natural width (console.measure caps it at the console's)
-        return console.measure(t, options=console.options.update_width(1 << 20)).maximum <= console.width
-
     if has_grad:
         for histogram in (True, False):
             t = build(True, histogram)
-            if fits(t):
+            if _fits(console, t):
                 console.print(t)
                 return
     console.print(build(False, False))
     if has_grad:
-        console.print(f"[dim]{GRAD_TITLE}[/dim]")
+        _grad_lines(console, report, multi=False)
+
+
+def _grad_lines(console: Any, report: Report, multi: bool) -> None:
+    from rich.markup import escape
+
+    console.print(f"[dim]{GRAD_TITLE}[/dim]")
+    for r in report.results:
+        name = r.spec + (f" @ {r.pred}" if multi else "")
+        console.print(f"[bold]{escape(name)}[/bold]: " + escape(", ".join(
+            f"{head} {text}" for (head, _), text in zip(GRAD_COLUMNS, grad_cells(r)))))
+
+
+def _rich_grads(console: Any, report: Report, multi: bool) -> None:
+    """Several prediction sets: the gradient summaries of every (loss, model), as a table
+    when it fits the console, else as lines of text."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not any(r.grad for r in report.results):
+        return
+
+    def build(histogram: bool) -> Table:
+        t = Table(show_edge=False, header_style="bold", title=GRAD_TITLE)
+        t.add_column("loss", overflow="fold")
+        t.add_column("model", overflow="fold")
+        for head, _ in GRAD_COLUMNS:
+            t.add_column(head, justify="right", no_wrap=True)
+        if histogram:
+            t.add_column("g histogram", no_wrap=True, min_width=12)
+        last = None
         for r in report.results:
-            g = r.grad or {}
-            console.print(f"[bold]{escape(r.spec)}[/bold]: " + escape(", ".join(
-                f"{head} {fmt_num(g.get(k), 4)}" for head, k in GRAD_COLUMNS)))
+            row = [escape(r.spec) if r.spec != last else "", escape(r.pred)] + grad_cells(r)
+            if histogram:
+                row.append(sparkline(r.grad_sample))
+            t.add_row(*row)
+            last = r.spec
+        return t
+
+    for histogram in (True, False):
+        t = build(histogram)
+        if _fits(console, t):
+            console.print(t)
+            return
+    _grad_lines(console, report, multi=multi)
 
 
 def _short(v: Any) -> str:
@@ -360,39 +508,34 @@ def _rich_comparison(console: Any, report: Report, preds: list[str]) -> None:
 
 
 def _rich_groups(console: Any, report: Report) -> None:
+    """The slices: a row per slice (and per prediction set when there are several, the
+    later ones with their delta to the first within the slice)."""
     from rich.markup import escape
     from rich.table import Table
 
     assert report.groups is not None
     specs = list(dict.fromkeys(r.spec for r in report.results))
-    pred0 = report.results[0].pred
-    several = len({r.pred for r in report.results}) > 1
+    preds = _preds(report)
+    multi = len(preds) > 1
     by = report.groups[0].by
-    title = f"slices by {by}" + (f" for {pred0}" if several else "") + " (▲ worst)"
+    title = f"slices by {by} (▲ worst" + (f"; Δ against {preds[0]} in the slice)" if multi else ")")
     t = Table(show_edge=False, header_style="bold", title=escape(title))
     t.add_column(escape(by), overflow="fold")
+    if multi:
+        t.add_column("model", overflow="fold")
     t.add_column("rows", justify="right", no_wrap=True)
     for s in specs:
         t.add_column(escape(s), justify="right", overflow="fold")
-    for g in report.groups:
-        cells = [escape(group_text(g.value)), f"{g.rows:,}"]
-        for s in specs:
-            r = next((r for r in g.results if r.spec == s and r.pred == pred0), None)
-            if r is None:
-                cells.append("")
-                continue
-            text = fmt_num(r.value)
-            if r.ci:
-                text += f" [{fmt_num(r.ci[0], 3)}, {fmt_num(r.ci[1], 3)}]"
-            text = escape(text)
-            if r.worst:
-                text = f"[bold red]▲ {text}[/bold red]"
-            cells.append(text)
-        t.add_row(*cells)
+    for gi, g in enumerate(report.groups):
+        for i, p in enumerate(preds):
+            cells = [escape(group_text(g.value)) if i == 0 else ""] + ([escape(p)] if multi else [])
+            cells.append(f"{g.rows:,}" if i == 0 else "")
+            for text, worst in slice_cells(g, p, specs, sep="\n" if multi else " "):  # a delta below its value
+                cells.append(f"[bold red]{escape(text)}[/bold red]" if worst else escape(text))
+            t.add_row(*cells, end_section=multi and i == len(preds) - 1 and gi < len(report.groups) - 1)
     console.print(t)
     if report.hidden_groups:
-        n = report.hidden_groups
-        console.print(f"[dim]{n} slice{'s' if n != 1 else ''} with fewer than --min-rows rows hidden[/dim]")
+        console.print(f"[dim]{_hidden_text(report.hidden_groups)}[/dim]")
 
 
 BLOCKS = " ▁▂▃▄▅▆▇█"

@@ -83,18 +83,43 @@ class Comparison:
 @dataclass
 class Group:
     by: str
-    value: Any
+    value: Any  # one value, or a list of values for a cross of several --by columns; None: missing
     rows: int
     results: list[LossResult]
     worst: bool = False
+    comparisons: list[Comparison] = field(default_factory=list)  # per slice, with several prediction sets
+
+    @property
+    def missing(self) -> bool:
+        """Whether the slice gathers rows whose --by value is missing (null or NaN)."""
+        return self.value is None or (isinstance(self.value, (list, tuple)) and any(v is None for v in self.value))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "by": self.by,
-            "value": _jsonable(self.value),
-            "rows": self.rows,
-            "results": [r.to_json() for r in self.results],
-        }
+        d: dict[str, Any] = {"by": self.by, "value": group_value_json(self.value)}
+        if self.missing:
+            d["missing"] = True
+        d["rows"] = self.rows
+        d["results"] = [r.to_json() for r in self.results]
+        if self.comparisons:
+            d["comparisons"] = [c.to_json() for c in self.comparisons]
+        return d
+
+
+def group_value_json(v: Any) -> Any:
+    """A group value as JSON holds it: a string, number, boolean or null (a missing value);
+    ±inf as the strings "inf" and "-inf"; a cross of several --by columns as a list of these."""
+    if isinstance(v, (tuple, list)):
+        return [group_value_json(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return nonfinite_label(v)
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return str(v)
 
 
 @dataclass

@@ -85,12 +85,27 @@ def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
         "row_offset": row_offset,
         "states": [_state_dict(s, j.call.text) for s, j in zip(acc.states, plan.jobs)],
         "groups": [
-            {"key": list(k), "rows": acc.group_rows[k],
+            {**_key_out(k), "rows": acc.group_rows[k],
              "states": [_state_dict(s, j.call.text) for s, j in zip(sts, plan.jobs)]}
             for k, sts in acc.group_states.items()
         ],
     }
     return _encode(doc)
+
+
+def _key_out(k: tuple) -> dict[str, Any]:
+    """A slice's key: its values (null for a missing one); ±inf, which JSON cannot hold,
+    as "inf"/"-inf" with their places listed in "nonfinite" (a text value "inf" stays text)."""
+    d: dict[str, Any] = {"key": list(k)}
+    nonfinite = [i for i, v in enumerate(k) if isinstance(v, float) and not math.isfinite(v)]
+    if nonfinite:
+        d["nonfinite"] = nonfinite
+    return d
+
+
+def _key_in(raw: list[Any], nonfinite: Any) -> list[Any]:
+    places = set(nonfinite) if isinstance(nonfinite, list) else set()
+    return [float(v) if i in places and v in ("inf", "-inf", "nan") else v for i, v in enumerate(raw)]
 
 
 def write(path: str, doc: dict[str, Any]) -> None:
@@ -131,7 +146,11 @@ def read(path: str) -> dict[str, Any]:
                 and _is_count(g.get("rows")) and isinstance(g.get("states"), list)):
             raise InputError.at("damaged state file: each of 'groups' must be an object with a 'key' array "
                                 "(one value per --by column), a 'rows' count and a 'states' array", source=path)
-    return _decode(doc)
+    raw_keys = [g["key"] for g in doc["groups"]]  # group labels are data: "inf" or "nan" text stays text
+    out = _decode(doc)
+    for g, raw in zip(out["groups"], raw_keys):
+        g["key"] = _key_in(raw, g.get("nonfinite"))
+    return out
 
 
 def _is_count(x: Any) -> bool:

@@ -150,7 +150,10 @@ def test_slices_in_csv_and_jsonl_carry_the_worst_mark_and_the_cross(cli, models)
     assert all(r["by"] == "" and r["worst"] == "" and int(r["group_rows"]) == 240 for r in overall)
     sliced = [r for r in rows if r["group"] != "(all)"]
     expected = [(g, r) for g in doc["groups"] for r in g["results"]]
-    assert len(sliced) == len(expected) and len(lines) == len(doc["results"]) + 2 + len(expected)
+    per_slice_cmp = sum(len(g["comparisons"]) for g in doc["groups"])
+    assert per_slice_cmp == 2 * len(doc["groups"])  # each slice compares m2 with m1 for mse and mae
+    assert len(sliced) == len(expected) and len(lines) == len(doc["results"]) + 2 + len(expected) + per_slice_cmp
+    lines = [line for line in lines if not ("group" in line and line.get("comparison"))]
     for row, (g, r) in zip(sliced, expected):
         assert row["by"] == g["by"] == "g,h"
         assert json.loads(row["group"]) == g["value"]  # a cross is a JSON list in one cell
@@ -269,9 +272,10 @@ def test_markdown_slices_mark_the_worst_and_escape_pipes():
     assert cells[0][1].strip() == r"a\|b"
     after = md.split("Slices by", 1)[1]
     slices = [re.split(r"(?<!\\)\|", line)[1:-1] for line in after.splitlines() if line.startswith("| ")][1:]
-    assert [c[0].strip() for c in slices] == [r"x\|y · 1", "z · 2"]
-    assert slices[0][2].strip() == "▲ 2" and slices[1][2].strip() == "0.5"
-    assert "(a\\|b)" in md  # which prediction set the slices show
+    # a row per slice and prediction set; the slice's value and rows on its first row
+    assert [c[0].strip() for c in slices] == [r"x\|y · 1", "", "z · 2", ""]
+    assert [c[1].strip() for c in slices] == [r"a\|b", "c"] * 2  # which prediction set each row shows
+    assert slices[0][3].strip() == "▲ 2" and slices[2][3].strip() == "0.5"
 
 
 # ---------------------------------------------------------------- the rich table
