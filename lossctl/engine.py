@@ -34,6 +34,7 @@ class Batch:
     # intermediate arrays shared by the losses of one batch (segmentation's probabilities and one-hot masks)
     memo: dict = field(default_factory=dict)
     column_names: Mapping[str, list[str]] = field(default_factory=dict)  # role → its columns
+    rows: np.ndarray | None = None  # each row's global index, where not offset..offset+n−1 (a slice's rows)
 
     def shared(self, name: str, roles: tuple[str, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
         """``make()``, computed once per batch for every loss that reads the same columns."""
@@ -57,6 +58,7 @@ class Batch:
             self.offset,
             self.source,
             self.columns,
+            rows=self.row_indices()[idx],  # a slice keeps its rows' true indices: bootstrap keys whatever the batches
         )  # a fresh memo: the subset's arrays are new
 
     def input_row(self, i: int) -> int:
@@ -66,6 +68,8 @@ class Batch:
         return self.input_start + int(np.flatnonzero(self.keep)[i]) + 1
 
     def row_indices(self) -> np.ndarray:
+        if self.rows is not None:
+            return self.rows
         return np.arange(self.offset, self.offset + self.n, dtype=np.uint64)
 
     def fail(self, message: str, role: str, mask: np.ndarray, values: np.ndarray | None = None) -> InputError:

@@ -54,6 +54,14 @@ class Request:
     input_format: str | None = None
     batch_rows: int | None = None
     id: str | None = None
+    # a reference model (lossctl check): its predictions in another file for the same rows
+    # (same columns as the candidate's unless baseline_pred), or a column of DATA (baseline_pred
+    # alone); evaluated in the same pass as an extra prediction set labelled BASELINE, listed first
+    baseline: str | None = None
+    baseline_pred: str | None = None
+
+
+BASELINE = "baseline"
 
 
 @dataclass
@@ -79,6 +87,8 @@ class Plan:
     by: list[Selector]
     id: Selector | None
     notes: list[str] = field(default_factory=list)
+    # (DATA's column, the baseline file's, categorical?): must hold the same values row by row
+    equal: list[tuple[Selector, Selector, bool]] = field(default_factory=list)
 
     def close(self) -> None:
         for s in self.sources:
@@ -131,8 +141,10 @@ def prepare(req: Request) -> Plan:
         raise UsageError(f"--bootstrap must be at least 1. Got {req.bootstrap} instead.")
     if req.data == "-" and req.data2 == "-":
         raise UsageError("standard input can be read only once: give - for DATA or for DATA2, not both")
-    if req.key and not req.data2:
+    if req.key and not (req.data2 or req.baseline):
         raise UsageError("--key joins two files: give DATA and DATA2")
+    if req.baseline == "-" and "-" in (req.data, req.data2):
+        raise UsageError("standard input can be read only once: give - for DATA or for the baseline, not both")
     # parse specs before opening files: a typo should not wait for a large read
     raw_specs = [s for s in req.losses if s.strip().lower() != "all"]
     want_all = len(raw_specs) != len(req.losses)
@@ -145,6 +157,8 @@ def prepare(req: Request) -> Plan:
     try:
         if req.data2:
             sources.append(io.open_source(req.data2, req.input_format))
+        if req.baseline:
+            sources.append(io.open_source(req.baseline, req.input_format))
         return _plan(req, sources, calls, want_all)
     except BaseException:
         for s in sources:
@@ -153,6 +167,8 @@ def prepare(req: Request) -> Plan:
 
 
 def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool) -> Plan:
+    all_sources = sources
+    sources = sources[:-1] if req.baseline else sources  # roles bind in DATA (and DATA2) only
     name = sources[0].name
     chosen_specs = [s for c in calls for s in (c.spec, *registry.variants(c.spec))]  # -l triplet may be the mined form
     known_roles = {r.name for s in (chosen_specs or registry.all_losses()) for r in s.roles}
@@ -254,6 +270,9 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
                 logits_by_name = b.roles[prole].text
             job_call = registry.LossCall(call.spec, params, registry.format_call(call.spec, params))
             jobs.append(Job(job_call, b, label, _unset_factory))
+    equal: list[tuple[Selector, Selector, bool]] = []
+    if req.baseline or req.baseline_pred:
+        jobs, labels, equal = _with_baseline(req, all_sources, sources, jobs, labels, len(calls))
     if len(set(labels)) != len(labels):
         raise UsageError("the same prediction set is given twice with -p")
 
@@ -262,7 +281,7 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
         from lossctl import io
 
         ctx.rows_bound = io.rows_upper_bound(sources[0])  # exact top-1% gradient shares in one pass
-    plan = Plan(req, sources, task, inferred, jobs, labels, ctx, weight, by, idsel)
+    plan = Plan(req, all_sources, task, inferred, jobs, labels, ctx, weight, by, idsel, equal=equal)
     if signed_note:
         plan.notes.append(signed_note)
     if logits_by_name:
@@ -279,6 +298,49 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
                     "does not apply to it" + (" (use --by or a group column for per-group values)" if req.reduction == "none" else "")
                 )
     return plan
+
+
+def _with_baseline(req: Request, all_sources, sources, jobs: list[Job], labels: list[str], ncalls: int):
+    """Each loss's jobs preceded by a job on the baseline's predictions (so that comparisons
+    give candidate − baseline), and the columns the baseline file must share with DATA."""
+    import dataclasses
+
+    npred = len(labels)
+    out: list[Job] = []
+    equal: list[tuple[Selector, Selector, bool]] = []
+    base_src = len(all_sources) - 1
+    bfile = all_sources[base_src]
+    for li in range(ncalls):
+        first = jobs[li * npred]
+        prole = _pred_role(first.call.spec)
+        cand = first.binding.roles.get(prole)
+        if req.baseline and req.baseline_pred:
+            sel = select(req.baseline_pred, bfile.columns, bfile.types, bfile.name, "--baseline-pred")
+            sel.src = base_src
+        elif req.baseline:
+            if cand is None:
+                raise UsageError(f"{first.call.spec.name} has no prediction column to take from the baseline file")
+            missing = [c for c in cand.columns if c not in bfile.columns]
+            if missing:
+                raise InputError.at(
+                    f"no column '{missing[0]}' for the baseline's predictions (the candidate's column; "
+                    f"--baseline-pred COL names another); columns: {', '.join(bfile.columns)}", source=bfile.name)
+            sel = dataclasses.replace(cand, src=base_src, how="explicit")
+        else:
+            assert req.baseline_pred is not None
+            sel = _select(req.baseline_pred, sources, len(sources) - 1, "--baseline-pred")
+        if cand is not None and sel.src == cand.src and sel.columns == cand.columns:
+            raise UsageError(f"--baseline-pred {req.baseline_pred}: the candidate's own prediction column(s)")
+        roles = dict(first.binding.roles)
+        roles[prole] = sel
+        out.append(Job(first.call, Binding(roles), BASELINE, _unset_factory))
+        out.extend(jobs[li * npred:(li + 1) * npred])
+        target = first.binding.roles.get("target")
+        if req.baseline and target is not None and all(c in bfile.columns for c in target.columns) and \
+                not any(t.columns == target.columns for t, _, _ in equal):
+            cat = any(r.name == "target" and r.categorical for r in first.call.spec.roles)
+            equal.append((target, dataclasses.replace(target, src=base_src), cat))
+    return out, [BASELINE, *labels], equal
 
 
 def _by_own_name(role: registry.Role, sel: Selector) -> bool:
@@ -542,28 +604,30 @@ def _arrow_batches(plan: Plan) -> Iterator[list[Any]]:
     for i, src in enumerate(plan.sources):
         cols = [c for (s, c) in need if s == i] or [src.columns[0]]
         its.append(io.iter_batches(src, cols, {c for (s, c) in numeric if s == i}, batch_rows))
-    bufs: list[Any] = [None, None]
-    counts = [0, 0]
+    nsrc = len(its)  # DATA, DATA2 and/or a baseline file, aligned by position
+    bufs: list[Any] = [None] * nsrc
+    counts = [0] * nsrc
     while True:
-        for i in range(2):
+        for i in range(nsrc):
             if bufs[i] is None or bufs[i].num_rows == 0:
                 bufs[i] = next(its[i], None)
                 if bufs[i] is not None:
                     counts[i] += bufs[i].num_rows
-        if bufs[0] is None or bufs[1] is None:
-            if bufs[0] is not None or bufs[1] is not None:
-                for i in range(2):
+        if any(b is None for b in bufs):
+            if any(b is not None for b in bufs):
+                for i in range(nsrc):
                     for rb in its[i]:
                         counts[i] += rb.num_rows
+                j = next(i for i in range(1, nsrc) if counts[i] != counts[0])
                 raise InputError.at(
-                    f"the two files have different numbers of rows: {counts[0]} in "
-                    f"{plan.sources[0].name}, {counts[1]} in {plan.sources[1].name}; "
+                    f"the {'two ' if nsrc == 2 else ''}files have different numbers of rows: {counts[0]} in "
+                    f"{plan.sources[0].name}, {counts[j]} in {plan.sources[j].name}; "
                     "align them by position or join them with --key COL",
-                    source=plan.sources[1].name,
+                    source=plan.sources[j].name,
                 )
             return
-        k = min(bufs[0].num_rows, bufs[1].num_rows)
-        yield [bufs[0].slice(0, k), bufs[1].slice(0, k)]
+        k = min(b.num_rows for b in bufs)
+        yield [b.slice(0, k) for b in bufs]
         bufs = [b.slice(k) for b in bufs]
 
 
@@ -637,13 +701,13 @@ def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
             raise InputError.at(f"key value {v!r} occurs {dup[0]['counts'].as_py()} times; keys must be unique", source=src.name, column=key)
         t = t.rename_columns([key] + [f"{i}\x1f{c}" for c in t.column_names[1:]])
         tables.append(t)
-    left, right = tables
-    joined = left.join(right, keys=key, join_type="inner")
-    left_keys = pc.is_in(left.column(key), value_set=right.column(key))
-    right_keys = pc.is_in(right.column(key), value_set=left.column(key))
-    only_left = len(left) - pc.sum(left_keys).as_py()
-    only_right = len(right) - pc.sum(right_keys).as_py()
-    plan.join_info = {"matched": joined.num_rows, "only_in_data": only_left, "only_in_data2": only_right}
+    joined = tables[0]
+    for t in tables[1:]:
+        joined = joined.join(t, keys=key, join_type="inner")
+    info = {"matched": joined.num_rows}
+    for i, t in enumerate(tables):  # keys of each file that are missing from another
+        info[_join_names(plan)[i]] = len(t) - pc.sum(pc.is_in(t.column(key), value_set=joined.column(key))).as_py()
+    plan.join_info = info
     if joined.num_rows == 0:
         raise InputError.at(f"no key value of '{key}' occurs in both files", source=plan.sources[1].name)
     # rows in key order: deterministic whatever the files' orders
@@ -651,11 +715,17 @@ def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
     joined = joined.take(order)
     for rb in joined.to_batches(max_chunksize=batch_rows):
         parts = []
-        for i in range(2):
+        for i in range(len(tables)):
             names = [n for n in rb.schema.names if n.startswith(f"{i}\x1f")]
             arrays = [rb.column(n) for n in names]
             parts.append(pa.RecordBatch.from_arrays(arrays, names=[n.split("\x1f", 1)[1] for n in names]) if names else rb.select([key]))
         yield parts
+
+
+def _join_names(plan: Plan) -> list[str]:
+    """The join report's key for each source's unmatched keys."""
+    names = ["only_in_data", "only_in_data2"][:len(plan.sources) - bool(plan.request.baseline)]
+    return names + ["only_in_baseline"] * bool(plan.request.baseline)
 
 
 def _needed(plan: Plan) -> dict[tuple[int, str], bool]:
@@ -675,6 +745,10 @@ def _needed(plan: Plan) -> dict[tuple[int, str], bool]:
     if plan.id:
         for c in plan.id.columns:
             need.setdefault((plan.id.src, c), False)
+    for a, b, cat in plan.equal:
+        for sel in (a, b):
+            for c in sel.columns:
+                need[(sel.src, c)] = need.get((sel.src, c), False) or not cat
     return need
 
 
@@ -734,6 +808,8 @@ class _Feeder:
                 for job in plan.jobs
             ]
             weight = arr(plan.weight) if plan.weight else None
+            for a_sel, b_sel, categorical in plan.equal:  # before --nan drop: every row is compared
+                self._same(a_sel, b_sel, (cat if categorical else arr))
             # non-finite values: one mask over every numeric column in use
             bad = None
             for key, a in cache.items():
@@ -800,6 +876,25 @@ class _Feeder:
             self.rows += n
             self.offset_in += n_in
             yield jobs_b, by_vals, ids
+
+    def _same(self, a_sel: Selector, b_sel: Selector, read: Callable[[Selector], np.ndarray]) -> None:
+        """A column that two files both hold (the baseline file's target) must agree row by row."""
+        a, b = read(a_sel), read(b_sel)
+        same = (a == b) | ((a != a) & (b != b)) if a.dtype.kind == "f" and b.dtype.kind == "f" else (a == b)
+        if np.all(same):
+            return
+        bad = ~same if same.ndim == 1 else ~same.all(axis=1)
+        i = int(np.flatnonzero(bad)[0])
+        j = int(np.flatnonzero(~same[i])[0]) if same.ndim > 1 else 0
+        va, vb = (a[i, j], b[i, j]) if same.ndim > 1 else (a[i], b[i])
+        va, vb = (v.item() if hasattr(v, "item") else v for v in (va, vb))
+        names = [s.name for s in self.plan.sources]
+        raise InputError.at(
+            f"the baseline's target differs from {names[a_sel.src]}'s ({va!r} there); the baseline must "
+            "hold predictions for the same rows (--key COL aligns them by a key)",
+            source=names[b_sel.src], column=b_sel.columns[j], row=self.offset_in + i + 1, value=vb,
+            count=int(bad.sum()),
+        )
 
     @staticmethod
     def _is_cat(job: Job, role: str) -> bool:
@@ -942,11 +1037,13 @@ def build_report(plan: Plan, acc: Accumulated) -> Report:
         report.picture = _picture(plan, acc.sample.cols)
     if acc.dropped:
         report.warnings.append(f"--nan drop: dropped {acc.dropped} rows with missing or infinite values")
-    if report.join and (report.join["only_in_data"] or report.join["only_in_data2"]):
-        report.warnings.append(
-            f"--key {req.key}: {report.join['only_in_data']} keys only in {report.sources[0]}, "
-            f"{report.join['only_in_data2']} only in {report.sources[1]}; {report.join['matched']} matched"
-        )
+    if report.join and any(report.join.get(k) for k in _join_names(plan)):
+        counts = [(report.join[k], src) for k, src in zip(_join_names(plan), report.sources)]
+        if len(counts) == 2:
+            text = f"{counts[0][0]} keys only in {counts[0][1]}, {counts[1][0]} only in {counts[1][1]}"
+        else:  # three files: a key is unmatched when any other file lacks it
+            text = ", ".join(f"{n} keys of {src}" for n, src in counts) + " lack a match in another file"
+        report.warnings.append(f"--key {req.key}: {text}; {report.join['matched']} matched")
     return report
 
 
