@@ -539,7 +539,7 @@ def run(s: Settings, progress: Callable[[Any], Any] | None = None) -> GateReport
 def judge(plan: Any, acc: Any, s: Settings, texts: list[str]) -> GateReport:
     """Verdicts from the accumulated states of a gate run (overall and per slice)."""
     from lossctl import registry
-    from lossctl.pipeline import BASELINE, _sort_key, options
+    from lossctl.pipeline import BASELINE, _sort_key, options, run_notes
 
     opts = options(plan)
     npred = len(plan.pred_labels)
@@ -551,7 +551,7 @@ def judge(plan: Any, acc: Any, s: Settings, texts: list[str]) -> GateReport:
     for a in s.assertions:
         li = index[registry.parse_spec(a.spec, overrides).text]
         pairs.append((li * npred if has_base else None, li * npred + (1 if has_base else 0)))
-    warnings = list(plan.notes)
+    warnings = list(plan.notes) + run_notes(plan, acc.dropped, acc.join, [src.name for src in plan.sources])
 
     overall = _judge_set(plan, s, s.assertions, pairs, acc.states, acc.rows, None, None, opts.seed, warnings)
     checks: list[CheckResult] = []

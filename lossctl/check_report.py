@@ -35,17 +35,23 @@ def _delta(c: CheckResult) -> str:
     return f"{c.delta:+.4g}" if math.isfinite(c.delta) else fmt_num(c.delta)
 
 
-def cells(c: CheckResult, strict: bool) -> dict[str, str]:
+def cells(c: CheckResult, strict: bool, digits: int = 6) -> dict[str, str]:
     """The text of one row: check, value (CI), bound, baseline, delta (CI), mdd, verdict."""
     return {
         "check": c.name,
-        "value": fmt_num(c.value) + (f" {_interval(c.ci)}" if c.ci else ""),
-        "bound": f"{c.op} {c.bound_text}" + (f" = {fmt_num(c.bound)}" if c.vs_baseline else ""),
-        "baseline": "" if c.baseline is None else fmt_num(c.baseline),
+        "value": fmt_num(c.value, digits) + (f" {_interval(c.ci)}" if c.ci else ""),
+        "bound": bound_text(c, digits),
+        "baseline": "" if c.baseline is None else fmt_num(c.baseline, digits),
         "delta": _delta(c) + (f" {_interval(c.delta_ci, True)}" if c.delta_ci else ""),
         "mdd": "" if c.mdd is None else fmt_num(c.mdd, 4),
         "verdict": verdict_text(c, strict),
     }
+
+
+def bound_text(c: CheckResult, digits: int = 6) -> str:
+    """``<= 0.5``, ``<= baseline``, ``<= baseline * 1.05 (35.32)``."""
+    text = f"{c.op} {c.bound_text}"
+    return text + (f" ({fmt_num(c.bound, digits)})" if c.vs_baseline and c.bound_text != "baseline" else "")
 
 
 def verdict_text(c: CheckResult, strict: bool) -> str:
@@ -128,10 +134,14 @@ def _rich(gate: GateReport, out: TextIO, *, color: bool, width: int | None) -> N
     t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for key, head in cols:
         t.add_column(escape(head), justify="left" if key in ("check", "bound", "verdict") else "right",
-                     overflow="fold", no_wrap=key in ("verdict",))
+                     overflow="fold", no_wrap=key in ("check", "verdict", "baseline", "mdd"),
+                     min_width=12 if key == "bound" else None)
     style = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
     for c in gate.checks:
-        row = cells(c, gate.strict)
+        row = cells(c, gate.strict, digits=4)
+        if c.by is not None:  # a slice: under its check, ▲ marking the worst
+            row["check"] = ("▲ " if c.worst else "  ") + c.slice_label
+            row["verdict"] = row["verdict"].replace(" · worst", "")
         out_row = [escape(row[k]) for k, _ in cols]
         s = "bold red" if c.failed(gate.strict) else style[c.verdict]
         out_row[-1] = f"[{s}]{out_row[-1]}[/{s}]"
@@ -139,7 +149,7 @@ def _rich(gate: GateReport, out: TextIO, *, color: bool, width: int | None) -> N
     console.print(t)
     console.print(("[bold green]" if gate.passed else "[bold red]") + escape(summary_line(gate)) + "[/]")
     for s in gate.slices:
-        console.print(f"[dim]{escape(s.text())}[/dim]")
+        console.print(f"[dim]▲ {escape(s.text())}[/dim]")
     if gate.has_baseline and gate.ci:
         console.print(f"[dim]mdd: the minimum detectable difference, half the width of the {gate.ci:g} "
                       "interval of the delta at this sample size[/dim]")

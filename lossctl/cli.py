@@ -277,8 +277,12 @@ def check_cmd(
                 f.write(check_report.step_summary(report))
         except OSError as e:
             raise UsageError(f"cannot append to $GITHUB_STEP_SUMMARY ({summary}): {e.strerror or e}") from None
-    with _output(output) as out:
-        check_report.render(report, form, out, color=_color(sys.stdout) and not output)
+    try:
+        with _output(output) as out:
+            check_report.render(report, form, out, color=_color(sys.stdout) and not output)
+            out.flush()
+    except BrokenPipeError:  # the reader went away (| head): the verdict still sets the exit code
+        _quiet_pipe()
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in check_report.annotations(report):
             print(line, file=sys.stderr)

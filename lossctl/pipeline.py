@@ -1035,16 +1035,23 @@ def build_report(plan: Plan, acc: Accumulated) -> Report:
     )
     if acc.sample is not None and acc.sample.cols:
         report.picture = _picture(plan, acc.sample.cols)
-    if acc.dropped:
-        report.warnings.append(f"--nan drop: dropped {acc.dropped} rows with missing or infinite values")
-    if report.join and any(report.join.get(k) for k in _join_names(plan)):
-        counts = [(report.join[k], src) for k, src in zip(_join_names(plan), report.sources)]
+    report.warnings += run_notes(plan, acc.dropped, report.join, report.sources)
+    return report
+
+
+def run_notes(plan: Plan, dropped: int, join: dict[str, int] | None, sources: list[str]) -> list[str]:
+    """What a run says about its rows: those --nan drop dropped, the keys --key left unmatched."""
+    out = []
+    if dropped:
+        out.append(f"--nan drop: dropped {dropped} rows with missing or infinite values")
+    if join and any(join.get(k) for k in _join_names(plan)):
+        counts = [(join[k], src) for k, src in zip(_join_names(plan), sources)]
         if len(counts) == 2:
             text = f"{counts[0][0]} keys only in {counts[0][1]}, {counts[1][0]} only in {counts[1][1]}"
         else:  # three files: a key is unmatched when any other file lacks it
             text = ", ".join(f"{n} keys of {src}" for n, src in counts) + " lack a match in another file"
-        report.warnings.append(f"--key {req.key}: {text}; {report.join['matched']} matched")
-    return report
+        out.append(f"--key {plan.request.key}: {text}; {join['matched']} matched")
+    return out
 
 
 def _picture(plan: Plan, cols: dict[str, np.ndarray]) -> dict[str, Any] | None:

@@ -251,6 +251,53 @@ def test_two_predictions_or_a_candidate_as_baseline_are_usage_errors(cli, tmp_pa
     assert r.code == 2 and "candidate's own" in r.err
 
 
+def test_each_file_is_read_once(monkeypatch, pair):
+    from lossctl import io
+
+    d, b, y, *_ = pair
+    counts: dict[str, list[int]] = {}
+    original = io.iter_batches
+
+    def counting(src, *a, **k):
+        rows = counts.setdefault(src.name, [])
+        rows.append(0)
+        for rb in original(src, *a, **k):
+            rows[-1] += rb.num_rows
+            yield rb
+
+    monkeypatch.setattr(io, "iter_batches", counting)
+    s = check.settings(None, {"data": d, "baseline": b, "ci": 0.95, "by": ["seg"]},
+                       ["mse <= baseline", "mae <= baseline * 1.1", "mae < 1"])
+    gate = check.run(s)
+    assert gate.passed and len(gate.checks) == 3 * 5
+    # one full pass per file; at most a peek at the first rows of the target for the task
+    assert sorted(counts) == sorted([d, b])
+    assert [n for n in counts[b]] == [y.size]
+    assert [n for n in counts[d] if n == y.size] == [y.size] and sum(counts[d]) <= 2 * y.size
+
+
+def test_data2_and_a_baseline_file_joined_on_a_key(cli, tmp_path, pair):
+    d, b, y, cand, base, _ = pair
+    n = y.size
+    perm = np.random.default_rng(4).permutation(n)
+    t = _csv(tmp_path / "t.csv", {"id": np.arange(n), "y": y})
+    p = _csv(tmp_path / "p.csv", {"id": np.arange(n)[perm], "yhat": cand[perm]})
+    bb = _csv(tmp_path / "bb.csv", {"id": np.arange(n)[perm[::-1]][:-2], "yhat": base[perm[::-1]][:-2]})
+    r = cli("check", t, p, "--baseline", bb, "--key", "id", "--assert", "mse <= baseline", "-f", "json")
+    assert r.code == 0, r.err
+    c = r.json()["checks"][0]
+    keep = np.isin(np.arange(n), np.arange(n)[perm[::-1]][:-2])
+    assert c["rows"] == n - 2
+    assert c["value"] == pytest.approx(np.mean((cand[keep] - y[keep]) ** 2), rel=1e-12)
+    assert c["baseline"] == pytest.approx(np.mean((base[keep] - y[keep]) ** 2), rel=1e-12)
+    assert "2 keys of" in r.err and "lack a match" in r.err
+    # by position: DATA, DATA2 and the baseline as three aligned files
+    p2 = _csv(tmp_path / "p2.csv", {"yhat": cand})
+    b2 = _csv(tmp_path / "b2.csv", {"yhat": base})
+    c = cli("check", t, p2, "--baseline", b2, "--assert", "mse <= baseline", "-f", "json").json()["checks"][0]
+    assert c["baseline"] == pytest.approx(np.mean((base - y) ** 2), rel=1e-12)
+
+
 # ------------------------------------------------------------------ slices
 
 
@@ -671,3 +718,25 @@ def test_the_readme_config_works(cli, tmp_path):
     doc = r.json()
     assert [c["check"] for c in doc["checks"] if c["by"] is None] == ["mae <= baseline * 1.02", "huber:delta=10 <= 400"]
     assert doc["ci"] == 0.95 and {s["group"] for s in doc["skipped_slices"]} == {"west"}
+
+
+@pytest.mark.parametrize("bound, code", [("100", 0), ("0.0001", 1)])
+def test_a_closed_pipe_keeps_the_verdict_as_exit_code(pair, bound, code):
+    d, *_ = pair
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before lossctl writes
+    try:
+        p = subprocess.run([sys.executable, "-m", "lossctl", "check", d, "--assert", f"mse <= {bound}", "-f", "json"],
+                           stdout=w, stderr=subprocess.PIPE, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    finally:
+        os.close(w)
+    assert p.returncode == code and b"Traceback" not in p.stderr
+
+
+def test_nan_drop_is_noted(cli, tmp_path):
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    d = _csv(tmp_path / "d.csv", {"y": y, "yhat": np.array([1.5, np.nan, 2.5, 4.0])})
+    r = cli("check", d, "--assert", "mae <= 1", "--nan", "drop", "-f", "json")
+    assert r.code == 0 and r.json()["checks"][0]["rows"] == 3
+    assert r.json()["checks"][0]["value"] == pytest.approx(1 / 3, rel=1e-12)
+    assert "dropped 1 rows" in r.err and "dropped 1 rows" in r.json()["warnings"][0]
