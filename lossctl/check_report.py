@@ -100,7 +100,8 @@ def failure_text(c: CheckResult, gate: GateReport) -> str:
     return "; ".join(parts)
 
 
-def markdown(gate: GateReport) -> str:
+def markdown(gate: GateReport, notes: bool = False) -> str:
+    """A markdown report; ``notes``: with the run's notes (which on a terminal go to stderr)."""
     cols = _columns(gate)
     lines = [f"**lossctl check** · {_md(', '.join(gate.sources))} · task: {gate.task} · rows: {gate.rows:,}", ""]
     lines.append("| " + " | ".join(h for _, h in cols) + " |")
@@ -115,7 +116,7 @@ def markdown(gate: GateReport) -> str:
     lines += ["", f"**{summary_line(gate)}**"]
     for s in gate.slices:
         lines.append(f"- {_md(s.text())}")
-    for w in gate.warnings:
+    for w in gate.warnings if notes else ():
         lines.append(f"- note: {_md(w)}")
     lines.append("")
     return "\n".join(lines)
@@ -237,4 +238,4 @@ def annotations(gate: GateReport) -> list[str]:
 
 
 def step_summary(gate: GateReport) -> str:
-    return "## lossctl check\n\n" + markdown(gate) + "\n"
+    return "## lossctl check\n\n" + markdown(gate, notes=True) + "\n"

@@ -740,3 +740,13 @@ def test_nan_drop_is_noted(cli, tmp_path):
     assert r.code == 0 and r.json()["checks"][0]["rows"] == 3
     assert r.json()["checks"][0]["value"] == pytest.approx(1 / 3, rel=1e-12)
     assert "dropped 1 rows" in r.err and "dropped 1 rows" in r.json()["warnings"][0]
+
+
+def test_notes_go_to_stderr_and_the_step_summary_not_stdout(cli, tmp_path, monkeypatch):
+    mc = os.path.join(SAMPLES, "multiclass.csv")
+    summary = tmp_path / "s.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    r = cli("check", mc, "--assert", "cross_entropy <= 5", "-f", "markdown")
+    assert r.code == 0
+    assert "as logits" in r.err and "as logits" not in r.out and "as logits" in summary.read_text()
