@@ -1044,8 +1044,9 @@ def run_notes(plan: Plan, dropped: int, join: dict[str, int] | None, sources: li
     out = []
     if dropped:
         out.append(f"--nan drop: dropped {dropped} rows with missing or infinite values")
-    if join and any(join.get(k) for k in _join_names(plan)):
-        counts = [(join[k], src) for k, src in zip(_join_names(plan), sources)]
+    keys = [k for k in ("only_in_data", "only_in_data2", "only_in_baseline") if k in (join or {})]
+    if join and any(join[k] for k in keys):
+        counts = [(join[k], src) for k, src in zip(keys, sources)]
         if len(counts) == 2:
             text = f"{counts[0][0]} keys only in {counts[0][1]}, {counts[1][0]} only in {counts[1][1]}"
         else:  # three files: a key is unmatched when any other file lacks it

@@ -467,9 +467,12 @@ by = "seg"
     skipped = {(s["check"], s["group"]) for s in doc["skipped_slices"]}
     assert skipped == {("mse <= baseline * 1.05", "tiny"), ("mae <= baseline * 1.05", "c"),
                        ("mae <= baseline * 1.05", "tiny"), ("mae <= 5", "c"), ("mae <= 5", "tiny")}
-    # --min-rows overrides every check's min_rows
-    doc = cli("check", "--config", cfg, "--min-rows", "1", "-f", "json").json()
-    assert doc["skipped_slices"] == []
+    # --min-rows overrides every check's min_rows; --no-strict the file's strict
+    doc = cli("check", "--config", cfg, "--min-rows", "1", "--no-strict", "-f", "json").json()
+    assert doc["skipped_slices"] == [] and doc["strict"] is False
+    # -p overrides the file's pred (here: the target itself, a perfect model)
+    doc = cli("check", "--config", cfg, "-p", "y", "--baseline-pred", "yhat", "-f", "json").json()
+    assert doc["checks"][0]["value"] == 0 and doc["checks"][0]["baseline"] == pytest.approx(np.mean((base - y) ** 2))
 
 
 @pytest.mark.parametrize("text, what", [
