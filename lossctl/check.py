@@ -343,6 +343,7 @@ class CheckResult:
     excess_ci: tuple[float, float] | None = None  # of value − bound: what the verdict reads with --ci
     mdd: float | None = None
     vs_baseline: bool = False
+    undefined: str | None = None  # in a slice where the loss is undefined: why
     by: str | None = None
     group: Any = None
     worst: bool = False
@@ -404,17 +405,23 @@ class SliceSummary:
     worst: Any
     worst_margin: float
     min_rows: int
-    skipped: list[tuple[Any, int]] = field(default_factory=list)
+    skipped: list[tuple[Any, int, str]] = field(default_factory=list)  # (group, rows, why)
 
     def text(self) -> str:
         out = f"{self.check} by {self.by}: {self.tested} slice{'s' * (self.tested != 1)} tested"
         if self.tested:
             out += f", worst {slice_label(self.by, self.worst)} (margin {_fmt(self.worst_margin)})"
         out += "; each slice is judged on its own, with no multiple-testing correction"
-        if self.skipped:
-            shown = ", ".join(f"{slice_label(self.by, g)} ({r} rows)" for g, r in self.skipped[:10])
-            more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
+        small = [(g, r) for g, r, why in self.skipped if why == "too small"]
+        if small:
+            shown = ", ".join(f"{slice_label(self.by, g)} ({r} rows)" for g, r in small[:10])
+            more = f" and {len(small) - 10} more" if len(small) > 10 else ""
             out += f"; too small to judge (< {self.min_rows} rows): {shown}{more}"
+        undefined = [(g, why) for g, _, why in self.skipped if why != "too small"]
+        if undefined:
+            shown = ", ".join(slice_label(self.by, g) for g, _ in undefined[:10])
+            more = f" and {len(undefined) - 10} more" if len(undefined) > 10 else ""
+            out += f"; not judged, the loss is undefined there ({undefined[0][1]}): {shown}{more}"
         return out
 
 
@@ -465,8 +472,8 @@ class GateReport:
             "checks": [c.to_json() for c in self.checks],
             "slices": [{"check": s.check, "by": s.by, "tested": s.tested, "worst": _jsonable(s.worst),
                         "multiple_testing_correction": None, "min_rows": s.min_rows} for s in self.slices],
-            "skipped_slices": [{"check": s.check, "by": s.by, "group": _jsonable(g), "rows": r, "min_rows": s.min_rows}
-                               for s in self.slices for g, r in s.skipped],
+            "skipped_slices": [{"check": s.check, "by": s.by, "group": _jsonable(g), "rows": r, "min_rows": s.min_rows,
+                                "reason": why} for s in self.slices for g, r, why in s.skipped],
             "warnings": list(self.warnings),
         }
 
@@ -574,9 +581,12 @@ def judge(plan: Any, acc: Any, s: Settings, texts: list[str]) -> GateReport:
         for key, (states, rows, seed) in projections[by].items():
             value = key[0] if len(key) == 1 else list(key)
             if rows < min_rows:
-                summary.skipped.append((value, rows))
+                summary.skipped.append((value, rows, "too small"))
                 continue
             (r,) = _judge_set(plan, s, [a], [pair], states, rows, label, value, seed, warnings, in_slice=True)
+            if r.undefined:  # one class in a slice for mined triplets: nothing to judge there
+                summary.skipped.append((value, rows, r.undefined))
+                continue
             here.append(r)
         summary.tested = len(here)
         if here:
@@ -618,7 +628,8 @@ def _project(plan, acc, ordered, seeds, by_all, by, opts) -> dict[tuple, tuple[l
     return {k: (merged[k][0], merged[k][1], opts.seed + gi + 1) for gi, k in enumerate(keys)}
 
 
-def _value(state: Any, notes: list[str], in_slice: bool) -> float:
+def _value(state: Any, notes: list[str], in_slice: bool) -> tuple[float, str | None]:
+    """The state's value, and why it is undefined in a slice (None: it is defined)."""
     from lossctl.errors import InputError
 
     try:
@@ -626,10 +637,9 @@ def _value(state: Any, notes: list[str], in_slice: bool) -> float:
     except InputError as e:
         if not in_slice:
             raise
-        notes.append(f"undefined in this slice: {e}")
-        return math.nan
+        return math.nan, str(e).split(": ")[-1]
     notes.extend(r.get("notes", []))
-    return float(r.get("value", math.nan))
+    return float(r.get("value", math.nan)), None
 
 
 def _judge_set(plan, s: Settings, asserts: Sequence[Assertion], pairs, states, rows: int, by: str | None,
@@ -646,16 +656,16 @@ def _judge_set(plan, s: Settings, asserts: Sequence[Assertion], pairs, states, r
     for a, (bi, ci_) in zip(asserts, pairs):
         job = plan.jobs[ci_]
         notes: list[str] = []
-        value = _value(states[ci_], notes, in_slice)
-        base = _value(states[bi], [], in_slice) if bi is not None else None
+        value, undefined = _value(states[ci_], notes, in_slice)
+        base, base_undefined = _value(states[bi], [], in_slice) if bi is not None else (None, None)
         bound = a.bound(base) if a.vs_baseline else a.number
         r = CheckResult(
             check=a.text, loss=job.call.spec.name, spec=job.call.text, params=dict(job.call.params), op=a.op,
             bound_text=a.bound_text, bound=float(bound), value=value, verdict="", rows=rows,
             baseline=base, delta=None if base is None else value - base, vs_baseline=a.vs_baseline, by=by,
-            group=group, notes=notes,
+            group=group, notes=notes, undefined=undefined or base_undefined,
         )
-        if s.ci is not None:
+        if s.ci is not None and not r.undefined:
             idx = [ci_] + ([bi] if bi is not None else [])
             if all(mats[i] is not None for i in idx):
                 for i in idx:
@@ -689,6 +699,8 @@ def _judge_set(plan, s: Settings, asserts: Sequence[Assertion], pairs, states, r
             r.notes.append("no bootstrap interval: it needs at least 2 rows")
     for r in out:
         r.verdict = verdict(r.op, r.value, r.bound, r.excess_ci)
+        if r.undefined:
+            continue
         if not math.isfinite(r.value):
             r.notes.append(f"the value is {_num(r.value)}: a check on it fails")
         for n in r.notes:

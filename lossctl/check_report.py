@@ -175,12 +175,13 @@ def junit(gate: GateReport) -> bytes:
         cases.append(case)
     for s in gate.slices:
         loss = next((c.loss for c in gate.checks if c.check == s.check), "check")
-        for g, rows in s.skipped:
+        for g, rows, why in s.skipped:
             from lossctl.check import slice_label
 
             case = ET.Element("testcase", name=f"{s.check} [{slice_label(s.by, g)}]",
                               classname=f"lossctl.check.{loss}", time="0")
-            ET.SubElement(case, "skipped", message=f"{rows} rows, fewer than min_rows {s.min_rows}")
+            ET.SubElement(case, "skipped", message=f"{rows} rows, fewer than min_rows {s.min_rows}"
+                          if why == "too small" else f"the loss is undefined in this slice: {why}")
             cases.append(case)
     n = len(cases)
     failures = sum(c.failed(gate.strict) for c in gate.checks)

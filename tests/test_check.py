@@ -313,7 +313,8 @@ def test_per_slice_checks_name_the_worst_and_the_slices_too_small(cli, pair):
         assert c["rows"] == int(m.sum())
     worst = min(rows, key=lambda c: 0.45 - c["value"])
     assert [c["group"] for c in rows if c.get("worst")] == [worst["group"]]
-    assert doc["skipped_slices"] == [{"check": "mae <= 0.45", "by": "seg", "group": "tiny", "rows": 5, "min_rows": 20}]
+    assert doc["skipped_slices"] == [{"check": "mae <= 0.45", "by": "seg", "group": "tiny", "rows": 5, "min_rows": 20,
+                                      "reason": "too small"}]
     assert doc["slices"][0]["tested"] == 3 and doc["slices"][0]["multiple_testing_correction"] is None
     assert r.code == (1 if any(c["verdict"] == "fail" for c in doc["checks"]) else 0)
     md = cli("check", d, "--assert", "mae <= 0.45", "--by", "seg", "--min-rows", "20", "-f", "markdown").out
@@ -337,6 +338,18 @@ def test_a_slice_that_fails_fails_the_gate(cli, tmp_path):
     assert by_group["z"]["verdict"] == "fail" and by_group["z"].get("worst")
     assert by_group["x"]["verdict"] == "pass" and doc["checks"][0]["by"] is None
     assert r.code == 1
+
+
+def test_slices_where_the_loss_is_undefined_are_listed_not_failed(cli, tmp_path):
+    emb = os.path.join(SAMPLES, "embeddings.parquet")
+    out = tmp_path / "j.xml"
+    r = cli("check", emb, "--assert", "triplet <= 10", "--by", "label", "--junit", str(out), "-f", "json")
+    doc = r.json()
+    assert r.code == 0 and [c["by"] for c in doc["checks"]] == [None]  # one class per slice: no mined triplet
+    assert len(doc["skipped_slices"]) == 10 and all("two classes" in s["reason"] for s in doc["skipped_slices"])
+    assert doc["slices"][0]["tested"] == 0
+    root = ET.parse(out).getroot()
+    assert root.get("tests") == "11" and root.get("failures") == "0" and len(root.findall(".//skipped")) == 10
 
 
 def test_checks_with_different_slices_in_one_pass(cli, tmp_path, pair):
