@@ -170,8 +170,15 @@ def test_baseline_pass_fail_inconclusive_and_strict(cli, tmp_path, pair):
     c = r.json()["checks"][0]
     assert r.code == 0 and c["verdict"] == "inconclusive" and c["delta_ci"][0] < 0 < c["delta_ci"][1], c
     assert "inconclusive" in r.err and "unless --strict" in r.err
-    r = cli("check", near, "--baseline", b, "--assert", "mse <= baseline", "--ci", "0.95", "--strict", "-f", "json")
+    junit = tmp_path / "j.xml"
+    r = cli("check", near, "--baseline", b, "--assert", "mse <= baseline", "--ci", "0.95", "--junit", str(junit),
+            "-f", "json")
+    case = ET.parse(junit).getroot().find(".//testcase")
+    assert case.find("failure") is None and "inconclusive" in case.find("system-out").text
+    r = cli("check", near, "--baseline", b, "--assert", "mse <= baseline", "--ci", "0.95", "--strict", "-f", "json",
+            "--junit", str(junit))
     assert r.code == 1 and r.json()["passed"] is False and r.json()["checks"][0]["verdict"] == "inconclusive"
+    assert ET.parse(junit).getroot().find(".//failure").get("type") == "inconclusive"
     # without --ci the point estimates decide: no inconclusive, no mdd
     r = cli("check", near, "--baseline", b, "--assert", "mse <= baseline", "-f", "json")
     c = r.json()["checks"][0]
