@@ -100,6 +100,15 @@ def failure_text(c: CheckResult, gate: GateReport) -> str:
     return "; ".join(parts)
 
 
+def failures(gate: GateReport, limit: int = 20) -> list[str]:
+    """One line per failed check (which, and by how much); beyond ``limit``, a count."""
+    failed = [c for c in gate.checks if c.failed(gate.strict)]
+    lines = [failure_text(c, gate) for c in failed[:limit]]
+    if len(failed) > limit:
+        lines.append(f"and {len(failed) - limit} more failed checks")
+    return lines
+
+
 def markdown(gate: GateReport, notes: bool = False) -> str:
     """A markdown report; ``notes``: with the run's notes (which on a terminal go to stderr)."""
     cols = _columns(gate)
@@ -114,6 +123,8 @@ def markdown(gate: GateReport, notes: bool = False) -> str:
             text["verdict"] = f"**{text['verdict']}**"
         lines.append("| " + " | ".join(text[k] for k, _ in cols) + " |")
     lines += ["", f"**{summary_line(gate)}**"]
+    for f in failures(gate):
+        lines.append(f"- ✗ {_md(f)}")
     for s in gate.slices:
         lines.append(f"- {_md(s.text())}")
     for w in gate.warnings if notes else ():
@@ -149,6 +160,8 @@ def _rich(gate: GateReport, out: TextIO, *, color: bool, width: int | None) -> N
         t.add_row(*out_row)
     console.print(t)
     console.print(("[bold green]" if gate.passed else "[bold red]") + escape(summary_line(gate)) + "[/]")
+    for f in failures(gate):
+        console.print(f"[red]✗ {escape(f)}[/red]")
     for s in gate.slices:
         console.print(f"[dim]▲ {escape(s.text())}[/dim]")
     if gate.has_baseline and gate.ci:

@@ -130,6 +130,9 @@ def test_absolute_bounds_pass_and_fail_with_the_numpy_value(cli, pair):
     r = cli("check", d, "--assert", f"mse <= {mse * 0.99}", "-f", "json")
     assert r.code == 1 and r.json()["passed"] is False and r.json()["checks"][0]["verdict"] == "fail"
     assert "FAILED" in r.err
+    assert r.json()["checks"][0]["margin"] == pytest.approx(-0.01 * mse, rel=1e-9)
+    md = cli("check", d, "--assert", f"mse <= {mse * 0.99}", "-f", "markdown").out  # which, and by how much
+    assert f"✗ mse <= {mse * 0.99}: fail: value" in md and f"beyond the bound by {0.01 * mse:.5g}"[:-1] in md
 
 
 def test_absolute_bound_with_ci_fails_only_beyond_the_whole_interval(cli, pair):
