@@ -209,6 +209,95 @@ def merge_cmd(
     _show(build_report(plan, acc), form, output, quiet)
 
 
+# ------------------------------------------------------------------ check (the CI gate)
+
+
+@app.command("check")
+def check_cmd(
+    data: Annotated[Optional[str], typer.Argument(help="The data, as for eval (else path in the config's [data] table).", show_default=False)] = None,
+    data2: Annotated[Optional[str], typer.Argument(help="A second file holding the candidate's predictions, as for eval.", show_default=False)] = None,
+    assertion: Annotated[list[str], typer.Option("--assert", help='"SPEC OP BOUND" (repeatable): OP <, <=, >, >=; BOUND a number, baseline, baseline * K or baseline + K.')] = [],
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="A file with the baseline's predictions for the same rows (same column names, or --baseline-pred).")] = None,
+    baseline_pred: Annotated[Optional[str], typer.Option("--baseline-pred", help="The baseline's prediction column(s): in the --baseline file, else in DATA.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="TOML config ([data], [[check]]); else lossctl.toml or [tool.lossctl] in pyproject.toml here.")] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="An inconclusive check (its interval straddles the bound) fails.", show_default=False)] = None,
+    junit: Annotated[Optional[str], typer.Option("--junit", help="Also write a JUnit XML report to FILE.")] = None,
+    target: Annotated[Optional[str], typer.Option("-t", "--target", help="Target column(s): a name, a comma list or a glob.")] = None,
+    pred: Annotated[list[str], typer.Option("-p", "--pred", help="The candidate's prediction column(s).")] = [],
+    col: Annotated[list[str], typer.Option("--col", help="Bind another role: ROLE=COLUMNS (repeatable).")] = [],
+    weight: Annotated[Optional[str], typer.Option("-w", "--weight", help="Sample-weight column.")] = None,
+    key: Annotated[Optional[str], typer.Option("--key", help="Align DATA2 and the baseline file with DATA on this column instead of by position.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="regression|binary|multiclass|segmentation|metric|distribution (inferred when omitted).")] = None,
+    logits: Annotated[Optional[bool], typer.Option("--logits/--no-logits", help="Scores are logits.", show_default=False)] = None,
+    nan: Annotated[Optional[str], typer.Option("--nan", help="error | drop: what to do with rows holding NaN or ±inf.", show_default=False)] = None,
+    by: Annotated[list[str], typer.Option("--by", help="Check every slice of this column too (repeatable for a cross).")] = [],
+    min_rows: Annotated[Optional[int], typer.Option("--min-rows", help="Slices with fewer rows are listed as too small to judge [default: 1].", show_default=False)] = None,
+    ci: Annotated[Optional[float], typer.Option("--ci", help="Judge on bootstrap intervals at this level, e.g. 0.95.")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help="Bootstrap resamples [default: 1000].", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the bootstrap [default: 0].", show_default=False)] = None,
+    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table | json | markdown (table on a terminal, json otherwise).")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the report to FILE (atomically) instead of stdout.")] = None,
+    input_format: Annotated[Optional[str], typer.Option("--input-format", help="csv | tsv | parquet | feather | jsonl, when the name does not say.")] = None,
+    batch_rows: Annotated[Optional[int], typer.Option("--batch-rows", help="Rows per record batch (verdicts do not depend on it).")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or notes on stderr.")] = False,
+) -> int:
+    """CI gate: evaluate, compare with thresholds and/or a baseline; exit 1 when a check fails."""
+    import time
+
+    from lossctl import check as gate_mod
+    from lossctl import check_report
+
+    started = time.perf_counter()
+    form = _default_format(fmt, output)
+    if form not in check_report.FORMATS:
+        raise UsageError(f"check writes {', '.join(check_report.FORMATS)}, not {form}")
+    if batch_rows is not None and batch_rows < 1:
+        raise UsageError(f"--batch-rows must be at least 1. Got {batch_rows} instead.")
+    if len(pred) > 1:
+        raise UsageError("check judges one candidate: give one -p (the baseline comes from --baseline or --baseline-pred)")
+    flags = dict(data=data, data2=data2, target=target, pred=pred[0] if pred else None, cols=_parse_cols(col) or None,
+                 weight=weight, key=key, task=task, logits=logits, nan=nan, baseline=baseline,
+                 baseline_pred=baseline_pred, by=list(by) or None, min_rows=min_rows, ci=ci, bootstrap=bootstrap,
+                 seed=seed, strict=strict, input_format=input_format, batch_rows=batch_rows)
+    settings = gate_mod.settings(gate_mod.find_config(config), flags, list(assertion))
+
+    def bar(plan):
+        from lossctl import progress as prog
+
+        if not prog.wanted(quiet):
+            return None
+        src = plan.sources[0]
+        return prog.Progress(src.num_rows, src.size_bytes, os.path.basename(src.name) or src.name)
+
+    report = gate_mod.run(settings, bar)
+    report.elapsed = time.perf_counter() - started
+    if junit:  # files first: an unwritable one is exit 2 with nothing on stdout
+        with _output(junit) as f:
+            f.write(check_report.junit(report).decode("utf-8"))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY") if os.environ.get("GITHUB_ACTIONS") == "true" else None
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as f:
+                f.write(check_report.step_summary(report))
+        except OSError as e:
+            raise UsageError(f"cannot append to $GITHUB_STEP_SUMMARY ({summary}): {e.strerror or e}") from None
+    try:
+        with _output(output) as out:
+            check_report.render(report, form, out, color=_color(sys.stdout) and not output)
+            out.flush()
+    except BrokenPipeError:  # the reader went away (| head): the verdict still sets the exit code
+        _quiet_pipe()
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in check_report.annotations(report):
+            print(line, file=sys.stderr)
+    if not quiet:
+        for n in report.warnings:
+            print(f"lossctl: note: {n}", file=sys.stderr)
+        if form != "table" or output:  # the verdict in one line where stdout is for machines
+            print(f"lossctl: {check_report.summary_line(report)}", file=sys.stderr)
+    return int(ExitStatus.OK if report.passed else ExitStatus.CHECK_FAILED)
+
+
 # ------------------------------------------------------------------ list / explain
 
 
@@ -342,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]
     _light_coercion()
     command = typer.main.get_command(app)
-    if args and args[0] in ("eval", "merge"):
+    if args and args[0] in ("eval", "merge", "check"):
         _tune_malloc()
     try:
         rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)

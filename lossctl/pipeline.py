@@ -64,6 +64,14 @@ class Request:
     input_format: str | None = None
     batch_rows: int | None = None
     id: str | None = None
+    # a reference model (lossctl check): its predictions in another file for the same rows
+    # (same columns as the candidate's unless baseline_pred), or a column of DATA (baseline_pred
+    # alone); evaluated in the same pass as an extra prediction set labelled BASELINE, listed first
+    baseline: str | None = None
+    baseline_pred: str | None = None
+
+
+BASELINE = "baseline"
 
 
 @dataclass
@@ -89,6 +97,8 @@ class Plan:
     by: list[Selector]
     id: Selector | None
     notes: list[str] = field(default_factory=list)
+    # (DATA's column, the baseline file's, categorical?): must hold the same values row by row
+    equal: list[tuple[Selector, Selector, bool]] = field(default_factory=list)
 
     def close(self) -> None:
         for s in self.sources:
@@ -140,9 +150,9 @@ def prepare(req: Request) -> Plan:
     if req.bootstrap < 1:
         raise UsageError(f"--bootstrap must be at least 1. Got {req.bootstrap} instead.")
     paths = [req.data] + ([req.data2] if req.data2 else []) + list(req.more)
-    if paths.count("-") > 1:
+    if paths.count("-") + (req.baseline == "-") > 1:
         raise UsageError("standard input can be read only once: give - once")
-    if req.key and len(paths) != 2:
+    if req.key and (len(paths) > 2 or (len(paths) == 1 and not req.baseline)):
         raise UsageError(f"--key joins two files: give DATA and DATA2 (got {len(paths)} path{'s' * (len(paths) > 1)})")
     # parse specs before opening files: a typo should not wait for a large read
     raw_specs = [s for s in req.losses if s.strip().lower() != "all"]
@@ -156,28 +166,34 @@ def prepare(req: Request) -> Plan:
     try:
         for path in paths:
             sources.append(io.open_source(path, req.input_format))
-        return _plan_sources(req, sources, calls, want_all)
+        base = io.open_source(req.baseline, req.input_format) if req.baseline else None
+        if base is not None:
+            sources.append(base)
+        return _plan_sources(req, sources[:len(paths)], calls, want_all, base)
     except BaseException:
         for s in sources:
             s.close()
         raise
 
 
-def _plan_sources(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool) -> Plan:
+def _plan_sources(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool,
+                  base: Any = None) -> Plan:
     """Several paths are one dataset when each holds every bound column; two between which
     the bound columns are split are targets and predictions. A bound column both of two
-    such files hold is an error: it is never silently taken from one of them."""
+    such files hold is an error: it is never silently taken from one of them. A baseline file
+    (lossctl check) comes last, whatever the paths make."""
+    extra = [base] if base is not None else []
     if len(sources) == 1:
-        return _plan(req, sources, list(calls), want_all)
+        return _plan(req, sources + extra, list(calls), want_all)
     if len(sources) > 2 or (not req.key and set(sources[0].columns) == set(sources[1].columns)):
-        return _plan(req, [_as_dataset(sources)], list(calls), want_all)
-    plan = _plan(req, sources, list(calls), want_all)  # as targets and predictions
-    bound = [(s, c) for (s, c) in _needed(plan) if c != req.key]
+        return _plan(req, [_as_dataset(sources)] + extra, list(calls), want_all)
+    plan = _plan(req, sources + extra, list(calls), want_all)  # as targets and predictions
+    bound = [(s, c) for (s, c) in _needed(plan) if c != req.key and s < 2]
     both = list(dict.fromkeys(c for s, c in bound if c in sources[1 - s].columns))
     if not both:
         return plan
     if not req.key and len(both) == len({c for _, c in bound}):
-        return _plan(req, [_as_dataset(sources)], list(calls), want_all)
+        return _plan(req, [_as_dataset(sources)] + extra, list(calls), want_all)
     a, b = sources[0].name, sources[1].name
     only = [f"'{c}' only in {sources[s].name}" for s, c in dict.fromkeys(bound) if c not in both]
     raise InputError.at(
@@ -197,6 +213,8 @@ def _as_dataset(sources: list[Any]) -> Any:
 
 
 def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool) -> Plan:
+    all_sources = sources
+    sources = sources[:-1] if req.baseline else sources  # roles bind in DATA (and DATA2) only
     name = sources[0].name
     chosen_specs = [s for c in calls for s in (c.spec, *registry.variants(c.spec))]  # -l triplet may be the mined form
     known_roles = {r.name for s in (chosen_specs or registry.all_losses()) for r in s.roles}
@@ -308,6 +326,9 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
                 logits_by_name = b.roles[prole].text
             job_call = registry.LossCall(call.spec, params, registry.format_call(call.spec, params))
             jobs.append(Job(job_call, b, label, _unset_factory))
+    equal: list[tuple[Selector, Selector, bool]] = []
+    if req.baseline or req.baseline_pred:
+        jobs, labels, equal = _with_baseline(req, all_sources, sources, jobs, labels, len(calls))
     if len(set(labels)) != len(labels):
         raise UsageError("the same prediction set is given twice with -p")
 
@@ -316,7 +337,7 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
         from lossctl import io
 
         ctx.rows_bound = io.rows_upper_bound(sources[0])  # exact top-1% gradient shares in one pass
-    plan = Plan(req, sources, task, inferred, jobs, labels, ctx, weight, by, idsel)
+    plan = Plan(req, all_sources, task, inferred, jobs, labels, ctx, weight, by, idsel, equal=equal)
     plan.notes.extend(notes)
     if signed_note:
         plan.notes.append(signed_note)
@@ -336,6 +357,49 @@ def _plan(req: Request, sources: list[Any], calls: list[registry.LossCall], want
                     "does not apply to it" + (" (use --by or a group column for per-group values)" if req.reduction == "none" else "")
                 )
     return plan
+
+
+def _with_baseline(req: Request, all_sources, sources, jobs: list[Job], labels: list[str], ncalls: int):
+    """Each loss's jobs preceded by a job on the baseline's predictions (so that comparisons
+    give candidate − baseline), and the columns the baseline file must share with DATA."""
+    import dataclasses
+
+    npred = len(labels)
+    out: list[Job] = []
+    equal: list[tuple[Selector, Selector, bool]] = []
+    base_src = len(all_sources) - 1
+    bfile = all_sources[base_src]
+    for li in range(ncalls):
+        first = jobs[li * npred]
+        prole = _pred_role(first.call.spec)
+        cand = first.binding.roles.get(prole)
+        if req.baseline and req.baseline_pred:
+            sel = select(req.baseline_pred, bfile.columns, bfile.types, bfile.name, "--baseline-pred")
+            sel.src = base_src
+        elif req.baseline:
+            if cand is None:
+                raise UsageError(f"{first.call.spec.name} has no prediction column to take from the baseline file")
+            missing = [c for c in cand.columns if c not in bfile.columns]
+            if missing:
+                raise InputError.at(
+                    f"no column '{missing[0]}' for the baseline's predictions (the candidate's column; "
+                    f"--baseline-pred COL names another); columns: {', '.join(bfile.columns)}", source=bfile.name)
+            sel = dataclasses.replace(cand, src=base_src, how="explicit")
+        else:
+            assert req.baseline_pred is not None
+            sel = _select(req.baseline_pred, sources, len(sources) - 1, "--baseline-pred")
+        if cand is not None and sel.src == cand.src and sel.columns == cand.columns:
+            raise UsageError(f"--baseline-pred {req.baseline_pred}: the candidate's own prediction column(s)")
+        roles = dict(first.binding.roles)
+        roles[prole] = sel
+        out.append(Job(first.call, Binding(roles), BASELINE, _unset_factory))
+        out.extend(jobs[li * npred:(li + 1) * npred])
+        target = first.binding.roles.get("target")
+        if req.baseline and target is not None and all(c in bfile.columns for c in target.columns) and \
+                not any(t.columns == target.columns for t, _, _ in equal):
+            cat = any(r.name == "target" and r.categorical for r in first.call.spec.roles)
+            equal.append((target, dataclasses.replace(target, src=base_src), cat))
+    return out, [BASELINE, *labels], equal
 
 
 def _by_own_name(role: registry.Role, sel: Selector) -> bool:
@@ -721,28 +785,30 @@ def _arrow_batches(plan: Plan) -> Iterator[list[Any]]:
     for i, src in enumerate(plan.sources):
         cols = [c for (s, c) in need if s == i] or [src.columns[0]]
         its.append(io.iter_batches(src, cols, {c for (s, c) in numeric if s == i}, batch_rows))
-    bufs: list[Any] = [None, None]
-    counts = [0, 0]
+    nsrc = len(its)  # DATA, DATA2 and/or a baseline file, aligned by position
+    bufs: list[Any] = [None] * nsrc
+    counts = [0] * nsrc
     while True:
-        for i in range(2):
+        for i in range(nsrc):
             if bufs[i] is None or bufs[i].num_rows == 0:
                 bufs[i] = next(its[i], None)
                 if bufs[i] is not None:
                     counts[i] += bufs[i].num_rows
-        if bufs[0] is None or bufs[1] is None:
-            if bufs[0] is not None or bufs[1] is not None:
-                for i in range(2):
+        if any(b is None for b in bufs):
+            if any(b is not None for b in bufs):
+                for i in range(nsrc):
                     for rb in its[i]:
                         counts[i] += rb.num_rows
+                j = next(i for i in range(1, nsrc) if counts[i] != counts[0])
                 raise InputError.at(
-                    f"the two files have different numbers of rows: {counts[0]} in "
-                    f"{plan.sources[0].name}, {counts[1]} in {plan.sources[1].name}; "
+                    f"the {'two ' if nsrc == 2 else ''}files have different numbers of rows: {counts[0]} in "
+                    f"{plan.sources[0].name}, {counts[j]} in {plan.sources[j].name}; "
                     "align them by position or join them with --key COL",
-                    source=plan.sources[1].name,
+                    source=plan.sources[j].name,
                 )
             return
-        k = min(bufs[0].num_rows, bufs[1].num_rows)
-        yield [bufs[0].slice(0, k), bufs[1].slice(0, k)]
+        k = min(b.num_rows for b in bufs)
+        yield [b.slice(0, k) for b in bufs]
         bufs = [b.slice(k) for b in bufs]
 
 
@@ -813,9 +879,8 @@ def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
         t = pa.Table.from_batches(batches)
         keys.append(_key_values(t.column(key), src.name, key))
         tables.append(t.select([c for c in cols if (i, c) in need]) if any(s == i for s, _ in need) else t.select([key]))
-    (kind0, k0), (kind1, k1) = keys
-    k0, k1 = _common_keys(kind0, k0, kind1, k1)
-    for i, (src, k) in enumerate(zip(plan.sources, (k0, k1))):
+    ks = _common_keys(keys)
+    for i, (src, k) in enumerate(zip(plan.sources, ks)):
         vc = pc.value_counts(k)
         dup = pc.filter(vc, pc.greater(vc.field("counts"), 1))
         if len(dup):
@@ -823,22 +888,32 @@ def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
             first = int(pc.index(k, dup[0]["values"]).as_py())
             raise InputError.at(f"key value {v!r} occurs {dup[0]['counts'].as_py()} times; keys must be unique",
                                 source=src.name, column=key, row=first + 1)
-    where = pc.index_in(k0, value_set=k1)  # each left key's row on the right (keys are unique)
-    left_idx = np.flatnonzero(np.asarray(where.is_valid()))
-    right_idx = np.asarray(pc.drop_null(where), dtype=np.int64)
-    matched = int(left_idx.size)
-    plan.join_info = {"matched": matched, "only_in_data": len(k0) - matched, "only_in_data2": len(k1) - matched}
+    # each first-file key's row in every other file (keys are unique); a row joins when all have it
+    wheres = [pc.index_in(ks[0], value_set=k) for k in ks[1:]]
+    valid = np.ones(len(ks[0]), dtype=bool)
+    for w in wheres:
+        valid &= np.asarray(w.is_valid())
+    idxs = [np.flatnonzero(valid)]
+    idxs += [np.asarray(w.filter(pa.array(valid)), dtype=np.int64) for w in wheres]
+    matched = int(idxs[0].size)
+    plan.join_info = {"matched": matched, **{n: len(k) - matched for n, k in zip(_join_names(plan), ks)}}
     if matched == 0:
         raise InputError.at(f"no key value of '{key}' occurs in both files", source=plan.sources[1].name)
     # rows in key order: deterministic whatever the files' orders
-    order = np.asarray(pc.sort_indices(k0.take(pa.array(left_idx))))
-    left_idx, right_idx = left_idx[order], right_idx[order]
+    order = np.asarray(pc.sort_indices(ks[0].take(pa.array(idxs[0]))))
+    idxs = [idx[order] for idx in idxs]
     for start in range(0, matched, batch_rows):
         parts = []
-        for t, idx in zip(tables, (left_idx, right_idx)):
+        for t, idx in zip(tables, idxs):
             sub = t.take(pa.array(idx[start:start + batch_rows])).combine_chunks()
             parts.append(sub.to_batches()[0] if sub.num_rows else pa.RecordBatch.from_pylist([], schema=sub.schema))
         yield parts
+
+
+def _join_names(plan: Plan) -> list[str]:
+    """The join report's key for each source's unmatched keys."""
+    names = ["only_in_data", "only_in_data2"][:len(plan.sources) - bool(plan.request.baseline)]
+    return names + ["only_in_baseline"] * bool(plan.request.baseline)
 
 
 _INT_TEXT = r"^\s*[+-]?\d{1,18}\s*$"
@@ -892,15 +967,16 @@ def _key_values(col: Any, source: str, key: str) -> tuple[str, Any]:
     return "other", arr
 
 
-def _common_keys(kind0: str, k0: Any, kind1: str, k1: Any) -> tuple[Any, Any]:
-    """Both sides' keys as one type, so that equal values compare equal."""
+def _common_keys(keys: list[tuple[str, Any]]) -> list[Any]:
+    """Every file's keys as one type, so that equal values compare equal."""
     import pyarrow as pa
 
-    if kind0 == kind1 and k0.type.equals(k1.type):
-        return k0, k1
-    if {kind0, kind1} <= {"int", "float"}:
-        return k0.cast(pa.float64(), safe=False), k1.cast(pa.float64(), safe=False)
-    return _key_text(kind0, k0), _key_text(kind1, k1)
+    kinds = {kind for kind, _ in keys}
+    if len(kinds) == 1 and all(k.type.equals(keys[0][1].type) for _, k in keys):
+        return [k for _, k in keys]
+    if kinds <= {"int", "float"}:
+        return [k.cast(pa.float64(), safe=False) for _, k in keys]
+    return [_key_text(kind, k) for kind, k in keys]
 
 
 def _key_text(kind: str, k: Any) -> Any:
@@ -934,6 +1010,10 @@ def _needed(plan: Plan) -> dict[tuple[int, str], bool]:
     if plan.id:
         for c in plan.id.columns:
             need.setdefault((plan.id.src, c), False)
+    for a, b, cat in plan.equal:
+        for sel in (a, b):
+            for c in sel.columns:
+                need[(sel.src, c)] = need.get((sel.src, c), False) or not cat
     return need
 
 
@@ -993,6 +1073,8 @@ class _Feeder:
                 for job in plan.jobs
             ]
             weight = arr(plan.weight) if plan.weight else None
+            for a_sel, b_sel, categorical in plan.equal:  # before --nan drop: every row is compared
+                self._same(a_sel, b_sel, (cat if categorical else arr))
             # non-finite values: one mask over every numeric column in use
             bad = None
             for key, a in cache.items():
@@ -1059,6 +1141,25 @@ class _Feeder:
             self.rows += n
             self.offset_in += n_in
             yield jobs_b, by_vals, ids
+
+    def _same(self, a_sel: Selector, b_sel: Selector, read: Callable[[Selector], np.ndarray]) -> None:
+        """A column that two files both hold (the baseline file's target) must agree row by row."""
+        a, b = read(a_sel), read(b_sel)
+        same = (a == b) | ((a != a) & (b != b)) if a.dtype.kind == "f" and b.dtype.kind == "f" else (a == b)
+        if np.all(same):
+            return
+        bad = ~same if same.ndim == 1 else ~same.all(axis=1)
+        i = int(np.flatnonzero(bad)[0])
+        j = int(np.flatnonzero(~same[i])[0]) if same.ndim > 1 else 0
+        va, vb = (a[i, j], b[i, j]) if same.ndim > 1 else (a[i], b[i])
+        va, vb = (v.item() if hasattr(v, "item") else v for v in (va, vb))
+        names = [s.name for s in self.plan.sources]
+        raise InputError.at(
+            f"the baseline's target differs from {names[a_sel.src]}'s ({va!r} there); the baseline must "
+            "hold predictions for the same rows (--key COL aligns them by a key)",
+            source=names[b_sel.src], column=b_sel.columns[j], row=self.offset_in + i + 1, value=vb,
+            count=int(bad.sum()),
+        )
 
     @staticmethod
     def _is_cat(job: Job, role: str) -> bool:
@@ -1280,13 +1381,7 @@ def build_report(plan: Plan, acc: Accumulated) -> Report:
     )
     if acc.sample is not None and acc.sample.cols:
         report.picture = _picture(plan, acc.sample.cols)
-    if acc.dropped:
-        report.warnings.append(f"--nan drop: dropped {acc.dropped} rows with missing or infinite values")
-    if report.join and (report.join["only_in_data"] or report.join["only_in_data2"]):
-        report.warnings.append(
-            f"--key {req.key}: {report.join['only_in_data']} keys only in {report.sources[0]}, "
-            f"{report.join['only_in_data2']} only in {report.sources[1]}; {report.join['matched']} matched"
-        )
+    report.warnings += run_notes(plan, acc.dropped, report.join, report.sources)
     return report
 
 
@@ -1302,6 +1397,22 @@ def _sample_cols(plan: Plan, jobs_b: list[Batch]) -> dict[str, np.ndarray]:
         cols.setdefault("target", t)
         cols["pred" if pi == 0 else f"pred.{pi}"] = p
     return cols
+
+
+def run_notes(plan: Plan, dropped: int, join: dict[str, int] | None, sources: list[str]) -> list[str]:
+    """What a run says about its rows: those --nan drop dropped, the keys --key left unmatched."""
+    out = []
+    if dropped:
+        out.append(f"--nan drop: dropped {dropped} rows with missing or infinite values")
+    keys = [k for k in ("only_in_data", "only_in_data2", "only_in_baseline") if k in (join or {})]
+    if join and any(join[k] for k in keys):
+        counts = [(join[k], src) for k, src in zip(keys, sources)]
+        if len(counts) == 2:
+            text = f"{counts[0][0]} keys only in {counts[0][1]}, {counts[1][0]} only in {counts[1][1]}"
+        else:  # three files: a key is unmatched when any other file lacks it
+            text = ", ".join(f"{n} keys of {src}" for n, src in counts) + " lack a match in another file"
+        out.append(f"--key {plan.request.key}: {text}; {join['matched']} matched")
+    return out
 
 
 def _picture(plan: Plan, cols: dict[str, np.ndarray]) -> dict[str, Any] | None:

@@ -4,6 +4,9 @@ regression.{csv,parquet}: a house-price-like target in $1000s, a model's predict
 with Gaussian noise, and a few gross outliers (data-entry errors) — the case where
 MSE and Huber/MAE disagree. A `region` column for slicing, a `weight` column.
 interval.{csv,parquet}: the same target with a 5% and a 95% quantile prediction.
+regression_baseline.csv: an older model's predictions `yhat` for the same rows (with `id`
+and `y`), for `lossctl check --baseline`: noisier overall, but without the new model's bias
+in the west.
 """
 from __future__ import annotations
 
@@ -44,11 +47,19 @@ def interval(rng: np.random.Generator, n: int = 1500) -> pd.DataFrame:
     return pd.DataFrame({"x": np.round(x, 3), "y": np.round(y, 4), "lower": np.round(lower, 4), "upper": np.round(upper, 4)})
 
 
+def baseline(df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    west = (df["region"] == "west").to_numpy()
+    yhat = df["yhat"].to_numpy() - 15 * west + rng.normal(0, 12, len(df))
+    return pd.DataFrame({"id": df["id"], "y": df["y"], "yhat": np.round(yhat, 2)})
+
+
 def main() -> None:
     rng = np.random.default_rng(20261124)
     for name, df in (("regression", regression(rng)), ("interval", interval(rng))):
         df.to_csv(os.path.join(HERE, f"{name}.csv"), index=False)
         df.to_parquet(os.path.join(HERE, f"{name}.parquet"), index=False)
+        if name == "regression":  # its own seed: the files above stay as they were
+            baseline(df, np.random.default_rng(20261207)).to_csv(os.path.join(HERE, "regression_baseline.csv"), index=False)
 
 
 if __name__ == "__main__":
