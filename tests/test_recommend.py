@@ -303,3 +303,351 @@ def test_library_errors():
         lossctl.recommend([1.0, 2.0], [1.0, 2.5], goal="nope")
     with pytest.raises(InputError):
         lossctl.recommend([1.0, np.nan], [1.0, 2.0])
+
+
+# ------------------------------------------------------------------ classification
+
+
+def _binary(seed, n, pos_share, margin=False):
+    g = rng(seed)
+    y = (g.random(n) < pos_share).astype(float)
+    z = 2.5 * (2 * y - 1) + g.normal(0, 1.5, n) + np.log(pos_share / (1 - pos_share))
+    return y, (z if margin else 1 / (1 + np.exp(-z)))
+
+
+def test_classification_evidence_matches_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    y, p = _binary(20, 5000, 0.3)
+    ev = lossctl.recommend(y, p, check=False).evidence
+    assert ev["roc_auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-5)
+    assert ev["class_counts"] == {"0": int((y == 0).sum()), "1": int((y == 1).sum())}
+    assert ev["imbalance_ratio"] == pytest.approx((y == 0).sum() / (y == 1).sum(), rel=1e-5)
+    # expected calibration error over 10 equal-width bins, by hand
+    idx = np.minimum((p * 10).astype(int), 9)
+    ece = sum(np.mean(idx == k) * abs(y[idx == k].mean() - p[idx == k].mean()) for k in range(10) if np.any(idx == k))
+    assert ev["ece"] == pytest.approx(ece, rel=1e-5)
+    assert ev["score_kind"] == "probability"
+
+
+def test_balanced_probabilities_recommend_bce_and_name_the_traps():
+    y, p = _binary(21, N, 0.5)
+    a = lossctl.recommend(y, p)
+    assert ranking(a) == ["bce"]
+    assert {"hinge", "exponential", "focal"} <= ruled(a)
+    reasons = {o["loss"]: o["reason"] for o in a.ruled_out}
+    assert "given probabilities" in reasons["hinge"] and "balanced classes" in reasons["focal"]
+
+
+def test_one_percent_positives_recommend_weighted_bce_then_focal():
+    y, p = _binary(22, 50_000, 0.01)
+    a = lossctl.recommend(y, p)
+    npos, nneg = int(y.sum()), int((1 - y).sum())
+    assert top(a).loss == "bce" and top(a).params["pos_weight"] == pytest.approx(nneg / npos, rel=1e-3)
+    assert a.recommendations[1].loss == "focal"
+    f = a.recommendations[1].params
+    fpos = npos / y.size
+    e = 1 / (1 + f["gamma"])
+    assert f["alpha"] == pytest.approx((1 - fpos) ** e / ((1 - fpos) ** e + fpos ** e), rel=1e-3)
+    assert "focal" not in ruled(a) and "weighted cross-entropy first" in top(a).reasons[-1]
+
+
+def test_margins_are_read_as_logits_and_hinge_is_not_a_trap():
+    y, z = _binary(23, N, 0.5, margin=True)
+    a = lossctl.recommend(y, z)
+    assert a.evidence["score_kind"] == "margin"
+    assert top(a).spec == "bce:logits=true" and "hinge" not in ruled(a)
+    a = lossctl.recommend(y, z, goal="margin")
+    assert top(a).loss == "hinge"
+    a = lossctl.recommend(y, z, goal="boosting")
+    assert top(a).loss == "exponential"
+    # with probabilities the margin goal cannot be served by hinge: it is ruled out, with the reason
+    y, p = _binary(23, N, 0.5)
+    a = lossctl.recommend(y, p, goal="margin")
+    assert "hinge" in ruled(a) and top(a).loss == "bce"
+
+
+def test_breast_cancer_logistic_and_svm():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    p = LogisticRegression(max_iter=1000).fit(X, y).predict_proba(X)[:, 1]
+    a = lossctl.recommend(y, p)
+    assert a.evidence["roc_auc"] == pytest.approx(roc_auc_score(y, p), rel=1e-5)
+    assert ranking(a) == ["bce"] and {"hinge", "focal"} <= ruled(a)
+    d = LinearSVC().fit(X, y).decision_function(X)
+    a = lossctl.recommend(y, d)
+    assert a.evidence["score_kind"] == "margin" and a.evidence["roc_auc"] >= R.SEPARABLE_AUC
+    assert "classification.separable" in a.rules_fired and "hinge" in [r.loss for r in a.recommendations]
+    assert top(lossctl.recommend(y, d, goal="margin")).loss == "hinge"
+
+
+def test_multiclass_iris_and_digits():
+    from sklearn.datasets import load_digits, load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    X, y = load_iris(return_X_y=True)
+    P = LogisticRegression(max_iter=1000).fit(X, y).predict_proba(X)
+    a = lossctl.recommend(y, P)
+    assert a.task == "multiclass" and ranking(a) == ["cross_entropy"]
+    assert a.evidence["roc_auc"] == pytest.approx(roc_auc_score(y, P, multi_class="ovr"), rel=1e-5)
+    conf, hit = P.max(axis=1), (P.argmax(axis=1) == y)
+    idx = np.minimum((conf * 10).astype(int), 9)
+    ece = sum(np.mean(idx == k) * abs(hit[idx == k].mean() - conf[idx == k].mean()) for k in range(10) if np.any(idx == k))
+    assert a.evidence["ece"] == pytest.approx(ece, rel=1e-5)
+    assert top(a).value == pytest.approx(lossctl.evaluate(y, P, "cross_entropy").value, rel=1e-12)
+    X, y = load_digits(return_X_y=True)
+    m = LogisticRegression(max_iter=3000).fit(X[:1000], y[:1000])
+    Z = m.decision_function(X[1000:])
+    a = lossctl.recommend(y[1000:], Z, logits=True)
+    assert top(a).spec == "cross_entropy:logits=true" and a.evidence["classes"] == 10
+
+
+def test_multiclass_imbalance_derives_balanced_class_weights():
+    y = np.r_[np.zeros(5000), np.ones(300), np.full(50, 2)].astype(int)
+    P = np.full((y.size, 3), 0.2)
+    P[np.arange(y.size), y] = 0.6
+    a = lossctl.recommend(y, P)
+    from sklearn.utils.class_weight import compute_class_weight
+
+    w = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    assert top(a).loss == "cross_entropy"
+    assert top(a).params["weight"] == pytest.approx(tuple(w), rel=1e-3)
+    assert a.recommendations[1].loss == "focal" and len(a.recommendations[1].params["alpha"]) == 3
+
+
+def test_bad_labels_are_input_errors():
+    with pytest.raises(InputError, match="row 3"):
+        lossctl.recommend([0, 1, 2, 0], [0.1, 0.9, 0.4, 0.2], task="binary")
+
+
+# ------------------------------------------------------------------ segmentation
+
+
+def _mask(seed, fg_per_image, px=1024):
+    g = rng(seed)
+    imgs = len(fg_per_image)
+    gid = np.repeat(np.arange(imgs), px)
+    m = (g.random(imgs * px) < np.repeat(fg_per_image, px)).astype(float)
+    p = np.clip(0.7 * m + 0.1 + g.normal(0, 0.1, m.size), 0, 1)
+    return m, p, gid
+
+
+def test_two_percent_foreground_recommends_dice():
+    m, p, gid = _mask(30, np.full(64, 0.02))
+    a = lossctl.recommend(m, p, task="segmentation")
+    assert a.evidence["foreground_share"] == pytest.approx(m.mean(), rel=1e-5)
+    assert ranking(a)[:2] == ["dice", "dice_bce"] and ranking(a)[-1] == "bce"
+    assert top(a).value == pytest.approx(lossctl.evaluate(m, p, "dice").value, rel=1e-12)
+
+
+def test_small_objects_per_image_recommend_focal_and_generalized_dice():
+    fg = np.where(np.arange(64) < 48, 0.005, 0.2)
+    m, p, gid = _mask(31, fg)
+    a = lossctl.recommend(m, p, group=gid)
+    shares = np.array([m[gid == i].mean() for i in range(64)])
+    assert a.evidence["images"] == 64
+    assert a.evidence["small_object_image_share"] == pytest.approx(np.mean(shares < 0.01))
+    assert a.evidence["image_foreground_median"] == pytest.approx(np.median(shares), rel=1e-5)
+    assert [r.loss for r in a.recommendations[:2]] == ["focal", "generalized_dice"]
+    f = m.mean()
+    e = 1 / 3
+    assert top(a).params["alpha"] == pytest.approx((1 - f) ** e / ((1 - f) ** e + f ** e), rel=1e-3)
+    # generalized Dice evaluated per image, as eval does with the image id
+    gd = a.recommendations[1]
+    assert gd.value == pytest.approx(lossctl.evaluate(m, p, "generalized_dice", group=gid).value, rel=1e-12)
+
+
+def test_balanced_mask_rules_dice_out_and_goal_small_objects():
+    m, p, gid = _mask(32, np.full(64, 0.5))
+    a = lossctl.recommend(m, p, group=gid)
+    assert ranking(a) == ["bce"] and {"dice", "generalized_dice", "dice_bce"} <= ruled(a)
+    assert "50% foreground mask" in {o["loss"]: o["reason"] for o in a.ruled_out}["dice"]
+    a = lossctl.recommend(m, p, group=gid, goal="small-objects")
+    assert top(a).loss == "focal"
+
+
+# ------------------------------------------------------------------ metric learning
+
+
+def _labelled(seed, n=3000, classes=10, dim=16, spread=2.0):
+    g = rng(seed)
+    cent = g.normal(size=(classes, dim)) * spread
+    lab = g.integers(0, classes, n)
+    return cent[lab] + g.normal(size=(n, dim)), lab
+
+
+def test_labelled_embeddings_recommend_mined_triplets_with_a_margin():
+    emb, lab = _labelled(40, n=1500)
+    a = lossctl.recommend(embedding=emb, target=lab)
+    assert a.task == "metric" and top(a).loss == "triplet_mined"
+    assert top(a).params["mining"] == "hard" and top(a).params["normalize"] is True
+    # the distances, from scratch: unit vectors, pairs of the same and of other classes
+    u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    d = np.sqrt(np.maximum(2 - 2 * u @ u.T, 0))
+    iu = np.triu_indices(len(lab), 1)
+    same = (lab[:, None] == lab[None, :])[iu]
+    gap = np.median(d[iu][~same]) - np.median(d[iu][same])
+    assert a.evidence["distance_gap"] == pytest.approx(gap, rel=1e-4)
+    assert top(a).params["margin"] == pytest.approx(min(1.0, max(0.2, gap ** 2)), rel=1e-3)
+    counts = np.bincount(lab)
+    assert a.evidence["positives_per_anchor"] == pytest.approx(np.sum(counts * (counts - 1)) / len(lab), rel=1e-5)
+    assert top(lossctl.recommend(embedding=emb, target=lab, goal="simple")).loss == "contrastive"
+
+
+def test_noisy_classes_switch_mining_to_semihard():
+    emb, lab = _labelled(41, n=1500, spread=0.3)
+    a = lossctl.recommend(embedding=emb, target=lab)
+    assert a.evidence["nn_other_class_share"] > 0.3 and top(a).params["mining"] == "semihard"
+
+
+def test_pairs_recommend_contrastive_and_triplets_triplet():
+    g = rng(42)
+    x1 = g.normal(size=(2000, 8))
+    sim = g.random(2000) < 0.5
+    x2 = np.where(sim[:, None], x1 + 0.3 * g.normal(size=x1.shape), g.normal(size=x1.shape))
+    a = lossctl.recommend(x1=x1, x2=x2, target=sim.astype(float))
+    assert top(a).loss == "contrastive" and 0.5 <= top(a).params["margin"] <= 2.0
+    assert top(a).value == pytest.approx(lossctl.evaluate(sim.astype(float), None, top(a).spec, x1=x1, x2=x2).value)
+    a = lossctl.recommend(anchor=x1, positive=x1 + 0.3 * g.normal(size=x1.shape), negative=g.normal(size=x1.shape))
+    assert top(a).loss == "triplet" and a.evidence["hard_triplet_share"] == 0
+
+
+def test_digits_embeddings_real_data():
+    from sklearn.datasets import load_digits
+    from sklearn.decomposition import PCA
+
+    X, y = load_digits(return_X_y=True)
+    emb = PCA(n_components=16, random_state=0).fit_transform(X)
+    a = lossctl.recommend(embedding=emb, target=y)
+    assert top(a).loss == "triplet_mined" and a.evidence["classes"] == 10
+    assert 0.2 <= top(a).params["margin"] <= 1.0
+
+
+# ------------------------------------------------------------------ distributions
+
+
+def test_kl_with_zero_bins_points_to_js_and_tv():
+    g = rng(50)
+    P = g.dirichlet(np.ones(5), size=3000)
+    Q = g.dirichlet(np.ones(5), size=3000)
+    Q[100:150, 0] = 0
+    Q[100:150] /= Q[100:150].sum(axis=1, keepdims=True)
+    a = lossctl.recommend(P, Q, task="distribution")
+    assert ranking(a) == ["js", "tv"] and ruled(a) == {"kl"}
+    assert a.evidence["q_zero_rows"] == 50 and a.evidence["q_zero_first_row"] == 101
+    assert "+inf" in a.ruled_out[0]["reason"]
+    hp = st.entropy(P, axis=1).mean()
+    assert a.evidence["entropy_p"] == pytest.approx(hp, rel=1e-5)
+    a = lossctl.recommend(P, g.dirichlet(np.ones(5), size=3000), task="distribution")
+    assert ranking(a) == ["kl"]
+
+
+def test_distillation_logits_derive_the_temperature():
+    g = rng(51)
+    t = g.normal(size=(3000, 10)) * 4
+    s = t + g.normal(size=t.shape)
+    a = lossctl.recommend(teacher=t, student=s, target=np.argmax(t, axis=1))
+    assert a.task == "distribution" and top(a).loss == "distill"
+    from scipy.special import softmax
+
+    want = next(T for T in E.TEMPERATURES if st.entropy(softmax(t / T, axis=1), axis=1).mean() / np.log(10) >= 0.5)
+    assert top(a).params["temperature"] == want
+    assert a.evidence["agreement"] == pytest.approx(np.mean(t.argmax(1) == s.argmax(1)), rel=1e-5)
+    assert top(a).value == pytest.approx(
+        lossctl.evaluate(np.argmax(t, axis=1), None, top(a).spec, teacher=t, student=s).value, rel=1e-12)
+
+
+def test_vae_posteriors_recommend_vae_kl_and_count_collapsed_dims():
+    g = rng(52)
+    mu = g.normal(size=(2000, 8))
+    mu[:, 5:] *= 0.01
+    lv = np.zeros((2000, 8))
+    lv[:, :5] = -2
+    a = lossctl.recommend(mu=mu, logvar=lv)
+    assert top(a).loss == "vae_kl" and a.evidence["collapsed_dims"] == 3
+    kl = 0.5 * (np.exp(lv) + mu ** 2 - 1 - lv)
+    assert a.evidence["kl_per_row"] == pytest.approx(kl.sum(axis=1).mean(), rel=1e-5)
+    assert top(a).value == pytest.approx(kl.sum(axis=1).mean(), rel=1e-9)
+
+
+def test_goals_out_of_their_task_are_usage_errors():
+    with pytest.raises(UsageError, match="goal 'quality'"):
+        lossctl.recommend([1.0, 2.0, 3.0], [1.0, 2.0, 2.5], task="regression", goal="quality")
+    # a one-family goal implies its task
+    g = rng(53)
+    t = g.normal(size=(200, 4))
+    assert lossctl.recommend(teacher=t, student=t + 0.1, goal="distillation").task == "distribution"
+
+
+# ------------------------------------------------------------------ invariance across families
+
+
+@pytest.mark.parametrize("case", ["binary", "segmentation", "metric", "distribution"])
+def test_ranking_unchanged_under_permutation_and_batch_size_every_family(case):
+    g = rng(60)
+    if case == "binary":
+        y, p = _binary(61, 80_000, 0.02)
+        kw, n = {"y": y, "yhat": p}, y.size
+    elif case == "segmentation":
+        m, p, gid = _mask(62, np.where(np.arange(64) < 40, 0.005, 0.3))
+        kw, n = {"y": m, "yhat": p, "group": gid}, m.size
+    elif case == "metric":
+        emb, lab = _labelled(63, n=5000)
+        kw, n = {"embedding": emb, "target": lab}, lab.size
+    else:
+        P = g.dirichlet(np.ones(4), size=5000)
+        Q = g.dirichlet(np.ones(4), size=5000)
+        Q[:10, 1] = 0
+        Q[:10] /= Q[:10].sum(axis=1, keepdims=True)
+        kw, n = {"y": P, "yhat": Q, "task": "distribution"}, 5000
+    a = lossctl.recommend(**kw, check=False)
+    perm = g.permutation(n)
+    kw2 = {k: (v[perm] if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+    b = lossctl.recommend(**kw2, batch_rows=1234, check=False)
+    _same_advice(a, b)
+    assert [r.params for r in a.recommendations] == [r.params for r in b.recommendations]
+
+
+# ------------------------------------------------------------------ the command line, every family
+
+
+def test_cli_every_family(cli, tmp_path):
+    g = rng(70)
+    y, z = _binary(71, 5000, 0.01, margin=True)
+    binf = _parquet(tmp_path, "bin.parquet", label=y.astype(int), logit=z)
+    d = cli("recommend", binf, "-f", "json").json()
+    assert d["task"] == "binary" and d["recommendations"][0]["loss"] == "bce"
+    assert d["recommendations"][0]["params"]["logits"] is True and "pos_weight" in d["recommendations"][0]["derivation"]
+    m, p, gid = _mask(72, np.where(np.arange(32) < 24, 0.004, 0.2), px=256)
+    seg = _parquet(tmp_path, "seg.parquet", image_id=gid, mask=m.astype(int), prob=p)
+    d = cli("recommend", seg, "-f", "json").json()
+    assert d["task"] == "segmentation" and d["recommendations"][0]["loss"] == "focal"
+    assert d["evidence"]["images"] == 32
+    lib = lossctl.recommend(m, p, group=gid)
+    assert [x["spec"] for x in d["recommendations"]] == ranking(lib)
+    for x, r in zip(d["recommendations"], lib.recommendations):
+        assert x["value"] == pytest.approx(r.value, rel=1e-9)
+    emb, lab = _labelled(73, n=800, dim=4)
+    met = _parquet(tmp_path, "met.parquet", label=lab, **{f"emb_{j}": emb[:, j] for j in range(4)})
+    d = cli("recommend", met, "-f", "json").json()
+    assert d["task"] == "metric" and d["recommendations"][0]["loss"] == "triplet_mined"
+    P = g.dirichlet(np.ones(3), size=500)
+    Q = g.dirichlet(np.ones(3), size=500)
+    Q[7, 2] = 0
+    Q[7] /= Q[7].sum()
+    dist = _parquet(tmp_path, "dist.parquet", **{f"p_{j}": P[:, j] for j in range(3)}, **{f"q_{j}": Q[:, j] for j in range(3)})
+    d = cli("recommend", dist, "-f", "json").json()
+    assert d["task"] == "distribution" and [o["loss"] for o in d["ruled_out"]] == ["kl"]
+    assert d["evidence"]["q_zero_first_row"] == 8
+    t = g.normal(size=(400, 5)) * 3
+    kd = _parquet(tmp_path, "kd.parquet", **{f"teacher_{j}": t[:, j] for j in range(5)},
+                  **{f"student_{j}": t[:, j] + g.normal(size=400) for j in range(5)})
+    d = cli("recommend", kd, "-f", "json").json()
+    assert d["recommendations"][0]["loss"] == "distill" and "temperature" in d["recommendations"][0]["derivation"]

@@ -162,8 +162,7 @@ def _figures(task: str, ev: dict[str, Any], ctx: dict[str, Any]) -> dict[str, An
             e["small_objects_text"] = f"the smallest class covers {ev['smallest_class_share']:.2%} of the pixels"
         else:
             e["small_objects_text"] = f"{ev.get('foreground_share', 0):.2%} foreground overall"
-        if ctx.get("goal") == "small-objects":
-            e["small_objects_text"] = "--goal small-objects; " + e["small_objects_text"]
+        e.setdefault("class_counts", ev.get("class_pixels", {}))
     if task == "metric":
         lay = ev.get("layout")
         if ctx.get("goal") == "quality":
@@ -315,8 +314,8 @@ def advise(task: str, result: dict[str, Any], roles: set[str], *, goal: str | No
                 rec.notes.append(f"not evaluated on this data: {spec.name} needs columns for {', '.join(need)}")
             recs.append(rec)
     standard = None
-    first = next((r for r in R.RULES if task in r.tasks), None)
-    if first is not None and first in fired and first.favours:
+    first = next((r for r in fired if r.standard), None)
+    if first is not None and first.favours:
         s = resolve(first.favours[0][0], tasks, roles)
         if s is not None and s.name not in out:
             standard = s.name
@@ -343,7 +342,12 @@ def check(advice: Advice, evaluate: Evaluator) -> None:
         spec = registry.get(advice.standard)
         task = advice.task if advice.task in spec.all_tasks else pixel_task(advice.evidence)
         std_rec = next((r for r in advice.recommendations if r.loss == advice.standard), None)
-        std_spec = std_rec.spec if std_rec is not None else registry.format_call(spec, spec.defaults())
+        # the standard loss as the guide states it: default parameters (no class weights), the scores'
+        # kind kept (logits=true where the scores are logits)
+        params = spec.defaults()
+        if std_rec is not None and "logits" in params:
+            params["logits"] = std_rec.params.get("logits", params["logits"])
+        std_spec = registry.format_call(spec, params)
         if std_rec is None or std_rec.evaluable:
             todo.setdefault(task, []).append(std_spec)
     for r in advice.recommendations:

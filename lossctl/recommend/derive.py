@@ -14,7 +14,8 @@ Derived = tuple[dict[str, Any], dict[str, str]]
 HUBER_EFFICIENCY = 1.345  # δ = 1.345σ: 95% efficiency at the Gaussian (Huber 1964)
 DEFAULT_COVERAGE = 0.9
 FOCAL_GAMMA = 2.0  # Lin et al. 2017: γ = 2 worked best
-MIN_TEMPERATURE_ENTROPY = 0.5  # softened teacher: at least half the maximal entropy
+MIN_TEMPERATURE_ENTROPY = 0.5
+NOISY_NEIGHBOURS = 0.3  # 1-NN error above which batch-hard mining would chase label noise  # softened teacher: at least half the maximal entropy
 
 
 def _r(x: float, nd: int = 4) -> float:
@@ -103,15 +104,17 @@ def triplet(ev: dict[str, Any], mined: bool) -> Derived:
         der["normalize"] = (f"the embeddings' norms vary (mean {ev.get('embedding_norm_mean')}, "
                             f"CV {ev.get('embedding_norm_cv')}): L2-normalise them, as the guide advises")
     if mined:
-        hard = ev.get("hard_anchor_share")
-        if hard is not None and hard > 0.5:
+        noisy = ev.get("nn_other_class_share")
+        if noisy is not None and noisy > NOISY_NEIGHBOURS:
             params["mining"] = "semihard"
-            der["mining"] = (f"semihard: for {hard:.1%} of anchors the nearest negative is nearer than the "
-                             "farthest positive; batch-hard mining on so many would chase noise (FaceNet)")
+            der["mining"] = (f"semihard: the nearest neighbour of {noisy:.1%} of rows is of another class "
+                             "(overlapping classes or noisy labels); batch-hard mining would chase those rows, "
+                             "semi-hard negatives (d_ap < d_an < d_ap + m, FaceNet) stay informative")
         else:
             params["mining"] = "hard"
-            der["mining"] = ("hard (batch hard, Hermans et al. 2017): the guide's high-quality choice"
-                             + (f"; {hard:.1%} of anchors have a negative nearer than a positive" if hard is not None else ""))
+            der["mining"] = ("hard (batch hard, Hermans et al. 2017), the guide's choice for high-quality "
+                             "embeddings" + (f": only {noisy:.1%} of rows have a nearest neighbour of another "
+                                             "class, so the hardest pairs are not label noise" if noisy is not None else ""))
     return params, der
 
 

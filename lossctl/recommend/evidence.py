@@ -508,6 +508,7 @@ class SegmentationEvidence:
             "mask_classes": len(self.class_area),
             "foreground_share": _f(fg / n if n else math.nan),
             "class_area": {str(c): _f(k / n) for c, k in sorted(self.class_area.items())},
+            "class_pixels": {str(c): k for c, k in sorted(self.class_area.items())},
         }
         if len(self.class_area) > 2:
             ev["smallest_class_share"] = _f(min(self.class_area.values()) / n)
@@ -610,8 +611,12 @@ class MetricEvidence:
                     fp = np.nanmax(np.where(same, dd, -np.inf), axis=1)
                     nn_ = np.nanmin(np.where(~same & ~np.eye(y.size, dtype=bool), dd, np.inf), axis=1)
                     ev["hard_anchor_share"] = _f(float(np.mean((nn_ < fp)[has_pos])))
+                    # the nearest other row is of another class: overlap or label noise (1-NN error)
+                    near = np.nanargmin(np.where(np.eye(y.size, dtype=bool), np.inf, dd), axis=1)
+                    ev["nn_other_class_share"] = _f(float(np.mean(y[near] != y)))
             if not self.sample.exact:
-                sampled += ["pos_distance_median", "neg_distance_median", "distance_gap", "hard_anchor_share"]
+                sampled += ["pos_distance_median", "neg_distance_median", "distance_gap", "hard_anchor_share",
+                            "nn_other_class_share"]
         elif self.layout == "pairs":
             d, y = self.sample.get("d"), self.sample.get("y")
             self._dist(ev, d[y == 1], d[y != 1])

@@ -71,6 +71,7 @@ class Rule:
     # a test on a loss's registry entry: True rules the loss out (a trap)
     rules_out: Callable[[registry.LossSpec, dict[str, Any]], bool] | None = None
     trap: str = ""  # the reason given for each loss ruled out ({loss} is its name)
+    standard: bool = False  # its first favoured loss is the task's standard (the empirical check's reference)
 
 
 def _g(e: dict[str, Any], key: str, default: float = math.nan) -> float:
@@ -96,6 +97,7 @@ RULES: tuple[Rule, ...] = (
         "Always fires: MSE gets 1 point, so it is listed (last, when nothing argues for it) as the "
         "baseline every other recommendation is compared with.",
         favours=(("mse", 1.0),),
+        standard=True,
     ),
     Rule(
         "regression.clean", ("regression",),
@@ -158,6 +160,7 @@ RULES: tuple[Rule, ...] = (
         "standard classification → cross-entropy, the guide's default",
         "Always fires: +3 to the task's cross-entropy (bce for binary, cross_entropy for multiclass).",
         favours=(("cross_entropy", 3.0),),
+        standard=True,
     ),
     Rule(
         "classification.imbalance", CLS,
@@ -223,6 +226,7 @@ RULES: tuple[Rule, ...] = (
         "per-pixel cross-entropy is the baseline the guide starts from",
         "Always fires: +1 to per-pixel cross-entropy (bce for a 0/1 mask).",
         favours=(("cross_entropy", 1.0),),
+        standard=True,
     ),
     Rule(
         "segmentation.balanced", ("segmentation",),
@@ -260,12 +264,21 @@ RULES: tuple[Rule, ...] = (
         "small objects → focal loss or generalized Dice",
         lambda e: (_g(e, "small_object_image_share", 0) >= SMALL_IMAGE_SHARE
                    or ("images" not in e and _g(e, "foreground_share", 1) < SMALL_IMAGE_FG)
-                   or _g(e, "smallest_class_share", 1) < SMALL_IMAGE_FG or _goal(e, "small-objects")),
+                   or _g(e, "smallest_class_share", 1) < SMALL_IMAGE_FG),
         "small objects: {small_objects_text} → focal (per pixel) or generalized Dice",
         f"Fires when at least {SMALL_IMAGE_SHARE:.0%} of the images have under {SMALL_IMAGE_FG:.0%} "
-        "foreground (or, without image ids, the whole mask has), when a class covers under 1%, or with "
-        "--goal small-objects: +4 to focal and generalized_dice.",
+        "foreground (or, without image ids, the whole mask has), or when a class covers under 1%: +4 to "
+        "focal and generalized_dice.",
         favours=(("focal", 4.0), ("generalized_dice", 4.0)),
+    ),
+    Rule(
+        "segmentation.small_objects_goal", ("segmentation",),
+        "small objects → focal loss or generalized Dice",
+        lambda e: _goal(e, "small-objects"),
+        "--goal small-objects → focal (per pixel) or generalized Dice",
+        "Fires with --goal small-objects: +6 to focal and generalized_dice (a stated goal outranks the "
+        "standard).",
+        favours=(("focal", 6.0), ("generalized_dice", 6.0)),
     ),
     # ---------------------------------------------------------------- metric learning
     Rule(
@@ -314,6 +327,7 @@ RULES: tuple[Rule, ...] = (
         "matching a target distribution P → KL(P‖Q), the standard",
         "Fires on P/Q distribution rows: +3 to kl.",
         favours=(("kl", 3.0),),
+        standard=True,
     ),
     Rule(
         "distribution.q_zeros", ("distribution",),
