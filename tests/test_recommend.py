@@ -651,3 +651,57 @@ def test_cli_every_family(cli, tmp_path):
                   **{f"student_{j}": t[:, j] + g.normal(size=400) for j in range(5)})
     d = cli("recommend", kd, "-f", "json").json()
     assert d["recommendations"][0]["loss"] == "distill" and "temperature" in d["recommendations"][0]["derivation"]
+
+
+def test_cli_reads_standard_input_once_for_both_passes(tmp_path):
+    from conftest import run_subprocess
+
+    g = rng(80)
+    y = g.normal(size=400)
+    e = g.normal(size=400)
+    e[:20] += 60
+    text = "y,yhat\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(y, y + e))
+    r = run_subprocess("recommend", "-", "-f", "json", stdin=text.encode())
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    assert d["recommendations"][0]["loss"] == "huber" and d["recommendations"][0]["value"] is not None
+    assert d["recommendations"][0]["value"] == pytest.approx(top(lossctl.recommend(y, y + e)).value, rel=1e-12)
+
+
+def test_json_explains_every_fired_rule(cli, tmp_path):
+    g = rng(81)
+    y = g.normal(size=1000)
+    d = cli("recommend", _parquet(tmp_path, "r.parquet", y=y, yhat=y + g.normal(size=1000)), "-f", "json").json()
+    fired = {r["rule"]: r for r in d["rules_fired"]}
+    assert set(fired) == {"regression.baseline", "regression.clean"}
+    assert all(r["guide"] and r["explain"] for r in fired.values())
+
+
+def test_import_lossctl_stays_lean_and_recommend_is_exported():
+    import subprocess
+    import sys
+
+    code = ("import sys, lossctl; assert 'numpy' not in sys.modules; "
+            "a = lossctl.recommend([1.0, 2, 3, 4, 5], [1.1, 2, 2.9, 4.2, 5]); print(a.recommendations[0].loss)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() in {s.name for s in registry.all_losses()}
+    assert "recommend" in lossctl.__all__
+
+
+def test_recommend_help_and_readme_section(cli):
+    import os
+    import re
+
+    from conftest import ROOT
+
+    r = cli("recommend", "--help")
+    assert r.code == 0 and "--goal" in r.out and "--coverage" in r.out
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    assert "## Choosing a loss: `lossctl recommend`" in readme
+    for rule in R.RULES:  # every rule is documented
+        assert f"`{rule.id}`" in readme, rule.id
+    for goal in R.GOALS:
+        assert f"`{goal}`" in readme, goal
+    options = set(re.findall(r"(--[a-z][a-z-]+)", r.out)) - {"--help", "--no-logits", "--no-check"}
+    assert not {o for o in options if o not in readme}

@@ -87,7 +87,7 @@ class Advice:
             "evidence": _jsonable(ev),
             "recommendations": [r.to_dict() for r in self.recommendations],
             "ruled_out": list(self.ruled_out),
-            "rules_fired": list(self.rules_fired),
+            "rules_fired": [_rule_text(r) for r in self.rules_fired],
             "scoring": R.SCORING,
         }
         if self.coverage is not None:
@@ -107,6 +107,11 @@ class Advice:
     def __repr__(self) -> str:  # pragma: no cover - for the REPL
         ranked = ", ".join(r.spec for r in self.recommendations)
         return f"Advice(task={self.task!r}, ranking=[{ranked}])"
+
+
+def _rule_text(rule_id: str) -> dict[str, str]:
+    r = next(r for r in R.RULES if r.id == rule_id)
+    return {"rule": r.id, "guide": r.guide, "explain": r.explain}
 
 
 def _jsonable(x: Any) -> Any:

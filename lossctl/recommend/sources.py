@@ -63,23 +63,22 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
             raise InputError.at(f"no rows left: --nan drop dropped all {feeder.dropped}" if feeder.dropped
                                 else "no rows to evaluate", source=plan.sources[0].name)
         task, inferred = plan.task, plan.task_inferred and req.task is None
-        bindings = {role: (sel.columns if sel.vector else sel.columns[0]) for role, (_, sel) in chosen.items()}
-        dropped = feeder.dropped
+        has_pred = any(r in roles for r in ("pred", "student", "x1", "anchor", "embedding", "mu", "lower"))
+        advice = core.advise(task, state.result(), roles, goal=goal, coverage=coverage, task_inferred=inferred,
+                             has_pred=has_pred)
+        advice.bindings = {role: (sel.columns if sel.vector else sel.columns[0]) for role, (_, sel) in chosen.items()}
+        if feeder.dropped:
+            advice.notes.append(f"--nan drop: dropped {feeder.dropped} rows with missing or infinite values")
+        if check and has_pred:
+            # the same opened sources (standard input is spooled once): a second pass over them
+            core.check(advice, _file_evaluator(req, task, chosen, plan.sources))
     finally:
         plan.close()
-    has_pred = any(r in roles for r in ("pred", "student", "x1", "anchor", "embedding", "mu", "lower"))
-    advice = core.advise(task, state.result(), roles, goal=goal, coverage=coverage, task_inferred=inferred,
-                         has_pred=has_pred)
-    advice.bindings = bindings
-    if dropped:
-        advice.notes.append(f"--nan drop: dropped {dropped} rows with missing or infinite values")
-    if check and has_pred:
-        core.check(advice, _file_evaluator(req, task, chosen))
     return advice
 
 
-def _file_evaluator(req: Any, task: str, chosen: dict[str, tuple[int, Any]]):
-    from lossctl.pipeline import accumulate, build_report, prepare
+def _file_evaluator(req: Any, task: str, chosen: dict[str, tuple[int, Any]], sources: list[Any]):
+    from lossctl.pipeline import _plan, accumulate, build_report
 
     def run(eval_task: str, specs: list[str]) -> dict[str, Any]:
         r = dataclasses.replace(req, losses=list(specs), task=eval_task, grad=True, reduction="mean", by=[],
@@ -89,12 +88,11 @@ def _file_evaluator(req: Any, task: str, chosen: dict[str, tuple[int, Any]]):
             r.preds = [",".join(chosen["pred"][1].columns)]
             r.cols = {}
         try:
-            plan = prepare(r)
-            try:
-                plan.ctx.sample_grads = False
-                report = build_report(plan, accumulate(plan))
-            finally:
-                plan.close()
+            overrides = {"logits": True} if r.logits else {}
+            calls = [registry.parse_spec(s, overrides) for s in specs]
+            plan = _plan(r, list(sources), calls, False)
+            plan.ctx.sample_grads = False
+            report = build_report(plan, accumulate(plan))
         except (InputError, UsageError) as e:
             if len(specs) == 1:
                 return {specs[0]: str(e)}
