@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.accumulate import GradSummary, splitmix64
+from lossctl.accumulate import GradSummary
 from lossctl.engine import Batch
 
 SAMPLE_ROWS = 65_536  # rows kept for the sampled figures (median, MAD, AUC, quantiles)
@@ -36,22 +36,43 @@ MAD_TO_SD = 1.4826  # 1/Φ⁻¹(3/4): MAD → standard deviation for a Gaussian
 def value_keys(*arrays: np.ndarray) -> np.ndarray:
     """One 64-bit hash per row of the rows' values (every column of every array).
 
-    splitmix64 of the float64 bits, chained across columns: a row's key depends on
-    its values only, never on its position, so a sample of the smallest keys is the
-    same whatever the order of the rows.
+    The float64 bits of the columns are folded together (multiply by the golden-ratio
+    constant, xor the next column) and finished with splitmix64: a row's key depends
+    on its values only, never on its position, so a sample of the smallest keys is
+    the same whatever the order of the rows.
     """
     n = arrays[0].shape[0]
-    h = np.zeros(n, dtype=np.uint64)
-    for a in arrays:
-        if a.dtype.kind == "O" or a.dtype.kind == "U":
-            cols = [np.array([hash(str(v)) & 0xFFFFFFFFFFFFFFFF for v in a], dtype=np.uint64)]
-        else:
-            a = np.ascontiguousarray(a, dtype=np.float64) + 0.0  # −0.0 → 0.0
-            m = a.reshape(n, -1)
-            cols = [m[:, j].view(np.uint64) for j in range(m.shape[1])]
-        for c in cols:
-            h = splitmix64(h ^ c)
-    return h
+    h: np.ndarray | None = None
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        for a in arrays:
+            if a.dtype.kind in "OU":
+                cols = [np.array([hash(str(v)) & 0xFFFFFFFFFFFFFFFF for v in a], dtype=np.uint64)]
+            else:
+                a = np.ascontiguousarray(a, dtype=np.float64) + 0.0  # −0.0 → 0.0
+                m = a.reshape(n, -1)
+                cols = [m[:, j].view(np.uint64) if m.shape[1] == 1 else np.ascontiguousarray(m[:, j]).view(np.uint64)
+                        for j in range(m.shape[1])]
+            for c in cols:
+                if h is None:
+                    h = c.copy()
+                else:
+                    h *= golden
+                    h ^= c
+    assert h is not None
+    return _mix(h)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, in place (Steele et al. 2014)."""
+    with np.errstate(over="ignore"):
+        z += np.uint64(0x9E3779B97F4A7C15)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z
 
 
 class HashSample:
@@ -78,11 +99,11 @@ class HashSample:
         allk = np.concatenate([self.keys, keys])
         allc = {c: (np.concatenate([self.cols[c], a]) if c in self.cols else a) for c, a in cols.items()}
         if allk.size > self.k:
-            # a stable order of (key, values) keeps the choice among equal keys order-free
-            idx = np.argsort(allk, kind="stable")[: self.k]
+            # rows with equal keys have equal values, so which of them is kept does not matter
+            idx = np.argpartition(allk, self.k - 1)[: self.k]
             allk = allk[idx]
             allc = {c: a[idx] for c, a in allc.items()}
-            self._cut = allk[-1]
+            self._cut = allk.max()
         self.keys, self.cols = allk, allc
 
     def merge(self, other: "HashSample") -> None:
@@ -114,11 +135,12 @@ class Moments:
         x = np.asarray(x, dtype=np.float64).ravel()
         if x.size == 0:
             return
+        from lossctl.losses._numerics import dot  # pairwise-accurate, no BLAS threads
+
         mean = float(np.add.reduce(x)) / x.size
         d = x - mean
         d2 = d * d
-        self._merge(x.size, mean, float(np.add.reduce(d2)), float(np.dot(d2, d)), float(np.dot(d2, d2)),
-                    float(x.min()), float(x.max()))
+        self._merge(x.size, mean, float(np.add.reduce(d2)), dot(d2, d), dot(d2, d2), float(x.min()), float(x.max()))
 
     def _merge(self, nb: int, mb: float, m2b: float, m3b: float, m4b: float, lo: float, hi: float) -> None:
         self.min, self.max = min(self.min, lo), max(self.max, hi)
@@ -231,7 +253,7 @@ class RegressionEvidence:
         r = (p - y) if p is not None else y
         keys = value_keys(y, p) if p is not None else value_keys(y)
         if r.ndim > 1:  # several outputs: their residuals pooled
-            keys = splitmix64(np.repeat(keys, r.shape[1]) ^ np.tile(np.arange(r.shape[1], dtype=np.uint64), r.shape[0]))
+            keys = _mix(np.repeat(keys, r.shape[1]) ^ np.tile(np.arange(r.shape[1], dtype=np.uint64), r.shape[0]))
             r = r.ravel()
         self.mom.update(r)
         self.pos += int(np.count_nonzero(r > 0))
