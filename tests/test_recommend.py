@@ -705,3 +705,62 @@ def test_recommend_help_and_readme_section(cli):
         assert f"`{goal}`" in readme, goal
     options = set(re.findall(r"(--[a-z][a-z-]+)", r.out)) - {"--help", "--no-logits", "--no-check"}
     assert not {o for o in options if o not in readme}
+
+
+# ------------------------------------------------------------------ every --goal, and the remaining layouts
+
+
+def _goal_data(goal):
+    g = rng(90)
+    if goal == "intervals":
+        y = g.normal(size=3000)
+        return {"y": y, "yhat": y + g.normal(size=3000)}, "quantile"
+    if goal in ("margin", "boosting"):
+        y, z = _binary(91, 3000, 0.4, margin=True)
+        return {"y": y, "yhat": z}, {"margin": "hinge", "boosting": "exponential"}[goal]
+    if goal in ("quality", "simple"):
+        x1 = g.normal(size=(600, 4))
+        sim = g.random(600) < 0.5
+        x2 = np.where(sim[:, None], x1 + 0.3 * g.normal(size=x1.shape), g.normal(size=x1.shape))
+        return {"x1": x1, "x2": x2, "target": sim.astype(float)}, {"quality": "triplet", "simple": "contrastive"}[goal]
+    if goal == "small-objects":
+        m, p, gid = _mask(92, np.full(16, 0.3), px=256)
+        return {"y": m, "yhat": p, "group": gid}, "focal"
+    if goal == "vae":
+        P = g.dirichlet(np.ones(4), size=300)
+        return {"y": P, "yhat": g.dirichlet(np.ones(4), size=300), "task": "distribution"}, "vae_kl"
+    t = g.normal(size=(300, 5))
+    return {"teacher": t, "student": t + g.normal(size=t.shape)}, "distill"
+
+
+@pytest.mark.parametrize("goal", list(R.GOALS))
+def test_every_goal_puts_its_loss_first(goal):
+    kw, want = _goal_data(goal)
+    a = lossctl.recommend(**kw, goal=goal)
+    assert a.goal == goal and top(a).loss == want
+    assert any(f"--goal {goal}" in s for s in top(a).reasons) or goal == "distillation"
+    if not top(a).evaluable:  # a goal the data's columns cannot serve yet: said, not hidden
+        assert any("not evaluated" in n for n in top(a).notes)
+
+
+def test_two_samples_recommend_wasserstein():
+    from scipy.stats import wasserstein_distance
+
+    g = rng(93)
+    y = g.normal(size=2000)
+    a = lossctl.recommend(y, 1.5 * y + 0.3, task="distribution")
+    assert a.evidence["layout"] == "samples" and top(a).loss == "wasserstein"
+    assert top(a).value == pytest.approx(wasserstein_distance(y, 1.5 * y + 0.3), rel=1e-9)
+
+
+def test_multiclass_mask_with_a_rare_class():
+    g = rng(94)
+    gid = np.repeat(np.arange(16), 512)
+    m = g.choice(3, size=gid.size, p=[0.9, 0.095, 0.005])
+    P = np.full((m.size, 3), 0.1)
+    P[np.arange(m.size), m] = 0.8
+    a = lossctl.recommend(m, P, group=gid)
+    assert a.evidence["mask_classes"] == 3
+    assert a.evidence["smallest_class_share"] == pytest.approx(np.mean(m == 2), rel=1e-5)
+    assert [r.loss for r in a.recommendations[:2]] == ["focal", "generalized_dice"]
+    assert len(top(a).params["alpha"]) == 3 and ranking(a)[-1] == "cross_entropy"

@@ -549,6 +549,12 @@ class SegmentationEvidence:
 # ------------------------------------------------------------------ metric learning
 
 
+def _default(loss: str, param: str) -> float:
+    from lossctl import registry
+
+    return float(registry.get(loss).param(param).default)
+
+
 def _norms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", x, x))
 
@@ -642,13 +648,25 @@ class MetricEvidence:
         elif self.layout == "pairs":
             d, y = self.sample.get("d"), self.sample.get("y")
             self._dist(ev, d[y == 1], d[y != 1])
-            ev["similar_pairs"] = int(self.counts.c.get(1.0, 0) + self.counts.c.get(1, 0) * 0)
+            ev["similar_pairs"] = int(self.counts.c.get(1.0, 0))
+            m = _default("contrastive", "margin")
+            if np.any(y != 1):  # dissimilar pairs still inside the default margin: they carry the loss
+                ev["default_margin"] = m
+                ev["dissimilar_within_margin"] = _f(float(np.mean(d[y != 1] < m)))
+                if not self.sample.exact:
+                    sampled.append("dissimilar_within_margin")
             if not self.sample.exact:
                 sampled += ["pos_distance_median", "neg_distance_median", "distance_gap"]
         else:
             dap, dan = self.sample.get("dap"), self.sample.get("dan")
             self._dist(ev, dap, dan)
             ev["hard_triplet_share"] = _f(self.hard / self.n if self.n else math.nan)
+            m = _default("triplet", "margin")  # on squared distances, triplet's default
+            ev["default_margin"] = m
+            ev["semihard_triplet_share"] = _f(float(np.mean((dan > dap) & (dan ** 2 < dap ** 2 + m)))
+                                              if dap.size else math.nan)
+            if not self.sample.exact:
+                sampled.append("semihard_triplet_share")
             if not self.sample.exact:
                 sampled += ["pos_distance_median", "neg_distance_median", "distance_gap"]
         return {"figures": ev, "sampled": sampled, "sample_size": int(self.sample.keys.size)}
@@ -693,6 +711,8 @@ class DistributionEvidence:
         self.n += b.n
         if b.n == 0:
             return
+        if self.layout == "pq" and b["target"].ndim == 1:
+            self.layout = "samples"  # one value per row: two samples, not distribution rows
         if self.layout == "pq":
             P, Q = b["target"], b["pred"]
             if self.logits:

@@ -67,6 +67,8 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
         advice = core.advise(task, state.result(), roles, goal=goal, coverage=coverage, task_inferred=inferred,
                              has_pred=has_pred)
         advice.bindings = {role: (sel.columns if sel.vector else sel.columns[0]) for role, (_, sel) in chosen.items()}
+        if req.weight:
+            advice.notes.append("the evidence counts every row once; the weights enter the empirical check")
         if feeder.dropped:
             advice.notes.append(f"--nan drop: dropped {feeder.dropped} rows with missing or infinite values")
         if check and has_pred:
