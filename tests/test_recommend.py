@@ -240,7 +240,7 @@ def test_cli_json_document(cli, tmp_path):
     e[:200] += 80
     path = _parquet(tmp_path, "reg.parquet", y=y, yhat=y + e)
     r = cli("recommend", path, "-f", "json")
-    assert r.code == 0, r.err
+    assert r.code == 0 and r.err == "", r.err
     d = r.json()
     assert d["schema_version"] == 1 and d["task"] == "regression" and d["rows"] == 5000
     assert {"residual_kurtosis", "outlier_share", "robust_scale", "sampled"} <= set(d["evidence"])
@@ -764,3 +764,91 @@ def test_multiclass_mask_with_a_rare_class():
     assert a.evidence["smallest_class_share"] == pytest.approx(np.mean(m == 2), rel=1e-5)
     assert [r.loss for r in a.recommendations[:2]] == ["focal", "generalized_dice"]
     assert len(top(a).params["alpha"]) == 3 and ranking(a)[-1] == "cross_entropy"
+
+
+# ------------------------------------------------------------------ states merge; tables fit; no warnings
+
+
+def _family_inputs():
+    g = rng(100)
+    y = g.normal(size=6000)
+    yb, pb = _binary(101, 6000, 0.05)
+    m, p, gid = _mask(102, np.where(np.arange(12) < 8, 0.005, 0.3), px=500)
+    emb, lab = _labelled(103, n=3000)
+    P = g.dirichlet(np.ones(4), size=3000)
+    Q = g.dirichlet(np.ones(4), size=3000)
+    Q[5, 0] = 0
+    Q[5] /= Q[5].sum()
+    t = g.normal(size=(3000, 6)) * 3
+    return {
+        "regression": ("regression", {"target": y, "pred": y + g.standard_t(3, size=y.size)}),
+        "binary": ("binary", {"target": yb, "pred": pb}),
+        "segmentation": ("segmentation", {"target": m, "pred": p, "group": gid}),
+        "metric": ("metric", {"embedding": emb, "target": lab}),
+        "distribution": ("distribution", {"target": P, "pred": Q}),
+        "distill": ("distribution", {"teacher": t, "student": t + g.normal(size=t.shape)}),
+        "vae": ("distribution", {"mu": g.normal(size=(3000, 4)), "logvar": g.normal(size=(3000, 4)) * 0.1}),
+    }
+
+
+@pytest.mark.parametrize("family", list(_family_inputs()))
+def test_evidence_states_merge_into_the_single_pass_result(family):
+    from lossctl.engine import Batch
+
+    task, cols = _family_inputs()[family]
+    n = next(iter(cols.values())).shape[0]
+
+    def batch(lo, hi):
+        return Batch({k: v[lo:hi] for k, v in cols.items()}, hi - lo, None, lo, "", {}, input_start=lo)
+
+    one = E.for_task(task, set(cols), None)
+    one.update(batch(0, n))
+    a, b = E.for_task(task, set(cols), None), E.for_task(task, set(cols), None)
+    a.update(batch(0, n // 3))
+    b.update(batch(n // 3, 2 * n // 3))
+    b.update(batch(2 * n // 3, n))
+    a.merge(b)
+    r1, r2 = one.result()["figures"], a.result()["figures"]
+    assert set(r1) == set(r2)
+    for k, v in r1.items():
+        if isinstance(v, float):
+            assert r2[k] == pytest.approx(v, rel=1e-6, abs=1e-12), k
+        elif not isinstance(v, (dict, list)):
+            assert r2[k] == v, k
+
+
+@pytest.mark.parametrize("family", list(_family_inputs()))
+def test_every_family_renders_in_80_columns_without_warnings(family):
+    import io
+    import warnings
+
+    from lossctl.recommend.render import render
+
+    task, cols = _family_inputs()[family]
+    cols = dict(cols)
+    y, p = cols.pop("target", None), cols.pop("pred", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = lossctl.recommend(y, p, task=task, **cols)
+        for fmt in ("table", "markdown", "json"):
+            out = io.StringIO()
+            render(a, fmt, out)
+            text = out.getvalue()
+            if fmt == "table":
+                assert max(len(line) for line in text.splitlines()) <= 80
+            if fmt == "json":
+                json.loads(text)
+    assert a.recommendations
+
+
+def test_probabilities_in_a_column_named_like_logits_are_read_as_probabilities(cli, tmp_path):
+    y, p = _binary(110, 3000, 0.3)
+    path = _parquet(tmp_path, "s.parquet", y=y.astype(int), score=p)
+    r = cli("recommend", path, "-f", "json")
+    assert r.code == 0
+    d = r.json()
+    assert d["evidence"]["score_kind"] == "probability" and d["recommendations"][0]["spec"] == "bce"
+    assert "named like logits" in r.err
+    assert d["recommendations"][0]["value"] == pytest.approx(lossctl.evaluate(y, p, "bce").value, rel=1e-12)
+    d = cli("recommend", path, "-f", "json", "--logits").json()
+    assert d["evidence"]["score_kind"] == "logit" and d["recommendations"][0]["params"]["logits"] is True

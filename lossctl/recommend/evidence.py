@@ -225,6 +225,11 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
 def _entropy_rows(p: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
@@ -311,26 +316,30 @@ class RegressionEvidence:
 
 
 class ClassificationEvidence:
-    """Labels, the kind of scores, separability and calibration."""
+    """Labels, the kind of scores, separability and calibration.
+
+    ``logits`` is what the user said (--logits/--no-logits: True/False) or, when None,
+    whether the column is named like logits (``name_hint``). Scores that all lie in
+    [0, 1] (rows summing to 1) are probabilities unless the user said logits; the
+    reliability bins are kept for both readings and the right one chosen at the end.
+    """
 
     family = "classification"
 
-    def __init__(self, task: str, has_pred: bool, logits_hint: bool | None) -> None:
+    def __init__(self, task: str, has_pred: bool, logits: bool | None, name_hint: bool = False) -> None:
         self.task = task
         self.has_pred = has_pred
-        self.logits_hint = logits_hint
+        self.logits = logits
+        self.name_hint = name_hint
         self.counts = Counts()
         self.smin = math.inf
         self.smax = -math.inf
         self.rowsum_dev = 0.0  # largest |Σ_c p_c − 1| (multiclass scores)
         self.n = 0
         self.sample = HashSample()
-        # reliability bins on probabilities (filled when the scores are probabilities or logits)
-        self.bin_n = np.zeros(ECE_BINS)
-        self.bin_conf = np.zeros(ECE_BINS)
-        self.bin_acc = np.zeros(ECE_BINS)
-        self.easy = 0  # rows with p_t > 0.9
-        self.prob_rows = 0
+        # reliability bins for each reading of the scores: [as probabilities, through sigmoid/softmax]
+        self.bins = np.zeros((2, 3, ECE_BINS))  # (reading, [n, Σconf, Σacc], bin)
+        self.easy = np.zeros(2)  # rows with p_t > 0.9
         self.width = 0
 
     def _labels(self, b: Batch) -> np.ndarray:
@@ -360,44 +369,35 @@ class ClassificationEvidence:
         if self.task == "binary" and s.ndim == 2:
             s = s[:, -1] if s.shape[1] == 2 else s[:, 0]
         self.width = 1 if s.ndim == 1 else s.shape[1]
-        if s.size:
-            self.smin = min(self.smin, float(s.min()))
-            self.smax = max(self.smax, float(s.max()))
-            if s.ndim == 2:
-                self.rowsum_dev = max(self.rowsum_dev, float(np.max(np.abs(s.sum(axis=1) - 1))))
-        self.sample.update(value_keys(y, s), {"y": y, "s": s})
-        # reliability: the probabilities, if the scores can be read as such
-        prob = None
-        in01 = s.size and s.min() >= 0 and s.max() <= 1
-        if s.ndim == 1:
-            if in01 and not self.logits_hint:
-                prob = s
-            elif self.logits_hint:
-                prob = 1.0 / (1.0 + np.exp(-s))
-        else:
-            if in01 and not self.logits_hint and np.all(np.abs(s.sum(axis=1) - 1) <= 1e-6):
-                prob = s
-            elif self.logits_hint:
-                prob = _softmax(s)
-        if prob is None:
+        if s.size == 0:
             return
-        self.prob_rows += y.size
+        self.smin = min(self.smin, float(s.min()))
+        self.smax = max(self.smax, float(s.max()))
+        if s.ndim == 2:
+            self.rowsum_dev = max(self.rowsum_dev, float(np.max(np.abs(s.sum(axis=1) - 1))))
+        self.sample.update(value_keys(y, s), {"y": y, "s": s})
+        if s.ndim == 2 and y.size and y.max() >= s.shape[1]:
+            raise b.fail(f"class label outside 0..{s.shape[1] - 1}", "target", y >= s.shape[1])
+        for k, prob in enumerate((s, _sigmoid(s) if s.ndim == 1 else _softmax(s))):
+            if k == 0 and (s.min() < 0 or s.max() > 1):
+                continue  # not probabilities: that reading is dropped at the end anyway
+            self._reliability(k, y, prob)
+
+    def _reliability(self, k: int, y: np.ndarray, prob: np.ndarray) -> None:
         if prob.ndim == 1:
             yy = (y == 1).astype(np.float64)
             conf, acc = prob, yy
             pt = np.where(yy == 1, prob, 1 - prob)
         else:
             yi = y.astype(np.int64)
-            if yi.size and yi.max() >= prob.shape[1]:
-                raise b.fail(f"class label outside 0..{prob.shape[1] - 1}", "target", yi >= prob.shape[1])
             conf = prob.max(axis=1)
             acc = (np.argmax(prob, axis=1) == yi).astype(np.float64)
             pt = prob[np.arange(yi.size), yi]
         idx = np.minimum((conf * ECE_BINS).astype(np.int64), ECE_BINS - 1)
-        self.bin_n += np.bincount(idx, minlength=ECE_BINS)
-        self.bin_conf += np.bincount(idx, conf, minlength=ECE_BINS)
-        self.bin_acc += np.bincount(idx, acc, minlength=ECE_BINS)
-        self.easy += int(np.count_nonzero(pt > 0.9))
+        self.bins[k, 0] += np.bincount(idx, minlength=ECE_BINS)
+        self.bins[k, 1] += np.bincount(idx, conf, minlength=ECE_BINS)
+        self.bins[k, 2] += np.bincount(idx, acc, minlength=ECE_BINS)
+        self.easy[k] += np.count_nonzero(pt > 0.9)
 
     def merge(self, other: "ClassificationEvidence") -> None:
         self.counts.merge(other.counts)
@@ -405,22 +405,19 @@ class ClassificationEvidence:
         self.smin, self.smax = min(self.smin, other.smin), max(self.smax, other.smax)
         self.rowsum_dev = max(self.rowsum_dev, other.rowsum_dev)
         self.sample.merge(other.sample)
-        self.bin_n += other.bin_n
-        self.bin_conf += other.bin_conf
-        self.bin_acc += other.bin_acc
+        self.bins += other.bins
         self.easy += other.easy
-        self.prob_rows += other.prob_rows
         self.width = self.width or other.width
 
     def score_kind(self) -> str:
         if not self.has_pred:
             return "none"
-        if self.logits_hint:
+        if self.logits:
             return "logit"
         probs = self.smin >= 0 and self.smax <= 1 and (self.width <= 1 or self.rowsum_dev <= 1e-6)
         if probs:
             return "probability"
-        return "logit" if self.width > 1 else "margin"
+        return "logit" if (self.name_hint or self.width > 1) else "margin"
 
     def result(self) -> dict[str, Any]:
         counts = dict(sorted(self.counts.c.items(), key=lambda kv: kv[0]))
@@ -453,11 +450,13 @@ class ClassificationEvidence:
             ev["roc_auc"] = _f(a)
             if not self.sample.exact:
                 sampled.append("roc_auc")
-            if self.prob_rows:
-                nb = self.bin_n
+            kind = self.score_kind()
+            k = 0 if kind == "probability" else 1
+            if kind != "margin":  # decision values have no probability reading to calibrate
+                nb, cs, ac = self.bins[k]
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    conf = self.bin_conf / nb
-                    acc = self.bin_acc / nb
+                    conf = cs / nb
+                    acc = ac / nb
                 ece = float(np.nansum(nb / nb.sum() * np.abs(acc - conf)))
                 ev["ece"] = _f(ece)
                 ev["reliability"] = [
@@ -465,7 +464,7 @@ class ClassificationEvidence:
                      "mean_score": _f(conf[k]), "observed": _f(acc[k])}
                     for k in range(ECE_BINS) if nb[k]
                 ]
-                ev["easy_share"] = _f(self.easy / self.prob_rows)
+                ev["easy_share"] = _f(self.easy[k] / self.n)
         return {"figures": ev, "sampled": sampled, "sample_size": int(self.sample.keys.size)}
 
 
@@ -803,12 +802,12 @@ class DistributionEvidence:
         return {"figures": ev, "sampled": [], "sample_size": 0}
 
 
-def for_task(task: str, roles: set[str], logits: bool | None) -> Any:
+def for_task(task: str, roles: set[str], logits: bool | None, name_hint: bool = False) -> Any:
     """The evidence state for a task, given the roles bound in the data."""
     if task == "regression":
         return RegressionEvidence("pred" in roles)
     if task in ("binary", "multiclass"):
-        return ClassificationEvidence(task, "pred" in roles, logits)
+        return ClassificationEvidence(task, "pred" in roles, logits, name_hint)
     if task == "segmentation":
         return SegmentationEvidence("pred" in roles)
     if task == "metric":

@@ -47,8 +47,8 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
         roles = set(chosen)
         from lossctl.binding import logits_hinted
 
-        hint = req.logits if req.logits is not None else (logits_hinted(chosen["pred"][1]) if "pred" in chosen else None)
-        state = evidence.for_task(plan.task, roles, hint)
+        named = "pred" in chosen and logits_hinted(chosen["pred"][1])
+        state = evidence.for_task(plan.task, roles, req.logits, named)
         names = {role: sel.text for role, (_, sel) in chosen.items()}
         colnames = {role: list(sel.columns) for role, (_, sel) in chosen.items()}
         feeder = _Feeder(plan)
@@ -67,12 +67,18 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
         advice = core.advise(task, state.result(), roles, goal=goal, coverage=coverage, task_inferred=inferred,
                              has_pred=has_pred)
         advice.bindings = {role: (sel.columns if sel.vector else sel.columns[0]) for role, (_, sel) in chosen.items()}
+        kind = advice.evidence.get("score_kind")
+        if named and req.logits is None and kind == "probability":
+            advice.notes.append(f"'{chosen['pred'][1].text}' is named like logits, but every score lies in [0, 1]: "
+                                "read as probabilities (--logits to read them as logits)")
         if req.weight:
             advice.notes.append("the evidence counts every row once; the weights enter the empirical check")
         if feeder.dropped:
             advice.notes.append(f"--nan drop: dropped {feeder.dropped} rows with missing or infinite values")
         if check and has_pred:
             # the same opened sources (standard input is spooled once): a second pass over them
+            if kind == "probability" and req.logits is None:
+                req = dataclasses.replace(req, logits=False)  # as the evidence read them, not by the name
             core.check(advice, _file_evaluator(req, task, chosen, plan.sources))
     finally:
         plan.close()
