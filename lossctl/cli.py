@@ -213,7 +213,7 @@ def recommend_cmd(
     data: Data,
     data2: Annotated[Optional[str], typer.Argument(help="A second file holding the predictions; rows align by position or by --key.", show_default=False)] = None,
     target: Annotated[Optional[str], typer.Option("-t", "--target", help="Target column(s): a name, a comma list or a glob.")] = None,
-    pred: Annotated[Optional[str], typer.Option("-p", "--pred", help="Prediction column(s); optional: without them the target's distribution is judged.")] = None,
+    pred: Annotated[list[str], typer.Option("-p", "--pred", help="Prediction column(s), one set; optional: without them the target's distribution is judged.")] = [],
     col: Annotated[list[str], typer.Option("--col", help="Bind another role: ROLE=COLUMNS (repeatable), e.g. --col embedding='e_*'.")] = [],
     weight: Annotated[Optional[str], typer.Option("-w", "--weight", help="Sample-weight column (used by the empirical check).")] = None,
     key: Annotated[Optional[str], typer.Option("--key", help="Join DATA and DATA2 on this column instead of by position.")] = None,
@@ -241,10 +241,12 @@ def recommend_cmd(
         raise UsageError(f"recommend writes {', '.join(REC_FORMATS)}, not {form}")
     if batch_rows is not None and batch_rows < 1:
         raise UsageError(f"--batch-rows must be at least 1. Got {batch_rows} instead.")
+    if len(pred) > 1:
+        raise UsageError("recommend judges one prediction set: give -p once (compare models with 'lossctl eval')")
     cols = _parse_cols(col)
     if id_col is not None:
         cols.setdefault("group", id_col)
-    req = Request(data=data, data2=data2, key=key, target=target, preds=[pred] if pred else [], cols=cols,
+    req = Request(data=data, data2=data2, key=key, target=target, preds=list(pred), cols=cols,
                   weight=weight, task=task, logits=logits, nan=nan, input_format=input_format, batch_rows=batch_rows)
     advice = run_request(req, goal=goal, coverage=coverage, check=check)
     with _output(output) as out:

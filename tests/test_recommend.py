@@ -852,3 +852,16 @@ def test_probabilities_in_a_column_named_like_logits_are_read_as_probabilities(c
     assert d["recommendations"][0]["value"] == pytest.approx(lossctl.evaluate(y, p, "bce").value, rel=1e-12)
     d = cli("recommend", path, "-f", "json", "--logits").json()
     assert d["evidence"]["score_kind"] == "logit" and d["recommendations"][0]["params"]["logits"] is True
+
+
+def test_edge_cases_say_what_cannot_be_judged(cli, tmp_path):
+    a = lossctl.recommend(np.zeros(100), np.linspace(0, 1, 100))
+    assert any("only one class" in n for n in a.notes)
+    a = lossctl.recommend(np.full(50, 2.5))
+    assert a.recommendations and not a.recommendations[0].notes
+    y = np.full(100, 3.0)
+    a = lossctl.recommend(y, np.r_[np.full(90, 3.0), np.full(10, 5.0)], task="regression")
+    assert top(a).loss == "huber" and top(a).params["delta"] > 0
+    path = _parquet(tmp_path, "two.parquet", y=y, a=y, b=y)
+    r = cli("recommend", path, "-p", "a", "-p", "b")
+    assert r.code == 2 and "one prediction set" in r.err

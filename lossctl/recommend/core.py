@@ -314,7 +314,7 @@ def advise(task: str, result: dict[str, Any], roles: set[str], *, goal: str | No
             evaluable = all(r.name in roles for r in spec.roles if r.required) and has_pred
             rec = Recommendation(spec.name, full, call_text, scores[name], list(reasons.get(name, [])), der,
                                  eval_task, evaluable)
-            if not all(r.name in roles for r in spec.roles if r.required):
+            if has_pred and not all(r.name in roles for r in spec.roles if r.required):
                 need = [r.name for r in spec.roles if r.required and r.name not in roles]
                 rec.notes.append(f"not evaluated on this data: {spec.name} needs columns for {', '.join(need)}")
             recs.append(rec)
@@ -324,6 +324,8 @@ def advise(task: str, result: dict[str, Any], roles: set[str], *, goal: str | No
         s = resolve(first.favours[0][0], tasks, roles)
         if s is not None and s.name not in out:
             standard = s.name
+    if task in ("binary", "multiclass") and ev.get("classes") == 1:
+        notes.append("only one class occurs in the target: imbalance and separability cannot be judged")
     ruled = [{"loss": n, "reason": t} for n, t in sorted(out.items(), key=lambda kv: order.get(kv[0], 0))]
     return Advice(task, task_inferred, int(ev.get("n", 0)), ev, list(result.get("sampled", [])),
                   int(result.get("sample_size", 0)), recs, ruled, [r.id for r in fired], goal,

@@ -26,7 +26,9 @@ def huber(ev: dict[str, Any], ctx: dict[str, Any]) -> Derived:
     mad = ev.get("residual_mad", ev.get("target_mad")) or 0.0
     delta = HUBER_EFFICIENCY * mad / 0.6745
     if not delta > 0:  # most residuals equal: fall back on the standard deviation
-        sd = ev.get("residual_std", ev.get("target_std")) or 1.0
+        sd = ev.get("residual_std", ev.get("target_std")) or 0.0
+        if not sd > 0:
+            return {"delta": 1.0}, {"delta": "δ = 1 (the default): every residual is equal, there is no scale"}
         delta = HUBER_EFFICIENCY * sd
         return {"delta": _r(delta)}, {"delta": f"δ = 1.345 · SD = 1.345 · {sd:.4g} = {delta:.4g} (the MAD is 0)"}
     return {"delta": _r(delta)}, {

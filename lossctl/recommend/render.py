@@ -86,6 +86,10 @@ def table(advice: Advice, width: int = WIDTH) -> str:
         for o in advice.ruled_out:
             lines += _wrap(o["reason"], width, f"  {o['loss']}: ", "    ")
     lines.append("")
+    lines.append("Guide lines applied")
+    for r in d["rules_fired"]:
+        lines += _wrap(r["guide"], width, f"  {r['rule']}: ", "    ")
+    lines.append("")
     lines.append("Evidence" + (f" (of the {advice.evidence.get('of')})" if advice.evidence.get("of") else ""))
     for k, v in _scalar_figures(d["evidence"]):
         if k in ("of",):
@@ -128,6 +132,8 @@ def markdown(advice: Advice) -> str:
     if advice.ruled_out:
         out += ["", "### Ruled out", ""]
         out += [f"- `{o['loss']}`: {o['reason']}" for o in advice.ruled_out]
+    out += ["", "### Guide lines applied", ""]
+    out += [f"- `{r['rule']}`: {r['guide']}" for r in d["rules_fired"]]
     out += ["", "### Evidence", "", "| figure | value |", "|---|---|"]
     for k, v in _scalar_figures(d["evidence"]):
         out.append(f"| {k}{' *' if k in advice.sampled else ''} | {_num(v)} |")
