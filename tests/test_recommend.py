@@ -513,8 +513,15 @@ def test_pairs_recommend_contrastive_and_triplets_triplet():
     sim = g.random(2000) < 0.5
     x2 = np.where(sim[:, None], x1 + 0.3 * g.normal(size=x1.shape), g.normal(size=x1.shape))
     a = lossctl.recommend(x1=x1, x2=x2, target=sim.astype(float))
-    assert top(a).loss == "contrastive" and 0.5 <= top(a).params["margin"] <= 2.0
-    assert top(a).value == pytest.approx(lossctl.evaluate(sim.astype(float), None, top(a).spec, x1=x1, x2=x2).value)
+    assert top(a).loss == "contrastive"
+    raw = np.linalg.norm(x1 - x2, axis=1)[sim]  # unnormalised: the margin is in the embeddings' units
+    assert top(a).params["margin"] == pytest.approx(2 * np.quantile(raw, 0.9), rel=1e-3)
+    u1, u2 = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (x1, x2))
+    a = lossctl.recommend(x1=u1, x2=u2, target=sim.astype(float))
+    dn = np.linalg.norm(u1 - u2, axis=1)[sim]
+    assert a.evidence["normalised"] and top(a).params["margin"] == pytest.approx(
+        min(2.0, max(0.5, 2 * np.quantile(dn, 0.9))), rel=1e-3)
+    assert top(a).value == pytest.approx(lossctl.evaluate(sim.astype(float), None, top(a).spec, x1=u1, x2=u2).value)
     a = lossctl.recommend(anchor=x1, positive=x1 + 0.3 * g.normal(size=x1.shape), negative=g.normal(size=x1.shape))
     assert top(a).loss == "triplet" and a.evidence["hard_triplet_share"] == 0
 

@@ -122,6 +122,13 @@ def triplet(ev: dict[str, Any], mined: bool) -> Derived:
 
 def contrastive(ev: dict[str, Any]) -> Derived:
     q = ev.get("pos_distance_q90")
+    raw = ev.get("pos_distance_q90_raw")
+    if raw is not None and not ev.get("normalised"):
+        # contrastive has no normalize option: its margin is in the units of the embeddings as given
+        m = 2 * raw
+        return {"margin": _r(m)}, {"margin": (
+            f"m = 2 · q90 of similar pairs' distance = 2 · {raw:.4g} on the embeddings as given (contrastive "
+            "reads them unnormalised; L2-normalise them in the model and the guide's 0.5–2.0 applies)")}
     if q is None:
         return {}, {}
     m = min(2.0, max(0.5, 2 * q))

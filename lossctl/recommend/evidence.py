@@ -589,7 +589,7 @@ class MetricEvidence:
             self.counts.update(y)
             self.norms.update(np.concatenate([_norms(x1), _norms(x2)]))
             d = _norms(_unit(x1) - _unit(x2))
-            self.sample.update(value_keys(x1, x2, y), {"d": d, "y": y})
+            self.sample.update(value_keys(x1, x2, y), {"d": d, "raw": _norms(x1 - x2), "y": y})
         else:
             a, p, ng = b["anchor"], b["positive"], b["negative"]
             self.norms.update(np.concatenate([_norms(a), _norms(p), _norms(ng)]))
@@ -648,6 +648,9 @@ class MetricEvidence:
             d, y = self.sample.get("d"), self.sample.get("y")
             self._dist(ev, d[y == 1], d[y != 1])
             ev["similar_pairs"] = int(self.counts.c.get(1.0, 0))
+            raw = self.sample.get("raw")[y == 1]
+            if raw.size:  # contrastive reads the embeddings as they are: its margin is in these units
+                ev["pos_distance_q90_raw"] = _f(float(np.quantile(raw, 0.9)))
             m = _default("contrastive", "margin")
             if np.any(y != 1):  # dissimilar pairs still inside the default margin: they carry the loss
                 ev["default_margin"] = m
