@@ -872,3 +872,13 @@ def test_edge_cases_say_what_cannot_be_judged(cli, tmp_path):
     path = _parquet(tmp_path, "two.parquet", y=y, a=y, b=y)
     r = cli("recommend", path, "-p", "a", "-p", "b")
     assert r.code == 2 and "one prediction set" in r.err
+
+
+def test_lower_and_upper_columns_are_scored_as_an_interval():
+    g = rng(120)
+    y = g.normal(size=3000)
+    lo, hi = y - 1.5 + g.normal(0, 0.3, 3000), y + 1.5 + g.normal(0, 0.3, 3000)
+    a = lossctl.recommend(y, lower=lo, upper=hi, coverage=0.8)
+    assert top(a).loss == "interval" and top(a).params == {"lo": 0.1, "hi": 0.9}
+    assert top(a).value == pytest.approx(lossctl.evaluate(y, None, top(a).spec, lower=lo, upper=hi).value, rel=1e-12)
+    assert "regression.interval_columns" in a.rules_fired

@@ -272,7 +272,8 @@ def advise(task: str, result: dict[str, Any], roles: set[str], *, goal: str | No
     if coverage is not None and goal is None and task == "regression":
         goal = "intervals"
     ev = result["figures"]
-    ctx = {"goal": goal, "coverage": derive.coverage_of({"coverage": coverage}), "task": task, "has_pred": has_pred}
+    ctx = {"goal": goal, "coverage": derive.coverage_of({"coverage": coverage}), "task": task, "has_pred": has_pred,
+           "has_interval": {"lower", "upper"} <= roles}
     e = _figures(task, ev, ctx)
     tasks = (task, pixel_task(ev)) if task == "segmentation" else (task,)
     fired = R.fired(task, e)

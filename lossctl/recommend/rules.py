@@ -152,6 +152,15 @@ RULES: tuple[Rule, ...] = (
         "central interval) and to interval when lower/upper columns are bound.",
         favours=(("quantile", 6.0), ("interval", 6.0)),
     ),
+    Rule(
+        "regression.interval_columns", ("regression",),
+        "uncertainty quantification → quantile loss (here, the two quantiles as an interval)",
+        lambda e: e.get("has_interval", False),
+        "the data holds lower/upper bounds: score them as a central {coverage:.0%} interval (the pinball "
+        "loss of each bound, with the coverage beside it)",
+        "Fires when lower/upper columns are bound: +6 to interval, with lo/hi from --coverage (0.9 by default).",
+        favours=(("interval", 6.0),),
+    ),
     # ---------------------------------------------------------------- classification
     Rule(
         "classification.standard", CLS,
