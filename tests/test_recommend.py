@@ -882,3 +882,13 @@ def test_lower_and_upper_columns_are_scored_as_an_interval():
     assert top(a).loss == "interval" and top(a).params == {"lo": 0.1, "hi": 0.9}
     assert top(a).value == pytest.approx(lossctl.evaluate(y, None, top(a).spec, lower=lo, upper=hi).value, rel=1e-12)
     assert "regression.interval_columns" in a.rules_fired
+
+
+def test_multi_output_regression_pools_the_residuals_and_counts_rows():
+    g = rng(130)
+    Y = g.normal(size=(2000, 3))
+    Yh = Y + g.normal(size=Y.shape)
+    a = lossctl.recommend(Y, Yh)
+    assert a.task == "regression" and a.rows == 2000 and a.evidence["n"] == 6000
+    assert a.evidence["residual_kurtosis"] == pytest.approx(st.kurtosis((Yh - Y).ravel()), rel=1e-5)
+    assert top(a).spec == "mse"

@@ -283,7 +283,8 @@ def advise(task: str, result: dict[str, Any], roles: set[str], *, goal: str | No
     specs: dict[str, registry.LossSpec] = {}
     out: dict[str, str] = {}
     notes: list[str] = []
-    for rule in fired:
+    # rules with points first, then the reason-only ones (0 points) on the losses already favoured
+    for rule in sorted(fired, key=lambda r: not any(p for _, p in r.favours)):
         text = R.render(rule.reason, e) if rule.reason else ""
         for name, pts in rule.favours:
             spec = resolve(name, tasks, roles)

@@ -66,6 +66,7 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
         has_pred = any(r in roles for r in ("pred", "student", "x1", "anchor", "embedding", "mu", "lower"))
         advice = core.advise(task, state.result(), roles, goal=goal, coverage=coverage, task_inferred=inferred,
                              has_pred=has_pred)
+        advice.rows = feeder.rows
         advice.bindings = {role: (sel.columns if sel.vector else sel.columns[0]) for role, (_, sel) in chosen.items()}
         kind = advice.evidence.get("score_kind")
         if named and req.logits is None and kind == "probability":
@@ -160,6 +161,7 @@ def _targets_only(req: Any, goal: str | None, coverage: float | None, err: Input
         src.close()
     advice = core.advise(task, state.result(), {"target"}, goal=goal, coverage=coverage,
                          task_inferred=req.task is None, has_pred=False)
+    advice.rows = rows
     advice.bindings = {"target": tsel.columns[0] if len(tsel.columns) == 1 else tsel.columns}
     advice.notes.append("no prediction column: judged from the target's distribution alone")
     return advice
@@ -178,6 +180,9 @@ def _infer_task(cols: dict[str, np.ndarray]) -> str:
     y, p = cols.get("target"), cols.get("pred")
     if y is None:
         raise UsageError("recommend needs y (the target) or the roles of a metric or distribution task")
+    if y.ndim == 2 and y.shape[1] > 1:  # as eval: one-hot / soft labels are multiclass, else several outputs
+        soft = y.min() >= 0 and y.max() <= 1 and np.allclose(y.sum(axis=1), 1, atol=1e-6)
+        return "multiclass" if soft and p is not None and p.ndim == 2 and p.shape[1] == y.shape[1] else "regression"
     if p is not None and p.ndim == 2 and p.shape[1] >= 2:
         if p.shape[1] == 2 and np.allclose(p.sum(axis=1), 1, atol=1e-6) and y.ndim == 1:
             return "binary"
@@ -237,6 +242,7 @@ def run_arrays(y: Any = None, yhat: Any = None, *, task: str | None = None, goal
     has_pred = any(r in cols for r in ("pred", "student", "x1", "anchor", "embedding", "mu", "lower"))
     advice = core.advise(task, state.result(), set(cols), goal=goal, coverage=coverage, task_inferred=inferred,
                          has_pred=has_pred)
+    advice.rows = n
     if check and has_pred:
         def run(eval_task: str, specs: list[str]) -> dict[str, Any]:
             out: dict[str, Any] = {}
