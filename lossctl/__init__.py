@@ -6,6 +6,7 @@ The library and the command line share one core::
     lossctl.evaluate(y, yhat, "huber:delta=1.5").value
     lossctl.evaluate(y, p, ["bce", "focal:gamma=2"], grad=True)
     losses, grads = lossctl.per_row(y, yhat, "huber")
+    lossctl.recommend(y, yhat).recommendations     # the selection guides applied to the data
 
 Per-loss functions live in :mod:`lossctl.losses` (``lossctl.losses.regression.huber``).
 """
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "evaluate", "evaluate_arrays", "per_row", "get_loss", "list_losses",
-    "LossResult", "LossctlError", "InputError", "UsageError",
+    "LossResult", "LossctlError", "InputError", "UsageError", "recommend",
 ]
 
 # submodules reachable as attributes after a bare `import lossctl` (lossctl.api.per_row,
@@ -48,6 +49,8 @@ def __getattr__(name: str) -> Any:
         from lossctl import errors
 
         return getattr(errors, name)
+    if name == "recommend":  # the package is callable: lossctl.recommend(y, yhat) ranks the losses
+        return importlib.import_module("lossctl.recommend")
     if name in _SUBMODULES:
         return importlib.import_module(f"lossctl.{name}")
     raise AttributeError(f"module 'lossctl' has no attribute {name!r}")

@@ -298,6 +298,57 @@ def check_cmd(
     return int(ExitStatus.OK if report.passed else ExitStatus.CHECK_FAILED)
 
 
+# ------------------------------------------------------------------ recommend
+
+
+@app.command("recommend")
+def recommend_cmd(
+    data: Data,
+    data2: Annotated[Optional[str], typer.Argument(help="A second file holding the predictions; rows align by position or by --key.", show_default=False)] = None,
+    target: Annotated[Optional[str], typer.Option("-t", "--target", help="Target column(s): a name, a comma list or a glob.")] = None,
+    pred: Annotated[list[str], typer.Option("-p", "--pred", help="Prediction column(s), one set; optional: without them the target's distribution is judged.")] = [],
+    col: Annotated[list[str], typer.Option("--col", help="Bind another role: ROLE=COLUMNS (repeatable), e.g. --col embedding='e_*'.")] = [],
+    weight: Annotated[Optional[str], typer.Option("-w", "--weight", help="Sample-weight column (used by the empirical check).")] = None,
+    key: Annotated[Optional[str], typer.Option("--key", help="Join DATA and DATA2 on this column instead of by position.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="regression|binary|multiclass|segmentation|metric|distribution (inferred when omitted).")] = None,
+    goal: Annotated[Optional[str], typer.Option("--goal", help="What the data cannot show: intervals | margin | boosting | quality | simple | small-objects | vae | distillation.")] = None,
+    coverage: Annotated[Optional[float], typer.Option("--coverage", help="Central interval wanted, e.g. 0.9: the quantile τ pair (implies --goal intervals).")] = None,
+    logits: Annotated[Optional[bool], typer.Option("--logits/--no-logits", help="Scores are logits.", show_default=False)] = None,
+    nan: Annotated[str, typer.Option("--nan", help="error | drop: what to do with rows holding NaN or ±inf.")] = "error",
+    id_col: Annotated[Optional[str], typer.Option("--id", help="Image id column (segmentation): foreground share per image.")] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Evaluate each recommended loss on the data (a second pass).")] = True,
+    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table | json | markdown (table on a terminal, json otherwise).")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the advice to FILE (atomically) instead of stdout.")] = None,
+    input_format: Annotated[Optional[str], typer.Option("--input-format", help="csv | tsv | parquet | feather | jsonl, when the name does not say.")] = None,
+    batch_rows: Annotated[Optional[int], typer.Option("--batch-rows", help="Rows per record batch (the advice does not depend on it).")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No notes on stderr.")] = False,
+) -> None:
+    """Measure the evidence the selection guides turn on; rank the losses that fit, with reasons."""
+    from lossctl.pipeline import Request
+    from lossctl.recommend.render import FORMATS as REC_FORMATS
+    from lossctl.recommend.render import render as render_advice
+    from lossctl.recommend.sources import run_request
+
+    form = _default_format(fmt, output)
+    if form not in REC_FORMATS:
+        raise UsageError(f"recommend writes {', '.join(REC_FORMATS)}, not {form}")
+    if batch_rows is not None and batch_rows < 1:
+        raise UsageError(f"--batch-rows must be at least 1. Got {batch_rows} instead.")
+    if len(pred) > 1:
+        raise UsageError("recommend judges one prediction set: give -p once (compare models with 'lossctl eval')")
+    cols = _parse_cols(col)
+    if id_col is not None:
+        cols.setdefault("group", id_col)
+    req = Request(data=data, data2=data2, key=key, target=target, preds=list(pred), cols=cols,
+                  weight=weight, task=task, logits=logits, nan=nan, input_format=input_format, batch_rows=batch_rows)
+    advice = run_request(req, goal=goal, coverage=coverage, check=check)
+    with _output(output) as out:
+        render_advice(advice, form, out)
+    if not quiet:
+        for n in advice.notes:
+            print(f"lossctl: note: {n}", file=sys.stderr)
+
+
 # ------------------------------------------------------------------ list / explain
 
 
@@ -431,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]
     _light_coercion()
     command = typer.main.get_command(app)
-    if args and args[0] in ("eval", "merge", "check"):
+    if args and args[0] in ("eval", "merge", "check", "recommend"):
         _tune_malloc()
     try:
         rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)

@@ -16,6 +16,12 @@ from lossctl.errors import UsageError
 TASKS = ("regression", "binary", "multiclass", "segmentation", "metric", "distribution")
 
 ParamKind = Literal["float", "int", "bool", "choice", "floats"]
+# what a model hands a loss: a regression value, an interval's bounds, a probability,
+# a logit, an unbounded decision value (margin), an embedding, a distribution (or its
+# logits: "logit" covers them), a Gaussian posterior's (mu, logvar)
+OutputKind = Literal["value", "interval", "probability", "logit", "margin", "embedding", "distribution", "posterior"]
+Minimiser = Literal["", "mean", "median", "mean-median", "quantile", "probability", "decision", "overlap",
+                    "distribution", "embedding", "prior"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,13 @@ class Properties:
     references: tuple[str, ...]
     conventions: str = ""
     outlier_note: str = ""
+    # typed tags that `recommend` reads (the free-text fields above are for people):
+    # the kinds of model output the loss takes, what its minimiser estimates, and
+    # whether it is built for class imbalance ("weights": through a class-weight
+    # parameter; "yes": by its form, as focal and Dice are)
+    takes: tuple[OutputKind, ...] = ()
+    minimiser: Minimiser = ""
+    imbalance: Literal["no", "weights", "yes"] = "no"
 
 
 @dataclass(frozen=True)

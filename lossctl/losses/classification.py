@@ -890,6 +890,7 @@ def _spec(name: str, kernel: type, props: Properties, **kw: Any) -> LossSpec:
 _spec(
     "bce", BCEKernel,
     Properties(
+        takes=("probability", "logit"), minimiser="probability", imbalance="weights",
         formula="ℓ = −[w₊·y·log p + (1 − y)·log(1 − p)], p clipped to [eps, 1 − eps]; "
                 "with logits: ℓ = w₊·y·softplus(−z) + (1 − y)·softplus(z)",
         gradient="probabilities: ∂ℓ/∂p = −w₊·y/p + (1 − y)/(1 − p), = (p − y)/(p(1 − p)) at w₊ = 1; "
@@ -926,6 +927,7 @@ _spec(
 _spec(
     "hinge", HingeKernel,
     Properties(
+        takes=("margin", "logit"), minimiser="decision", imbalance="no",
         formula="ℓ = max(0, m − y·f), y ∈ {−1, +1}, f the raw score",
         gradient="∂ℓ/∂f = −y if y·f < m, else 0 (0 at the kink y·f = m)",
         convex=True, differentiable="everywhere except y·f = m", robust="bounded-influence",
@@ -948,6 +950,7 @@ _spec(
 _spec(
     "squared_hinge", SquaredHingeKernel,
     Properties(
+        takes=("margin", "logit"), minimiser="decision", imbalance="no",
         formula="ℓ = max(0, m − y·f)², y ∈ {−1, +1}",
         gradient="∂ℓ/∂f = −2y·max(0, m − y·f)",
         convex=True, differentiable="everywhere (once; the second derivative jumps at y·f = m)", robust="no",
@@ -966,6 +969,7 @@ _spec(
 _spec(
     "exponential", ExponentialKernel,
     Properties(
+        takes=("margin", "logit"), minimiser="decision", imbalance="no",
         formula="ℓ = exp(−y·f), y ∈ {−1, +1}",
         gradient="∂ℓ/∂f = −y·exp(−y·f)",
         convex=True, differentiable="everywhere", robust="no",
@@ -986,6 +990,7 @@ _spec(
 _spec(
     "focal", FocalKernel,
     Properties(
+        takes=("probability", "logit"), minimiser="probability", imbalance="yes",
         formula="binary: ℓ = −α_t (1 − p_t)^γ log p_t, p_t = p if y = 1 else 1 − p, α_t = α if y = 1 else 1 − α "
                 "(α = −1: α_t = 1); multiclass: ℓ = −α_y (1 − p_y)^γ log p_y, p = softmax(z) or the given probabilities",
         gradient="binary logits, p = σ(z): y = 1: α(1 − p)^γ[γ·p·log p + p − 1]; y = 0: (1 − α)·p^γ[p − γ(1 − p)·log(1 − p)]; "
@@ -1030,6 +1035,7 @@ _spec(
 _spec(
     "cross_entropy", CrossEntropyKernel,
     Properties(
+        takes=("probability", "logit"), minimiser="probability", imbalance="weights",
         formula="ℓ = −Σ_c y_c log p_c (y one-hot for a class index); p = softmax(z) with logits (log-sum-exp), "
                 "else the given probabilities clipped to [eps, 1 − eps]",
         gradient="logits: ∂ℓ/∂z = softmax(z) − y; with class weights or label smoothing (Σ_c q_c)·softmax(z) − q, "
@@ -1069,6 +1075,7 @@ _spec(
 _spec(
     "multi_hinge", MultiHingeKernel,
     Properties(
+        takes=("margin", "logit"), minimiser="decision", imbalance="no",
         formula="ww: ℓ = Σ_{j≠y} max(0, m − f_y + f_j); cs: ℓ = max(0, m − f_y + max_{j≠y} f_j)",
         gradient="ww: +1 on each j ≠ y whose term is positive, minus their count on y; cs: +1 on the runner-up j*, "
                  "−1 on y while the term is positive (tied runner-ups share the +1); 0 at kinks",

@@ -816,6 +816,7 @@ register(LossSpec(
     ),
     factory=_factory(KLKernel),
     properties=Properties(
+        takes=("distribution", "logit"), minimiser="distribution", imbalance="no",
         formula="ℓ = KL(P‖Q) = Σ_c P_c log(P_c/Q_c) / log(base); 0·log 0 = 0; P_c > 0 = Q_c gives +inf",
         gradient="∂ℓ/∂Q_c = −P_c/(Q_c log base); with logits ∂ℓ/∂z = (softmax(z) − P)/log base",
         convex=True, differentiable="everywhere Q > 0 (+inf where Q_c = 0 < P_c)", robust="no",
@@ -841,6 +842,7 @@ register(LossSpec(
     name="js", task=DIST, roles=(P_ROLE, Q_PROB_ROLE), params=(BASE, NORMALIZE),
     factory=_factory(JSKernel),
     properties=Properties(
+        takes=("distribution",), minimiser="distribution", imbalance="no",
         formula="ℓ = ½KL(P‖M) + ½KL(Q‖M), M = ½(P + Q), divided by log(base)",
         gradient="∂ℓ/∂Q_c = ½ log(2Q_c/(P_c + Q_c)) / log base (½ log 2 / log base where P_c = Q_c = 0)",
         convex=True, differentiable="everywhere Q > 0", robust="bounded-influence",
@@ -862,6 +864,7 @@ register(LossSpec(
     name="tv", task=DIST, roles=(P_ROLE, Q_PROB_ROLE), params=(NORMALIZE,),
     factory=_factory(TVKernel),
     properties=Properties(
+        takes=("distribution",), minimiser="distribution", imbalance="no",
         formula="ℓ = sup_A |P(A) − Q(A)| = ½ Σ_c |P_c − Q_c|",
         gradient="∂ℓ/∂Q_c = ½ sign(Q_c − P_c), 0 where Q_c = P_c",
         convex=True, differentiable="everywhere except where some Q_c = P_c", robust="yes",
@@ -886,6 +889,7 @@ register(LossSpec(
     params=(),
     factory=lambda params, ctx: WassersteinState(params, ctx),
     properties=Properties(
+        takes=("value",), minimiser="distribution", imbalance="no",
         formula="W₁ = ∫ |F(x) − G(x)| dx, F and G the empirical CDFs of the target and prediction columns "
                 "(one number for the file; sample weights on both sides)",
         gradient="∂(N·W₁)/∂ŷᵢ = N·wᵢ/Σw · (±1 by where ŷᵢ's jump meets F − G); for equal, unweighted samples "
@@ -923,6 +927,7 @@ register(LossSpec(
     params=(),
     factory=_factory(VAEKLKernel),
     properties=Properties(
+        takes=("posterior",), minimiser="prior", imbalance="no",
         formula="ℓ = KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ_j (e^{logvar_j} + μ_j² − 1 − logvar_j)",
         gradient="∂ℓ/∂μ = μ; ∂ℓ/∂logvar = ½(e^{logvar} − 1)",
         convex=True, differentiable="everywhere", robust="no",
@@ -956,6 +961,7 @@ register(LossSpec(
     ),
     factory=_factory(DistillKernel),
     properties=Properties(
+        takes=("logit",), minimiser="distribution", imbalance="no",
         formula="ℓ = α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(s, y)",
         gradient="∂ℓ/∂s = α·T·(softmax(s/T) − softmax(t/T)) + (1 − α)(softmax(s) − onehot(y))",
         convex=True, differentiable="everywhere", robust="no",

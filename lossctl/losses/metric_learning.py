@@ -592,6 +592,7 @@ register(LossSpec(
                   MARGIN_RANGE),),
     factory=lambda p, ctx: ContrastiveKernel(p, ctx),
     properties=Properties(
+        takes=("embedding",), minimiser="embedding", imbalance="no",
         formula="ℓ = ½[y·d² + (1 − y)·max(0, m − d)²], d = ‖x1 − x2‖₂, y = 1 similar, 0 dissimilar",
         gradient="∂ℓ/∂x1 = [y − (1 − y)·max(0, m − d)/d]·(x1 − x2) = −∂ℓ/∂x2 (0 for a dissimilar pair with x1 = x2)",
         convex=False,
@@ -633,6 +634,7 @@ register(LossSpec(
     ),
     factory=lambda p, ctx: TripletKernel(p, ctx),
     properties=Properties(
+        takes=("embedding",), minimiser="embedding", imbalance="no",
         formula="ℓ = max(0, d(a,p) − d(a,n) + m); d = ‖x − y‖² if squared, else ‖x − y + eps‖₂",
         gradient=("active rows (ℓ > 0): squared: ∂ℓ/∂a = 2(n − p), ∂ℓ/∂p = −2(a − p), ∂ℓ/∂n = 2(a − n); "
                   "non-squared: ∂ℓ/∂a = u_ap − u_an, ∂ℓ/∂p = −u_ap, ∂ℓ/∂n = u_an with u_xy = (x − y + eps)/d(x,y); "
@@ -682,6 +684,7 @@ register(LossSpec(
     ),
     factory=lambda p, ctx: MinedTripletState(p, ctx),
     properties=Properties(
+        takes=("embedding",), minimiser="embedding", imbalance="no",
         formula=(
             "rows are cut into batches of batch_size (rows 1..B, B+1..2B, …); in each batch: hard = per anchor "
             "max(0, max_p d(a,p) − min_n d(a,n) + m); semihard = per anchor–positive pair max(0, d(a,p) − d(a,n*) + m), "

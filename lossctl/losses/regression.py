@@ -468,6 +468,7 @@ def _spec(name: str, kernel: type, props: Properties, params: tuple[Param, ...] 
 _spec(
     "mse", _kernel("MSEKernel", _mse_r, _mse_grad_r, uses_abs=False, fused=_fz_mse, r_in_grad=True),
     Properties(
+        takes=("value",), minimiser="mean", imbalance="no",
         formula="ℓ = r², r = ŷ − y; L = mean ℓ",
         gradient="∂ℓ/∂ŷ = 2r (per sample; the gradient of the mean carries 1/n)",
         convex=True, differentiable="everywhere", robust="no",
@@ -485,6 +486,7 @@ _spec(
 _spec(
     "rmse", RMSEKernel,
     Properties(
+        takes=("value",), minimiser="mean", imbalance="no",
         formula="L = √(mean r²); with K output columns the mean of the K outputs' RMSEs (scikit-learn)",
         gradient="∂(N·L)/∂ŷᵢ = rᵢ / L",
         convex=True, differentiable="everywhere except where every r = 0", robust="no",
@@ -501,6 +503,7 @@ _spec(
 _spec(
     "mae", _kernel("MAEKernel", _mae_r, _mae_grad_r, fused=_fz_mae),
     Properties(
+        takes=("value",), minimiser="median", imbalance="no",
         formula="ℓ = |r|",
         gradient="∂ℓ/∂ŷ = sign(r), 0 at r = 0 (subgradient)",
         convex=True, differentiable="everywhere except r = 0", robust="yes",
@@ -517,6 +520,7 @@ _spec(
 _spec(
     "huber", _kernel("HuberKernel", _huber_r, _huber_grad_r, ("delta",), fused=_fz_huber),
     Properties(
+        takes=("value",), minimiser="mean-median", imbalance="no",
         formula="ℓ = ½r² if |r| ≤ δ, else δ(|r| − ½δ)",
         gradient="∂ℓ/∂ŷ = clip(r, −δ, δ)",
         convex=True, differentiable="everywhere (once; the second derivative jumps at |r| = δ)",
@@ -536,6 +540,7 @@ _spec(
 _spec(
     "smooth_l1", _kernel("SmoothL1Kernel", _smooth_l1_r, _smooth_l1_grad_r, ("beta",), fused=_fz_smooth_l1),
     Properties(
+        takes=("value",), minimiser="mean-median", imbalance="no",
         formula="ℓ = ½r²/β if |r| < β, else |r| − ½β",
         gradient="∂ℓ/∂ŷ = r/β inside, sign(r) outside",
         convex=True, differentiable="everywhere (once)", robust="bounded-influence",
@@ -553,6 +558,7 @@ _spec(
 _spec(
     "quantile", _kernel("QuantileKernel", _pinball_r, _pinball_grad_r, ("tau",), fused=_fz_pinball),
     Properties(
+        takes=("value",), minimiser="quantile", imbalance="no",
         formula="ℓ = max(τ(y − ŷ), (τ − 1)(y − ŷ))  (pinball)",
         gradient="∂ℓ/∂ŷ = −τ if y > ŷ, 1 − τ if y < ŷ, 0 if equal",
         convex=True, differentiable="everywhere except r = 0", robust="yes",
@@ -570,6 +576,7 @@ _spec(
 _spec(
     "log_cosh", _kernel("LogCoshKernel", _log_cosh_r, _log_cosh_grad_r, fused=_fz_log_cosh),
     Properties(
+        takes=("value",), minimiser="mean-median", imbalance="no",
         formula="ℓ = log cosh(r) = |r| + log1p(e^{−2|r|}) − log 2",
         gradient="∂ℓ/∂ŷ = tanh(r)",
         convex=True, differentiable="everywhere (infinitely)", robust="bounded-influence",
@@ -586,6 +593,7 @@ _spec(
 _spec(
     "interval", IntervalKernel,
     Properties(
+        takes=("interval",), minimiser="quantile", imbalance="no",
         formula="ℓ = ½[pinball_lo(y, lower) + pinball_hi(y, upper)]; also coverage = share of y in [lower, upper]",
         gradient="∂ℓ/∂lower = ½ pinball gradient at τ = lo; ∂ℓ/∂upper likewise at τ = hi",
         convex=True, differentiable="everywhere except where y equals a bound", robust="yes",

@@ -824,6 +824,7 @@ register(LossSpec(
     params=(P_EPS, P_SQUARED, P_LOGITS, P_AVERAGE, P_BG, P_WEIGHT),
     factory=lambda p, ctx: SegmentationState(DiceKernel(p, ctx), ctx),
     properties=Properties(
+        takes=("probability", "logit"), minimiser="overlap", imbalance="yes",
         formula="per class c: D_c = 1 − (2Σᵢpᵢ꜀gᵢ꜀ + ε)/(Σᵢpᵢ꜀ + Σᵢgᵢ꜀ + ε) (squared: Σp² + Σg²); L = mean_c D_c (with weight: Σ_c w_c D_c)",
         gradient="∂(N·D_c)/∂pⱼ = −N[2gⱼ(S + ε) − (2I + ε)·∂P/∂pⱼ]/(S + ε)², S = P + G, I = Σpg "
                  "(erratum 7; ∂P/∂pⱼ = 1, or 2pⱼ when squared); times the class weight; chained through "
@@ -850,6 +851,7 @@ register(LossSpec(
     params=(P_EPS, P_LOGITS, P_BG),
     factory=lambda p, ctx: SegmentationState(GeneralizedDiceKernel(p, ctx), ctx),
     properties=Properties(
+        takes=("probability", "logit"), minimiser="overlap", imbalance="yes",
         formula="L = 1 − (2Σ_c w_c Σᵢpᵢ꜀gᵢ꜀ + ε)/(Σ_c w_c Σᵢ(pᵢ꜀ + gᵢ꜀) + ε), w_c = 1/(Σᵢgᵢ꜀)²",
         gradient="∂(N·L)/∂pⱼ꜀ = −N w_c(2gⱼ꜀·den − num)/den² (w_c depends on the mask only)",
         convex=False, differentiable="everywhere (for ε > 0)", robust="bounded-influence",
@@ -879,6 +881,7 @@ register(LossSpec(
     ),
     factory=lambda p, ctx: SegmentationState(DiceBCEKernel(p, ctx), ctx),
     properties=Properties(
+        takes=("probability", "logit"), minimiser="overlap", imbalance="yes",
         formula="L = α·Dice + (1 − α)·BCE; BCE = mean over pixels of −[w₊g log p + (1 − g) log(1 − p)] "
                 "(cross-entropy −Σ_c g_c log p_c for C classes)",
         gradient="α × the Dice gradient + (1 − α)·N·wᵢ∂ℓᵢ/∂pᵢ/Σw; with logits ∂ℓ/∂z = w₊g(σ − 1) + (1 − g)σ "
@@ -910,6 +913,7 @@ register(LossSpec(
     ),
     factory=lambda p, ctx: SegmentationState(TverskyKernel(p, ctx), ctx),
     properties=Properties(
+        takes=("probability", "logit"), minimiser="overlap", imbalance="yes",
         formula="per class: 1 − (TP + ε)/(TP + α·FP + β·FN + ε), TP = Σpg, FP = Σp(1 − g), FN = Σ(1 − p)g; macro mean",
         gradient="∂(N·L_c)/∂pⱼ = −N[gⱼ·den − num·(gⱼ + α(1 − gⱼ) − βgⱼ)]/den² / C",
         convex=False, differentiable="everywhere (for ε > 0)", robust="bounded-influence",
