@@ -231,6 +231,32 @@ def test_two_binary_models_in_one_pred_say_they_look_like_two_sets(cli, tmp_path
     assert ok.code == 0 and close(_results(ok.json())[("bce", "p_rf")], log_loss(m["y"], m["rf"]), rel=1e-10)
 
 
+def test_two_logit_columns_against_01_labels_say_how_they_were_read(cli, tmp_path, models):
+    m = models["bc"]
+    z = m["decision"]
+    path = tmp_path / "z.csv"
+    _frame("y", m["y"], {"z_0": -z / 2, "z_1": z / 2}).to_csv(path, index=False)
+    r = cli("eval", path, "-p", "z_0,z_1", "--logits", "-l", "cross_entropy", "-f", "json")
+    assert r.code == 0, r.err
+    # softmax of (−z/2, z/2) is sigmoid(z): the binary log loss of the model
+    assert close(r.json()["results"][0]["value"], log_loss(m["y"], 1 / (1 + np.exp(-z))), rel=1e-9)
+    assert "logits of 2 classes" in r.err and "-p z_0 -p z_1" in r.err
+
+
+def test_predict_proba_in_a_list_column_is_two_classes(cli, tmp_path, models):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    m = models["bc"]
+    path = tmp_path / "list.parquet"
+    pq.write_table(pa.table({"y": m["y"], "proba": pa.array([list(r) for r in m["proba"]])}), path)
+    r = cli("eval", path, "-f", "json")
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert doc["task"] == "multiclass"  # a list column is not cut: 2-class cross-entropy, the same number
+    assert close(_results(doc)[("cross_entropy", "proba")], log_loss(m["y"], m["proba"][:, 1]), rel=1e-10)
+
+
 def test_misspelt_column_gets_did_you_mean(cli, write_csv):
     path = write_csv("pm.csv", "y,p_model,region\n1,0.8,a\n0,0.3,b\n")
     r = cli("eval", path, "-p", "p_mdoel", "-f", "json")
