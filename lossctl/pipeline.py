@@ -113,16 +113,16 @@ def _is_target_side(role: registry.Role) -> bool:
 
 def _select(text: str, sources: Sequence[Any], prefer: int, role: str = "selector") -> Selector:
     order = [prefer] + [i for i in range(len(sources)) if i != prefer]
-    last_err: Exception | None = None
+    first_err: Exception | None = None
     for i in order:
         try:
             sel = select(text, sources[i].columns, sources[i].types, sources[i].name, role)
             sel.src = i
             return sel
         except InputError as e:
-            last_err = e
-    assert last_err is not None
-    raise last_err
+            first_err = first_err or e
+    assert first_err is not None
+    raise first_err  # the file the role is looked for in first: -t in DATA, -p in DATA2
 
 
 def prepare(req: Request) -> Plan:

@@ -333,3 +333,12 @@ def test_library_inference_by_keyword_roles_and_task(models):
         lossctl.evaluate(y, np.c_[y + 1, y - 1])
     with pytest.raises(UsageError, match="cannot tell the task"):
         lossctl.evaluate(group=np.arange(4))
+
+
+def test_misspelt_column_with_two_files_is_looked_up_where_the_role_lives(cli, write_csv):
+    t = write_csv("t.csv", "id,y\n1,0\n2,1\n")
+    p = write_csv("p.csv", "id,prob\n1,0.2\n2,0.7\n")
+    r = cli("eval", t, p, "-t", "yy", "-f", "json")
+    assert r.code == 2 and "t.csv" in r.err and "did you mean 'y'?" in r.err
+    r = cli("eval", t, p, "-p", "porb", "-f", "json")
+    assert r.code == 2 and "p.csv" in r.err and "did you mean 'prob'?" in r.err
