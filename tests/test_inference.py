@@ -342,3 +342,32 @@ def test_misspelt_column_with_two_files_is_looked_up_where_the_role_lives(cli, w
     assert r.code == 2 and "t.csv" in r.err and "did you mean 'y'?" in r.err
     r = cli("eval", t, p, "-p", "porb", "-f", "json")
     assert r.code == 2 and "p.csv" in r.err and "did you mean 'prob'?" in r.err
+
+
+# ------------------------------------------------------------------ the value rules, generatively
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(2, 8), n=st.integers(5, 60), seed=st.integers(0, 2**32 - 1))
+def test_value_rules_tell_one_prediction_set_from_several(k, n, seed):
+    from lossctl.binding import task_from_values
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n).astype(float)
+    proba = rng.dirichlet(np.ones(k), size=n)  # one classifier's probabilities: rows sum to 1
+    v = task_from_values(y, proba, k, logits=False)
+    assert not v.several_sets and v.task == ("binary" if k == 2 else "multiclass")
+    assert v.positive_column == (k == 2)
+    # k binary models' probabilities against 0/1 labels: rows do not sum to 1
+    yb = rng.integers(0, 2, n).astype(float)
+    models = rng.uniform(0.05, 0.95, size=(n, k))
+    v = task_from_values(yb, models, k, logits=False)
+    assert v.several_sets and v.row is not None and abs(models[v.row].sum() - 1) > 1e-6
+    # k regression models against a real-valued target
+    yr = rng.normal(size=n) + 0.5
+    assert task_from_values(yr, yr[:, None] + rng.normal(size=(n, k)), k, logits=False).several_sets
+    # class logits are multiclass whatever their rows sum to
+    assert task_from_values(y, rng.normal(size=(n, k)), k, logits=True).task == "multiclass"
