@@ -124,16 +124,16 @@ def _is_target_side(role: registry.Role) -> bool:
 
 def _select(text: str, sources: Sequence[Any], prefer: int, role: str = "selector") -> Selector:
     order = [prefer] + [i for i in range(len(sources)) if i != prefer]
-    last_err: Exception | None = None
+    first_err: Exception | None = None
     for i in order:
         try:
             sel = select(text, sources[i].columns, sources[i].types, sources[i].name, role)
             sel.src = i
             return sel
         except InputError as e:
-            last_err = e
-    assert last_err is not None
-    raise last_err
+            first_err = first_err or e
+    assert first_err is not None
+    raise first_err  # the file the role is looked for in first: -t in DATA, -p in DATA2
 
 
 def prepare(req: Request) -> Plan:
@@ -516,9 +516,17 @@ def _prediction_sets(task, req, sources, explicit, pred_sels, spaces_for, calls,
             continue
         y = _peek_cached(peeks, sources, tsel)
         p = _peek_cached(peeks, sources, psel)
-        v = task_from_values(y, p, width, logits=_reads_logits(req, psel, calls))
+        logits = _reads_logits(req, psel, calls)
+        v = task_from_values(y, p, width, logits=logits)
         if v.several_sets:
             _several_sets_error(psel, tsel, y, p, v, sources)
+        if logits and width == 2 and not psel.list_column and task == "multiclass":
+            yv = y[np.isfinite(y)]
+            if yv.size and set(np.asarray(yv).tolist()) <= {0.0, 1.0}:  # values cannot tell these apart
+                notes.append(
+                    f"'{psel.text}' is read as the logits of 2 classes (softmax); if they are two binary "
+                    f"models, compare them with " + " ".join(f"-p {c}" for c in psel.columns)
+                )
         if task == "binary" and v.positive_column and not psel.list_column:
             col = psel.columns[1]
             notes.append(
@@ -627,7 +635,10 @@ def _infer_from_data(req, sources, explicit, pred_sels, spaces_for, calls=(), pe
     if pw is None:
         pw = p.shape[1] if p.ndim == 2 else 1
     score_named = re.match(r"^(prob|proba|probability|p|logit|logits|score|scores)$", psel.columns[0], re.I)
-    return task_from_values(y, p, pw, logits=_reads_logits(req, psel, calls), score_named=bool(score_named)).task
+    v = task_from_values(y, p, pw, logits=_reads_logits(req, psel, calls), score_named=bool(score_named))
+    if v.positive_column and psel.list_column:  # a list column cannot be cut to its second value: 2 classes
+        return "multiclass"
+    return v.task
 
 
 def _peek_cached(peeks: dict, sources: Sequence[Any], sel: Selector) -> np.ndarray:

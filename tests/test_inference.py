@@ -231,6 +231,32 @@ def test_two_binary_models_in_one_pred_say_they_look_like_two_sets(cli, tmp_path
     assert ok.code == 0 and close(_results(ok.json())[("bce", "p_rf")], log_loss(m["y"], m["rf"]), rel=1e-10)
 
 
+def test_two_logit_columns_against_01_labels_say_how_they_were_read(cli, tmp_path, models):
+    m = models["bc"]
+    z = m["decision"]
+    path = tmp_path / "z.csv"
+    _frame("y", m["y"], {"z_0": -z / 2, "z_1": z / 2}).to_csv(path, index=False)
+    r = cli("eval", path, "-p", "z_0,z_1", "--logits", "-l", "cross_entropy", "-f", "json")
+    assert r.code == 0, r.err
+    # softmax of (−z/2, z/2) is sigmoid(z): the binary log loss of the model
+    assert close(r.json()["results"][0]["value"], log_loss(m["y"], 1 / (1 + np.exp(-z))), rel=1e-9)
+    assert "logits of 2 classes" in r.err and "-p z_0 -p z_1" in r.err
+
+
+def test_predict_proba_in_a_list_column_is_two_classes(cli, tmp_path, models):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    m = models["bc"]
+    path = tmp_path / "list.parquet"
+    pq.write_table(pa.table({"y": m["y"], "proba": pa.array([list(r) for r in m["proba"]])}), path)
+    r = cli("eval", path, "-f", "json")
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert doc["task"] == "multiclass"  # a list column is not cut: 2-class cross-entropy, the same number
+    assert close(_results(doc)[("cross_entropy", "proba")], log_loss(m["y"], m["proba"][:, 1]), rel=1e-10)
+
+
 def test_misspelt_column_gets_did_you_mean(cli, write_csv):
     path = write_csv("pm.csv", "y,p_model,region\n1,0.8,a\n0,0.3,b\n")
     r = cli("eval", path, "-p", "p_mdoel", "-f", "json")
@@ -307,3 +333,41 @@ def test_library_inference_by_keyword_roles_and_task(models):
         lossctl.evaluate(y, np.c_[y + 1, y - 1])
     with pytest.raises(UsageError, match="cannot tell the task"):
         lossctl.evaluate(group=np.arange(4))
+
+
+def test_misspelt_column_with_two_files_is_looked_up_where_the_role_lives(cli, write_csv):
+    t = write_csv("t.csv", "id,y\n1,0\n2,1\n")
+    p = write_csv("p.csv", "id,prob\n1,0.2\n2,0.7\n")
+    r = cli("eval", t, p, "-t", "yy", "-f", "json")
+    assert r.code == 2 and "t.csv" in r.err and "did you mean 'y'?" in r.err
+    r = cli("eval", t, p, "-p", "porb", "-f", "json")
+    assert r.code == 2 and "p.csv" in r.err and "did you mean 'prob'?" in r.err
+
+
+# ------------------------------------------------------------------ the value rules, generatively
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(2, 8), n=st.integers(5, 60), seed=st.integers(0, 2**32 - 1))
+def test_value_rules_tell_one_prediction_set_from_several(k, n, seed):
+    from lossctl.binding import task_from_values
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n).astype(float)
+    proba = rng.dirichlet(np.ones(k), size=n)  # one classifier's probabilities: rows sum to 1
+    v = task_from_values(y, proba, k, logits=False)
+    assert not v.several_sets and v.task == ("binary" if k == 2 else "multiclass")
+    assert v.positive_column == (k == 2)
+    # k binary models' probabilities against 0/1 labels: rows do not sum to 1
+    yb = rng.integers(0, 2, n).astype(float)
+    models = rng.uniform(0.05, 0.95, size=(n, k))
+    v = task_from_values(yb, models, k, logits=False)
+    assert v.several_sets and v.row is not None and abs(models[v.row].sum() - 1) > 1e-6
+    # k regression models against a real-valued target
+    yr = rng.normal(size=n) + 0.5
+    assert task_from_values(yr, yr[:, None] + rng.normal(size=(n, k)), k, logits=False).several_sets
+    # class logits are multiclass whatever their rows sum to
+    assert task_from_values(y, rng.normal(size=(n, k)), k, logits=True).task == "multiclass"
