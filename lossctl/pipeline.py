@@ -737,9 +737,12 @@ class _Feeder:
             # non-finite values: one mask over every numeric column in use
             bad = None
             for key, a in cache.items():
-                # a finite sum proves every value finite: one pass, no temporary
-                if a.dtype.kind != "f" or np.isfinite(np.sum(a)):
+                # a finite sum proves every value finite: one pass, no temporary (+inf and −inf sum to NaN: no warning)
+                if a.dtype.kind != "f":
                     continue
+                with np.errstate(invalid="ignore", over="ignore"):
+                    if np.isfinite(np.sum(a)):
+                        continue
                 m = ~np.isfinite(a)
                 if a.ndim > 1:
                     m = m.any(axis=1)

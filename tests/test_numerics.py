@@ -335,3 +335,79 @@ def test_slice_intervals_from_shards_equal_one_run(cli, sliced_csv, tmp_path):
     merged = cli("merge", *states, "-f", "json")
     assert merged.code == 0, merged.err
     _assert_same_cis(_slice_cis(merged.json()), _slice_cis(one.json()))
+
+
+# ------------------------------------------------------------------ item 11: no Python warning on stderr
+
+NUMPY_NOTE = "numpy reported"
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("column", ["y", "yhat"])
+@pytest.mark.parametrize("nan", ["error", "drop"])
+def test_a_column_holding_both_infinities_warns_nothing(cli, write_csv, column, nan):
+    vals = {"y": "0.5,1.5,2,3", "yhat": "1,2,2,4"}
+    vals[column] = "inf,-inf,2,3"
+    ys, ps = (v.split(",") for v in (vals["y"], vals["yhat"]))
+    path = write_csv("inf.csv", "y,yhat\n" + "".join(f"{a},{b}\n" for a, b in zip(ys, ps)))
+    run = cli("eval", path, "-l", "mse", "-l", "mae", "--grad", "--nan", nan, "-f", "json")
+    assert run.code == (2 if nan == "error" else 0), run.err
+    assert "Warning" not in run.err and NUMPY_NOTE not in run.err
+    if nan == "error":
+        assert len(run.err.strip().splitlines()) == 1 and "infinite value" in run.err
+    else:
+        assert run.json()["rows"] == 2
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("opts", [[], ["--grad"], ["-w", "w", "--grad"], ["--ci", "0.9", "--bootstrap", "50"],
+                                  ["--by", "g", "--grad"], ["--reduction", "sum"]])
+@pytest.mark.parametrize("scale", ["1e200", "1e-200", "1e308"])
+def test_regression_losses_beyond_the_range_warn_nothing(cli, write_csv, opts, scale):
+    # overflowing products and dots (r², w·ℓ, bootstrap replicates) are intended there: no warning
+    rows = "".join(f"0,{'-' if i % 2 else ''}{scale},{i % 3},{1e200 if i % 4 else 0.5}\n" for i in range(40))
+    path = write_csv("x.csv", "y,yhat,g,w\n" + rows)
+    specs = ("mse", "rmse", "mae", "huber", "smooth_l1", "quantile:tau=0.9", "log_cosh")
+    for spec in specs:
+        if spec == "rmse" and "--reduction" in opts:
+            continue  # (not a mean over rows: a usage error)
+        run = cli("eval", path, "-t", "y", "-p", "yhat", "-l", spec, *opts, "-f", "json")
+        assert run.code == 0, (spec, run.err)
+        assert "Warning" not in run.err and NUMPY_NOTE not in run.err, (spec, run.err)
+
+
+def test_a_warning_that_escapes_becomes_one_note(cli, monkeypatch):
+    import warnings
+
+    from conftest import SAMPLES
+    from lossctl import registry
+    from lossctl.engine import Context
+    from lossctl.losses import regression
+
+    def noisy(*a, **k):  # a loss whose arithmetic warns (as a numpy overflow would)
+        warnings.warn("overflow encountered in something", RuntimeWarning)
+        return regression._fz_mae(*a, **k)
+
+    kernel = type(registry.get("mae").factory({}, Context(task="regression")))
+    monkeypatch.setattr(kernel, "fused", staticmethod(noisy))
+    run = cli("eval", f"{SAMPLES}/regression.csv", "-l", "mae", "-f", "json")
+    assert run.code == 0
+    assert "Warning" not in run.err and "warnings.warn" not in run.err
+    notes = [line for line in run.err.splitlines() if NUMPY_NOTE in line]
+    assert notes == ["lossctl: note: numpy reported 'overflow encountered in something': "
+                     "a figure it touched may be inf or nan"]
+    quiet = cli("eval", f"{SAMPLES}/regression.csv", "-l", "mae", "-f", "json", "-q")
+    assert quiet.code == 0 and quiet.err == ""
+
+
+def test_python_dash_W_error_sees_no_warning(tmp_path):
+    from conftest import run_subprocess
+
+    path = tmp_path / "inf.csv"
+    path.write_text("y,yhat\n1,inf\n2,-inf\n3,3\n4,4.5\n")
+    big = tmp_path / "big.csv"
+    big.write_text("y,yhat\n0,1e154\n0,-1.2e154\n0,2e153\n")
+    for args in (("eval", path, "--nan", "drop", "--grad"), ("eval", big, "-l", "mse", "-l", "rmse", "--grad")):
+        run = run_subprocess(*args, "-f", "json", env={"PYTHONWARNINGS": "error"})
+        assert run.code == 0, run.err
+        assert "Warning" not in run.err and NUMPY_NOTE not in run.err, run.err
