@@ -1022,6 +1022,10 @@ def _result_for(job: Job, st: State, opts: Options, in_slice: bool = False) -> L
             raise
         # a slice where the loss is undefined (one class for mined triplets): say so there
         r = {"value": math.nan, "n": getattr(st, "n", 0), "notes": [f"undefined in this slice: {e}"]}
+    gs = getattr(st, "grad", None)
+    if (r.get("grad") or {}).get("top1_share_lower_bound") and hasattr(gs, "top1_note") \
+            and gs.top1_note() not in r.get("notes", []):  # (states other than the decomposable one)
+        r["notes"] = [*r.get("notes", []), gs.top1_note()]
     return LossResult(
         loss=job.call.spec.name,
         spec=job.call.text,

@@ -411,3 +411,21 @@ def test_python_dash_W_error_sees_no_warning(tmp_path):
         run = run_subprocess(*args, "-f", "json", env={"PYTHONWARNINGS": "error"})
         assert run.code == 0, run.err
         assert "Warning" not in run.err and NUMPY_NOTE not in run.err, run.err
+
+
+def test_a_lower_bound_from_any_state_is_noted():
+    # states other than the decomposable one (mined triplets, Wasserstein) report their gradient
+    # summary as it is; the note is added where results are assembled
+    from types import SimpleNamespace
+
+    from lossctl import pipeline, registry
+    from lossctl.engine import Options
+
+    desc = np.sort(np.abs(np.random.default_rng(9).standard_t(2, N_BIG)))[::-1]
+    gs = _feed(desc, 8192, None)
+    st = SimpleNamespace(grad=gs, result=lambda: {"value": 1.0, "n": N_BIG, "grad": gs.result()})
+    spec = registry.get("mse")
+    job = SimpleNamespace(call=registry.LossCall(spec, {}, "mse"), pred="p")
+    res = pipeline._result_for(job, st, Options(grad=True))
+    assert res.grad["top1_share_lower_bound"] is True
+    assert res.notes == [gs.top1_note()] and "lower bound" in res.notes[0]
