@@ -310,7 +310,8 @@ def test_slice_intervals_do_not_depend_on_the_batch_size(cli, sliced_csv, n):
     for batch_rows in (131_072, 100_000 if n > 100_000 else 2_500, 997):
         run = cli(*args, "--batch-rows", batch_rows)
         assert run.code == 0, run.err
-        got = _slice_cis(run.json())
+        doc = run.json()
+        got = _slice_cis(doc) + [(c["loss"], c["pred"], c["ci"]) for c in doc["comparisons"]]  # + paired deltas
         assert all(ci is not None for _, _, ci in got)
         if ref is None:
             ref = got
