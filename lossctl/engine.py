@@ -54,6 +54,9 @@ class Batch:
 
     def take(self, idx: np.ndarray) -> "Batch":
         """The rows ``idx`` of this batch, each keeping its own global row index."""
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
         return Batch(
             {k: v[idx] for k, v in self.cols.items()},
             int(idx.size),
@@ -62,7 +65,7 @@ class Batch:
             self.source,
             self.columns,
             column_names=self.column_names,
-            rows=self.row_indices()[idx],
+            rows=(np.asarray(idx, dtype=np.uint64) + np.uint64(self.offset)) if self.rows is None else self.rows[idx],
         )  # a fresh memo: the subset's arrays are new
 
     @property
