@@ -203,8 +203,9 @@ class GradSummary:
         self.min = min(self.min, float(flat.min()))
         self.max = max(self.max, float(flat.max()))
         absg = np.abs(g)
-        l1 = absg if g.ndim == 1 else absg.sum(axis=1)
-        self.sums.add(np.array([float(np.add.reduce(l1)), sq]))
+        with np.errstate(over="ignore"):  # (infinite gradients: their sums are inf)
+            l1 = absg if g.ndim == 1 else absg.sum(axis=1)
+            self.sums.add(np.array([float(np.add.reduce(l1)), sq]))
         self.zero_rows += int(n - np.count_nonzero(l1))
         self.rows += n
         self._add_top(l1)

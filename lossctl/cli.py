@@ -485,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in ("eval", "merge", "check", "recommend"):
         _tune_malloc()
     try:
-        rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)
+        with _warnings_as_notes(debug, quiet="-q" in args or "--quiet" in args):
+            rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)
         code = int(rv) if isinstance(rv, int) else 0
     except LossctlError as e:
         if debug:
@@ -536,6 +537,21 @@ def _click_exceptions():
     except ImportError:  # pragma: no cover - older Typer uses click itself
         from click import exceptions
     return exceptions
+
+
+@contextlib.contextmanager
+def _warnings_as_notes(debug: bool, quiet: bool):
+    """No Python warning reaches stderr raw (CLI.md): each one that escaped the arithmetic's own
+    np.errstate becomes one lossctl note after a successful run (shown raw only with --debug)."""
+    import warnings
+
+    with warnings.catch_warnings(record=not debug) as caught:
+        if not debug:
+            warnings.simplefilter("always")  # recorded, never printed nor raised (also under python -W error)
+        yield
+    if caught and not quiet:
+        for text in dict.fromkeys(str(w.message).split("\n")[0] for w in caught):
+            _err(f"lossctl: note: numpy reported '{text}': a figure it touched may be inf or nan")
 
 
 def _err(msg: str) -> None:

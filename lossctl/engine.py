@@ -54,6 +54,9 @@ class Batch:
 
     def take(self, idx: np.ndarray) -> "Batch":
         """The rows ``idx`` of this batch, each keeping its own global row index."""
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
         return Batch(
             {k: v[idx] for k, v in self.cols.items()},
             int(idx.size),
@@ -62,7 +65,7 @@ class Batch:
             self.source,
             self.columns,
             column_names=self.column_names,
-            rows=self.row_indices()[idx],
+            rows=(np.asarray(idx, dtype=np.uint64) + np.uint64(self.offset)) if self.rows is None else self.rows[idx],
         )  # a fresh memo: the subset's arrays are new
 
     @property
@@ -218,9 +221,10 @@ class RowMeanKernel(Kernel):
             w = roww if w is None else w * roww
         if w is None:
             return [loss, 1.0], grads
-        if grads is not None:
-            grads = {k: g * (w if g.ndim == 1 else w[:, None]) for k, g in grads.items()}
-        return [loss * w, w], grads
+        with np.errstate(over="ignore", invalid="ignore"):  # w·ℓ may overflow: the sum is rescaled (_sum_stats)
+            if grads is not None:
+                grads = {k: g * (w if g.ndim == 1 else w[:, None]) for k, g in grads.items()}
+            return [loss * w, w], grads
 
     def value(self, totals: np.ndarray) -> np.ndarray | float:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -402,7 +406,8 @@ def bootstrap_values(
         counts = rng.multinomial(m, np.full(m, 1.0 / m), size=k).astype(float) if m <= 4096 else np.stack(
             [np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(k)]
         ).astype(float)
-        totals = [counts @ u for u in units]
+        with np.errstate(over="ignore", invalid="ignore"):  # replicates of infinite sums are inf or nan, and dropped
+            totals = [counts @ u for u in units]
         for i, fn in enumerate(fns):
             out[i][start:start + k] = fn(totals)
     return out

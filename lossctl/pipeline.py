@@ -1089,9 +1089,12 @@ class _Feeder:
             # non-finite values: one mask over every numeric column in use
             bad = None
             for key, a in cache.items():
-                # a finite sum proves every value finite: one pass, no temporary
-                if a.dtype.kind != "f" or np.isfinite(np.sum(a)):
+                # a finite sum proves every value finite: one pass, no temporary (+inf and −inf sum to NaN: no warning)
+                if a.dtype.kind != "f":
                     continue
+                with np.errstate(invalid="ignore", over="ignore"):
+                    if np.isfinite(np.sum(a)):
+                        continue
                 m = ~np.isfinite(a)
                 if a.ndim > 1:
                     m = m.any(axis=1)
@@ -1501,6 +1504,10 @@ def _result_for(job: Job, st: State, opts: Options, in_slice: bool = False) -> L
             raise
         # a slice where the loss is undefined (one class for mined triplets): say so there
         r = {"value": math.nan, "n": getattr(st, "n", 0), "notes": [f"undefined in this slice: {e}"]}
+    gs = getattr(st, "grad", None)
+    if (r.get("grad") or {}).get("top1_share_lower_bound") and hasattr(gs, "top1_note") \
+            and gs.top1_note() not in r.get("notes", []):  # (states other than the decomposable one)
+        r["notes"] = [*r.get("notes", []), gs.top1_note()]
     return LossResult(
         loss=job.call.spec.name,
         spec=job.call.text,

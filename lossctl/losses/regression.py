@@ -251,11 +251,13 @@ class Elementwise(FusedSums, RowMeanKernel):
 
     def rows(self, b: Batch, grad: bool):
         y, p = b["target"], b["pred"]
-        if y.ndim == 1:
-            return (*self._blocks(y, p, grad), None)
-        r = p - y
-        loss = type(self).fn(r, np.abs(r), **self.kw) if self.uses_abs else type(self).fn(r, **self.kw)
-        g = type(self).grad_fn(r, **self.kw) if grad else None
+        # r² of r near 1e154 is inf row by row: intended (the sums are rescaled), and no warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            if y.ndim == 1:
+                return (*self._blocks(y, p, grad), None)
+            r = p - y
+            loss = type(self).fn(r, np.abs(r), **self.kw) if self.uses_abs else type(self).fn(r, **self.kw)
+            g = type(self).grad_fn(r, **self.kw) if grad else None
         if loss.ndim == 2:
             k = loss.shape[1]
             loss = loss.mean(axis=1)
@@ -344,7 +346,8 @@ class RMSEKernel(Elementwise):
         y, p, w = b["target"], b["pred"], b.weight
         with np.errstate(over="ignore", invalid="ignore"):
             r = p - y
-        rw = r if w is None else r * (np.sqrt(w) if r.ndim == 1 else np.sqrt(w)[:, None])
+        with np.errstate(over="ignore", invalid="ignore"):
+            rw = r if w is None else r * (np.sqrt(w) if r.ndim == 1 else np.sqrt(w)[:, None])
         cols = [rw] if rw.ndim == 1 else [np.ascontiguousarray(rw[:, j]) for j in range(rw.shape[1])]
         parts = [sumsq(c) for c in cols]
         sums = np.array([s for s, _ in parts] + [float(b.n) if w is None else float(np.sum(w))])
@@ -352,7 +355,8 @@ class RMSEKernel(Elementwise):
         out = Scaled(sums, exps) if exps.any() else sums
         grads = None
         if grad and not self.two_pass_grad:
-            grads = {"pred": r if w is None else r * (w if r.ndim == 1 else w[:, None])}
+            with np.errstate(over="ignore", invalid="ignore"):
+                grads = {"pred": r if w is None else r * (w if r.ndim == 1 else w[:, None])}
         return out, grads
 
     def sums_and_grads(self, b: Batch):
@@ -372,14 +376,15 @@ class RMSEKernel(Elementwise):
         return (n / w) / rmse if rmse > 0 and w > 0 else 0.0
 
     def stats(self, b: Batch, grad: bool):
-        r = b["pred"] - b["target"]
         w = b.weight
-        sq = r * r
-        if w is not None:
-            sq *= w if sq.ndim == 1 else w[:, None]
-        grads = None
-        if grad and not self.two_pass_grad:
-            grads = {"pred": r if w is None else r * (w if r.ndim == 1 else w[:, None])}
+        with np.errstate(over="ignore", invalid="ignore"):  # per-row r² may overflow; the sums are rescaled
+            r = b["pred"] - b["target"]
+            sq = r * r
+            if w is not None:
+                sq *= w if sq.ndim == 1 else w[:, None]
+            grads = None
+            if grad and not self.two_pass_grad:
+                grads = {"pred": r if w is None else r * (w if r.ndim == 1 else w[:, None])}
         return [sq, 1.0 if w is None else w], grads
 
     def value(self, totals):
@@ -395,12 +400,12 @@ class RMSEKernel(Elementwise):
         # ∂(N·mean_k RMSEₖ)/∂ŷᵢₖ = N wᵢ rᵢₖ / (K · Σw · RMSEₖ), 0 for an output with RMSEₖ = 0
         r = b["pred"] - b["target"]
         k = totals.size - 1
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             rmse = np.sqrt(totals[:-1] / totals[-1])
             scale = np.where(rmse > 0, n / (k * totals[-1] * rmse), 0.0)
-        g = r * (scale if r.ndim == 2 else scale[0])
-        if b.weight is not None:
-            g *= b.weight if g.ndim == 1 else b.weight[:, None]
+            g = r * (scale if r.ndim == 2 else scale[0])
+            if b.weight is not None:
+                g *= b.weight if g.ndim == 1 else b.weight[:, None]
         return {"pred": g}
 
 
