@@ -98,7 +98,7 @@ Data = Annotated[str, typer.Argument(help="CSV, TSV, Parquet, Feather, JSON Line
 DataPaths = Annotated[list[str], typer.Argument(
     help="CSV, TSV, Parquet, Feather, JSON Lines, a Parquet directory or glob, or - for stdin. Several paths "
          "holding the bound columns are one dataset; two paths between which they are split are targets and "
-         "predictions (rows align by position or by --key).", show_default=False, metavar="DATA...")]
+         "predictions (rows align by position or by --key).", show_default=False, metavar="DATA")]
 
 
 @app.command("eval")
