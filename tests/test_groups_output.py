@@ -16,6 +16,7 @@ import io
 import json
 import math
 import re
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -201,7 +202,7 @@ def _scalar_columns() -> list[tuple[pa.DataType, st.SearchStrategy]]:
             for t in (pa.time32("s"), pa.time32("ms"), pa.time64("us"), pa.time64("ns"))]
     out += [(pa.duration(u), seconds) for u in ("s", "ms", "us", "ns")]
     out += [(pa.binary(), st.binary(max_size=6)), (pa.large_binary(), st.binary(max_size=6)),
-            (pa.binary(2), st.binary(min_size=2, max_size=2))]
+            (pa.binary(2), st.binary(min_size=2, max_size=2)), (pa.uuid(), st.uuids().map(lambda u: u.bytes))]
     out += [(pa.float64(), st.floats(allow_nan=True, allow_infinity=True)),
             (pa.int64(), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
             (pa.bool_(), st.booleans()), (pa.string(), st.text(max_size=5)), (pa.large_string(), st.text(max_size=5))]
@@ -271,10 +272,13 @@ def test_group_values_read_as_people_write_them(cli, tmp_path):
         "tm": pa.array([dt.time(1, 2, 3), dt.time(23, 0)], pa.time64("us")),
         "du": pa.array([dt.timedelta(seconds=1.5), dt.timedelta(days=1)], pa.duration("ms")),
         "bin": pa.array([b"ab", b"\xff\x00"], pa.binary()),
+        "ctl": pa.array([b"\x00\x01", b"ok"], pa.binary()),
+        "u": pa.array([uuid.UUID(int=2).bytes, uuid.UUID(int=1).bytes], pa.uuid()),
         "y": [1.0, 2.0], "yhat": [1.0, 3.0]}), path)
     want = {"dec": ["-2.50", "1.10"], "ts": ["2020-01-02T03:04:05.000Z", "2021-01-01T00:00:00.000Z"],
             "day": ["1999-12-31", "2020-01-02"], "tm": ["01:02:03.000000", "23:00:00.000000"],
-            "du": ["1500ms", "86400000ms"], "bin": ["0xff00", "ab"]}
+            "du": ["1500ms", "86400000ms"], "bin": ["0xff00", "ab"], "ctl": ["0x0001", "ok"],
+            "u": ["00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"]}
     for col, values in want.items():
         doc = strict(cli("eval", path, "-t", "y", "-p", "yhat", "-l", "mse", "--by", col, "-f", "json").out)
         assert [g["value"] for g in doc["groups"]] == values, col
