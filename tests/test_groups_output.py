@@ -238,10 +238,15 @@ def test_group_and_id_values_of_any_arrow_type_are_strict_json(cli, tmp_path, da
     path = tmp_path / "t.parquet"
     pq.write_table(table, path)
     base = ("eval", str(path), "-t", "y", "-p", "yhat", "-l", "mse", "--by", "c")
-    r = cli(*base, "-f", "json")
+    state = tmp_path / "s.json"
+    r = cli(*base, "-f", "json", "--emit-state", str(state))
     assert r.code == 0 and r.err == "", r.err
     doc = strict(r.out)
     values = [g["value"] for g in doc["groups"]]
+    strict(state.read_text())  # the state file is strict JSON too, and merges to the same slices
+    merged = strict(cli("merge", str(state), "-f", "json").out)
+    assert [(g["value"], g["rows"], g.get("missing")) for g in merged["groups"]] == \
+        [(g["value"], g["rows"], g.get("missing")) for g in doc["groups"]]
     assert all(_json_value(v) for v in values)
     assert sum(g["rows"] for g in doc["groups"]) == len(vals)
     distinct = {repr(v + 0.0 if isinstance(v, float) else v) for v in vals if not _is_missing(v)}  # -0.0 == 0.0
