@@ -217,7 +217,7 @@ def labelled_tables(draw):
     vals[0] = vals[0] if vals[0] is not None else draw(values)  # at least one value
     col = pa.array(vals, typ)
     if draw(st.booleans()):
-        col = col.dictionary_encode() if not pa.types.is_fixed_size_binary(typ) else col
+        col = col.dictionary_encode() if not (pa.types.is_fixed_size_binary(typ) or typ == pa.uuid()) else col
     y = np.arange(n, dtype=float)
     plain = col.cast(typ) if pa.types.is_dictionary(col.type) else col
     return pa.table({"c": col, "y": y, "yhat": y + 0.5}), plain.to_pylist()  # the values as Arrow holds them
