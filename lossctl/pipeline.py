@@ -1233,6 +1233,14 @@ def _label_array(col: Any, what: str, source: str, column: str) -> Any:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     t = col.type
+    if isinstance(t, pa.BaseExtensionType):  # a UUID, a JSON string …: its stored values
+        if t.extension_name == "arrow.uuid":
+            import uuid
+
+            return pa.array([None if v is None else str(uuid.UUID(bytes=v)) for v in col.storage.to_pylist()],
+                            pa.string())
+        col = col.storage
+        t = col.type
     if pa.types.is_dictionary(t):
         col = col.cast(t.value_type)
         t = col.type
@@ -1263,10 +1271,12 @@ def _label_array(col: Any, what: str, source: str, column: str) -> Any:
 
 
 def _bytes_text(v: bytes) -> str:
+    """Bytes as their text when they are printable UTF-8, else as "0x" and hex digits."""
     try:
-        return v.decode("utf-8")
+        text = v.decode("utf-8")
     except UnicodeDecodeError:
         return "0x" + v.hex()
+    return text if text.isprintable() else "0x" + v.hex()
 
 
 def _fill_value(t: Any) -> Any:

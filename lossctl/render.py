@@ -192,10 +192,8 @@ def _write_delimited(report: Report, out: TextIO, delimiter: str) -> None:
         for g in groups:
             gcmp = _comparison_values(g.comparisons)
             head = _group_head(g)
-            if g.missing:
-                head["missing"] = True
-            elif "missing" in cols:
-                head["missing"] = False
+            if "missing" in cols:
+                head["missing"] = g.missing
             for r in g.results:
                 d = {**head, **_flat_values(r), **gcmp.get((r.spec, r.pred), {}), "worst": r.worst}
                 w.writerow([_cell(d.get(c)) for c in cols])

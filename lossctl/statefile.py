@@ -104,7 +104,7 @@ def _key_out(k: tuple) -> dict[str, Any]:
 
 
 def _key_in(raw: list[Any], nonfinite: Any) -> list[Any]:
-    places = set(nonfinite) if isinstance(nonfinite, list) else set()
+    places = {i for i in nonfinite if isinstance(i, int)} if isinstance(nonfinite, list) else set()
     return [float(v) if i in places and v in ("inf", "-inf", "nan") else v for i, v in enumerate(raw)]
 
 

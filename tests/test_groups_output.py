@@ -16,6 +16,7 @@ import io
 import json
 import math
 import re
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -201,7 +202,7 @@ def _scalar_columns() -> list[tuple[pa.DataType, st.SearchStrategy]]:
             for t in (pa.time32("s"), pa.time32("ms"), pa.time64("us"), pa.time64("ns"))]
     out += [(pa.duration(u), seconds) for u in ("s", "ms", "us", "ns")]
     out += [(pa.binary(), st.binary(max_size=6)), (pa.large_binary(), st.binary(max_size=6)),
-            (pa.binary(2), st.binary(min_size=2, max_size=2))]
+            (pa.binary(2), st.binary(min_size=2, max_size=2)), (pa.uuid(), st.uuids().map(lambda u: u.bytes))]
     out += [(pa.float64(), st.floats(allow_nan=True, allow_infinity=True)),
             (pa.int64(), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
             (pa.bool_(), st.booleans()), (pa.string(), st.text(max_size=5)), (pa.large_string(), st.text(max_size=5))]
@@ -216,7 +217,7 @@ def labelled_tables(draw):
     vals[0] = vals[0] if vals[0] is not None else draw(values)  # at least one value
     col = pa.array(vals, typ)
     if draw(st.booleans()):
-        col = col.dictionary_encode() if not pa.types.is_fixed_size_binary(typ) else col
+        col = col.dictionary_encode() if not (pa.types.is_fixed_size_binary(typ) or typ == pa.uuid()) else col
     y = np.arange(n, dtype=float)
     plain = col.cast(typ) if pa.types.is_dictionary(col.type) else col
     return pa.table({"c": col, "y": y, "yhat": y + 0.5}), plain.to_pylist()  # the values as Arrow holds them
@@ -237,10 +238,15 @@ def test_group_and_id_values_of_any_arrow_type_are_strict_json(cli, tmp_path, da
     path = tmp_path / "t.parquet"
     pq.write_table(table, path)
     base = ("eval", str(path), "-t", "y", "-p", "yhat", "-l", "mse", "--by", "c")
-    r = cli(*base, "-f", "json")
+    state = tmp_path / "s.json"
+    r = cli(*base, "-f", "json", "--emit-state", str(state))
     assert r.code == 0 and r.err == "", r.err
     doc = strict(r.out)
     values = [g["value"] for g in doc["groups"]]
+    strict(state.read_text())  # the state file is strict JSON too, and merges to the same slices
+    merged = strict(cli("merge", str(state), "-f", "json").out)
+    assert [(g["value"], g["rows"], g.get("missing")) for g in merged["groups"]] == \
+        [(g["value"], g["rows"], g.get("missing")) for g in doc["groups"]]
     assert all(_json_value(v) for v in values)
     assert sum(g["rows"] for g in doc["groups"]) == len(vals)
     distinct = {repr(v + 0.0 if isinstance(v, float) else v) for v in vals if not _is_missing(v)}  # -0.0 == 0.0
@@ -271,10 +277,13 @@ def test_group_values_read_as_people_write_them(cli, tmp_path):
         "tm": pa.array([dt.time(1, 2, 3), dt.time(23, 0)], pa.time64("us")),
         "du": pa.array([dt.timedelta(seconds=1.5), dt.timedelta(days=1)], pa.duration("ms")),
         "bin": pa.array([b"ab", b"\xff\x00"], pa.binary()),
+        "ctl": pa.array([b"\x00\x01", b"ok"], pa.binary()),
+        "u": pa.array([uuid.UUID(int=2).bytes, uuid.UUID(int=1).bytes], pa.uuid()),
         "y": [1.0, 2.0], "yhat": [1.0, 3.0]}), path)
     want = {"dec": ["-2.50", "1.10"], "ts": ["2020-01-02T03:04:05.000Z", "2021-01-01T00:00:00.000Z"],
             "day": ["1999-12-31", "2020-01-02"], "tm": ["01:02:03.000000", "23:00:00.000000"],
-            "du": ["1500ms", "86400000ms"], "bin": ["0xff00", "ab"]}
+            "du": ["1500ms", "86400000ms"], "bin": ["0xff00", "ab"], "ctl": ["0x0001", "ok"],
+            "u": ["00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"]}
     for col, values in want.items():
         doc = strict(cli("eval", path, "-t", "y", "-p", "yhat", "-l", "mse", "--by", col, "-f", "json").out)
         assert [g["value"] for g in doc["groups"]] == values, col
