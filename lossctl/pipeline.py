@@ -1233,6 +1233,9 @@ def _label_array(col: Any, what: str, source: str, column: str) -> Any:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     t = col.type
+    if pa.types.is_dictionary(t):
+        col = col.cast(t.value_type)
+        t = col.type
     if isinstance(t, pa.BaseExtensionType):  # a UUID, a JSON string …: its stored values
         if t.extension_name == "arrow.uuid":
             import uuid
@@ -1240,9 +1243,6 @@ def _label_array(col: Any, what: str, source: str, column: str) -> Any:
             return pa.array([None if v is None else str(uuid.UUID(bytes=v)) for v in col.storage.to_pylist()],
                             pa.string())
         col = col.storage
-        t = col.type
-    if pa.types.is_dictionary(t):
-        col = col.cast(t.value_type)
         t = col.type
     for name, plural in _NESTED:
         check = getattr(pa.types, f"is_{name}", None)
