@@ -3,7 +3,7 @@ GitHub workflow commands and the GitHub step summary."""
 from __future__ import annotations
 
 import math
-from typing import Any, TextIO
+from typing import TextIO
 
 from lossctl.check import CheckResult, GateReport
 from lossctl.render import _md, _plain_width, dumps, fmt_num
