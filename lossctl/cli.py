@@ -168,7 +168,13 @@ def eval_cmd(
         plan.ctx.sample_grads = form == "table" or bool(emit_state)  # only the table draws the histogram
         try:
             # pictures on a terminal, with NO_COLOR too (their shapes carry them without colour)
-            acc = accumulate(plan, row_offset, bar, sample=form == "table" and _is_tty(sys.stdout) and not output)
+            want_sample = form == "table" and _is_tty(sys.stdout) and not output
+            if emit_state:  # a shard: its losses must merge (refused before reading)
+                from lossctl.driver import run_shard
+
+                acc = run_shard(plan, row_offset, progress=bar, sample=want_sample)
+            else:
+                acc = accumulate(plan, row_offset, bar, sample=want_sample)
         finally:
             if bar is not None:
                 bar.close()

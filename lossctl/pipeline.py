@@ -1040,13 +1040,13 @@ def _widen(a: np.ndarray, memo: dict[int, np.ndarray]) -> np.ndarray:
 class _Feeder:
     """Turns aligned Arrow batches into per-job Batches, applying the NaN policy once."""
 
-    def __init__(self, plan: Plan, row_offset: int = 0) -> None:
+    def __init__(self, plan: Plan, row_offset: int = 0, input_offset: int = 0) -> None:
         self.plan = plan
         self.dropped = 0
         self.rows = row_offset  # global index of the next row (shards start where the previous ended)
         self.weight_total = 0.0
         self.row_offset = row_offset
-        self.offset_in = 0
+        self.offset_in = input_offset  # input rows before this one (a fragment of a dataset: its first row's)
 
     def batches(self) -> Iterator[tuple[list[Batch], list[np.ndarray], np.ndarray | None]]:
         """Per aligned batch: one Batch per job, the --by columns' values, the --id values."""
@@ -1311,6 +1311,7 @@ class Accumulated:
     dropped: int
     join: dict[str, int] | None = None
     sample: Any = None  # a RowSample of the first job's target and prediction, for pictures
+    weight_total: float = 0.0
 
 
 def options(plan: Plan) -> Options:
@@ -1319,9 +1320,14 @@ def options(plan: Plan) -> Options:
 
 
 def accumulate(
-    plan: Plan, row_offset: int = 0, progress: Callable[[int], None] | None = None, sample: bool = False
+    plan: Plan, row_offset: int = 0, progress: Callable[[int], None] | None = None, sample: bool = False,
+    *, input_offset: int = 0, whole: bool = True,
 ) -> Accumulated:
-    """Stream every batch through every state (and every slice's states)."""
+    """Stream every batch through every state (and every slice's states).
+
+    ``input_offset`` is the input rows before the first (a fragment's place in its dataset,
+    for messages); ``whole=False`` leaves the checks that need every row to the caller
+    (:func:`check_rows`), for a fragment of a larger run."""
     from lossctl.accumulate import RowSample
 
     opts = options(plan)
@@ -1330,10 +1336,10 @@ def accumulate(
     group_states: dict[tuple, list[State]] = {}
     group_rows: dict[tuple, int] = {}
     kernels = [s.kernel for s in states if isinstance(s, DecomposableState)]
-    feeder = _Feeder(plan, row_offset)
+    feeder = _Feeder(plan, row_offset, input_offset)
 
     if any(k.needs_prepass for k in kernels):
-        for jobs_b, _, _ in _Feeder(plan, row_offset).batches():
+        for jobs_b, _, _ in _Feeder(plan, row_offset, input_offset).batches():
             for s, b in zip(states, jobs_b):
                 if isinstance(s, DecomposableState) and s.kernel.needs_prepass:
                     s.kernel.validate(b)
@@ -1356,23 +1362,29 @@ def accumulate(
         if plan.by:
             _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states)
     if any(s.two_pass for s in states) or any(s.two_pass for ss in group_states.values() for s in ss):
-        for jobs_b, by_vals, _ in _Feeder(plan, row_offset).batches():
+        for jobs_b, by_vals, _ in _Feeder(plan, row_offset, input_offset).batches():
             for s, b in zip(states, jobs_b):
                 if s.two_pass:
                     s.update2(b)
             if plan.by:
                 _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states, second=True)
     used = feeder.rows - row_offset
-    if plan.weight is not None and used and feeder.weight_total == 0:
+    if whole:
+        check_rows(plan, used, feeder.dropped, feeder.weight_total)
+    return Accumulated(states, group_states, group_rows, used, feeder.dropped, getattr(plan, "join_info", None),
+                       sampler, feeder.weight_total)
+
+
+def check_rows(plan: Plan, used: int, dropped: int, weight_total: float) -> None:
+    """What only the whole data can tell: rows were left, and weights that are not all 0."""
+    if plan.weight is not None and used and weight_total == 0:
         raise InputError.at("every weight is 0: there is nothing to average", source=plan.sources[plan.weight.src].name,
                             column=plan.weight.columns[0])
     if used == 0:
         raise InputError.at(
-            f"no rows left: --nan drop dropped all {feeder.dropped}" if feeder.dropped else "no rows to evaluate",
+            f"no rows left: --nan drop dropped all {dropped}" if dropped else "no rows to evaluate",
             source=plan.sources[0].name,
         )
-    return Accumulated(states, group_states, group_rows, used, feeder.dropped, getattr(plan, "join_info", None),
-                       sampler)
 
 
 def run(plan: Plan) -> Report:

@@ -66,6 +66,7 @@ def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
     from lossctl.pipeline import _bindings
 
     req = plan.request
+    p = payload(plan, acc, row_offset)
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -80,17 +81,62 @@ def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
         "pred_labels": plan.pred_labels,
         "by": [s.text for s in plan.by],
         "bindings": _bindings(plan),
-        "rows": acc.rows,
-        "dropped_rows": acc.dropped,
+        "rows": p["rows"],
+        "dropped_rows": p["dropped_rows"],
         "row_offset": row_offset,
-        "states": [_state_dict(s, j.call.text) for s, j in zip(acc.states, plan.jobs)],
-        "groups": [
-            {**_key_out(k), "rows": acc.group_rows[k],
-             "states": [_state_dict(s, j.call.text) for s, j in zip(sts, plan.jobs)]}
-            for k, sts in acc.group_states.items()
-        ],
+        "states": p["states"],
+        "groups": [{**_key_out(g["key"]), "rows": g["rows"], "states": g["states"]} for g in p["groups"]],
     }
     return _encode(doc)
+
+
+# ------------------------------------------------------------------ states without files
+
+
+def payload(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
+    """A shard's states as plain data: the state file's counts, states and slices, not encoded
+    for JSON (what a distributed run sends between processes: no classes, no scratch buffers)."""
+    return {
+        "rows": acc.rows, "dropped_rows": acc.dropped, "row_offset": row_offset,
+        "weight_total": float(getattr(acc, "weight_total", 0.0)),
+        "states": [_state_dict(s, j.call.text) for s, j in zip(acc.states, plan.jobs)],
+        "groups": [{"key": tuple(k), "rows": acc.group_rows[k],
+                    "states": [_state_dict(s, j.call.text) for s, j in zip(sts, plan.jobs)]}
+                   for k, sts in acc.group_states.items()],
+    }
+
+
+def from_payload(plan: Any, p: dict[str, Any]) -> Any:
+    """The :class:`~lossctl.pipeline.Accumulated` a payload describes, its states built from ``plan``."""
+    from lossctl.pipeline import Accumulated, _new_state, options
+
+    o = options(plan)
+
+    def load(sd: list[dict[str, Any]]) -> list[State]:
+        return [_new_state(job, o).load(d) for job, d in zip(plan.jobs, sd)]
+
+    groups = {tuple(g["key"]): load(g["states"]) for g in p["groups"]}
+    rows = {tuple(g["key"]): g["rows"] for g in p["groups"]}
+    return Accumulated(load(p["states"]), groups, rows, p["rows"], p["dropped_rows"], None, None, p["weight_total"])
+
+
+def merge_payloads(plan: Any, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two disjoint shards' payloads as one (``a`` before ``b`` in the data)."""
+    acc, other = from_payload(plan, a), from_payload(plan, b)
+    for mine, theirs in zip(acc.states, other.states):
+        mine.merge(theirs)
+    for k, sts in other.group_states.items():
+        if k in acc.group_states:
+            for mine, theirs in zip(acc.group_states[k], sts):
+                mine.merge(theirs)
+            acc.group_rows[k] += other.group_rows[k]
+        else:
+            acc.group_states[k] = sts
+            acc.group_rows[k] = other.group_rows[k]
+    acc.rows += other.rows
+    acc.dropped += other.dropped
+    acc.weight_total += other.weight_total
+    return payload(plan, acc, min(a["row_offset"], b["row_offset"]))
 
 
 def _key_out(k: tuple) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+"""The shard driver: a plan over one part of the data → that part's mergeable states.
+
+The local engine's shard path (``eval --emit-state FILE --row-offset N``) and every task
+of ``--engine dask`` run this one function; ``lossctl merge`` and the Dask reduction add
+up what it returns (:func:`lossctl.statefile.merge_payloads`). Rows are keyed by their
+true index in the whole data (``row_offset``), so bootstrap units, slices and gradient
+samples do not depend on where the data was cut. (The smallest form of the seam the
+"one seam for every driver" issue describes: one loop, the pipeline's ``accumulate``.)
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from lossctl.errors import UsageError
+
+
+def unmergeable(plan: Any) -> tuple[str, str] | None:
+    """(loss, reason) for the first loss whose state cannot travel from one shard to
+    another, else None. Decided as ``--emit-state`` decides it (the state's ``to_dict``),
+    on fresh states, before any row is read."""
+    from lossctl import statefile
+    from lossctl.pipeline import _new_state, options
+
+    o = options(plan)
+    for job in plan.jobs:
+        st = _new_state(job, o)
+        if hasattr(st, "grouped") and st.grouped is None:
+            # a per-image state learns it is one from its first rows: the binding says it now
+            st.grouped = "group" in job.binding.roles
+        try:
+            statefile._state_dict(st, job.call.text)
+        except UsageError as e:
+            return job.call.text, str(e)
+    return None
+
+
+def run_shard(
+    plan: Any,
+    row_offset: int = 0,
+    *,
+    input_offset: int = 0,
+    progress: Callable[[int], None] | None = None,
+    sample: bool = False,
+    whole: bool = True,
+) -> Any:
+    """Every state of ``plan``'s rows, the first of them row ``row_offset`` of the whole data
+    (``input_offset`` counting rows that --nan drop drops, for messages). ``whole=False``:
+    a fragment of a larger run, whose row and weight checks the caller makes on the total.
+    Refuses, before reading, a loss whose state would not merge."""
+    from lossctl.pipeline import accumulate
+
+    found = unmergeable(plan)
+    if found is not None:
+        raise UsageError(found[1])
+    return accumulate(plan, row_offset, progress, sample, input_offset=input_offset, whole=whole)
