@@ -127,6 +127,8 @@ def eval_cmd(
     batch_rows: Annotated[Optional[int], typer.Option("--batch-rows", help="Rows per record batch (results do not depend on it).")] = None,
     emit_state: Annotated[Optional[str], typer.Option("--emit-state", help="Also write each loss's sufficient statistics to FILE, for 'lossctl merge'.")] = None,
     row_offset: Annotated[int, typer.Option("--row-offset", help="With --emit-state: this shard's first row in the whole data (makes merged bootstrap intervals exact).")] = 0,
+    engine: Annotated[str, typer.Option("--engine", help="local | dask: where the work runs (dask: a Parquet dataset on a Dask cluster; needs lossctl[dask]).")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="With --engine dask: the ADDRESS of a running Dask scheduler (else a LocalCluster on 127.0.0.1 for the run).")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or notes on stderr.")] = False,
 ) -> None:
     """Compute losses (and with --grad their gradient summaries) for one or more prediction sets."""
@@ -149,6 +151,9 @@ def eval_cmd(
         raise UsageError("--emit-state needs reduced results, not --reduction none")
     if row_offset < 0:
         raise UsageError(f"--row-offset must be at least 0. Got {row_offset} instead.")
+    dask_engine = _engine(engine, scheduler, req)
+    if dask_engine is not None and emit_state:
+        raise UsageError("--emit-state writes one shard's states; --engine dask merges every file's itself")
     plan = prepare(req)
     try:
         if reduction == "none":
@@ -162,14 +167,16 @@ def eval_cmd(
         from lossctl import progress as prog
 
         bar = None
-        if prog.wanted(quiet):
+        if prog.wanted(quiet) and dask_engine is None:
             src = plan.sources[0]
             bar = prog.Progress(src.num_rows, src.size_bytes, os.path.basename(src.name) or src.name)
         plan.ctx.sample_grads = form == "table" or bool(emit_state)  # only the table draws the histogram
         try:
             # pictures on a terminal, with NO_COLOR too (their shapes carry them without colour)
             want_sample = form == "table" and _is_tty(sys.stdout) and not output
-            if emit_state:  # a shard: its losses must merge (refused before reading)
+            if dask_engine is not None:
+                acc = dask_engine.accumulate(plan, scheduler)
+            elif emit_state:  # a shard: its losses must merge (refused before reading)
                 from lossctl.driver import run_shard
 
                 acc = run_shard(plan, row_offset, progress=bar, sample=want_sample)
@@ -186,6 +193,20 @@ def eval_cmd(
     finally:
         plan.close()
     _show(report, form, output, quiet)
+
+
+def _engine(engine: str, scheduler: Optional[str], req):
+    """The Dask engine module for --engine dask (after refusing what it does not take), else None."""
+    if engine not in ("local", "dask"):
+        raise UsageError(f"unknown engine '{engine}'; valid engines: local, dask")
+    if scheduler is not None and engine != "dask":
+        raise UsageError("--scheduler names a Dask scheduler: it needs --engine dask")
+    if engine == "local":
+        return None
+    from lossctl.engines import dask as dask_engine
+
+    dask_engine.check_request(req)
+    return dask_engine
 
 
 def _show(report, form: str, output: Optional[str], quiet: bool) -> None:

@@ -53,3 +53,31 @@ def run_shard(
     if found is not None:
         raise UsageError(found[1])
     return accumulate(plan, row_offset, progress, sample, input_offset=input_offset, whole=whole)
+
+
+# ------------------------------------------------------------------ a plan as data
+
+
+def plan_wire(plan: Any) -> dict[str, Any]:
+    """What another process needs to run ``plan`` on a part of its data: losses by name and
+    parameters, bindings, context and options (no open files, no kernels, no states)."""
+    return {
+        "request": plan.request, "task": plan.task, "task_inferred": plan.task_inferred,
+        "jobs": [(j.call.spec.name, dict(j.call.params), j.call.text, j.binding, j.pred) for j in plan.jobs],
+        "pred_labels": list(plan.pred_labels), "ctx": plan.ctx, "weight": plan.weight, "by": list(plan.by),
+        "id": plan.id, "equal": list(plan.equal),
+    }
+
+
+def plan_from_wire(w: dict[str, Any], sources: list[Any]) -> Any:
+    """The plan :func:`plan_wire` describes, reading ``sources``."""
+    from lossctl import registry
+    from lossctl.pipeline import Job, Plan, _unset_factory
+
+    jobs = [Job(registry.LossCall(registry.get(name), params, text), binding, pred, _unset_factory)
+            for name, params, text, binding, pred in w["jobs"]]
+    plan = Plan(w["request"], sources, w["task"], w["task_inferred"], jobs, w["pred_labels"], w["ctx"], w["weight"],
+                w["by"], w["id"], equal=w["equal"])
+    for job in jobs:
+        job.kernel_factory = (lambda s=job.call.spec, p=job.call.params: s.factory(p, plan.ctx))
+    return plan

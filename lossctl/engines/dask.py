@@ -1,0 +1,309 @@
+"""``--engine dask``: a Parquet dataset evaluated by the workers of a Dask cluster.
+
+The client plans once (the pipeline's ``prepare``: columns, task, losses; the Parquet
+footers: row counts, hence each fragment's first row in the whole data), then sends one
+task per file, or per run of row groups when there are fewer files than twice the
+workers. Each task opens its fragment with lossctl's own Arrow reader (no DataFrame
+layer), runs the shard driver (:func:`lossctl.driver.run_shard`) with the fragment's
+global row offset, and returns its states as plain data (:func:`lossctl.statefile.payload`:
+no classes, no scratch buffers). The payloads are added pairwise on the workers, in
+dataset order; only states cross the network, and the client turns the last one into
+the report exactly as the local engine would.
+
+``dask`` and ``distributed`` are imported here only, inside the functions that need them.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import uuid
+from typing import Any, Iterator
+
+from lossctl.errors import InputError, LossctlError, UsageError
+
+CONNECT_TIMEOUT = 10.0  # seconds to reach a --scheduler (distributed's own default is 30)
+INSTALL = "pip install 'lossctl[dask]'"
+
+
+def require() -> None:
+    """The extra is installed, or one line saying how to install it."""
+    try:
+        import dask  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--engine dask needs Dask, which is not installed: {INSTALL}") from None
+
+
+# ------------------------------------------------------------------ what the engine takes
+
+
+def check_request(req: Any) -> None:
+    """Refuse, before any file is read, what this engine does not take."""
+    paths = [req.data] + ([req.data2] if req.data2 else []) + list(req.more)
+    if "-" in paths or req.baseline == "-":
+        raise UsageError("--engine dask reads Parquet files that every worker can open, not standard input")
+    if req.reduction == "none":
+        raise UsageError("--engine dask gives reduced results: --reduction none needs --engine local")
+    if req.key:
+        raise UsageError("--engine dask evaluates one dataset: --key joins two files, which needs --engine local")
+    if req.baseline:
+        raise UsageError("--engine dask takes the baseline as a prediction column of the same dataset "
+                         "(--baseline-pred COL without --baseline FILE)")
+    if req.nan == "drop" and req.ci is not None:
+        raise UsageError("--engine dask does not take --nan drop with --ci yet: bootstrap rows are numbered after "
+                         "the rows dropped before them, unknown until earlier files are read; use --engine local")
+    require()
+
+
+def check_plan(plan: Any) -> None:
+    """Refuse, before any task runs, a plan the engine would evaluate differently."""
+    from lossctl import io
+    from lossctl.driver import unmergeable
+    from lossctl.pipeline import _needed
+
+    if len(plan.sources) != 1:
+        raise UsageError("--engine dask evaluates one dataset: a second data file (targets and predictions in two "
+                         "files) needs --engine local")
+    src = plan.sources[0]
+    if src.fmt not in ("parquet", "dataset"):
+        raise UsageError(f"--engine dask reads Parquet (a file, a directory or a glob of files); {src.name} is "
+                         f"{src.fmt}: use --engine local")
+    found = unmergeable(plan)
+    if found is not None:
+        loss, reason = found
+        reason = reason.split(": ", 1)[1] if reason.startswith("--emit-state") else reason
+        reason = reason.removeprefix(f"{loss}: ")
+        raise UsageError(f"--engine dask cannot evaluate {loss}: its state does not merge across files "
+                         f"({reason}); use --engine local")
+    if src.fmt == "dataset":
+        io._check_dataset_columns(src, [c for (_, c) in _needed(plan)])
+
+
+# ------------------------------------------------------------------ fragments
+
+
+@dataclasses.dataclass
+class Fragment:
+    """Rows a task reads: a file, or a run of its row groups, and where they start in the data."""
+
+    index: int
+    name: str  # the file, as messages name it
+    src: Any  # the Source the task reads (a copy of the client's, narrowed to this fragment)
+    row_offset: int
+    rows: int
+    stat: tuple[int, int] | None  # (size, mtime_ns) when planned
+
+
+def fragments(plan: Any, workers: int) -> list[Fragment]:
+    """One fragment per file; files split by row groups when there are fewer than twice the workers."""
+    import pyarrow.parquet as pq
+
+    src = plan.sources[0]
+    files = list(zip(src.parts, src.part_keys)) if src.fmt == "dataset" else [(src, None)]
+    groups = []
+    for part, _ in files:
+        md = pq.read_metadata(part.path)
+        groups.append([md.row_group(i).num_rows for i in range(md.num_row_groups)])
+    total = sum(sum(g) for g in groups)
+    split = len(files) < 2 * workers
+    per = math.ceil(total / (2 * workers)) if split else None
+    out: list[Fragment] = []
+    offset = 0
+    for (part, keys), sizes in zip(files, groups):
+        st = os.stat(part.path)
+        stat = (st.st_size, st.st_mtime_ns)
+        pieces: list[tuple[int, int, int]] = []  # (first row group, end, rows)
+        if per is None:
+            pieces.append((0, len(sizes), sum(sizes)))
+        else:
+            start, rows = 0, 0
+            for i, n in enumerate(sizes):
+                rows += n
+                if rows >= per or i == len(sizes) - 1:
+                    pieces.append((start, i + 1, rows))
+                    start, rows = i + 1, 0
+        for a, b, rows in pieces:
+            if rows == 0:
+                continue
+            rg = None if (a, b) == (0, len(sizes)) else (a, b)
+            if keys is None:
+                fsrc = dataclasses.replace(src, row_groups=rg, num_rows=rows, rows_bound=rows)
+            else:
+                one = dataclasses.replace(part, row_groups=rg, num_rows=rows, rows_bound=rows)
+                fsrc = dataclasses.replace(src, path=[part.name], parts=[one], part_keys=[keys], num_rows=rows,
+                                           rows_bound=rows, conflicts={}, lacking={})
+            out.append(Fragment(len(out), part.name, fsrc, offset, rows, stat))
+            offset += rows
+    return out
+
+
+# ------------------------------------------------------------------ what runs on a worker
+
+
+_TUNED = False
+
+
+def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
+    """A fragment's states: the shard driver on its rows, numbered from their place in the data."""
+    global _TUNED
+    from lossctl import statefile
+    from lossctl.driver import plan_from_wire, run_shard
+
+    if not _TUNED:  # the CLI's malloc settings, whatever the worker was started with
+        from lossctl.cli import _tune_malloc
+
+        _tune_malloc()
+        _TUNED = True
+    _unchanged(frag)
+    plan = plan_from_wire(wire, [frag.src])
+    acc = run_shard(plan, frag.row_offset, input_offset=frag.row_offset, whole=False)
+    _unchanged(frag)
+    return statefile.payload(plan, acc, frag.row_offset)
+
+
+def _unchanged(frag: Fragment) -> None:
+    if frag.stat is None:
+        return
+    try:
+        st = os.stat(frag.name)
+    except OSError as e:
+        raise InputError.at(f"cannot read it any more ({e.strerror or e}): it changed after the run was planned",
+                            source=frag.name) from None
+    if (st.st_size, st.st_mtime_ns) != frag.stat:
+        raise InputError.at("the file changed after the run was planned (its size or modification time differ); "
+                            "run again", source=frag.name)
+
+
+def _merge(wire: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    from lossctl import statefile
+    from lossctl.driver import plan_from_wire
+
+    return statefile.merge_payloads(plan_from_wire(wire, []), a, b)
+
+
+# ------------------------------------------------------------------ the client
+
+
+def accumulate(plan: Any, scheduler: str | None = None) -> Any:
+    """Every state of ``plan``, computed by a Dask cluster: what the local ``accumulate`` returns."""
+    from lossctl import statefile
+    from lossctl.driver import plan_wire
+    from lossctl.pipeline import check_rows
+
+    require()
+    check_plan(plan)
+    wire = plan_wire(plan)
+    with client_for(scheduler) as client:
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        frags = fragments(plan, workers)
+        with client.as_current():
+            result = _run(client, wire, frags, plan.sources[0].name)
+    acc = statefile.from_payload(plan, result)
+    check_rows(plan, acc.rows, acc.dropped, acc.weight_total)
+    return acc
+
+
+def _run(client: Any, wire: dict[str, Any], frags: list[Fragment], dataset: str) -> dict[str, Any]:
+    from distributed import as_completed, wait
+
+    token = uuid.uuid4().hex[:12]
+    reads = [client.submit(_task, wire, f, key=f"lossctl-read-{f.index}-{token}", pure=False) for f in frags]
+    level, merges, depth = list(reads), [], 0
+    while len(level) > 1:  # a tree of pairwise merges, in dataset order
+        nxt = [client.submit(_merge, wire, level[i], level[i + 1], key=f"lossctl-merge-{depth}-{i // 2}-{token}",
+                             pure=False) for i in range(0, len(level) - 1, 2)]
+        merges += nxt
+        level = nxt + level[len(level) - len(level) % 2:]
+        depth += 1
+    final = level[0]
+    failed = None
+    for fut in as_completed(reads):
+        if fut.status == "error":
+            failed = reads.index(fut)
+            break
+    if failed is None:
+        try:
+            return final.result()
+        except LossctlError:
+            raise
+        except (TypeError, ValueError, AssertionError) as e:
+            raise InputError.at(f"the files' states do not merge: {e}", source=dataset) from None
+    # the earliest failing fragment in dataset order, once every one before it has finished
+    client.cancel(merges + reads[failed + 1:])
+    wait(reads[:failed])
+    failed = next((i for i in range(failed) if reads[i].status == "error"), failed)
+    client.cancel(reads[failed + 1:])
+    raise _explain(reads[failed].exception(), frags[failed])
+
+
+def _explain(e: BaseException, frag: Fragment) -> BaseException:
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(e, LossctlError):
+        return e
+    if isinstance(e, KilledWorker):
+        return InputError.at("a Dask worker died while evaluating this file (out of memory, or killed)",
+                             source=frag.name)
+    return e
+
+
+@contextlib.contextmanager
+def client_for(scheduler: str | None) -> Iterator[Any]:
+    """A client of the scheduler at ``scheduler``, or of a LocalCluster on 127.0.0.1 for this run."""
+    import logging
+    import shutil
+    import tempfile
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    quiet = {"distributed.admin.tick.limit": "1h"}
+    with dask.config.set(quiet), _quiet_logs():
+        if scheduler is not None:
+            try:
+                client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT}s", set_as_default=False)
+            except (OSError, TimeoutError, ValueError) as e:
+                raise UsageError(f"--scheduler {scheduler}: no Dask scheduler answered within "
+                                 f"{CONNECT_TIMEOUT:g} s ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                                 ) from None
+            try:
+                yield client
+            finally:
+                client.close()
+            return
+        tmp = tempfile.mkdtemp(prefix="lossctl-dask-")
+        cluster = None
+        try:
+            # distributed sets MALLOC_TRIM_THRESHOLD_ for its workers, which slows lossctl's batches down
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                                  "temporary-directory": tmp}):
+                cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None, worker_dashboard_address=None,
+                                       local_directory=tmp, silence_logs=logging.CRITICAL)
+            client = Client(cluster, set_as_default=False)
+            try:
+                yield client
+            finally:
+                client.close()
+        finally:
+            if cluster is not None:
+                cluster.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """distributed's log lines (connection retries, worker shutdowns) are not lossctl's output."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
