@@ -279,8 +279,11 @@ def client_for(scheduler: str | None) -> Iterator[Any]:
             # distributed sets MALLOC_TRIM_THRESHOLD_ for its workers, which slows lossctl's batches down
             with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                                   "temporary-directory": tmp}):
+                # no dashboard; the scheduler's HTTP routes on a free loopback port (by default 8787,
+                # or with a warning another one, when that is taken)
                 cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", dashboard_address=None, worker_dashboard_address=None,
+                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                                        local_directory=tmp, silence_logs=logging.CRITICAL)
             client = Client(cluster, set_as_default=False)
             try:
@@ -295,15 +298,19 @@ def client_for(scheduler: str | None) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _quiet_logs() -> Iterator[None]:
-    """distributed's log lines (connection retries, worker shutdowns) are not lossctl's output."""
+    """distributed's log lines and warnings (connection retries, ports taken, worker shutdowns)
+    are not lossctl's output."""
     import logging
+    import warnings
 
     loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"(distributed|tornado)(\.|$)")
+            yield
     finally:
         for lg, lvl in zip(loggers, levels):
             lg.setLevel(lvl)

@@ -1,0 +1,398 @@
+"""``--engine dask``: a Parquet dataset evaluated on a Dask cluster equals the local engine.
+
+One LocalCluster for the module (2 single-threaded worker processes on 127.0.0.1); the
+datasets have uneven files (one of a single row, some of several row groups), so the
+engine both sends whole files and splits them by row groups. Numbers are checked against
+the local engine's on the same files (itself checked against numpy/scipy oracles
+elsewhere) to 1e-12; refusals and errors are one line on stderr, exit 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lossctl import cli
+from test_shards import CASES, DATA, close, one_line_error
+
+try:
+    import distributed  # noqa: F401
+
+    HAVE_DASK = True
+except ImportError:  # the extra is not installed: these tests skip
+    HAVE_DASK = False
+
+needs_dask = pytest.mark.skipif(not HAVE_DASK, reason="needs the lossctl[dask] extra")
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ok_json(capsys, *args) -> dict:
+    code, out, err = run(capsys, *args, "-f", "json", "-q")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def write_dataset(df: pd.DataFrame, d: Path) -> Path:
+    """``df`` as a directory of uneven Parquet files: 1 row; a third in row groups of a ninth;
+    a fifth; the rest in row groups of 50 rows."""
+    d.mkdir(parents=True, exist_ok=True)
+    n = len(df)
+    bounds = [0, 1, n // 3, n // 3 + n // 5, n]
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        t = pa.Table.from_pandas(df.iloc[a:b], preserve_index=False)
+        rg = {1: max(1, n // 9), 3: 50}.get(i)
+        pq.write_table(t, d / f"part-{i}.parquet", row_group_size=rg)
+    return d
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not HAVE_DASK:
+        pytest.skip("needs the lossctl[dask] extra")
+    import logging
+
+    import dask
+    from distributed import LocalCluster
+
+    # a worker that dies fails its task at once (the death test), instead of three retries
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                         silence_logs=logging.CRITICAL)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def address(cluster) -> str:
+    return cluster.scheduler_address
+
+
+@pytest.fixture
+def client(cluster):
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+# ------------------------------------------------------------------ equality with the local engine
+
+
+@needs_dask
+@pytest.mark.parametrize("make,args", [pytest.param(*v) for v in CASES.values()], ids=list(CASES))
+def test_equals_local_engine(tmp_path, capsys, address, make, args):
+    d = write_dataset(make(), tmp_path / "ds")
+    ref = ok_json(capsys, "eval", d, *args)
+    got = ok_json(capsys, "eval", d, *args, "--engine", "dask", "--scheduler", address)
+    assert close(ref, got) == []
+    assert got["sources"] == ref["sources"] and got.get("warnings") == ref.get("warnings")
+    if "--ci" in args:
+        assert [r["ci"] for r in got["results"]] == [r["ci"] for r in ref["results"]]
+
+
+def _reg_df(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=n)
+    return pd.DataFrame({"y": y, "p": y + rng.normal(0, 0.3, n), "q": 1.1 * y, "w": rng.uniform(0, 2, n),
+                         "g": rng.choice(["a", "b", "c"], n), "h": rng.integers(0, 2, n)})
+
+
+@needs_dask
+def test_slice_intervals_do_not_depend_on_batches_or_the_split(tmp_path, capsys, address):
+    """--by --ci intervals: the same with --batch-rows 7, with one task per file and split by row groups."""
+    df = _reg_df(40_000)  # past 2**15 rows: hashed bootstrap blocks
+    d = write_dataset(df, tmp_path / "ds")
+    many = tmp_path / "many"  # 8 files ≥ 2 × 2 workers: one task per file
+    many.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(df)), 8)):
+        pq.write_table(pa.Table.from_pandas(df.iloc[part], preserve_index=False), many / f"f{i}.parquet")
+    args = ["-t", "y", "-p", "p", "-p", "q", "-w", "w", "--by", "g", "--by", "h", "--ci", "0.9",
+            "--bootstrap", "50", "--grad", "-l", "mse", "-l", "mae"]
+    ref = ok_json(capsys, "eval", d, *args)
+    small = ok_json(capsys, "eval", d, *args, "--batch-rows", "7")
+    split = ok_json(capsys, "eval", d, *args, "--engine", "dask", "--scheduler", address)
+    files = ok_json(capsys, "eval", many, *args, "--engine", "dask", "--scheduler", address)
+    for doc in (small, split):
+        assert close(ref, doc) == []
+    ref.pop("sources"), files.pop("sources")
+    assert close(ref, files) == []
+    cis = [r["ci"] for g in ref["groups"] for r in g["results"]]
+    assert len(cis) == 2 * 2 * 6 and cis == [r["ci"] for g in split["groups"] for r in g["results"]]
+
+
+@needs_dask
+def test_top1_share_exact_when_every_outlier_is_in_one_file(tmp_path, capsys, address):
+    """Each task keeps top-1% candidates for the whole dataset's rows: the share stays exact."""
+    d = tmp_path / "ds"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    n = 60_000
+    for i in range(3):
+        y = rng.normal(size=n)
+        p = y + rng.normal(0, 0.1, n)
+        if i == 2:
+            p = p + rng.choice([0.0, 50.0], n, p=[0.9, 0.1])  # every large error is here
+        pq.write_table(pa.table({"y": y, "p": p}), d / f"f{i}.parquet", row_group_size=20_000)
+    args = ["-t", "y", "-p", "p", "-l", "mse", "-l", "mae", "--grad"]
+    ref = ok_json(capsys, "eval", d, *args)
+    got = ok_json(capsys, "eval", d, *args, "--engine", "dask", "--scheduler", address)
+    assert close(ref, got) == []
+    for r in got["results"]:
+        assert "top1_share_lower_bound" not in r["grad"] and not r.get("notes")
+
+
+# ------------------------------------------------------------------ refusals, before any task runs
+
+
+@pytest.fixture(scope="module")
+def reg_dir(tmp_path_factory) -> Path:
+    return write_dataset(_reg_df(300), tmp_path_factory.mktemp("reg") / "ds")
+
+
+REFUSALS = {
+    "mined-triplets": (lambda: pd.read_parquet(DATA / "embeddings.parquet").iloc[:60], ["-l", "triplet_mined"],
+                       "cannot evaluate triplet_mined"),
+    "wasserstein": (lambda: pd.read_csv(DATA / "wasserstein.csv").iloc[:60], ["-l", "wasserstein"],
+                    "cannot evaluate wasserstein"),
+    "dice-grad": (lambda: pd.read_parquet(DATA / "segmentation.parquet").iloc[:300].drop(columns=["image_id"]),
+                  ["-l", "dice", "--grad"], "cannot evaluate dice"),
+    "per-image-dice": (lambda: pd.read_parquet(DATA / "segmentation.parquet").iloc[:300], ["-l", "dice"],
+                       "per-image segmentation states"),
+    "balanced": (lambda: pd.read_csv(DATA / "multiclass.csv").iloc[:100], ["-l", "cross_entropy:weight=balanced", "--logits"],
+                 "balanced class weights"),
+}
+
+
+@needs_dask
+@pytest.mark.parametrize("make,args,needle", [pytest.param(*v) for v in REFUSALS.values()], ids=list(REFUSALS))
+def test_unmergeable_losses_are_refused_before_any_task(tmp_path, capsys, make, args, needle):
+    d = write_dataset(make(), tmp_path / "ds")
+    # an address where nothing listens: a refusal that came after connecting would say so
+    one_line_error(*run(capsys, "eval", d, *args, "--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{free_port()}",
+                        "-f", "json"), needle, "--engine local")
+
+
+@needs_dask
+@pytest.mark.parametrize("args,needle", [
+    (["-", "-t", "y"], "not standard input"),
+    (["{d}", "-t", "y", "-p", "p", "--reduction", "none", "-f", "csv"], "--reduction none"),
+    (["{d}", "-t", "y", "-p", "p", "--nan", "drop", "--ci", "0.9"], "--nan drop with --ci"),
+    (["{d}", "-t", "y", "-p", "p", "--emit-state", "{tmp}/s.state"], "--emit-state"),
+    (["{d}/part-0.parquet", "{tmp}/preds.parquet", "-t", "y", "-p", "p2"], "a second data file"),
+    (["{d}/part-0.parquet", "{tmp}/preds.parquet", "--key", "k", "-t", "y", "-p", "p"], "--key"),
+    (["{tmp}/r.csv", "-t", "y", "-p", "p"], "reads Parquet"),
+], ids=["stdin", "reduction-none", "nan-drop-ci", "emit-state", "second-file", "key", "csv"])
+def test_inputs_the_engine_does_not_take(tmp_path, capsys, reg_dir, args, needle):
+    pq.write_table(pa.table({"k": [0], "p2": [1.0]}), tmp_path / "preds.parquet")
+    (tmp_path / "r.csv").write_text("y,p\n1,2\n")
+    args = [a.format(d=reg_dir, tmp=tmp_path) for a in args]
+    fmt = [] if "-f" in args else ["-f", "json"]
+    one_line_error(*run(capsys, "eval", *args, *fmt, "--engine", "dask", "--scheduler",
+                        f"tcp://127.0.0.1:{free_port()}"), needle)
+    assert not (tmp_path / "s.state").exists()
+
+
+def test_scheduler_without_dask_engine(capsys, reg_dir):
+    one_line_error(*run(capsys, "eval", reg_dir, "-t", "y", "-p", "p", "--scheduler", "tcp://127.0.0.1:8786"),
+                   "--scheduler", "--engine dask")
+    one_line_error(*run(capsys, "eval", reg_dir, "-t", "y", "-p", "p", "--engine", "spark"), "unknown engine 'spark'")
+
+
+def test_missing_extra_says_how_to_install(capsys, reg_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask", None)  # import dask → ImportError, as without the extra
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    one_line_error(*run(capsys, "eval", reg_dir, "-t", "y", "-p", "p", "--engine", "dask"),
+                   "pip install 'lossctl[dask]'")
+
+
+def test_help_does_not_import_dask():
+    code = ("import sys; from lossctl.cli import main; main(['--help']); main(['eval', '--help']); "
+            "bad = [m for m in ('dask', 'distributed') if m in sys.modules]; assert not bad, bad")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env)
+    assert p.returncode == 0, p.stderr.decode()
+
+
+@needs_dask
+def test_unreachable_scheduler_answers_within_the_timeout(capsys, reg_dir, monkeypatch):
+    from lossctl.engines import dask as engine
+
+    monkeypatch.setattr(engine, "CONNECT_TIMEOUT", 1.0)  # the same path as 10 s, sooner
+    one_line_error(*run(capsys, "eval", reg_dir, "-t", "y", "-p", "p", "-f", "json", "--engine", "dask",
+                        "--scheduler", f"tcp://127.0.0.1:{free_port()}"), "no Dask scheduler answered within 1 s")
+
+
+# ------------------------------------------------------------------ errors on the workers
+
+
+@needs_dask
+def test_input_error_is_the_local_engines_earliest(tmp_path, capsys, address):
+    """Bad values in files 1 and 3: the message is the local engine's (file 1, its global row)."""
+    d = tmp_path / "ds"
+    d.mkdir()
+    for i in range(5):
+        df = _reg_df(200, seed=i)
+        if i in (1, 3):
+            df.loc[17 + i, "p"] = np.nan
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), d / f"f{i}.parquet", row_group_size=64)
+    args = ["eval", d, "-t", "y", "-p", "p", "-f", "json"]
+    local = run(capsys, *args)
+    one_line_error(*local, "row 219", "missing value")
+    assert run(capsys, *args, "--engine", "dask", "--scheduler", address) == local
+
+
+@needs_dask
+def test_file_changed_since_planning(tmp_path, client):
+    from lossctl.driver import plan_wire
+    from lossctl.engines import dask as engine
+    from lossctl.errors import InputError
+    from lossctl.pipeline import Request, prepare
+
+    d = write_dataset(_reg_df(300), tmp_path / "ds")
+    plan = prepare(Request(data=str(d), target="y", preds=["p"]))
+    frags = engine.fragments(plan, 2)
+    st = os.stat(d / "part-2.parquet")
+    os.utime(d / "part-2.parquet", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with client.as_current():
+        with pytest.raises(InputError, match="part-2.parquet: the file changed after the run was planned"):
+            engine._run(client, plan_wire(plan), frags, plan.sources[0].name)
+    plan.close()
+
+
+@needs_dask
+def test_no_pandas_on_the_workers(client, reg_dir):
+    """A task reads its fragment with lossctl's Arrow reader: with pandas made unimportable on
+    the workers (whatever else loaded it there before), every task still runs."""
+    from lossctl.driver import plan_wire
+    from lossctl.engines import dask as engine
+    from lossctl.pipeline import Request, prepare
+
+    plan = prepare(Request(data=str(reg_dir), target="y", preds=["p"], grad=True, by=["g"], ci=0.9, bootstrap=20))
+    wire, frags = plan_wire(plan), engine.fragments(plan, 2)
+    plan.close()
+
+    def without_pandas(wire, frags):
+        import sys
+
+        saved = {m: sys.modules.pop(m) for m in list(sys.modules) if m == "pandas" or m.startswith("pandas.")}
+        sys.modules["pandas"] = None  # import pandas → ImportError
+        try:
+            return [engine._task(wire, f)["rows"] for f in frags]
+        finally:
+            del sys.modules["pandas"]
+            sys.modules.update(saved)
+
+    rows = client.run(without_pandas, wire, frags)
+    assert len(rows) == 2 and all(r == [f.rows for f in frags] for r in rows.values())
+    assert sum(f.rows for f in frags) == 300
+
+
+def test_payload_pickled_is_no_larger_than_the_state_file(tmp_path):
+    """States travel as the state file's data: pickled, at most 1.2× the JSON state file."""
+    from lossctl import statefile
+    from lossctl.driver import run_shard
+    from lossctl.pipeline import Request, prepare
+
+    pq.write_table(pa.Table.from_pandas(_reg_df(50_000), preserve_index=False), tmp_path / "f.parquet")
+    req = Request(data=str(tmp_path / "f.parquet"), target="y", preds=["p", "q"], grad=True, ci=0.9, by=["g"],
+                  losses=["mse", "mae", "huber"])
+    plan = prepare(req)
+    acc = run_shard(plan, 0)
+    sent = len(pickle.dumps(statefile.payload(plan, acc, 0), protocol=pickle.HIGHEST_PROTOCOL))
+    on_file = len(json.dumps(statefile.dump(plan, acc, 0), separators=(",", ":")))
+    plan.close()
+    assert sent <= 1.2 * on_file, (sent, on_file)
+    assert on_file > 100_000  # the states hold row candidates and bootstrap blocks, not just sums
+
+
+def test_emit_state_refuses_before_reading(tmp_path, capsys):
+    """The shard driver refuses a state that would not merge before it reads a row (the bad row is not reached)."""
+    df = pd.read_parquet(DATA / "embeddings.parquet").iloc[:50]
+    df.iloc[40, 1] = np.nan
+    df.to_parquet(tmp_path / "t.parquet", index=False)
+    one_line_error(*run(capsys, "eval", tmp_path / "t.parquet", "-l", "triplet_mined", "--emit-state",
+                        tmp_path / "s.state", "-f", "json"), "triplet_mined: its state cannot be saved")
+
+
+@needs_dask
+def test_local_cluster_for_the_run_is_loopback_and_leaves_nothing(tmp_path, reg_dir):
+    """Without --scheduler: a LocalCluster on 127.0.0.1, gone with its folder when lossctl exits,
+    also after an input error; nothing but results on stdout, nothing on stderr."""
+    import time
+    import uuid
+
+    import psutil
+
+    mark = uuid.uuid4().hex
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), TMPDIR=str(tmp_path),
+               LOSSCTL_TEST_MARK=mark)
+    base = [sys.executable, "-m", "lossctl", "eval", str(reg_dir), "-t", "y", "-p", "p", "-f", "json", "--grad"]
+    p = subprocess.run([*base, "--engine", "dask"], capture_output=True, env=env)
+    ref = subprocess.run(base, capture_output=True, env=env)
+    assert p.returncode == 0 and p.stderr == b"" and close(json.loads(ref.stdout), json.loads(p.stdout)) == []
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    df = _reg_df(100)
+    df.loc[50, "p"] = np.inf
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), bad / "f.parquet")
+    p = subprocess.run([*base[:4], str(bad), *base[5:], "--engine", "dask"], capture_output=True, env=env)
+    one_line_error(p.returncode, p.stdout.decode(), p.stderr.decode(), "row 51", "infinite value")
+
+    def ours() -> list:
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.environ().get("LOSSCTL_TEST_MARK") == mark:
+                    found.append(proc)
+            except (psutil.Error, OSError):
+                pass
+        return found
+
+    deadline = time.monotonic() + 10
+    while ours() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ours() == []
+    assert [x.name for x in tmp_path.iterdir() if x.name.startswith("lossctl-dask")] == []
+
+
+@needs_dask
+def test_sockets_of_the_run_cluster_are_on_loopback():
+    import psutil
+
+    from lossctl.engines import dask as engine
+
+    with engine.client_for(None) as client:
+        me = psutil.Process()
+        listening = [c.laddr.ip for p in (me, *me.children(recursive=True))
+                     for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+        dirs = [w["local_directory"] for w in client.scheduler_info()["workers"].values()]
+        nworkers = len(dirs)
+    assert listening and set(listening) == {"127.0.0.1"}, listening
+    assert set(env.values()) == {os.environ.get("MALLOC_TRIM_THRESHOLD_")}  # distributed's 65536 is not set
+    assert nworkers == (os.cpu_count() or 1)
+    assert all("lossctl-dask-" in d and not os.path.exists(d) for d in dirs)
