@@ -525,16 +525,19 @@ def build_request(s: Settings):
     ), texts
 
 
-def run(s: Settings, progress: Callable[[Any], Any] | None = None) -> GateReport:
-    """Evaluate every assertion of ``s`` in one pass over the data."""
+def run(s: Settings, progress: Callable[[Any], Any] | None = None, engine: Any = None) -> GateReport:
+    """Evaluate every assertion of ``s`` in one pass over the data (on ``engine``, such as
+    lossctl.engines.dask.Engine, where one is given)."""
     from lossctl.pipeline import accumulate, prepare
 
     req, texts = build_request(s)
+    if engine is not None:
+        engine.check_request(req)
     plan = prepare(req)
     try:
-        bar = progress(plan) if progress is not None else None
+        bar = progress(plan) if progress is not None and engine is None else None
         try:
-            acc = accumulate(plan, 0, bar)
+            acc = engine.accumulate(plan) if engine is not None else accumulate(plan, 0, bar)
         finally:
             if bar is not None:
                 bar.close()

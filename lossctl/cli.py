@@ -175,7 +175,7 @@ def eval_cmd(
             # pictures on a terminal, with NO_COLOR too (their shapes carry them without colour)
             want_sample = form == "table" and _is_tty(sys.stdout) and not output
             if dask_engine is not None:
-                acc = dask_engine.accumulate(plan, scheduler)
+                acc = dask_engine.accumulate(plan)
             elif emit_state:  # a shard: its losses must merge (refused before reading)
                 from lossctl.driver import run_shard
 
@@ -195,8 +195,8 @@ def eval_cmd(
     _show(report, form, output, quiet)
 
 
-def _engine(engine: str, scheduler: Optional[str], req):
-    """The Dask engine module for --engine dask (after refusing what it does not take), else None."""
+def _engine(engine: str, scheduler: Optional[str], req=None):
+    """The Dask engine for --engine dask (having refused what ``req`` asks and it does not take), else None."""
     if engine not in ("local", "dask"):
         raise UsageError(f"unknown engine '{engine}'; valid engines: local, dask")
     if scheduler is not None and engine != "dask":
@@ -205,8 +205,10 @@ def _engine(engine: str, scheduler: Optional[str], req):
         return None
     from lossctl.engines import dask as dask_engine
 
-    dask_engine.check_request(req)
-    return dask_engine
+    out = dask_engine.Engine(scheduler)
+    if req is not None:
+        out.check_request(req)
+    return out
 
 
 def _show(report, form: str, output: Optional[str], quiet: bool) -> None:
@@ -266,6 +268,8 @@ def check_cmd(
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the report to FILE (atomically) instead of stdout.")] = None,
     input_format: Annotated[Optional[str], typer.Option("--input-format", help="csv | tsv | parquet | feather | jsonl, when the name does not say.")] = None,
     batch_rows: Annotated[Optional[int], typer.Option("--batch-rows", help="Rows per record batch (verdicts do not depend on it).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="local | dask: where the work runs (dask: a Parquet dataset on a Dask cluster, the baseline as a column of it; needs lossctl[dask]).")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="With --engine dask: the ADDRESS of a running Dask scheduler (else a LocalCluster on 127.0.0.1 for the run).")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or notes on stderr.")] = False,
 ) -> int:
     """CI gate: evaluate, compare with thresholds and/or a baseline; exit 1 when a check fails."""
@@ -287,6 +291,7 @@ def check_cmd(
                  baseline_pred=baseline_pred, by=list(by) or None, min_rows=min_rows, ci=ci, bootstrap=bootstrap,
                  seed=seed, strict=strict, input_format=input_format, batch_rows=batch_rows)
     settings = gate_mod.settings(gate_mod.find_config(config), flags, list(assertion))
+    dask_engine = _engine(engine, scheduler)
 
     def bar(plan):
         from lossctl import progress as prog
@@ -296,7 +301,7 @@ def check_cmd(
         src = plan.sources[0]
         return prog.Progress(src.num_rows, src.size_bytes, os.path.basename(src.name) or src.name)
 
-    report = gate_mod.run(settings, bar)
+    report = gate_mod.run(settings, bar, engine=dask_engine) if dask_engine is not None else gate_mod.run(settings, bar)
     report.elapsed = time.perf_counter() - started
     if junit:  # files first: an unwritable one is exit 2 with nothing on stdout
         with _output(junit) as f:
@@ -348,6 +353,8 @@ def recommend_cmd(
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the advice to FILE (atomically) instead of stdout.")] = None,
     input_format: Annotated[Optional[str], typer.Option("--input-format", help="csv | tsv | parquet | feather | jsonl, when the name does not say.")] = None,
     batch_rows: Annotated[Optional[int], typer.Option("--batch-rows", help="Rows per record batch (the advice does not depend on it).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="local (dask is not available for recommend yet).")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="With --engine dask: a Dask scheduler's ADDRESS.")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No notes on stderr.")] = False,
 ) -> None:
     """Measure the evidence the selection guides turn on; rank the losses that fit, with reasons."""
@@ -356,6 +363,9 @@ def recommend_cmd(
     from lossctl.recommend.render import render as render_advice
     from lossctl.recommend.sources import run_request
 
+    if _engine(engine, scheduler) is not None:
+        raise UsageError("recommend does not run on --engine dask yet (its evidence is not a state that merges "
+                         "across files): use --engine local, or recommend on a sample")
     form = _default_format(fmt, output)
     if form not in REC_FORMATS:
         raise UsageError(f"recommend writes {', '.join(REC_FORMATS)}, not {form}")

@@ -396,3 +396,49 @@ def test_sockets_of_the_run_cluster_are_on_loopback():
     assert set(env.values()) == {os.environ.get("MALLOC_TRIM_THRESHOLD_")}  # distributed's 65536 is not set
     assert nworkers == (os.cpu_count() or 1)
     assert all("lossctl-dask-" in d and not os.path.exists(d) for d in dirs)
+
+
+@needs_dask
+def test_a_worker_that_dies_names_its_file(tmp_path, capsys, cluster, client):
+    """The worker reading the second file dies (as from the OOM killer): one line naming that file.
+    (The module's cluster allows no retries; the nanny starts a fresh worker.)"""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class DieOnSecondFile(WorkerPlugin):
+        name = "lossctl-test-die"
+
+        def transition(self, key, start, finish, **kwargs):
+            if finish == "executing" and str(key).startswith("lossctl-read-1-"):
+                os._exit(1)
+
+    d = tmp_path / "ds"
+    d.mkdir()
+    for i in range(5):
+        pq.write_table(pa.Table.from_pandas(_reg_df(100, seed=i), preserve_index=False), d / f"f{i}.parquet")
+    client.register_plugin(DieOnSecondFile())
+    try:
+        one_line_error(*run(capsys, "eval", d, "-t", "y", "-p", "p", "-f", "json", "--engine", "dask", "--scheduler",
+                            cluster.scheduler_address), f"{d / 'f1.parquet'}: a Dask worker died")
+    finally:
+        client.unregister_worker_plugin(DieOnSecondFile.name)
+    client.wait_for_workers(2, timeout=60)
+
+
+@needs_dask
+def test_check_with_a_baseline_column_equals_the_local_engine(tmp_path, capsys, address, reg_dir):
+    args = ["check", reg_dir, "-t", "y", "-p", "p", "--baseline-pred", "q", "--assert", "mse <= baseline",
+            "--assert", "mae < 0.5", "--by", "g", "--ci", "0.9", "--bootstrap", "50", "-f", "json"]
+    code, out, err = run(capsys, *args)
+    code2, out2, err2 = run(capsys, *args, "--engine", "dask", "--scheduler", address)
+    ref, got = json.loads(out), json.loads(out2)
+    for doc in (ref, got):
+        doc.pop("elapsed", None)
+    assert (code2, err2) == (code, err) and close(ref, got) == []
+    one_line_error(*run(capsys, "check", reg_dir, "-t", "y", "-p", "p", "--baseline", reg_dir / "part-1.parquet",
+                        "--baseline-pred", "q", "--assert", "mse <= baseline", "--engine", "dask", "--scheduler",
+                        address), "--baseline-pred COL without --baseline FILE")
+
+
+def test_recommend_refuses_the_dask_engine(capsys, reg_dir):
+    one_line_error(*run(capsys, "recommend", reg_dir, "-t", "y", "-p", "p", "--engine", "dask"), "recommend",
+                   "--engine local")

@@ -186,6 +186,19 @@ def _merge(wire: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> dict[s
 # ------------------------------------------------------------------ the client
 
 
+@dataclasses.dataclass
+class Engine:
+    """The engine as a command holds it: the request's refusals, then the run's states."""
+
+    scheduler: str | None = None
+
+    def check_request(self, req: Any) -> None:
+        check_request(req)
+
+    def accumulate(self, plan: Any) -> Any:
+        return accumulate(plan, self.scheduler)
+
+
 def accumulate(plan: Any, scheduler: str | None = None) -> Any:
     """Every state of ``plan``, computed by a Dask cluster: what the local ``accumulate`` returns."""
     from lossctl import statefile
