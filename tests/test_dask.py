@@ -442,3 +442,46 @@ def test_check_with_a_baseline_column_equals_the_local_engine(tmp_path, capsys, 
 def test_recommend_refuses_the_dask_engine(capsys, reg_dir):
     one_line_error(*run(capsys, "recommend", reg_dir, "-t", "y", "-p", "p", "--engine", "dask"), "recommend",
                    "--engine local")
+
+
+# ------------------------------------------------------------------ URLs
+
+
+@needs_dask
+def test_file_url_equals_the_local_path(capsys, reg_dir, address):
+    args = ["-t", "y", "-p", "p", "-w", "w", "--grad", "--by", "g", "--ci", "0.9", "--bootstrap", "30"]
+    ref = ok_json(capsys, "eval", reg_dir, *args)
+    url = f"file://{reg_dir}"
+    for extra in ([], ["--engine", "dask", "--scheduler", address]):
+        got = ok_json(capsys, "eval", url, *args, *extra)
+        assert got.pop("sources") == [url]
+        ref_ = {k: v for k, v in ref.items() if k != "sources"}
+        assert close(ref_, got) == []
+    one_line_error(*run(capsys, "eval", f"file://{reg_dir}/nothing-here", "-t", "y", "-f", "json"), "no such file")
+
+
+@needs_dask
+def test_fsspec_memory_filesystem(capsys, reg_dir):
+    """memory:// (fsspec's, as pyarrow has none) with the local engine and with in-process Dask workers."""
+    import logging
+
+    import fsspec
+    from distributed import LocalCluster
+
+    mem = fsspec.filesystem("memory")
+    for f in sorted(reg_dir.iterdir()):
+        mem.pipe(f"/lossctl-test/ds/{f.name}", f.read_bytes())
+    try:
+        args = ["-t", "y", "-p", "p", "--grad", "--by", "g"]
+        ref = ok_json(capsys, "eval", reg_dir, *args)
+        ref.pop("sources")
+        got = ok_json(capsys, "eval", "memory:///lossctl-test/ds", *args)
+        assert got.pop("sources") == ["memory:///lossctl-test/ds"] and close(ref, got) == []
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+                          scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.CRITICAL) as local:
+            got = ok_json(capsys, "eval", "memory:///lossctl-test/ds", *args, "--engine", "dask", "--scheduler",
+                          local.scheduler_address)
+        got.pop("sources")
+        assert close(ref, got) == []
+    finally:
+        mem.rm("/lossctl-test", recursive=True)

@@ -93,18 +93,18 @@ class Fragment:
     src: Any  # the Source the task reads (a copy of the client's, narrowed to this fragment)
     row_offset: int
     rows: int
-    stat: tuple[int, int] | None  # (size, mtime_ns) when planned
+    stat: tuple[int, int | None]  # (size, mtime_ns) when planned
 
 
 def fragments(plan: Any, workers: int) -> list[Fragment]:
     """One fragment per file; files split by row groups when there are fewer than twice the workers."""
-    import pyarrow.parquet as pq
+    from lossctl import io
 
     src = plan.sources[0]
     files = list(zip(src.parts, src.part_keys)) if src.fmt == "dataset" else [(src, None)]
     groups = []
     for part, _ in files:
-        md = pq.read_metadata(part.path)
+        md = io.parquet_file(part.path).metadata
         groups.append([md.row_group(i).num_rows for i in range(md.num_row_groups)])
     total = sum(sum(g) for g in groups)
     split = len(files) < 2 * workers
@@ -112,8 +112,7 @@ def fragments(plan: Any, workers: int) -> list[Fragment]:
     out: list[Fragment] = []
     offset = 0
     for (part, keys), sizes in zip(files, groups):
-        st = os.stat(part.path)
-        stat = (st.st_size, st.st_mtime_ns)
+        stat = io.file_stat(part.path)
         pieces: list[tuple[int, int, int]] = []  # (first row group, end, rows)
         if per is None:
             pieces.append((0, len(sizes), sum(sizes)))
@@ -164,14 +163,14 @@ def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
 
 
 def _unchanged(frag: Fragment) -> None:
-    if frag.stat is None:
-        return
+    from lossctl import io
+
     try:
-        st = os.stat(frag.name)
+        now = io.file_stat(frag.name)
     except OSError as e:
         raise InputError.at(f"cannot read it any more ({e.strerror or e}): it changed after the run was planned",
                             source=frag.name) from None
-    if (st.st_size, st.st_mtime_ns) != frag.stat:
+    if now != frag.stat:
         raise InputError.at("the file changed after the run was planned (its size or modification time differ); "
                             "run again", source=frag.name)
 
