@@ -485,3 +485,26 @@ def test_fsspec_memory_filesystem(capsys, reg_dir):
         assert close(ref, got) == []
     finally:
         mem.rm("/lossctl-test", recursive=True)
+
+
+@needs_dask
+def test_hive_partitions_and_a_file_lacking_a_column(tmp_path, capsys, address):
+    """Partition values (region=…) are columns in every fragment; a file lacking a bound column
+    is the local engine's error, found before any task runs."""
+    d = tmp_path / "hive"
+    for i, region in enumerate(["east", "north", "west"]):
+        (d / f"region={region}").mkdir(parents=True)
+        df = _reg_df(150 + 40 * i, seed=i)
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), d / f"region={region}" / "f.parquet",
+                       row_group_size=60)
+    args = ["eval", d, "-t", "y", "-p", "p", "--by", "region", "--grad", "--ci", "0.9", "--bootstrap", "30",
+            "-f", "json", "-q"]
+    code, ref, err = run(capsys, *args)
+    assert code == 0, err
+    code2, got, err2 = run(capsys, *args, "--engine", "dask", "--scheduler", address)
+    assert (code2, err2) == (0, err) and close(json.loads(ref), json.loads(got)) == []
+    assert [g["value"] for g in json.loads(ref)["groups"]] == ["east", "north", "west"]
+    pq.write_table(pa.table({"y": [1.0, 2.0]}), d / "region=west" / "g.parquet")
+    local = run(capsys, *args)
+    one_line_error(*local, "g.parquet", "lacks column 'p'")
+    assert run(capsys, *args, "--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{free_port()}") == local
