@@ -623,8 +623,9 @@ def _open_dataset(name: str, paths: str | list[str]) -> Source:
             files += [os.path.join(d, f) for f in fs
                       if not f.startswith((".", "_")) and f.lower().endswith((".parquet", ".pq", ".parq"))]
         files.sort()
-    else:
-        files, root = paths, None
+    else:  # a glob: partition directories below the part of the pattern without wildcards
+        fixed = re.split(r"[*?\[]", name, maxsplit=1)[0]
+        files, root = paths, os.path.dirname(fixed) or "."
     if not files:
         raise InputError.at("the directory holds no Parquet files", source=name)
     parts, keys = [], []

@@ -178,6 +178,19 @@ def test_an_empty_file_in_a_dataset_is_no_error(cli, tmp_path):
     assert r.json()["rows"] == 2
 
 
+@pytest.mark.parametrize("pattern", ["*/*.parquet", "year=202*/*.parquet"])
+def test_a_glob_over_a_hive_tree_keeps_its_partition_columns(cli, tmp_path, pattern):
+    d = tmp_path / "tree"
+    (d / "year=2023").mkdir(parents=True)
+    (d / "year=2024").mkdir()
+    pq.write_table(pa.table({"y": [1.0, 2.0], "yhat": [1.0, 1.0]}), d / "year=2023" / "a.parquet")
+    pq.write_table(pa.table({"y": [3.0], "yhat": [1.0]}), d / "year=2024" / "b.parquet")
+    r = cli("eval", str(d / pattern), "-l", "mse", "--by", "year", "-f", "json")
+    assert r.code == 0, r.err
+    groups = {g["value"]: g["results"][0]["value"] for g in r.json()["groups"]}
+    assert groups == {2023: pytest.approx(_mse([1, 2], [1, 1])), 2024: pytest.approx(_mse([3], [1]))}
+
+
 # ------------------------------------------------------------------ item 13: one file at a time
 
 
