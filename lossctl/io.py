@@ -83,8 +83,10 @@ def _pa():
     return pa
 
 
-def open_source(name: str, input_format: str | None = None) -> Source:
-    """Find the format of ``name`` and read its column names (not its data)."""
+def open_source(name: str, input_format: str | None = None, *, allow_empty: bool = False) -> Source:
+    """Find the format of ``name`` and read its column names (not its data).
+
+    ``allow_empty``: a file with columns but no rows is no error (one of several paths)."""
     if input_format is not None and input_format not in FORMATS:
         from lossctl.errors import UsageError
 
@@ -108,7 +110,7 @@ def open_source(name: str, input_format: str | None = None) -> Source:
         raise InputError.at("the file is empty", source=name)
     fmt, comp = _detect(name, input_format)
     src = Source(name=name, path=name, fmt=fmt, compression=comp, size_bytes=size)
-    _read_schema(src)
+    _read_schema(src, allow_empty)
     return src
 
 
@@ -217,15 +219,15 @@ def _sniff_text(text: str, src: Source) -> str:
     return "tsv" if first.count("\t") > first.count(",") else "csv"
 
 
-def _read_schema(src: Source) -> None:
+def _read_schema(src: Source, allow_empty: bool = False) -> None:
     if src.fmt in ("csv", "tsv"):
-        _csv_schema(src)
+        _csv_schema(src, allow_empty)
     elif src.fmt == "jsonl":
         _jsonl_schema(src)
     elif src.fmt == "parquet":
-        _parquet_schema(src)
+        _parquet_schema(src, allow_empty)
     elif src.fmt == "feather":
-        _feather_schema(src)
+        _feather_schema(src, allow_empty)
 
 
 def _short(e: BaseException) -> str:
@@ -235,7 +237,7 @@ def _short(e: BaseException) -> str:
 
 # ---------------------------------------------------------------- CSV / TSV
 
-def _csv_schema(src: Source) -> None:
+def _csv_schema(src: Source, allow_empty: bool = False) -> None:
     src.delimiter = "\t" if src.fmt == "tsv" else ","
     text = _head_text(src).lstrip("\ufeff")  # a UTF-8 byte-order mark is not part of the first name
     if not text.strip():
@@ -252,7 +254,7 @@ def _csv_schema(src: Source) -> None:
         raise InputError.at(f"the header names column '{dup}' twice", source=src.name)
     src.cr_only = "\r" in text and "\n" not in text
     data_lines = [ln for ln in lines[1:] if ln.strip()]
-    if not data_lines:
+    if not data_lines and not allow_empty:
         raise InputError.at("the file has a header but no data rows", source=src.name)
     src.columns = header
 
@@ -590,7 +592,7 @@ def _parquet_schema(src: Source, allow_empty: bool = False) -> None:
         raise InputError.at("the file has no rows", source=src.name)
 
 
-def _feather_schema(src: Source) -> None:
+def _feather_schema(src: Source, allow_empty: bool = False) -> None:
     pa = _pa()
     try:
         reader = pa.ipc.open_file(pa.memory_map(src.path)) if src.compression is None else None
@@ -608,7 +610,7 @@ def _feather_schema(src: Source) -> None:
     src.columns = list(dict.fromkeys(schema.names))
     src.duplicates = {n for n in schema.names if schema.names.count(n) > 1}
     src.types = {f.name: f.type for f in schema}
-    if src.num_rows == 0:
+    if src.num_rows == 0 and not allow_empty:
         raise InputError.at("the file has no rows", source=src.name)
 
 
@@ -621,8 +623,9 @@ def _open_dataset(name: str, paths: str | list[str]) -> Source:
             files += [os.path.join(d, f) for f in fs
                       if not f.startswith((".", "_")) and f.lower().endswith((".parquet", ".pq", ".parq"))]
         files.sort()
-    else:
-        files, root = paths, None
+    else:  # a glob: partition directories below the part of the pattern without wildcards
+        fixed = re.split(r"[*?\[]", name, maxsplit=1)[0]
+        files, root = paths, os.path.dirname(fixed) or "."
     if not files:
         raise InputError.at("the directory holds no Parquet files", source=name)
     parts, keys = [], []
