@@ -258,14 +258,13 @@ def _stat_sizes(stats: list[Any]) -> list[int]:
 
 def _sum_stats(stats: list[Any], n: int) -> np.ndarray | Scaled:
     out = []
-    for s in stats:
-        if np.ndim(s) == 0:
-            out.append(float(s) * n)
-        elif s.ndim == 1:
-            with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum of finite terms is rescaled below
+        for s in stats:
+            if np.ndim(s) == 0:
+                out.append(float(s) * n)
+            elif s.ndim == 1:
                 out.append(float(np.sum(s)))
-        else:
-            with np.errstate(over="ignore", invalid="ignore"):
+            else:
                 out.extend(np.sum(s, axis=0).tolist())
     sums = np.asarray(out, dtype=float)
     if np.isinf(sums).any():  # (never on ordinary data) a sum of finite terms may overflow
