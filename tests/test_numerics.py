@@ -443,3 +443,16 @@ def test_state_files_written_before_ties_were_counted_still_load():
     old = GradSummary.from_dict(d)
     assert old.top1_exact()
     assert old.result()["top1_share"] == pytest.approx(top1_oracle(g), rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e154, 1e-170])
+def test_with_ci_the_value_stays_exact_and_the_interval_is_withheld_beyond_the_range(scale):
+    import lossctl
+
+    y, yhat = _residuals(scale, n=500)
+    ssq = exact_sumsq(yhat - y)
+    for spec, want in (("rmse", exact_sqrt(ssq / 500)), ("mse", float(ssq / 500) if scale > 1 else 0.0)):
+        got = lossctl.evaluate(y, yhat, spec, ci=0.9, bootstrap=50, batch_rows=128)
+        assert got.value == pytest.approx(want, rel=1e-13, abs=0), spec
+        assert got.ci is None or all(math.isnan(v) for v in got.ci), (spec, got.ci)  # never an interval beside the value
+        assert any("no bootstrap interval" in n for n in got.notes), spec
