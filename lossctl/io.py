@@ -809,10 +809,10 @@ def _count_lines(path: str) -> int:
 
 
 def _gzip_size_hint(path: str) -> int | None:
-    """The decompressed size from the gzip trailer (ISIZE: the last member's size modulo 2³²);
-    for a file of a megabyte or more, lifted by 2³² steps to at least the compressed size
-    (deflate expands data by at most 5 bytes per 64 KB stored block). A hint, not a bound:
-    a file of several members (bgzip, concatenated files) records only its last one's size."""
+    """The decompressed size from the gzip trailer (ISIZE), a hint: it records the last member's
+    size only (bgzip and concatenated files have several) and modulo 2³². Where it is smaller than
+    the compressed file (deflate expands data by at most 5 bytes per 64 KB stored block), it is
+    one of those cases and says nothing: None."""
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         csize = f.tell()
@@ -820,9 +820,7 @@ def _gzip_size_hint(path: str) -> int | None:
             return None
         f.seek(-4, os.SEEK_END)
         isize = int.from_bytes(f.read(4), "little")
-    while csize >= 1 << 20 and isize < csize - csize // 1000:
-        isize += 1 << 32
-    return isize
+    return isize if isize >= csize - csize // 1000 - 64 else None
 
 
 _ZSTD_MAGIC = 0xFD2FB528

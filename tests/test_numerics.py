@@ -443,3 +443,33 @@ def test_state_files_written_before_ties_were_counted_still_load():
     old = GradSummary.from_dict(d)
     assert old.top1_exact()
     assert old.result()["top1_share"] == pytest.approx(top1_oracle(g), rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e154, 1e-170])
+def test_with_ci_the_value_stays_exact_and_the_interval_is_withheld_beyond_the_range(scale):
+    import lossctl
+
+    y, yhat = _residuals(scale, n=500)
+    ssq = exact_sumsq(yhat - y)
+    for spec, want in (("rmse", exact_sqrt(ssq / 500)), ("mse", float(ssq / 500) if scale > 1 else 0.0)):
+        got = lossctl.evaluate(y, yhat, spec, ci=0.9, bootstrap=50, batch_rows=128)
+        assert got.value == pytest.approx(want, rel=1e-13, abs=0), spec
+        assert got.ci is None or all(math.isnan(v) for v in got.ci), (spec, got.ci)  # never an interval beside the value
+        assert any("no bootstrap interval" in n for n in got.notes), spec
+
+
+def test_a_gzip_trailer_that_understates_the_size_is_exact_or_flagged(cli, tmp_path):
+    # two gzip members (as cat a.gz b.gz or bgzip write): the trailer records the last one's size only,
+    # so the row bound is a hint that falls short; the share is then exact or flagged, never silently wrong
+    y, yhat, raw = _regression(N_BIG, False, order="descending")
+    ref = top1_oracle(np.abs(2 * (yhat - y)))
+    cut = raw.index(b"\n", len(raw) - 2000) + 1
+    path = tmp_path / "d.csv.gz"
+    path.write_bytes(gzip.compress(raw[:cut], 1) + gzip.compress(raw[cut:], 1))
+    assert lio.rows_upper_bound(lio.open_source(str(path))) is None  # the trailer is implausible: no bound
+    res, err = _grad_json(cli, path, "-l", "mse")
+    assert res["n"] == N_BIG
+    if res["grad"].get("top1_share_lower_bound"):
+        assert res["grad"]["top1_share"] <= ref * (1 + 1e-12) and "lower bound" in err
+    else:
+        assert res["grad"]["top1_share"] == pytest.approx(ref, rel=1e-9)
