@@ -107,13 +107,24 @@ def test_moments_merge_exactly():
 
 def test_hash_sample_is_order_free():
     x = rng(4).normal(size=(20_000, 2))
-    a, b = E.HashSample(1000), E.HashSample(1000)
+    x = np.repeat(x, rng(6).integers(1, 4, size=len(x)), axis=0)  # repeated rows too
+    a, b, c = E.HashSample(1000), E.HashSample(1000), E.HashSample(1000)
     a.update(E.value_keys(x), {"x": x})
     perm = rng(5).permutation(len(x))
-    for chunk in np.array_split(perm, 37):
+    for chunk in np.array_split(perm, 301):  # small chunks: the insert path once the sample is full
         b.update(E.value_keys(x[chunk]), {"x": x[chunk]})
-    assert np.array_equal(np.sort(a.keys), np.sort(b.keys))
-    assert np.array_equal(np.sort(a.get("x")[:, 0]), np.sort(b.get("x")[:, 0]))
+    half = perm[: len(x) // 2], perm[len(x) // 2:]
+    d = E.HashSample(1000)
+    c.update(E.value_keys(x[half[0]]), {"x": x[half[0]]})
+    d.update(E.value_keys(x[half[1]]), {"x": x[half[1]]})
+    c.merge(d)
+    for s in (b, c):
+        assert np.array_equal(a.keys, s.keys) and np.array_equal(a.counts, s.counts)
+        assert np.array_equal(a.get("x"), s.get("x"))
+    # the counts are exact: each kept row occurs that many times in the data
+    _, inv, cnt = np.unique(E.value_keys(x), return_inverse=True, return_counts=True)
+    full = dict(zip(np.unique(E.value_keys(x)).tolist(), cnt.tolist()))
+    assert [full[k] for k in a.keys.tolist()] == a.counts.tolist()
 
 
 # ------------------------------------------------------------------ regression: guide branches

@@ -110,6 +110,9 @@ class HashSample:
         self._add(uk, {c: a[first] for c, a in cols.items()}, cnt.astype(np.int64))
 
     def _add(self, keys: np.ndarray, cols: dict[str, np.ndarray], counts: np.ndarray) -> None:
+        if self.keys.size and keys.size * 8 < self.keys.size and set(cols) == set(self.cols):
+            self._insert(keys, cols, counts)
+            return
         allk = np.concatenate([self.keys, keys])
         allw = np.concatenate([self.counts, counts])
         allc = {c: (np.concatenate([self.cols[c], a]) if c in self.cols else a) for c, a in cols.items()}
@@ -124,6 +127,28 @@ class HashSample:
             self.truncated = True
         self.keys, self.counts = allk[keep], w
         self.cols = {c: a[keep] for c, a in allc.items()}
+        if self.truncated:
+            self._cut = self.keys[-1]
+
+    def _insert(self, keys: np.ndarray, cols: dict[str, np.ndarray], counts: np.ndarray) -> None:
+        """A few new distinct keys (sorted) into the sorted sample: no full sort (the common case
+        once the sample is full and only rows under the cut get in)."""
+        pos = np.searchsorted(self.keys, keys)
+        inside = pos < self.keys.size
+        hit = np.zeros(keys.size, bool)
+        hit[inside] = self.keys[pos[inside]] == keys[inside]
+        if hit.any():
+            self.counts[pos[hit]] += counts[hit]
+        new = ~hit
+        if new.any():
+            at = pos[new]
+            self.keys = np.insert(self.keys, at, keys[new])
+            self.counts = np.insert(self.counts, at, counts[new])
+            self.cols = {c: np.insert(a, at, cols[c][new], axis=0) for c, a in self.cols.items()}
+            if self.keys.size > self.k:
+                self.keys, self.counts = self.keys[: self.k], self.counts[: self.k]
+                self.cols = {c: a[: self.k] for c, a in self.cols.items()}
+                self.truncated = True
         if self.truncated:
             self._cut = self.keys[-1]
 
