@@ -473,3 +473,16 @@ def test_a_gzip_trailer_that_understates_the_size_is_exact_or_flagged(cli, tmp_p
         assert res["grad"]["top1_share"] <= ref * (1 + 1e-12) and "lower bound" in err
     else:
         assert res["grad"]["top1_share"] == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("cut", [4, 5, 9, 40])  # inside the frame header, the first block header, the first block
+def test_a_damaged_zstd_file_has_no_row_bound_and_fails_as_bad_input(cli, tmp_path, cut):
+    zstandard = pytest.importorskip("zstandard")
+    raw = _regression(20_000, False)[2]
+    data = zstandard.ZstdCompressor().compress(raw)
+    path = tmp_path / "d.csv.zst"
+    path.write_bytes(data[:cut])
+    assert lio.rows_upper_bound(lio.Source(name="d", path=str(path), fmt="csv", compression="zstd")) is None
+    run = cli("eval", path, "-l", "mse", "--grad", "-f", "json")
+    assert run.code == 2, run.err
+    assert run.out == "" and "Traceback" not in run.err and "internal error" not in run.err
