@@ -69,7 +69,7 @@ class Batch:
         )  # a fresh memo: the subset's arrays are new
 
     @property
-    def keys(self) -> int | np.ndarray:
+    def row_keys(self) -> int | np.ndarray:
         """What keys rows for hashing: the first row's index where the rows are consecutive, else each row's."""
         return self.offset if self.rows is None else self.rows
 
@@ -520,8 +520,8 @@ class DecomposableState(State):
             for role, x in grads.items():
                 gs = self.grad_by_role.setdefault(role, GradSummary(self.kernel.ctx.rows_bound, self.kernel.ctx.top_keep,
                                                                     sample=self.kernel.ctx.sample_grads))
-                gs.update(x, b.keys)
-        self.grad.update(g, b.keys)
+                gs.update(x, b.row_keys)
+        self.grad.update(g, b.row_keys)
 
     def update2(self, b: Batch) -> None:
         if b.n == 0 or self.grad is None:

@@ -779,7 +779,7 @@ def rows_upper_bound(src: Source) -> int | None:
         return src.rows_bound
     try:
         size = {"gzip": _gzip_size_hint, "zstd": _zstd_content_size}.get(src.compression, lambda p: None)(src.path)
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):  # a damaged file: the reader says what is wrong with it
         return None
     if size is None:
         return None
