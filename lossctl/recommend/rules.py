@@ -209,9 +209,9 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "classification.separable", CLS,
         "hinge: linearly separable or nearly separable data",
-        lambda e: _g(e, "roc_auc", 0) >= SEPARABLE_AUC and e.get("score_kind") == "margin",
-        "nearly separable (ROC AUC {roc_auc:.3f}) with decision values → hinge's max margin applies",
-        f"Fires when ROC AUC ≥ {SEPARABLE_AUC:g} on decision-value scores: +1 to hinge.",
+        lambda e: _g(e, "roc_auc", 0) >= SEPARABLE_AUC and e.get("score_kind") in ("margin", "logit"),
+        "nearly separable (ROC AUC {roc_auc:.3f}) with unbounded scores → hinge's max margin applies",
+        f"Fires when ROC AUC ≥ {SEPARABLE_AUC:g} on unbounded scores (margins or logits): +1 to hinge.",
         favours=(("hinge", 1.0),),
     ),
     Rule(
