@@ -939,3 +939,15 @@ def test_weighted_quantile_equals_numpy_on_the_repeated_array():
 
     s = np.round(g.random(50), 1)
     assert E.auc(yb, s, w) == pytest.approx(roc_auc_score(np.repeat(yb, w), np.repeat(s, w)), rel=1e-12)
+
+
+def test_reasons_quote_the_registry_properties_the_rules_read():
+    g = rng(150)
+    y = g.normal(size=5000)
+    e = g.normal(size=5000)
+    e[:250] += g.normal(0, 100, 250)
+    a = lossctl.recommend(y, y + e)
+    hub = next(r for r in a.recommendations if r.loss == "huber")
+    assert "robust to outliers = " + registry.get("huber").properties.robust in " ".join(hub.reasons)
+    a = lossctl.recommend(y, y + g.exponential(size=5000))
+    assert "minimiser = median" in " ".join(top(a).reasons)

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.accumulate import GradSummary
 from lossctl.engine import Batch
 
 SAMPLE_ROWS = 65_536  # rows kept for the sampled figures (median, MAD, AUC, quantiles)
@@ -188,6 +187,22 @@ def wquantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
     return float(vlo + (h - lo) * (vhi - vlo))
 
 
+def _top_share(v: np.ndarray, w: np.ndarray, frac: float) -> float:
+    """The share of Σv held by the ⌈frac·N⌉ largest of N rows (``w`` counts each value's rows)."""
+    if v.size == 0:
+        return math.nan
+    tot = float(np.dot(v, w))
+    if tot <= 0:
+        return 0.0
+    o = np.argsort(v)[::-1]
+    vs, ws = v[o], w[o].astype(np.float64)
+    k = math.ceil(frac * ws.sum())
+    cw = np.cumsum(ws)
+    j = int(np.searchsorted(cw, k))  # the value holding the k-th largest row
+    top = float(np.dot(vs[:j], ws[:j])) + vs[j] * (k - (cw[j - 1] if j else 0.0))
+    return top / tot
+
+
 def wmean(mask: np.ndarray, w: np.ndarray) -> float:
     tot = w.sum()
     return float(w[mask].sum() / tot) if tot else math.nan
@@ -318,29 +333,22 @@ class RegressionEvidence:
         self.has_pred = has_pred
         self.mom = Moments()
         self.pos = 0
-        self.zero = 0
-        self.sq = GradSummary(sample=False)  # r²: the share of Σr² on the worst 1% of rows, exact
         self.sample = HashSample()
 
     def update(self, b: Batch) -> None:
         y = b["target"]
         p = b.get("pred") if self.has_pred else None
         r = (p - y) if p is not None else y
-        keys = value_keys(y, p) if p is not None else value_keys(y)
         if r.ndim > 1:  # several outputs: their residuals pooled
-            keys = _mix(np.repeat(keys, r.shape[1]) ^ np.tile(np.arange(r.shape[1], dtype=np.uint64), r.shape[0]))
             r = r.ravel()
         self.mom.update(r)
         self.pos += int(np.count_nonzero(r > 0))
-        self.zero += int(r.size - np.count_nonzero(r))
-        self.sq.update(r * r)
-        self.sample.update(keys, {"r": r})
+        # the sampled figures are functions of r alone: rows are sampled by their residual's value
+        self.sample.update(value_keys(r), {"r": r})
 
     def merge(self, other: "RegressionEvidence") -> None:
         self.mom.merge(other.mom)
         self.pos += other.pos
-        self.zero += other.zero
-        self.sq.merge(other.sq)
         self.sample.merge(other.sample)
 
     def result(self) -> dict[str, Any]:
@@ -372,13 +380,14 @@ class RegressionEvidence:
             "outlier_share": _f(outl),
             "outlier_k": OUTLIER_K,
             "gross_outlier_share": _f(gross),
-            "worst1pct_mse_share": _f(self.sq.result().get("top1_share", 0.0)),
+            "worst1pct_mse_share": _f(_top_share(r * r, w, 0.01)),
             "positive_share": _f(self.pos / m.n if m.n else math.nan),
             "min": _f(m.min),
             "max": _f(m.max),
         }
         sampled = [] if self.sample.exact else [f"{what}_median", f"{what}_mad", "robust_scale", "outlier_share",
-                                                "gross_outlier_share", "quartile_skewness", "mean_minus_median"]
+                                                "gross_outlier_share", "quartile_skewness", "mean_minus_median",
+                                                "worst1pct_mse_share"]
         return {"figures": ev, "sampled": sampled, "sample_size": int(self.sample.keys.size)}
 
 

@@ -72,6 +72,8 @@ class Rule:
     rules_out: Callable[[registry.LossSpec, dict[str, Any]], bool] | None = None
     trap: str = ""  # the reason given for each loss ruled out ({loss} is its name)
     standard: bool = False  # its first favoured loss is the task's standard (the empirical check's reference)
+    # registry properties quoted for each favoured loss after the reason ("robust", "minimiser", …)
+    cites: tuple[str, ...] = ()
 
 
 def _g(e: dict[str, Any], key: str, default: float = math.nan) -> float:
@@ -119,6 +121,7 @@ RULES: tuple[Rule, ...] = (
         f"Fires when more than {GROSS_SHARE:.1%} of the residuals lie beyond {GROSS_K:g} robust SDs: "
         "+3 to huber (robust and still efficient on the clean rows), +2 to mae (no parameter).",
         favours=(("huber", 3.0), ("mae", 2.0)),
+        cites=('robust',),
     ),
     Rule(
         "regression.heavy_tails", ("regression",),
@@ -131,6 +134,7 @@ RULES: tuple[Rule, ...] = (
         f"Fires when no more than {GROSS_SHARE:.1%} lie beyond {GROSS_K:g} robust SDs but more than "
         f"{OUTLIER_SHARE:.0%} lie beyond 3.5, or the excess kurtosis exceeds {KURTOSIS:g}: +3 to huber, +1 to mae.",
         favours=(("huber", 3.0), ("mae", 1.0)),
+        cites=('robust',),
     ),
     Rule(
         "regression.skewed", ("regression",),
@@ -142,6 +146,7 @@ RULES: tuple[Rule, ...] = (
         f"Fires when |Bowley quartile skewness| > {QUARTILE_SKEW:g}: +3 to mae (the median is the typical "
         "value; the mean follows the long tail).",
         favours=(("mae", 3.0),),
+        cites=('minimiser',),
     ),
     Rule(
         "regression.intervals", ("regression",),
@@ -180,6 +185,7 @@ RULES: tuple[Rule, ...] = (
         f"Fires when the majority:minority ratio is at least {IMBALANCE:g}: +2 to cross-entropy (with "
         "class weights derived from the counts), +1.5 to focal (α, γ derived).",
         favours=(("cross_entropy", 2.0), ("focal", 1.5)),
+        cites=('imbalance',),
     ),
     Rule(
         "classification.balanced_focal", CLS,
@@ -203,9 +209,9 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "classification.separable", CLS,
         "hinge: linearly separable or nearly separable data",
-        lambda e: _g(e, "roc_auc", 0) >= SEPARABLE_AUC and e.get("score_kind") == "margin",
-        "nearly separable (ROC AUC {roc_auc:.3f}) with decision values → hinge's max margin applies",
-        f"Fires when ROC AUC ≥ {SEPARABLE_AUC:g} on decision-value scores: +1 to hinge.",
+        lambda e: _g(e, "roc_auc", 0) >= SEPARABLE_AUC and e.get("score_kind") in ("margin", "logit"),
+        "nearly separable (ROC AUC {roc_auc:.3f}) with unbounded scores → hinge's max margin applies",
+        f"Fires when ROC AUC ≥ {SEPARABLE_AUC:g} on unbounded scores (margins or logits): +1 to hinge.",
         favours=(("hinge", 1.0),),
     ),
     Rule(
@@ -267,6 +273,7 @@ RULES: tuple[Rule, ...] = (
         f"Fires when the foreground share is below {FG_IMBALANCED:g} (or above {1 - FG_IMBALANCED:g}), or "
         "a class covers under 5%: +3 to dice and dice_bce.",
         favours=(("dice", 3.0), ("dice_bce", 3.0)),
+        cites=('imbalance',),
     ),
     Rule(
         "segmentation.small_objects", ("segmentation",),
@@ -279,6 +286,7 @@ RULES: tuple[Rule, ...] = (
         "foreground (or, without image ids, the whole mask has), or when a class covers under 1%: +4 to "
         "focal and generalized_dice.",
         favours=(("focal", 4.0), ("generalized_dice", 4.0)),
+        cites=('imbalance',),
     ),
     Rule(
         "segmentation.small_objects_goal", ("segmentation",),
