@@ -4,7 +4,7 @@
 reasons and derived parameters. ``check`` evaluates each recommendation (value and
 gradient summary) through the ordinary engine and compares it with the task's
 standard loss. The CLI and the library differ only in how batches are produced and
-how the engine is driven (``lossctl.recommend.sources``).
+how the engine is driven (``lossctl.advice.sources``).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from lossctl import registry
 from lossctl.errors import UsageError
-from lossctl.recommend import derive
-from lossctl.recommend import rules as R
+from lossctl.advice import derive
+from lossctl.advice import rules as R
 
 SCHEMA_VERSION = 1
 
