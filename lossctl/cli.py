@@ -359,9 +359,9 @@ def recommend_cmd(
 ) -> None:
     """Measure the evidence the selection guides turn on; rank the losses that fit, with reasons."""
     from lossctl.pipeline import Request
-    from lossctl.recommend.render import FORMATS as REC_FORMATS
-    from lossctl.recommend.render import render as render_advice
-    from lossctl.recommend.sources import run_request
+    from lossctl.advice.render import FORMATS as REC_FORMATS
+    from lossctl.advice.render import render as render_advice
+    from lossctl.advice.sources import run_request
 
     if _engine(engine, scheduler) is not None:
         raise UsageError("recommend does not run on --engine dask yet (its evidence is not a state that merges "
