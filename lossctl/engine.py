@@ -9,6 +9,7 @@ triplets, Wasserstein) provide their own state with the same update/merge/result
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -674,7 +675,9 @@ def _floats(x: Any, what: str, ndim: int = 1) -> np.ndarray:
         raise ValueError(f"{what}: an array of numbers expected") from None
     if a.ndim != ndim and not (a.size == 0 and ndim > 1):
         raise ValueError(f"{what}: an array of {ndim} dimension{'s' if ndim > 1 else ''} expected")
-    if any(isinstance(v, (bool, str)) for v in (np.ravel(np.asarray(x, dtype=object)) if ndim > 1 else x)):
+    # no booleans or digit strings, which asarray would take as numbers (the types in C: a merge reads millions)
+    values = itertools.chain.from_iterable(x) if ndim > 1 and a.ndim == ndim else x
+    if any(issubclass(t, (bool, str)) for t in set(map(type, values))):
         raise ValueError(f"{what}: an array of numbers expected")
     return a
 
