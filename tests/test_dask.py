@@ -508,3 +508,43 @@ def test_hive_partitions_and_a_file_lacking_a_column(tmp_path, capsys, address):
     local = run(capsys, *args)
     one_line_error(*local, "g.parquet", "lacks column 'p'")
     assert run(capsys, *args, "--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{free_port()}") == local
+
+
+@needs_dask
+def test_one_file_split_by_row_groups_and_nan_drop(tmp_path, capsys, address):
+    """A single Parquet file is split by its row groups; --nan drop (without --ci) equals the local engine."""
+    df = _reg_df(3000, seed=7)
+    df.loc[[5, 1700, 2999], "p"] = [np.nan, np.inf, np.nan]
+    f = tmp_path / "one.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f, row_group_size=400)
+    args = ["eval", f, "-t", "y", "-p", "p", "-p", "q", "-w", "w", "--nan", "drop", "--grad", "--by", "g", "-l", "mse",
+            "-l", "huber", "-l", "quantile:tau=0.8", "-f", "json", "-q"]
+    code, ref, err = run(capsys, *args)
+    code2, got, err2 = run(capsys, *args, "--engine", "dask", "--scheduler", address)
+    assert (code, code2, err2) == (0, 0, err)
+    ref, got = json.loads(ref), json.loads(got)
+    assert got["dropped_rows"] == 3 and close(ref, got) == []
+
+
+@needs_dask
+@pytest.mark.parametrize("change,args,needle", [
+    ({"w": 0.0}, ["-w", "w"], "every weight is 0"),
+    ({"p": np.nan}, ["--nan", "drop"], "no rows left: --nan drop dropped all 300"),
+], ids=["zero-weights", "all-dropped"])
+def test_whole_data_checks_are_made_on_the_total(tmp_path, capsys, address, change, args, needle):
+    """Checks that need every row (some weight not 0, some row left) are the local engine's, made once on the
+    merged total (a fragment whose weights are all 0 is fine when another's are not)."""
+    df = _reg_df(300)
+    df.loc[:150, "w"] = 0.0  # the first fragments have only zero weights
+    d = write_dataset(df, tmp_path / "ok")
+    cmd = ["eval", d, "-t", "y", "-p", "p", "-w", "w", "-f", "json", "-q"]
+    code, ref, _ = run(capsys, *cmd)
+    code2, got, _ = run(capsys, *cmd, "--engine", "dask", "--scheduler", address)
+    assert code == code2 == 0 and close(json.loads(ref), json.loads(got)) == []
+    for col, v in change.items():
+        df[col] = v
+    d = write_dataset(df, tmp_path / "bad")
+    cmd = ["eval", d, "-t", "y", "-p", "p", *args, "-f", "json"]
+    local = run(capsys, *cmd)
+    one_line_error(*local, needle)
+    assert run(capsys, *cmd, "--engine", "dask", "--scheduler", address) == local
