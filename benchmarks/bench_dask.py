@@ -1,6 +1,6 @@
 """`--engine dask` vs the local engine on an 8-file Parquet dataset.
 
-    python benchmarks/bench_dask.py [--rows 20000000] [--repeat 3] [--json OUT]
+    python benchmarks/bench_dask.py [--rows 20000000] [--repeat 3] [--only grad|ci-by] [--json OUT]
 
 Data: ROWS rows (default 20M) of y, yhat (the generator of _common.py) and a slice column
 g (8 values), in 8 Parquet files of ROWS/8 rows (row groups of 2**20), cached under
@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--only", choices=["grad", "ci-by"], help="run one workload only")
     args = ap.parse_args()
     workers = os.cpu_count() or 1
     d = dataset(args.rows)
@@ -127,6 +128,8 @@ def main() -> None:
     lines = []
     with running_cluster(workers) as addr:
         for label, extra in WORKLOADS.items():
+            if args.only and (args.only == "grad") != (label == "--grad"):
+                continue
             comps = [
                 C.Competitor("local", [*base, *extra]),
                 C.Competitor("dask, new", [*base, *extra, "--engine", "dask"]),
