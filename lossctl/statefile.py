@@ -120,15 +120,28 @@ def from_payload(plan: Any, p: dict[str, Any]) -> Any:
     return Accumulated(load(p["states"]), groups, rows, p["rows"], p["dropped_rows"], None, None, p["weight_total"])
 
 
-def merge_payloads(plan: Any, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Two disjoint shards' payloads as one (``a`` before ``b`` in the data)."""
+def merge_payloads(plan: Any, a: dict[str, Any], b: dict[str, Any], rows_bound: int | None = None) -> dict[str, Any]:
+    """Two disjoint shards' payloads as one (``a`` before ``b`` in the data).
+
+    ``rows_bound``: the whole data's rows, where each shard kept its top-1% gradient
+    candidates for all of them (a distributed run): the union keeps candidates for that
+    many rows too, not for the sum of the shards' bounds."""
     acc, other = from_payload(plan, a), from_payload(plan, b)
-    for mine, theirs in zip(acc.states, other.states):
+
+    def add(mine: State, theirs: State) -> None:
+        if rows_bound is not None:
+            for s, bound in ((mine, rows_bound), (theirs, 0)):  # GradSummary.merge adds the two bounds
+                for g in (getattr(s, "grad", None), *getattr(s, "grad_by_role", {}).values()):
+                    if g is not None and g.rows_bound is not None:
+                        g.rows_bound = bound
         mine.merge(theirs)
+
+    for mine, theirs in zip(acc.states, other.states):
+        add(mine, theirs)
     for k, sts in other.group_states.items():
         if k in acc.group_states:
             for mine, theirs in zip(acc.group_states[k], sts):
-                mine.merge(theirs)
+                add(mine, theirs)
             acc.group_rows[k] += other.group_rows[k]
         else:
             acc.group_states[k] = sts

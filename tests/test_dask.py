@@ -548,3 +548,26 @@ def test_whole_data_checks_are_made_on_the_total(tmp_path, capsys, address, chan
     local = run(capsys, *cmd)
     one_line_error(*local, needle)
     assert run(capsys, *cmd, "--engine", "dask", "--scheduler", address) == local
+
+
+def test_merged_states_keep_candidates_for_the_whole_data_only(tmp_path):
+    """Each fragment keeps top-1% candidates for the whole dataset's rows; their union keeps
+    as many, not the sum of the fragments' (which would double at each level of the tree)."""
+    from lossctl.driver import plan_wire
+    from lossctl.engines import dask as engine
+    from lossctl.pipeline import Request, prepare
+
+    d = tmp_path / "ds"
+    d.mkdir()
+    for i in range(4):
+        pq.write_table(pa.Table.from_pandas(_reg_df(60_000, seed=i), preserve_index=False), d / f"f{i}.parquet")
+    plan = prepare(Request(data=str(d), target="y", preds=["p"], grad=True, losses=["mse"]))
+    wire, frags = plan_wire(plan), engine.fragments(plan, 2)
+    plan.close()
+    n = 240_000
+    parts = [engine._task(wire, f) for f in frags]
+    assert all(p["states"][0]["grad"]["rows_bound"] == n for p in parts)
+    while len(parts) > 1:
+        parts = [engine._merge(wire, parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
+    g = parts[0]["states"][0]["grad"]
+    assert g["rows_bound"] == n and len(g["top"]) <= n // 100 + n // 400 + 1024

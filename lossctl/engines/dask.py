@@ -179,7 +179,8 @@ def _merge(wire: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> dict[s
     from lossctl import statefile
     from lossctl.driver import plan_from_wire
 
-    return statefile.merge_payloads(plan_from_wire(wire, []), a, b)
+    plan = plan_from_wire(wire, [])
+    return statefile.merge_payloads(plan, a, b, rows_bound=plan.ctx.rows_bound)
 
 
 # ------------------------------------------------------------------ the client
