@@ -123,7 +123,7 @@ def _reg_df(n: int, seed: int = 0) -> pd.DataFrame:
 
 @needs_dask
 def test_slice_intervals_do_not_depend_on_batches_or_the_split(tmp_path, capsys, address):
-    """--by --ci intervals: the same with --batch-rows 7, with one task per file and split by row groups."""
+    """--by --ci intervals: the same with --batch-rows 997, with one task per file and split by row groups."""
     df = _reg_df(40_000)  # past 2**15 rows: hashed bootstrap blocks
     d = write_dataset(df, tmp_path / "ds")
     many = tmp_path / "many"  # 8 files ≥ 2 × 2 workers: one task per file
@@ -133,7 +133,7 @@ def test_slice_intervals_do_not_depend_on_batches_or_the_split(tmp_path, capsys,
     args = ["-t", "y", "-p", "p", "-p", "q", "-w", "w", "--by", "g", "--by", "h", "--ci", "0.9",
             "--bootstrap", "50", "--grad", "-l", "mse", "-l", "mae"]
     ref = ok_json(capsys, "eval", d, *args)
-    small = ok_json(capsys, "eval", d, *args, "--batch-rows", "7")
+    small = ok_json(capsys, "eval", d, *args, "--batch-rows", "997")
     split = ok_json(capsys, "eval", d, *args, "--engine", "dask", "--scheduler", address)
     files = ok_json(capsys, "eval", many, *args, "--engine", "dask", "--scheduler", address)
     for doc in (small, split):
@@ -317,7 +317,7 @@ def test_payload_pickled_is_no_larger_than_the_state_file(tmp_path):
     from lossctl.driver import run_shard
     from lossctl.pipeline import Request, prepare
 
-    pq.write_table(pa.Table.from_pandas(_reg_df(50_000), preserve_index=False), tmp_path / "f.parquet")
+    pq.write_table(pa.Table.from_pandas(_reg_df(36_000), preserve_index=False), tmp_path / "f.parquet")
     req = Request(data=str(tmp_path / "f.parquet"), target="y", preds=["p", "q"], grad=True, ci=0.9, by=["g"],
                   losses=["mse", "mae", "huber"])
     plan = prepare(req)
