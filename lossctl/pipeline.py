@@ -1117,7 +1117,7 @@ class _Feeder:
                             value=None if np.isnan(v) else float(v), count=int(m.sum()),
                         )
                     bad = m if bad is None else (bad | m)
-            by_vals = [self._categorical(parts[s.src], s) for s in plan.by]
+            by_vals = [self._by_factor(parts[s.src], s) for s in plan.by]
             ids = self._categorical(parts[plan.id.src], plan.id) if plan.id else None
             keep = None
             if bad is not None:
@@ -1183,6 +1183,68 @@ class _Feeder:
         if keep is None:
             return self.offset_in + i + 1
         return self.offset_in + int(np.flatnonzero(keep)[i]) + 1
+
+    def _by_factor(self, rb: Any, sel: Selector) -> Any:
+        """A --by column factorised (:class:`lossctl.slices.Factor`): codes per row and the
+        values they stand for, as :meth:`_categorical` reads them (a missing value, null or
+        NaN, is None). The values are converted once per distinct value, not per row; an
+        integer column spanning few values is coded by subtraction, a dictionary column by
+        its indices."""
+        import pyarrow as pa
+
+        from lossctl.slices import Factor, dense_or_none
+
+        col = rb.column(sel.columns[0])
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        t = col.type
+        if pa.types.is_integer(t) and not col.null_count and not pa.types.is_uint64(t):
+            f = dense_or_none(labels_view(col))
+            if f is not None:
+                return f
+        if pa.types.is_dictionary(t):
+            idx, dictionary = col.indices, col.dictionary
+        else:  # (decimals, dates, extension types … as their text first: what dictionary_encode takes)
+            enc = _label_array(col, "--by", self.plan.sources[sel.src].name, sel.columns[0]).dictionary_encode()
+            idx, dictionary = enc.indices, enc.dictionary
+        values = self._by_values(dictionary, sel)
+        if idx.null_count:
+            codes = np.asarray(idx.cast(pa.int64()).fill_null(len(values))).astype(np.intp)
+            values = values + [None]
+        else:
+            codes = idx.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+        return Factor(codes, values)
+
+    def _by_values(self, dictionary: Any, sel: Selector) -> list:
+        """The distinct values of a --by column as Python values (:meth:`_categorical`'s
+        conversions), cached for a dictionary that the next batches share."""
+        key = (sel.src, sel.columns[0])
+        buf = dictionary.buffers()
+        ident = (len(dictionary), dictionary.offset, tuple(b.address if b is not None else 0 for b in buf))
+        cache = self.__dict__.setdefault("_by_cache", {})
+        hit = cache.get(key)
+        if hit is not None and hit[0] == ident:
+            return list(hit[1])
+        plan = self.plan
+        source = plan.sources[sel.src].name
+        arr = _label_array(dictionary, "--by", source, sel.columns[0])
+        missing = np.asarray(arr.is_null()) if arr.null_count else None
+        if arr.null_count:
+            arr = arr.fill_null(_fill_value(arr.type))
+        vals = labels_view(arr)
+        if vals.dtype.kind == "f":
+            nan = np.isnan(vals)
+            missing = nan if missing is None else (missing | nan)
+            finite = vals[~missing]
+            if plan.sources[sel.src].fmt in ("csv", "tsv", "jsonl") and np.all(np.isfinite(finite)) \
+                    and np.all(finite == np.round(finite)):
+                vals = np.where(missing, 0, vals).astype(np.int64)
+        out = vals.tolist()
+        if missing is not None and missing.any():
+            for i in np.flatnonzero(missing).tolist():
+                out[i] = None
+        cache[key] = (ident, out, dictionary)  # (the dictionary is held so that its buffers' addresses stay its own)
+        return list(out)
 
     def _categorical(self, rb: Any, sel: Selector) -> np.ndarray:
         """A label column (a --by or --id column, a categorical role) as a numpy array of
@@ -1327,8 +1389,6 @@ def accumulate(
     opts = options(plan)
     sampler = RowSample() if sample and plan.jobs else None
     states = [_new_state(j, opts) for j in plan.jobs]
-    group_states: dict[tuple, list[State]] = {}
-    group_rows: dict[tuple, int] = {}
     kernels = [s.kernel for s in states if isinstance(s, DecomposableState)]
     feeder = _Feeder(plan, row_offset)
 
@@ -1343,6 +1403,11 @@ def accumulate(
                 k.end_prepass()
         plan.ctx.prepass_done = True  # type: ignore[attr-defined]
 
+    slices = None
+    if plan.by:
+        from lossctl.slices import Slices
+
+        slices = Slices(len(plan.by), states, [lambda j=j: _new_state(j, opts) for j in plan.jobs], opts)
     for jobs_b, by_vals, _ in feeder.batches():
         for s, b in zip(states, jobs_b):
             _validate(s, b)
@@ -1353,15 +1418,15 @@ def accumulate(
             cols = _sample_cols(plan, jobs_b)
             if cols:
                 sampler.update(cols, jobs_b[0].offset)
-        if plan.by:
-            _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states)
-    if any(s.two_pass for s in states) or any(s.two_pass for ss in group_states.values() for s in ss):
+        if slices is not None:
+            slices.update(jobs_b, by_vals)
+    if any(s.two_pass for s in states) or (slices is not None and slices.two_pass):
         for jobs_b, by_vals, _ in _Feeder(plan, row_offset).batches():
             for s, b in zip(states, jobs_b):
                 if s.two_pass:
                     s.update2(b)
-            if plan.by:
-                _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states, second=True)
+            if slices is not None:
+                slices.update2(jobs_b, by_vals)
     used = feeder.rows - row_offset
     if plan.weight is not None and used and feeder.weight_total == 0:
         raise InputError.at("every weight is 0: there is nothing to average", source=plan.sources[plan.weight.src].name,
@@ -1371,6 +1436,8 @@ def accumulate(
             f"no rows left: --nan drop dropped all {feeder.dropped}" if feeder.dropped else "no rows to evaluate",
             source=plan.sources[0].name,
         )
+    group_states: Any = slices.view() if slices is not None else {}
+    group_rows = slices.rows_view() if slices is not None else {}
     return Accumulated(states, group_states, group_rows, used, feeder.dropped, getattr(plan, "join_info", None),
                        sampler)
 
@@ -1483,29 +1550,6 @@ def _validate(s: State, b: Batch) -> None:
         s.validate(b)  # type: ignore[attr-defined]
 
 
-def _update_groups(plan, jobs_b, by_vals, group_states, group_rows, opts, states, second=False):
-    if not by_vals or jobs_b[0].n == 0:
-        return
-    keys = list(zip(*[v.tolist() for v in by_vals])) if len(by_vals) > 1 else [(v,) for v in by_vals[0].tolist()]
-    uniq: dict[tuple, list[int]] = {}
-    for i, k in enumerate(keys):
-        uniq.setdefault(k, []).append(i)
-    for k, idx_list in uniq.items():
-        idx = np.asarray(idx_list)
-        if k not in group_states:
-            group_states[k] = [_new_state(j, opts) for j in plan.jobs]
-            group_rows[k] = 0
-        if not second:
-            group_rows[k] += idx.size
-        for s, b in zip(group_states[k], jobs_b):
-            sub = b.take(idx)
-            if second:
-                if s.two_pass:
-                    s.update2(sub)
-            else:
-                s.update(sub)
-
-
 def _result_for(job: Job, st: State, opts: Options, in_slice: bool = False) -> LossResult:
     try:
         r = st.result()
@@ -1603,6 +1647,9 @@ def _comparisons(plan: Plan, states: list[State], results: list[LossResult], opt
 def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple[list[Group], int]:
     """One Group per slice (sorted by value, a missing value last), each with its results
     and, with several prediction sets, its own comparisons and paired intervals."""
+    sl = getattr(group_states, "slices", None)
+    if sl is not None:
+        return _slice_results(plan, sl, opts)
     groups = []
     hidden = 0
     label = ",".join(s.text for s in plan.by)
@@ -1624,6 +1671,78 @@ def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple
             if finite:
                 max(finite, key=lambda g: g.results[j].value).results[j].worst = True
     return groups, hidden
+
+
+def _slice_results(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], int]:
+    """:func:`_group_results` of vectorised slices (:class:`lossctl.slices.Slices`): the
+    values of a table of sums for every group at once; a state per group only where a result
+    needs one (gradients, intervals, extras, sums beyond the double range, per-group states)."""
+    from lossctl.engine import Kernel
+    from lossctl.slices import VectorJob
+
+    label = ",".join(s.text for s in plan.by)
+    size = sl.size
+    keys = sl.keys.keys()
+    rows = sl.rows[:size]
+    order = _slice_order(sl, keys)
+    shown = [g for g in order if rows[g] >= plan.request.min_rows]
+    seeds = {g: gi + 1 for gi, g in enumerate(order)}  # each slice's bootstrap seed offset, hidden ones counted
+    hidden = size - len(shown)
+    gl = np.asarray(shown, dtype=np.intp)
+    columns: list[list[LossResult]] = []
+    made: dict[int, list[State]] = {}
+
+    def state(g: int, ji: int) -> State:
+        if g not in made:
+            made[g] = sl.states(g)
+        return made[g][ji]
+
+    for ji, (job, vj) in enumerate(zip(plan.jobs, sl.jobs)):
+        col: list[LossResult | None] = [None] * len(shown)
+        if isinstance(vj, VectorJob) and vj.table is not None and not opts.grad and opts.reduction == "mean" \
+                and type(vj.kernel).extra is Kernel.extra:
+            totals, scaled = vj.table.values(size)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                vals = np.asarray(vj.kernel.value(totals[gl]), dtype=float)
+            if vals.shape == (len(shown),):
+                spec, name, params = job.call.text, job.call.spec.name, job.call.params
+                sc = scaled[gl]
+                for i, (v, n, s) in enumerate(zip(vals.tolist(), rows[gl].tolist(), sc.tolist())):
+                    if not s:
+                        col[i] = LossResult(loss=name, spec=spec, params=dict(params), pred=job.pred, value=v, n=n,
+                                            reduction=opts.reduction)
+        for i, g in enumerate(shown):
+            if col[i] is None:
+                col[i] = _result_for(job, state(g, ji), opts, in_slice=True)
+        columns.append(col)  # type: ignore[arg-type]
+    groups = []
+    for i, g in enumerate(shown):
+        res = [c[i] for c in columns]
+        k = keys[g]
+        plan._boot = None  # type: ignore[attr-defined]  # no other slice's units
+        sts: list[State] = []
+        if opts.ci:
+            sts = [state(g, ji) for ji in range(len(plan.jobs))]
+            _add_ci(plan, sts, res, opts, seed_offset=seeds[g])
+        cmp = _comparisons(plan, sts, res, opts, seed_offset=seeds[g]) if len(plan.pred_labels) > 1 else []
+        value = k[0] if len(k) == 1 else list(k)
+        groups.append(Group(by=label, value=value, rows=int(rows[g]), results=res, comparisons=cmp))
+        made.pop(g, None)
+    plan._boot = None  # type: ignore[attr-defined]
+    if len(groups) > 1:  # mark the worst slice (largest loss) of each loss and prediction set
+        for j in range(len(plan.jobs)):
+            v = np.array([grp.results[j].value for grp in groups], dtype=float)
+            if not np.isnan(v).all():
+                groups[int(np.nanargmax(v))].results[j].worst = True
+    return groups, hidden
+
+
+def _slice_order(sl: Any, keys: list[tuple]) -> list[int]:
+    """Group ids in :func:`_sort_key` order (a single integer column: its sorted table)."""
+    cols = sl.keys.cols
+    if len(cols) == 1 and cols[0]._ik.size == len(keys):
+        return cols[0]._ic.tolist()  # every value an integer, looked up in the sorted table
+    return sorted(range(len(keys)), key=lambda g: _sort_key(keys[g]))
 
 
 def _sort_key(k: tuple) -> tuple:
