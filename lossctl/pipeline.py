@@ -1677,18 +1677,31 @@ def _slice_results(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], int
     """:func:`_group_results` of vectorised slices (:class:`lossctl.slices.Slices`): the
     values of a table of sums for every group at once; a state per group only where a result
     needs one (gradients, intervals, extras, sums beyond the double range, per-group states)."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()  # hundreds of thousands of results, none in a cycle: no collection passes over them
+    try:
+        return _slice_results_of(plan, sl, opts)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _slice_results_of(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], int]:
     from lossctl.engine import Kernel
     from lossctl.slices import VectorJob
 
     label = ",".join(s.text for s in plan.by)
     size = sl.size
-    keys = sl.keys.keys()
     rows = sl.rows[:size]
-    order = _slice_order(sl, keys)
+    order = _slice_order(sl)
+    values = sl.keys.values()
     shown = [g for g in order if rows[g] >= plan.request.min_rows]
-    seeds = {g: gi + 1 for gi, g in enumerate(order)}  # each slice's bootstrap seed offset, hidden ones counted
+    seeds = {g: gi + 1 for gi, g in enumerate(order)} if opts.ci else {}  # bootstrap seed offsets, hidden ones counted
     hidden = size - len(shown)
     gl = np.asarray(shown, dtype=np.intp)
+    shown_rows = rows[gl].tolist()
     columns: list[list[LossResult]] = []
     made: dict[int, list[State]] = {}
 
@@ -1698,50 +1711,52 @@ def _slice_results(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], int
         return made[g][ji]
 
     for ji, (job, vj) in enumerate(zip(plan.jobs, sl.jobs)):
-        col: list[LossResult | None] = [None] * len(shown)
+        col: list[Any] = [None] * len(shown)
         if isinstance(vj, VectorJob) and vj.table is not None and not opts.grad and opts.reduction == "mean" \
                 and type(vj.kernel).extra is Kernel.extra:
             totals, scaled = vj.table.values(size)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 vals = np.asarray(vj.kernel.value(totals[gl]), dtype=float)
             if vals.shape == (len(shown),):
-                spec, name, params = job.call.text, job.call.spec.name, job.call.params
-                sc = scaled[gl]
-                for i, (v, n, s) in enumerate(zip(vals.tolist(), rows[gl].tolist(), sc.tolist())):
-                    if not s:
-                        col[i] = LossResult(loss=name, spec=spec, params=dict(params), pred=job.pred, value=v, n=n,
-                                            reduction=opts.reduction)
-        for i, g in enumerate(shown):
-            if col[i] is None:
-                col[i] = _result_for(job, state(g, ji), opts, in_slice=True)
-        columns.append(col)  # type: ignore[arg-type]
+                spec, name, params, pred = job.call.text, job.call.spec.name, job.call.params, job.pred
+                red = opts.reduction
+                col = [None if s else LossResult(loss=name, spec=spec, params=dict(params), pred=pred, value=v, n=n,
+                                                 reduction=red)
+                       for v, n, s in zip(vals.tolist(), shown_rows, scaled[gl].tolist())]
+        for i, r in enumerate(col):
+            if r is None:
+                col[i] = _result_for(job, state(shown[i], ji), opts, in_slice=True)
+        columns.append(col)
+    several = len(plan.pred_labels) > 1
     groups = []
-    for i, g in enumerate(shown):
-        res = [c[i] for c in columns]
-        k = keys[g]
-        plan._boot = None  # type: ignore[attr-defined]  # no other slice's units
-        sts: list[State] = []
-        if opts.ci:
-            sts = [state(g, ji) for ji in range(len(plan.jobs))]
-            _add_ci(plan, sts, res, opts, seed_offset=seeds[g])
-        cmp = _comparisons(plan, sts, res, opts, seed_offset=seeds[g]) if len(plan.pred_labels) > 1 else []
-        value = k[0] if len(k) == 1 else list(k)
-        groups.append(Group(by=label, value=value, rows=int(rows[g]), results=res, comparisons=cmp))
-        made.pop(g, None)
+    for g, n, res in zip(shown, shown_rows, zip(*columns) if columns else [()] * len(shown)):
+        res = list(res)
+        cmp: list[Comparison] = []
+        if opts.ci or several:
+            plan._boot = None  # type: ignore[attr-defined]  # no other slice's units
+            sts: list[State] = []
+            if opts.ci:
+                sts = [state(g, ji) for ji in range(len(plan.jobs))]
+                _add_ci(plan, sts, res, opts, seed_offset=seeds[g])
+            if several:
+                cmp = _comparisons(plan, sts, res, opts, seed_offset=seeds.get(g, 0))
+            made.pop(g, None)
+        groups.append(Group(by=label, value=values[g], rows=n, results=res, comparisons=cmp))
     plan._boot = None  # type: ignore[attr-defined]
     if len(groups) > 1:  # mark the worst slice (largest loss) of each loss and prediction set
-        for j in range(len(plan.jobs)):
-            v = np.array([grp.results[j].value for grp in groups], dtype=float)
+        for j, col in enumerate(columns):
+            v = np.array([r.value for r in col], dtype=float)
             if not np.isnan(v).all():
                 groups[int(np.nanargmax(v))].results[j].worst = True
     return groups, hidden
 
 
-def _slice_order(sl: Any, keys: list[tuple]) -> list[int]:
+def _slice_order(sl: Any) -> list[int]:
     """Group ids in :func:`_sort_key` order (a single integer column: its sorted table)."""
     cols = sl.keys.cols
-    if len(cols) == 1 and cols[0]._ik.size == len(keys):
+    if len(cols) == 1 and cols[0]._ik.size == sl.size:
         return cols[0]._ic.tolist()  # every value an integer, looked up in the sorted table
+    keys = sl.keys.keys()
     return sorted(range(len(keys)), key=lambda g: _sort_key(keys[g]))
 
 

@@ -196,11 +196,18 @@ def _write_delimited(report: Report, out: TextIO, delimiter: str) -> None:
         for r in report.results:
             d = {"by": "", "group": "(all)", "group_rows": report.rows, **_flat_values(r), **cmp.get((r.spec, r.pred), {})}
             w.writerow([_cell(d.get(c)) for c in cols])
+        nhead = cols.index("loss")
+        plain = cols[nhead:] == ["loss", "spec", "pred", "value", "n", "worst"]  # (values only: many slices, fast)
         for g in groups:
             gcmp = _comparison_values(g.comparisons)
             head = _group_head(g)
             if "missing" in cols:
                 head["missing"] = g.missing
+            if plain:
+                cells = [_cell(head.get(c)) for c in cols[:nhead]]
+                w.writerows([cells + [r.loss, r.spec, r.pred, _cell(r.value), _cell(r.n), _cell(r.worst)]
+                             for r in g.results])
+                continue
             for r in g.results:
                 d = {**head, **_flat_values(r), **gcmp.get((r.spec, r.pred), {}), "worst": r.worst}
                 w.writerow([_cell(d.get(c)) for c in cols])
