@@ -1684,6 +1684,10 @@ def _slice_results(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], int
     try:
         return _slice_results_of(plan, sl, opts)
     finally:
+        # and none after: the results join the oldest generation without being traversed
+        # (freeze then unfreeze promotes every tracked object; a full collection still sees them)
+        gc.freeze()
+        gc.unfreeze()
         if enabled:
             gc.enable()
 
