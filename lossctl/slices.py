@@ -66,6 +66,17 @@ def dense_or_none(v: np.ndarray) -> Factor | None:
     return Factor(codes, np.arange(lo, hi + 1, dtype=np.int64))
 
 
+def first_seen(ids: np.ndarray) -> Factor:
+    """A column of ids (numbers or strings) factorised with its values in the order first seen."""
+    ids = np.asarray(ids)
+    uniq, first, inv = np.unique(ids, return_index=True, return_inverse=True)
+    perm = np.argsort(first, kind="stable")
+    rank = np.empty(perm.size, dtype=np.intp)
+    rank[perm] = np.arange(perm.size)
+    vals = uniq[perm]
+    return Factor(rank[inv.reshape(-1)], vals.astype(np.int64) if vals.dtype.kind == "i" else vals.tolist())
+
+
 class KeyIndex:
     """Global codes of one key column's values, by Python equality (1, 1.0 and True are one
     value, as dict keys are); int64 values are looked up vectorised in a sorted table, and
@@ -395,6 +406,17 @@ def _columns(stats: list[Any]) -> list[Any]:
     return out
 
 
+def group_sums(bg: BatchGroups, stats: list[Any]) -> np.ndarray:
+    """Σ of each statistic over each local group's rows, (L, columns); as accurate as the
+    ungrouped sums (see :meth:`BatchGroups.sums`)."""
+    cols = _columns(stats)
+    x = np.empty((bg.L, len(cols)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j, col in enumerate(cols):
+            x[:, j] = col * bg.counts if isinstance(col, float) else bg.sums(col)
+    return x
+
+
 class VectorJob:
     """A decomposable loss over every group: a GroupSums table, and per group only what
     needs a per-group path (gradient summaries, bootstrap units)."""
@@ -412,12 +434,8 @@ class VectorJob:
         want_grad = bool(self.opts.grad)
         stats, grads = k.stats(b, want_grad)
         cols = _columns(stats)
-        L = bg.L
-        x = np.empty((L, len(cols)))
+        x = group_sums(bg, stats)
         ex: np.ndarray | None = None
-        with np.errstate(over="ignore", invalid="ignore"):
-            for j, col in enumerate(cols):
-                x[:, j] = col * bg.counts if isinstance(col, float) else bg.sums(col)
         p = bg.present
         xp = x[p]
         if not np.isfinite(xp).all():

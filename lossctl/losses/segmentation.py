@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lossctl.engine import Batch, Context, DecomposableState, Kernel, Options, _stats_matrix
+from lossctl.engine import Batch, Context, DecomposableState, Kernel, Options
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import EPS, clip_prob, log_softmax, sigmoid, softmax, softplus
 from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
@@ -499,51 +499,28 @@ class SegmentationState(DecomposableState):
         super().__init__(kernel, Options(grad=ctx.grad, ci=0.95))
         self.kernel: SegmentationKernel = kernel
         self.grouped: bool | None = None
-        self.index: dict[Any, int] = {}
-        self.ids: list[Any] = []
-        self.gs = np.zeros((0, 0))
-        self.gc = np.zeros((0, 0))
+        # the per-image table: image ids → rows of compensated sums (lossctl.slices, as --by)
+        from lossctl.slices import GroupSums, Keys
+
+        self.images = Keys(1)
+        self.table: GroupSums | None = None
         self._gfinal: np.ndarray | None = None
 
+    @property
+    def ids(self) -> list[Any]:
+        """The image ids, in the order first seen."""
+        return self.images.cols[0].values
+
     # -- the per-image table
-    def _rows_for(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(table row of each unique id in first-seen order, inverse index per pixel)."""
-        uniq, first, inv = np.unique(ids, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        rows = np.empty(uniq.size, dtype=np.intp)
-        for j in order:
-            key = uniq[j].item() if hasattr(uniq[j], "item") else uniq[j]
-            r = self.index.get(key)
-            if r is None:
-                r = self.index[key] = len(self.ids)
-                self.ids.append(key)
-            rows[j] = r
-        return rows, inv.reshape(-1)
+    def _groups(self, ids: np.ndarray):
+        from lossctl.slices import first_seen
 
-    def _grow(self, size: int, width: int) -> None:
-        if self.gs.shape[0] >= size and self.gs.shape[1] == width:
-            return
-        cap = max(size, 2 * self.gs.shape[0], 16)
-        for name in ("gs", "gc"):
-            old = getattr(self, name)
-            new = np.zeros((cap, width))
-            new[: old.shape[0], : old.shape[1]] = old
-            setattr(self, name, new)
-
-    def _add_rows(self, rows: np.ndarray, x: np.ndarray) -> None:
-        # Neumaier-compensated add of x[j] into table row rows[j]
-        s = self.gs[rows]
-        t = s + x
-        big = np.abs(s) >= np.abs(x)
-        with np.errstate(invalid="ignore"):
-            self.gc[rows] += np.where(big, (s - t) + x, (x - t) + s)
-        self.gs[rows] = t
+        return self.images.batch([first_seen(ids)])
 
     def _table(self) -> np.ndarray:
-        g = len(self.ids)
-        with np.errstate(invalid="ignore"):
-            v = self.gs[:g] + self.gc[:g]
-        return np.where(np.isfinite(self.gs[:g]), v, self.gs[:g])
+        if self.table is None:
+            return np.zeros((len(self.ids), 0))
+        return self.table.values(len(self.ids))[0]
 
     # -- State
     def update(self, b: Batch) -> None:
@@ -556,14 +533,14 @@ class SegmentationState(DecomposableState):
         if not self.grouped:
             super().update(b)
             return
+        from lossctl.slices import GroupSums, group_sums
+
         stats, _ = self.kernel.stats(b, False)
-        mat = _stats_matrix(stats, b.n)
-        rows, inv = self._rows_for(b["group"])
-        order = np.argsort(inv, kind="stable")
-        starts = np.searchsorted(inv[order], np.arange(rows.size))
-        sums = np.add.reduceat(mat[order], starts, axis=0)
-        self._grow(len(self.ids), mat.shape[1])
-        self._add_rows(rows, sums)
+        bg = self._groups(b["group"])
+        sums = group_sums(bg, stats)
+        if self.table is None:
+            self.table = GroupSums(sums.shape[1])
+        self.table.add(bg.gids[bg.present], sums[bg.present])
         self.n += b.n
 
     def update2(self, b: Batch) -> None:
@@ -578,8 +555,8 @@ class SegmentationState(DecomposableState):
         """∂(N·L)/∂output with L the mean over images of each image's loss."""
         if self._gfinal is None:
             self._gfinal = self._table()
-        rows, inv = self._rows_for(b["group"])
-        t = self._gfinal[rows[inv]]
+        bg = self._groups(b["group"])
+        t = self._gfinal[bg.gids[bg.codes]]
         return self.kernel.output_grad(b, t, self.n / len(self.ids))
 
     def to_dict(self) -> dict[str, Any]:
@@ -611,10 +588,14 @@ class SegmentationState(DecomposableState):
         if not self.grouped:
             super().merge(other)
             return
-        table = other._table()
-        rows = np.array([self._rows_for(np.array([k], dtype=object))[0][0] for k in other.ids], dtype=np.intp)
-        self._grow(len(self.ids), table.shape[1])
-        self._add_rows(rows, table)
+        from lossctl.slices import GroupSums
+
+        if other.table is not None:
+            table = other._table()
+            rows = self.images.cols[0].lookup(list(other.ids))
+            if self.table is None:
+                self.table = GroupSums(table.shape[1])
+            self.table.add(rows, table)
         if self.grad is not None and other.grad is not None:
             self.grad.merge(other.grad)
         self.n += other.n
