@@ -112,21 +112,30 @@ def _flat_columns(report: Report) -> list[str]:
     cols = ["loss", "spec", "pred", "value", "n"]
     extra_keys: list[str] = []
     all_results = list(report.results) + [r for g in report.groups or [] for r in g.results]
-    for r in all_results:
-        for k in r.extra:
-            if k not in extra_keys:
-                extra_keys.append(k)
+    has_ci = has_grad = False
+    seen_roles: dict[str, None] = {}
+    for r in all_results:  # one pass (100,000 slices are 200,000 results)
+        if r.extra:
+            for k in r.extra:
+                if k not in extra_keys:
+                    extra_keys.append(k)
+        if r.ci is not None:
+            has_ci = True
+        if r.grad is not None:
+            has_grad = True
+        if r.grad_by_role:
+            seen_roles.update(dict.fromkeys(r.grad_by_role))
     cols += extra_keys
-    if any(r.ci is not None for r in all_results):
+    if has_ci:
         cols += ["ci_lo", "ci_hi"]
     comparisons = _all_comparisons(report)
     if comparisons:
         cols += ["baseline", "delta"]
         if any(c.ci is not None for c in comparisons):
             cols += ["delta_ci_lo", "delta_ci_hi"]
-    if any(r.grad is not None for r in all_results):
+    if has_grad:
         cols += [f"grad_{k}" for k in GRAD_KEYS]
-    roles = list(dict.fromkeys(role for r in all_results for role in r.grad_by_role or {}))
+    roles = list(seen_roles)
     cols += [f"grad_{role}_{k}" for role in roles for k in GRAD_KEYS]
     if report.groups is not None:
         head = ["by", "group"] + (["missing"] if any(g.missing for g in report.groups) else []) + ["group_rows"]
