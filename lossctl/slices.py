@@ -562,8 +562,8 @@ class Slices:
         self.rows[bg.gids[bg.present]] += bg.counts[bg.present]
         for job, b in zip(self.jobs, jobs_b):
             job.update(b, bg)
-            if isinstance(job, GroupJob) and not self.two_pass:
-                self.two_pass = any(s.two_pass for s in job.states.values())
+            if isinstance(job, GroupJob) and not self.two_pass and job.states:
+                self.two_pass = next(iter(job.states.values())).two_pass  # (the same for every group)
 
     def update2(self, jobs_b: Sequence[Any], factors: Sequence[Factor]) -> None:
         """The second pass of two-pass gradients (per-group states only)."""

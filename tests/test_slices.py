@@ -324,3 +324,22 @@ def test_per_image_segmentation_goes_through_the_slices_table(tmp_path):
             sel = ids == e["image"]
             assert e["value"] == pytest.approx(fn(mask[sel], prob[sel]), rel=1e-12)
         assert res.value == pytest.approx(np.mean([e["value"] for e in per]), rel=1e-13)
+
+
+def test_nan_drop_and_min_rows_match_the_per_group_path(monkeypatch, tmp_path):
+    """Rows dropped by --nan drop leave their slices (the codes are filtered with the rows);
+    slices under --min-rows are hidden and counted, as before."""
+    rng = np.random.default_rng(8)
+    n = 4000
+    y = rng.normal(size=n)
+    yhat = y + rng.normal(0, 0.3, n)
+    yhat[rng.random(n) < 0.05] = np.nan
+    g = rng.choice(["a", "b", "c", "d"], n, p=[0.6, 0.3, 0.095, 0.005])
+    path = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"y": y, "yhat": yhat, "g": pa.array(g).dictionary_encode()}), path)
+    a, b = both(monkeypatch, data=str(path), target="y", preds=["yhat"], losses=["mse", "mae"], by=["g"],
+                batch_rows=900, nan="drop", min_rows=50)
+    same_report(a, b)
+    keep = ~np.isnan(yhat)
+    assert [g_.rows for g_ in a.groups] == [int(np.sum(keep & (g == k))) for k in ("a", "b", "c")]
+    assert a.hidden_groups == 1
