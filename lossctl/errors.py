@@ -21,6 +21,18 @@ class UsageError(LossctlError):
     """A bad option, loss name, parameter or value on the command line."""
 
 
+class OutputError(UsageError):
+    """Results could not be written: a full device, a closed standard output, a bad -o path.
+
+    ``stdout`` says the failed stream was standard output, whose buffer the command
+    line then discards (the interpreter's last flush must not fail a second time).
+    """
+
+    def __init__(self, message: str, *, stdout: bool = False) -> None:
+        super().__init__(message)
+        self.stdout = stdout
+
+
 class InputError(LossctlError):
     """Unreadable data or invalid values in it.
 
@@ -51,7 +63,7 @@ class InputError(LossctlError):
         if value is not None:
             text += f" (got {_show(value)})"
         if count is not None and count > 1:
-            text += f"; {count} rows in all"
+            text += f"; at least {count} offending rows"  # counted so far, not the file's size
         return cls(text)
 
 

@@ -93,10 +93,15 @@ def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
     return _encode(doc)
 
 
+def encode(doc: dict[str, Any]) -> str:
+    """The text of a state file (fails before anything is written)."""
+    return json.dumps(doc, allow_nan=False, separators=(",", ":"))
+
+
 def write(path: str, doc: dict[str, Any]) -> None:
     from lossctl.io import open_output
 
-    text = json.dumps(doc, allow_nan=False, separators=(",", ":"))  # fails before anything is written
+    text = encode(doc)
     with open_output(path) as f:
         f.write(text)
 
@@ -166,6 +171,10 @@ _KEYS = ("task", "task_inferred", "sources", "context", "options", "jobs", "pred
          "dropped_rows", "row_offset", "states", "groups")
 
 
+_OPTION_KEYS = ("grad", "ci", "bootstrap", "seed", "reduction", "min_rows", "key")
+_CONTEXT_KEYS = ("n_classes", "target_kind")
+
+
 def merge(paths: list[str]):
     """Read state files, check they describe the same evaluation, merge them exactly."""
     from lossctl.pipeline import Accumulated, Job, Plan, Request
@@ -193,7 +202,12 @@ def merge(paths: list[str]):
         seen[ident] = p
     versions = sorted({str(d.get("lossctl_version")) for d in docs})
     opts = first["options"]
-    if not (isinstance(opts.get("grad"), bool) and (opts.get("ci") is None or isinstance(opts.get("ci"), float))
+    for part, keys in (("options", _OPTION_KEYS), ("context", _CONTEXT_KEYS)):
+        missing = [k for k in keys if k not in first[part]]
+        if missing:
+            raise InputError.at(f"damaged state file: {part} has no {', '.join(repr(k) for k in missing)}",
+                                source=paths[0])
+    if not (isinstance(opts.get("key"), (str, type(None))) and isinstance(opts.get("grad"), bool) and (opts.get("ci") is None or isinstance(opts.get("ci"), float))
             and _is_count(opts.get("bootstrap")) and isinstance(opts.get("seed"), int)
             and opts.get("reduction") in ("mean", "sum") and _is_count(opts.get("min_rows"))):
         raise InputError.at(f"damaged state file: options {json.dumps(_encode(opts))[:80]}", source=paths[0])
