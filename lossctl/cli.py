@@ -76,7 +76,9 @@ _METAVARS = {
     "--row-offset": "N", "--config": "FILE", "--baseline": "FILE", "--baseline-pred": "COL", "--junit": "FILE",
     "--assert": "CHECK", "--goal": "GOAL", "--coverage": "C", "--engine": "local|dask", "--scheduler": "ADDRESS",
 }
-MAX_BATCH_ROWS = 2**31 - 1  # a larger --batch-rows means "one batch", which this is for any data that fits
+# A larger --batch-rows means "as large as possible": results do not depend on it, and
+# readers size their blocks from it in int32 (16M rows is already 128 MB per float column).
+MAX_BATCH_ROWS = 1 << 24
 _TYPE_METAVARS = {str: "TEXT", int: "INTEGER", float: "NUMBER"}
 
 
@@ -285,9 +287,12 @@ def _show(report, form: str, output: Optional[str], quiet: bool, state: Optional
         render_report(report, form, files[0], color=_color(sys.stdout) and not output)
         if state:
             files[1].write(state[1])
-    if not quiet:  # warnings and notes go to stderr in every format (CLI.md), each once
-        results = list(report.results) + [r for g in (report.groups or []) for r in g.results]
-        _notes([*report.warnings, *(n for r in results for n in r.notes)], quiet)
+    # warnings and notes go to stderr in every format (CLI.md), each once
+    results = list(report.results) + [r for g in (report.groups or []) for r in g.results]
+    hidden = getattr(report, "hidden_groups", 0)
+    hid = [f"{hidden} slice{'s' if hidden != 1 else ''} with fewer than --min-rows rows hidden"] \
+        if hidden and form != "table" else []  # the table says so itself
+    _notes([*report.warnings, *(n for r in results for n in r.notes), *hid], quiet)
 
 
 def _notes(notes, quiet: bool) -> None:  # type: ignore[no-untyped-def]

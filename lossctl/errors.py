@@ -67,9 +67,20 @@ class InputError(LossctlError):
         return cls(text)
 
 
+def clip(text: str, limit: int = 60) -> str:
+    """``text`` cut to about ``limit`` characters at a word or item boundary, marked with "…"."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    edge = max(cut.rfind(" "), cut.rfind(","), cut.rfind(";"))
+    if edge >= limit // 2:
+        cut = cut[:edge]
+    return cut.rstrip(" ,;:") + "…"
+
+
 def _show(value: object) -> str:
     if isinstance(value, float):
         return repr(value) if value == value else "nan"
     if isinstance(value, str):
-        return repr(value)
-    return str(value)
+        return repr(clip(value))
+    return clip(str(value))

@@ -106,13 +106,17 @@ def _open_stdin(input_format: str | None) -> Source:
     stdin = getattr(sys.stdin, "buffer", None)
     if stdin is None:
         raise InputError.at("standard input is closed", source="<stdin>")
-    if _is_terminal(sys.stdin):  # else the user sees a command that waits without a word
-        if sys.stderr is not None:
-            print("lossctl: reading standard input (end it with Ctrl-D)", file=sys.stderr, flush=True)
+    terminal = _is_terminal(sys.stdin)
+    if terminal and sys.stderr is not None:  # else the user sees a command that waits without a word
+        print("lossctl: reading standard input (end it with Ctrl-D)", file=sys.stderr, flush=True)
     fd, tmp = tempfile.mkstemp(prefix="lossctl-stdin-")
     try:
         with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(stdin, out, 1 << 20)
+            if terminal:  # one Ctrl-D ends it: read1 returns at the first empty read, read() waits for a second
+                while chunk := stdin.read1(1 << 20):
+                    out.write(chunk)
+            else:
+                shutil.copyfileobj(stdin, out, 1 << 20)
     except BaseException:  # Ctrl-C or a read error: leave no spool file behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -261,7 +265,9 @@ def _read_schema(src: Source) -> None:
 
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:200]
+    from lossctl.errors import clip
+
+    return clip(text, 200)
 
 
 # ---------------------------------------------------------------- CSV / TSV
@@ -484,20 +490,20 @@ def _jsonl_locate(src: Source, columns: list[str], numeric: set[str]) -> InputEr
             except json.JSONDecodeError as e:
                 return InputError.at(f"not valid JSON: {e.msg}", source=src.name, row=row)
             if not isinstance(obj, dict):
-                return InputError.at("not a JSON object", source=src.name, row=row, value=line.strip()[:40])
+                return InputError.at("not a JSON object", source=src.name, row=row, value=line.strip())
             for c in columns:
                 v = obj.get(c)
                 if c in src.bool_columns and c in numeric:
                     if v is not None and not isinstance(v, bool):
                         return InputError.at("not true/false like the column's first row", source=src.name,
                                              column=c, row=row, value=v if isinstance(v, (str, int, float)) else
-                                             json.dumps(v)[:40])
+                                             json.dumps(v))
                     continue
                 if c in numeric and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                     what = {str: "a string", bool: "a boolean", list: "an array", dict: "an object"}.get(type(v), "not a number")
                     return InputError.at(
                         f"{what}, not a number", source=src.name, column=c, row=row,
-                        value=v if isinstance(v, (str, bool)) else json.dumps(v)[:40],
+                        value=v if isinstance(v, (str, bool)) else json.dumps(v),
                     )
     return None
 
