@@ -63,7 +63,7 @@ class InputError(LossctlError):
         if value is not None:
             text += f" (got {_show(value)})"
         if count is not None and count > 1:
-            text += f"; at least {count} offending rows"  # counted so far, not the file's size
+            text += f"; {count} rows like this found so far"  # counted so far, not the file's size
         return cls(text)
 
 
