@@ -200,24 +200,31 @@ def test_interrupt_while_writing_leaves_no_partial_output(cli, tmp_path, monkeyp
 # ---------------------------------------------------------------- streaming rows (item 10)
 
 
-def test_rows_reach_stdout_batch_by_batch(cli, tmp_path, monkeypatch, capsys):
-    """Before the second batch is computed, the first batch's rows are already on stdout."""
-    import lossctl.pipeline
+def test_rows_reach_stdout_batch_by_batch(tmp_path, monkeypatch):
+    """Before the second batch is computed, the first batch's rows have left lossctl (written and flushed)."""
+    import io
 
-    seen: list[str] = []
+    import lossctl.pipeline
+    from lossctl.cli import main
+
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="utf-8", newline="", line_buffering=False)  # block-buffered, as a pipe
+    monkeypatch.setattr(sys, "stdout", stdout)
+    seen: list[bytes] = []
     original = lossctl.pipeline.iter_rows
 
     def spy(plan):
         for i, chunk in enumerate(original(plan)):
             if i == 1:
-                seen.append(sys.stdout.getvalue())
+                seen.append(raw.getvalue())
             yield chunk
 
     monkeypatch.setattr(lossctl.pipeline, "iter_rows", spy)
     data = _write(tmp_path / "d.csv", 250)
-    r = cli("eval", data, "--reduction", "none", "-f", "csv", "-l", "mse", "--batch-rows", "100")
-    assert r.code == 0 and r.out.count("\n") == 251
-    assert len(seen) == 1 and seen[0].count("\n") == 101  # the header and the first batch
+    code = main(["eval", data, "--reduction", "none", "-f", "csv", "-l", "mse", "--batch-rows", "100", "-q"])
+    stdout.flush()
+    assert code == 0 and raw.getvalue().count(b"\n") == 251
+    assert len(seen) == 1 and seen[0].count(b"\n") == 101  # the header and the first batch
     assert not any(n.startswith(".lossctl-") for n in os.listdir(tmp_path))
 
 
