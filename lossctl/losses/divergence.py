@@ -836,7 +836,14 @@ register(LossSpec(
         ),
     ),
     aliases=("kl_div", "kld"), default_for=(DIST,), summary="Kullback–Leibler divergence KL(P‖Q) per row",
-    example="lossctl eval sample_data/distributions.csv -l kl:base=2 --grad",
+    example=(  # runs as it stands (a test runs it): its data comes in a here-document
+        "lossctl eval - -l kl:base=2 --grad <<'EOF'\n"
+        "p_0,p_1,p_2,q_0,q_1,q_2\n"
+        "0.7,0.2,0.1,0.6,0.3,0.1\n"
+        "0.1,0.8,0.1,0.2,0.6,0.2\n"
+        "0.3,0.3,0.4,0.25,0.25,0.5\n"
+        "EOF"
+    ),
 ))
 register(LossSpec(
     name="js", task=DIST, roles=(P_ROLE, Q_PROB_ROLE), params=(BASE, NORMALIZE),
@@ -858,7 +865,14 @@ register(LossSpec(
         ),
     ),
     aliases=("jensen_shannon", "jsd"), default_for=(DIST,), summary="Jensen–Shannon divergence per row",
-    example="lossctl eval sample_data/distributions.csv -l js:base=2",
+    example=(  # runs as it stands (a test runs it): its data comes in a here-document
+        "lossctl eval - -l js:base=2 <<'EOF'\n"
+        "p_0,p_1,p_2,q_0,q_1,q_2\n"
+        "0.7,0.2,0.1,0.6,0.3,0.1\n"
+        "0.1,0.8,0.1,0.2,0.6,0.2\n"
+        "0.3,0.3,0.4,0.25,0.25,0.5\n"
+        "EOF"
+    ),
 ))
 register(LossSpec(
     name="tv", task=DIST, roles=(P_ROLE, Q_PROB_ROLE), params=(NORMALIZE,),
@@ -871,12 +885,19 @@ register(LossSpec(
         estimates="Q = P (a median-like fit)", output="distribution", cost="low",
         use_when="a symmetric metric in [0, 1] that obeys the triangle inequality",
         avoid_when="you need a smooth gradient",
-        references=("Erratum 6 of LOSSES.md", "Levin, Peres & Wilmer, Markov Chains and Mixing Times, §4.1"),
+        references=("Levin, Peres & Wilmer, Markov Chains and Mixing Times, §4.1",),
         outlier_note="robust: bounded by 1 per row",
-        conventions="The seed's total-variation row is garbled (erratum 6): TV = ½ Σ|P − Q|, symmetric, a metric.",
+        conventions="TV = ½ Σ|P − Q| = sup_A |P(A) − Q(A)|: symmetric, a metric, in [0, 1].",
     ),
     aliases=("total_variation",), default_for=(DIST,), summary="total variation distance per row",
-    example="lossctl eval sample_data/distributions.csv -l tv --grad",
+    example=(  # runs as it stands (a test runs it): its data comes in a here-document
+        "lossctl eval - -l tv --grad <<'EOF'\n"
+        "p_0,p_1,p_2,q_0,q_1,q_2\n"
+        "0.7,0.2,0.1,0.6,0.3,0.1\n"
+        "0.1,0.8,0.1,0.2,0.6,0.2\n"
+        "0.3,0.3,0.4,0.25,0.25,0.5\n"
+        "EOF"
+    ),
 ))
 register(LossSpec(
     name="wasserstein", task=DIST,
@@ -915,7 +936,15 @@ register(LossSpec(
     ),
     aliases=("w1", "emd", "earth_movers"), default_for=(DIST,), row_mean=False,
     summary="1-D Wasserstein-1 distance between the target and prediction samples",
-    example="lossctl eval sample_data/wasserstein.csv -w weight --grad",
+    example=(  # runs as it stands (a test runs it): its data comes in a here-document
+        "lossctl eval - -w weight --grad <<'EOF'\n"
+        "target_sample,pred_sample,weight\n"
+        "1.2,0.9,1.0\n"
+        "3.4,3.9,0.5\n"
+        "2.2,2.0,2.0\n"
+        "0.5,1.1,1.0\n"
+        "EOF"
+    ),
 ))
 register(LossSpec(
     name="vae_kl", task=DIST,
@@ -944,7 +973,14 @@ register(LossSpec(
     ),
     grad_roles=("mu", "logvar"), default_for=(DIST,),
     summary="KL of a diagonal Gaussian posterior to N(0, I)",
-    example="lossctl eval sample_data/vae.parquet --grad",
+    example=(  # runs as it stands (a test runs it): its data comes in a here-document
+        "lossctl eval - --grad <<'EOF'\n"
+        "mu_0,mu_1,logvar_0,logvar_1\n"
+        "0.5,-0.8,-1.8,-0.4\n"
+        "-0.1,0.3,-0.2,0.1\n"
+        "1.2,0.0,-0.9,-1.1\n"
+        "EOF"
+    ),
 ))
 register(LossSpec(
     name="distill", task=DIST,
@@ -980,5 +1016,12 @@ register(LossSpec(
     ),
     aliases=("kd", "distillation"), grad_roles=("student",), default_for=(DIST,),
     summary="knowledge-distillation loss (soft teacher targets + hard labels)",
-    example="lossctl eval sample_data/distill.parquet -l distill:temperature=4,alpha=0.7 --grad",
+    example=(  # runs as it stands (a test runs it): its data comes in a here-document
+        "lossctl eval - -l distill:temperature=4,alpha=0.7 --grad <<'EOF'\n"
+        "teacher_0,teacher_1,teacher_2,student_0,student_1,student_2,label\n"
+        "2.0,0.5,-1.0,1.5,0.7,-0.8,0\n"
+        "0.1,1.8,0.3,0.4,1.1,0.2,1\n"
+        "-0.5,0.2,2.4,-0.2,0.1,1.6,2\n"
+        "EOF"
+    ),
 ))
