@@ -18,7 +18,7 @@ import numpy as np
 from lossctl.engine import Batch, Context, RowMeanKernel
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import BLOCK, EPS, FusedSums, Scratch, blockwise, blockwise_many, dot, log_sigmoid
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
 
 ROW_SUM_TOL = 1e-6  # a probability or label row must sum to 1 within this
 
@@ -887,6 +887,34 @@ def _spec(name: str, kernel: type, props: Properties, **kw: Any) -> LossSpec:
     return register(LossSpec(name=name, factory=lambda p, ctx, k=kernel: k(p, ctx), properties=props, **kw))
 
 
+_EXAMPLE_Y_PROB = (  # the examples' data (a test runs every example)
+    "y,prob\n"
+    "1,0.9\n"
+    "0,0.2\n"
+    "1,0.65\n"
+    "0,0.4\n"
+    "1,0.3\n"
+)
+
+_EXAMPLE_Y_SCORE = (  # the examples' data (a test runs every example)
+    "y,score\n"
+    "1,2.3\n"
+    "0,-1.1\n"
+    "1,0.4\n"
+    "0,0.7\n"
+    "1,-0.2\n"
+)
+
+_EXAMPLE_LABEL_LOGIT_0_LOGIT_1 = (  # the examples' data (a test runs every example)
+    "label,logit_0,logit_1,logit_2\n"
+    "0,2.0,0.5,-1.0\n"
+    "1,0.1,1.2,0.3\n"
+    "2,-0.5,0.2,1.9\n"
+    "1,1.1,0.9,-0.2\n"
+    "0,0.3,0.4,0.1\n"
+)
+
+
 _spec(
     "bce", BCEKernel,
     Properties(
@@ -922,16 +950,7 @@ _spec(
     ),
     default_for=(BIN,),
     summary="binary cross-entropy (log loss)",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l bce --grad <<'EOF'\n"
-        "y,prob\n"
-        "1,0.9\n"
-        "0,0.2\n"
-        "1,0.65\n"
-        "0,0.4\n"
-        "1,0.3\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l bce --grad", _EXAMPLE_Y_PROB),
 )
 _spec(
     "hinge", HingeKernel,
@@ -954,16 +973,7 @@ _spec(
     ),
     task=BIN, roles=(MARGIN_TARGET, SCORE_PRED), params=(MARGIN,), default_for=(BIN,),
     summary="hinge (SVM) loss",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l hinge --grad <<'EOF'\n"
-        "y,score\n"
-        "1,2.3\n"
-        "0,-1.1\n"
-        "1,0.4\n"
-        "0,0.7\n"
-        "1,-0.2\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l hinge --grad", _EXAMPLE_Y_SCORE),
 )
 _spec(
     "squared_hinge", SquaredHingeKernel,
@@ -982,16 +992,7 @@ _spec(
     ),
     task=BIN, roles=(MARGIN_TARGET, SCORE_PRED), params=(MARGIN,),
     summary="squared hinge loss",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l squared_hinge <<'EOF'\n"
-        "y,score\n"
-        "1,2.3\n"
-        "0,-1.1\n"
-        "1,0.4\n"
-        "0,0.7\n"
-        "1,-0.2\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l squared_hinge", _EXAMPLE_Y_SCORE),
 )
 _spec(
     "exponential", ExponentialKernel,
@@ -1012,16 +1013,7 @@ _spec(
     ),
     task=BIN, roles=(MARGIN_TARGET, SCORE_PRED), params=(), default_for=(BIN,),
     summary="exponential (AdaBoost) loss",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l exponential <<'EOF'\n"
-        "y,score\n"
-        "1,2.3\n"
-        "0,-1.1\n"
-        "1,0.4\n"
-        "0,0.7\n"
-        "1,-0.2\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l exponential", _EXAMPLE_Y_SCORE),
 )
 _spec(
     "focal", FocalKernel,
@@ -1067,16 +1059,7 @@ _spec(
         LOGITS, EPS_PARAM,
     ),
     default_for=(BIN, MC), summary="focal loss (binary and multiclass)",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l focal:gamma=2,alpha=0.25 --grad <<'EOF'\n"
-        "y,prob\n"
-        "1,0.9\n"
-        "0,0.2\n"
-        "1,0.65\n"
-        "0,0.4\n"
-        "1,0.3\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l focal:gamma=2,alpha=0.25 --grad", _EXAMPLE_Y_PROB),
 )
 _spec(
     "cross_entropy", CrossEntropyKernel,
@@ -1116,16 +1099,7 @@ _spec(
     ),
     aliases=("cce",), default_for=(MC,),
     summary="categorical (softmax) cross-entropy",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l cross_entropy:weight=balanced --grad <<'EOF'\n"
-        "label,logit_0,logit_1,logit_2\n"
-        "0,2.0,0.5,-1.0\n"
-        "1,0.1,1.2,0.3\n"
-        "2,-0.5,0.2,1.9\n"
-        "1,1.1,0.9,-0.2\n"
-        "0,0.3,0.4,0.1\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l cross_entropy:weight=balanced --grad", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
 )
 _spec(
     "multi_hinge", MultiHingeKernel,
@@ -1158,14 +1132,5 @@ _spec(
         Param("margin", "float", 1.0, "the margin m the true class's score must clear", Interval(0, math.inf, "left")),
     ),
     default_for=(MC,), summary="multi-class hinge loss (Weston–Watkins or Crammer–Singer)",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l multi_hinge:variant=cs <<'EOF'\n"
-        "label,logit_0,logit_1,logit_2\n"
-        "0,2.0,0.5,-1.0\n"
-        "1,0.1,1.2,0.3\n"
-        "2,-0.5,0.2,1.9\n"
-        "1,1.1,0.9,-0.2\n"
-        "0,0.3,0.4,0.1\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l multi_hinge:variant=cs", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
 )

@@ -16,7 +16,7 @@ import numpy as np
 from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import Batch, Context, RowMeanKernel, State
 from lossctl.errors import InputError
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
 
 Mining = Literal["hard", "semihard", "all"]
 
@@ -579,6 +579,35 @@ def _normalize_param() -> Param:
     return Param("normalize", "bool", False, "L2-normalise each embedding before the distances")
 
 
+_EXAMPLE_X1_0_X1_1_X2_0 = (  # the examples' data (a test runs every example)
+    "x1_0,x1_1,x2_0,x2_1,similar\n"
+    "0.1,0.9,0.2,0.8,1\n"
+    "0.5,-0.3,-0.6,0.4,0\n"
+    "1.0,0.0,0.9,0.2,1\n"
+    "-0.2,0.7,0.8,-0.5,0\n"
+)
+
+_EXAMPLE_ANCHOR_0_ANCHOR_1_POSITIVE_0 = (  # the examples' data (a test runs every example)
+    "anchor_0,anchor_1,positive_0,positive_1,negative_0,negative_1\n"
+    "0.1,0.9,0.2,0.8,0.9,-0.1\n"
+    "0.5,-0.3,0.4,-0.2,-0.6,0.4\n"
+    "1.0,0.0,0.8,0.1,0.0,1.0\n"
+)
+
+_EXAMPLE_EMB_0_EMB_1_LABEL = (  # the examples' data (a test runs every example)
+    "emb_0,emb_1,label\n"
+    "0.1,0.9,0\n"
+    "0.2,0.8,0\n"
+    "0.0,1.1,0\n"
+    "0.9,0.1,1\n"
+    "1.1,0.0,1\n"
+    "0.8,0.3,1\n"
+    "-0.7,-0.6,2\n"
+    "-0.9,-0.4,2\n"
+    "-0.6,-0.8,2\n"
+)
+
+
 register(LossSpec(
     name="contrastive",
     task=METRIC,
@@ -614,15 +643,7 @@ register(LossSpec(
     default_for=(METRIC,),
     grad_roles=("x1", "x2"),
     summary="contrastive loss of labelled pairs",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l contrastive:margin=1 --grad <<'EOF'\n"
-        "x1_0,x1_1,x2_0,x2_1,similar\n"
-        "0.1,0.9,0.2,0.8,1\n"
-        "0.5,-0.3,-0.6,0.4,0\n"
-        "1.0,0.0,0.9,0.2,1\n"
-        "-0.2,0.7,0.8,-0.5,0\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l contrastive:margin=1 --grad", _EXAMPLE_X1_0_X1_1_X2_0),
 ))
 
 register(LossSpec(
@@ -668,14 +689,7 @@ register(LossSpec(
     default_for=(METRIC,),
     grad_roles=("anchor", "positive", "negative"),
     summary="triplet margin loss of explicit triplets",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l triplet:squared=false --grad <<'EOF'\n"
-        "anchor_0,anchor_1,positive_0,positive_1,negative_0,negative_1\n"
-        "0.1,0.9,0.2,0.8,0.9,-0.1\n"
-        "0.5,-0.3,0.4,-0.2,-0.6,0.4\n"
-        "1.0,0.0,0.8,0.1,0.0,1.0\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l triplet:squared=false --grad", _EXAMPLE_ANCHOR_0_ANCHOR_1_POSITIVE_0),
 ))
 
 register(LossSpec(
@@ -741,18 +755,5 @@ register(LossSpec(
     row_mean=False,
     grad_roles=("embedding",),
     summary="triplet loss mined in batches of labelled embeddings (hard, semihard, all)",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l triplet_mined:mining=semihard --grad <<'EOF'\n"
-        "emb_0,emb_1,label\n"
-        "0.1,0.9,0\n"
-        "0.2,0.8,0\n"
-        "0.0,1.1,0\n"
-        "0.9,0.1,1\n"
-        "1.1,0.0,1\n"
-        "0.8,0.3,1\n"
-        "-0.7,-0.6,2\n"
-        "-0.9,-0.4,2\n"
-        "-0.6,-0.8,2\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l triplet_mined:mining=semihard --grad", _EXAMPLE_EMB_0_EMB_1_LABEL),
 ))

@@ -25,7 +25,7 @@ import numpy as np
 from lossctl.engine import Batch, Context, DecomposableState, Kernel, Options, _stats_matrix
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import EPS, clip_prob, log_softmax, sigmoid, softmax, softplus
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
 
 SEG = "segmentation"
 DICE_EPS = 1e-6
@@ -819,6 +819,31 @@ COMMON_CONVENTIONS = (
     "The bootstrap resamples rows (or images with a group), never per-row losses: Dice is a ratio of sums."
 )
 
+_EXAMPLE_IMAGE_ID_MASK_PROB = (  # the examples' data (a test runs every example)
+    "image_id,mask,prob\n"
+    "img1,1,0.9\n"
+    "img1,1,0.7\n"
+    "img1,0,0.2\n"
+    "img1,0,0.1\n"
+    "img2,0,0.3\n"
+    "img2,1,0.6\n"
+    "img2,0,0.05\n"
+    "img2,0,0.1\n"
+)
+
+_EXAMPLE_IMAGE_ID_MASK_PROB_0 = (  # the examples' data (a test runs every example)
+    "image_id,mask,prob_0,prob_1,prob_2\n"
+    "1,0,0.8,0.1,0.1\n"
+    "1,1,0.2,0.7,0.1\n"
+    "1,2,0.1,0.2,0.7\n"
+    "1,0,0.6,0.3,0.1\n"
+    "2,0,0.7,0.2,0.1\n"
+    "2,2,0.2,0.2,0.6\n"
+    "2,1,0.3,0.5,0.2\n"
+    "2,0,0.9,0.05,0.05\n"
+)
+
+
 register(LossSpec(
     name="dice", task=SEG, roles=ROLES,
     params=(P_EPS, P_SQUARED, P_LOGITS, P_AVERAGE, P_BG, P_WEIGHT),
@@ -843,19 +868,7 @@ register(LossSpec(
     ),
     default_for=(SEG,), row_mean=False,
     summary="Dice loss (soft Dice, per class then averaged)",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l dice --grad <<'EOF'\n"
-        "image_id,mask,prob\n"
-        "img1,1,0.9\n"
-        "img1,1,0.7\n"
-        "img1,0,0.2\n"
-        "img1,0,0.1\n"
-        "img2,0,0.3\n"
-        "img2,1,0.6\n"
-        "img2,0,0.05\n"
-        "img2,0,0.1\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l dice --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
 ))
 
 register(LossSpec(
@@ -879,19 +892,7 @@ register(LossSpec(
     ),
     default_for=(SEG,), row_mean=False,
     summary="generalized Dice loss (class weights 1/area²)",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l generalized_dice <<'EOF'\n"
-        "image_id,mask,prob_0,prob_1,prob_2\n"
-        "1,0,0.8,0.1,0.1\n"
-        "1,1,0.2,0.7,0.1\n"
-        "1,2,0.1,0.2,0.7\n"
-        "1,0,0.6,0.3,0.1\n"
-        "2,0,0.7,0.2,0.1\n"
-        "2,2,0.2,0.2,0.6\n"
-        "2,1,0.3,0.5,0.2\n"
-        "2,0,0.9,0.05,0.05\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l generalized_dice", _EXAMPLE_IMAGE_ID_MASK_PROB_0),
 ))
 
 register(LossSpec(
@@ -925,19 +926,7 @@ register(LossSpec(
     ),
     default_for=(SEG,), row_mean=False,
     summary="Dice + binary cross-entropy",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l dice_bce:alpha=0.7 --grad <<'EOF'\n"
-        "image_id,mask,prob\n"
-        "img1,1,0.9\n"
-        "img1,1,0.7\n"
-        "img1,0,0.2\n"
-        "img1,0,0.1\n"
-        "img2,0,0.3\n"
-        "img2,1,0.6\n"
-        "img2,0,0.05\n"
-        "img2,0,0.1\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l dice_bce:alpha=0.7 --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
 ))
 
 register(LossSpec(
@@ -964,19 +953,7 @@ register(LossSpec(
     ),
     row_mean=False,
     summary="Tversky loss (weighted false positives / negatives)",
-    example=(  # runs as it stands (a test runs it): its data comes in a here-document
-        "lossctl eval - -l tversky:alpha=0.3,beta=0.7 <<'EOF'\n"
-        "image_id,mask,prob\n"
-        "img1,1,0.9\n"
-        "img1,1,0.7\n"
-        "img1,0,0.2\n"
-        "img1,0,0.1\n"
-        "img2,0,0.3\n"
-        "img2,1,0.6\n"
-        "img2,0,0.05\n"
-        "img2,0,0.1\n"
-        "EOF"
-    ),
+    example=heredoc("lossctl eval - -l tversky:alpha=0.3,beta=0.7", _EXAMPLE_IMAGE_ID_MASK_PROB),
 ))
 
 __all__ = [
