@@ -242,14 +242,19 @@ def _plain_slice_lines(groups: list[Group], head_cols: list[str], delimiter: str
     d = delimiter
     missing = "missing" in head_cols
     by_cell: dict[str, str] = {}
+    by_plain: dict[str, bool] = {}  # whether a --by label is written as it is
     for g in groups:
         v = g.value
         gv = str(v) if type(v) is int else v if type(v) is str else _cell(group_value_json(v))
         by = by_cell.get(g.by)
         if by is None:
             by = by_cell[g.by] = _cell(g.by)
-        cells = [by, gv, _cell(g.missing), str(g.rows)] if missing else [by, gv, str(g.rows)]
-        h = line(cells) + d
+            by_plain[by] = line([by, "0"]) == f"{by}{d}0"
+        if type(v) is int and not missing and by_plain.get(by, False):  # (digits never need quoting)
+            h = f"{by}{d}{gv}{d}{g.rows}{d}"
+        else:
+            cells = [by, gv, _cell(g.missing), str(g.rows)] if missing else [by, gv, str(g.rows)]
+            h = line(cells) + d
         for r in g.results:
             key = (r.loss, r.spec, r.pred)
             mid = mids.get(key)
