@@ -343,3 +343,41 @@ def test_nan_drop_and_min_rows_match_the_per_group_path(monkeypatch, tmp_path):
     keep = ~np.isnan(yhat)
     assert [g_.rows for g_ in a.groups] == [int(np.sum(keep & (g == k))) for k in ("a", "b", "c")]
     assert a.hidden_groups == 1
+
+
+def test_csv_lines_of_many_slices_are_what_csv_writer_writes():
+    """The direct CSV lines of value-only slices: quoting, missing values, non-finite values,
+    booleans and numbers exactly as the generic csv.writer rows (parsed back by csv)."""
+    import csv
+    import io
+
+    from lossctl.render import _cell, render_report
+    from lossctl.results import Group, LossResult, Report
+
+    def res(v, worst=False):
+        r = LossResult("mse", "mse", {}, "p", v, 7)
+        r.worst = worst
+        return r
+
+    values = ["a,b", 'q"uote', "line\nbreak", None, 3, -7, 2.5, True, ""]
+    xs = [1.25, math.inf, math.nan, -0.0, 1e-300, 3.0, 0.1, 2.0, 5.0]
+    groups = [Group("k", v, 10 + i, [res(x, worst=i == 0), res(-x)]) for i, (v, x) in enumerate(zip(values, xs))]
+    rep = Report(task="regression", task_inferred=False, rows=100, dropped_rows=0, results=[res(1.0)], groups=groups)
+    out = io.StringIO()
+    render_report(rep, "csv", out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    body = [r for r in rows if r["group"] != "(all)"]
+    assert len(body) == 2 * len(groups)
+    for row, (g, r) in zip(body, [(g, r) for g in groups for r in g.results]):
+        assert row["by"] == "k" and row["group_rows"] == str(g.rows)
+        assert row["group"] == ("" if g.value is None else "true" if g.value is True else str(g.value))
+        assert row["missing"] == ("true" if g.value is None else "false")
+        assert row["value"] == _cell(r.value) and row["n"] == "7" and row["spec"] == "mse"
+        assert row["worst"] == ("true" if r.worst else "false")
+    # integer slices without a missing one: their cells joined directly
+    groups = [Group("k", v, 5, [res(x)]) for v, x in zip([-3, 0, 12], [0.5, 1.5, math.inf])]
+    rep = Report(task="regression", task_inferred=False, rows=15, dropped_rows=0, results=[res(1.0)], groups=groups)
+    out = io.StringIO()
+    render_report(rep, "csv", out)
+    assert out.getvalue().splitlines()[2:] == ["k,-3,5,mse,mse,p,0.5,7,false", "k,0,5,mse,mse,p,1.5,7,false",
+                                               "k,12,5,mse,mse,p,inf,7,false"]
