@@ -386,30 +386,75 @@ class BootUnits:
         return np.vstack(self.rows)[order], "percentile bootstrap over rows"
 
 
+class Resampling:
+    """One bootstrap resampling, drawn once and applied to every unit matrix of a set of states.
+
+    ``replicates`` resamples of the units, drawn from ``seed``: for m units, each replicate
+    counts how often each unit was drawn (a multinomial draw up to 4,096 units, one
+    bincount of m drawn units above), in chunks of at most 2²² counts. The counts depend
+    only on (m, replicates, seed), so every job of a set (and every paired delta between
+    two jobs) reads the same resample: the draw, the costliest step, happens once per set,
+    and the replicate totals of all matrices come from one product per chunk.
+    ``mats[i]`` is job i's (m, S) unit matrix, or None where it has none.
+    """
+
+    def __init__(self, mats: Sequence[np.ndarray | None], replicates: int, seed: int) -> None:
+        self.mats = list(mats)
+        self.replicates = replicates
+        self.seed = seed
+        self._totals: list[np.ndarray | None] | None = None
+
+    def totals(self, i: int) -> np.ndarray:
+        """Job i's replicate totals: (replicates, S), row r the column sums of its units resampled by replicate r."""
+        if self._totals is None:
+            self._totals = self._draw()
+        t = self._totals[i]
+        assert t is not None, "no units for this job"
+        return t
+
+    def _draw(self) -> list[np.ndarray | None]:
+        out: list[np.ndarray | None] = [None] * len(self.mats)
+        by_m: dict[int, list[int]] = {}
+        for i, u in enumerate(self.mats):
+            if u is not None:
+                by_m.setdefault(u.shape[0], []).append(i)
+        for m, which in by_m.items():  # (every matrix of a set has the same units; a set that mixes them draws per m)
+            mats = [self.mats[i] for i in which]
+            widths = [u.shape[1] for u in mats]
+            both = np.hstack(mats).astype(float, copy=False) if len(mats) > 1 else mats[0].astype(float, copy=False)
+            tot = np.empty((self.replicates, both.shape[1]))
+            rng = np.random.default_rng(self.seed)
+            r = self.replicates
+            chunk = max(1, min(r, (1 << 22) // max(m, 1)))
+            for start in range(0, r, chunk):
+                k = min(chunk, r - start)
+                counts = rng.multinomial(m, np.full(m, 1.0 / m), size=k).astype(float) if m <= 4096 else np.stack(
+                    [np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(k)]
+                ).astype(float)
+                with np.errstate(over="ignore", invalid="ignore"):  # replicates of infinite sums are inf or nan, and dropped
+                    np.matmul(counts, both, out=tot[start:start + k])
+            cuts = np.cumsum(widths)[:-1]
+            for i, t in zip(which, np.split(tot, cuts, axis=1)):
+                out[i] = t
+        return out
+
+
 def bootstrap_values(
     units: Sequence[np.ndarray],
-    fns: Sequence[Callable[[np.ndarray], Any]],
+    fns: Sequence[Callable[[list[np.ndarray]], Any]],
     replicates: int,
     seed: int,
 ) -> list[np.ndarray]:
-    """Resample the rows of each unit matrix jointly (paired) and apply each fn.
-
-    All matrices must have the same number of units; the same resample is used for
-    all of them, which pairs prediction sets for comparisons.
-    """
-    m = units[0].shape[0]
-    rng = np.random.default_rng(seed)
-    out = [np.empty(replicates) for _ in fns]
-    chunk = max(1, min(replicates, (1 << 22) // max(m, 1)))
-    for start in range(0, replicates, chunk):
-        k = min(chunk, replicates - start)
-        counts = rng.multinomial(m, np.full(m, 1.0 / m), size=k).astype(float) if m <= 4096 else np.stack(
-            [np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(k)]
-        ).astype(float)
-        with np.errstate(over="ignore", invalid="ignore"):  # replicates of infinite sums are inf or nan, and dropped
-            totals = [counts @ u for u in units]
-        for i, fn in enumerate(fns):
-            out[i][start:start + k] = fn(totals)
+    """Resample the rows of each unit matrix jointly (paired) and apply each fn to the
+    list of replicate totals (one (replicates, S) array per matrix): one draw for all."""
+    boot = Resampling(units, replicates, seed)
+    totals = [boot.totals(i) for i in range(len(units))]
+    out = []
+    for fn in fns:
+        v = np.empty(replicates)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            v[:] = fn(totals)
+        out.append(v)
     return out
 
 

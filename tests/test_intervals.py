@@ -183,6 +183,41 @@ def test_the_blocks_are_the_documented_method(tmp_path):
     assert doc["comparisons"][0]["ci"] == pytest.approx(np.percentile(reps[1] - reps[0], q), rel=1e-10)
 
 
+def _count_draws(monkeypatch) -> list[int]:
+    """Count the bootstrap's resamplings: each one starts a Generator from the seed."""
+    seeds: list[int] = []
+    real = np.random.default_rng
+
+    def counting(seed=None):
+        seeds.append(seed)
+        return real(seed)
+
+    monkeypatch.setattr(np.random, "default_rng", counting)
+    return seeds
+
+
+@pytest.mark.parametrize("by", [False, True])
+def test_one_resampling_per_set_shared_by_every_job_and_delta(cli, tmp_path, monkeypatch, by):
+    path = _data(str(tmp_path / "d.parquet"), 5000, 8)
+    args = ["eval", path, *PREDS, "-l", "mse", "-l", "mae", "--ci", "0.9", "--bootstrap", "50", "--seed", "4",
+            "-f", "json", *(["--by", "g"] if by else [])]
+    seeds = _count_draws(monkeypatch)
+    doc = cli(*args).json()
+    assert len(doc["comparisons"]) == 4 and all(c["ci"] for c in doc["comparisons"])
+    # the whole data, then each of the 3 slices (seed + 1, + 2, + 3): never one draw per delta
+    assert seeds == ([4, 5, 6, 7] if by else [4])
+
+
+def test_check_draws_once_per_set_of_states(cli, tmp_path, monkeypatch):
+    path = _data(str(tmp_path / "d.parquet"), 5000, 8)
+    seeds = _count_draws(monkeypatch)
+    r = cli("check", path, "-p", "p1", "--baseline-pred", "p0", "-t", "y", "--by", "g", "--assert",
+            "mse <= baseline * 2", "--assert", "mae <= baseline * 2", "--ci", "0.9", "--bootstrap", "50",
+            "--seed", "4", "-f", "json")
+    assert len(r.json()["checks"]) == 2 + 2 * 3
+    assert seeds == [4, 5, 6, 7]  # the whole data and the 3 slices, each read by both assertions
+
+
 if __name__ == "__main__":  # (re)write the golden figures from the engine as it stands
     import tempfile
 
