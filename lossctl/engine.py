@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lossctl.accumulate import GradSummary, Scaled, Sum, splitmix64
+from lossctl.accumulate import GradSummary, Scaled, Sum, row_keys, splitmix64
 from lossctl.errors import InputError, UsageError
 
 
@@ -308,7 +308,48 @@ def _stats_matrix(stats: list[Any], n: int) -> np.ndarray:
 # ------------------------------------------------------------------ bootstrap units
 
 ROW_UNITS_LIMIT = 1 << 15  # up to this many rows, resample rows exactly
-BUCKETS = 1 << 12  # beyond it, resample this many hashed blocks of rows
+BUCKETS = 1 << 12  # beyond it, resample this many hashed blocks of rows (a power of two)
+
+
+def _blocks_of(keys: np.ndarray) -> np.ndarray:
+    """The bootstrap block of each row from its hash: the hash mod BUCKETS (a power of two)."""
+    return (keys & np.uint64(BUCKETS - 1)).astype(np.intp)
+
+
+class RowBlocks:
+    """The bootstrap block of each row of one batch, hashed once for every state that reads
+    the batch (``Batch.memo`` is shared by the jobs of a batch), and the block sums of the
+    columns those states share: row counts and the weights."""
+
+    __slots__ = ("rows", "span", "ids", "_counts", "_shared")
+    _KEY = ("bootstrap row blocks",)
+
+    def __init__(self, b: Batch) -> None:
+        self.rows, self.span = b.rows, (b.offset, b.n)
+        keys = row_keys(b.offset, b.n) if b.rows is None else splitmix64(b.rows)
+        self.ids = _blocks_of(keys)
+        self._counts: np.ndarray | None = None
+        self._shared: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def of(cls, b: Batch) -> "RowBlocks":
+        got = b.memo.get(cls._KEY)
+        if got is None or got.rows is not b.rows or got.span != (b.offset, b.n):
+            got = b.memo[cls._KEY] = cls(b)
+        return got
+
+    def sums(self, col: np.ndarray | None, shared: bool = False) -> np.ndarray:
+        """Per-block sums of ``col`` (None: of ones, the row counts); ``shared``: a column
+        that every state of the batch sums (the weights), summed once."""
+        if col is None:
+            if self._counts is None:
+                self._counts = np.bincount(self.ids, minlength=BUCKETS).astype(float)
+            return self._counts
+        if shared:
+            if self._shared is None or self._shared[0] is not col:
+                self._shared = (col, np.bincount(self.ids, weights=col, minlength=BUCKETS))
+            return self._shared[1]
+        return np.bincount(self.ids, weights=col, minlength=BUCKETS)
 
 
 class BootUnits:
@@ -336,17 +377,40 @@ class BootUnits:
         else:
             self._bucket_add(mat, idx)
 
+    def add_stats(self, stats: list[Any], b: Batch) -> None:
+        """Add a batch's per-row statistics (as ``Kernel.stats`` gives them). Past the row
+        limit each column goes straight to its block sums, with the rows' blocks hashed
+        once per batch for every state (``RowBlocks``); a constant column and the
+        batch's weights are summed per block once per batch too."""
+        if self.buckets is None:
+            self.add(_stats_matrix(stats, b.n), b.row_indices())
+            return
+        self.count += b.n
+        blocks = RowBlocks.of(b)
+        j = 0
+        for s in stats:
+            if np.ndim(s) == 0:
+                self.buckets[:, j] += blocks.sums(None) * float(s)
+                j += 1
+            elif s.ndim == 1:
+                self.buckets[:, j] += blocks.sums(s, shared=s is b.weight)
+                j += 1
+            else:
+                for c in range(s.shape[1]):
+                    self.buckets[:, j] += blocks.sums(s[:, c])
+                    j += 1
+
     def _bucket_add(self, mat: np.ndarray, idx: np.ndarray) -> None:
         assert self.buckets is not None
-        b = (splitmix64(idx) % np.uint64(BUCKETS)).astype(np.intp)
+        b = _blocks_of(splitmix64(idx))
         for j in range(mat.shape[1]):
             self.buckets[:, j] += np.bincount(b, weights=mat[:, j], minlength=BUCKETS)
 
     def _to_buckets(self) -> None:
         s = self.rows[0].shape[1] if self.rows else 0
         self.buckets = np.zeros((BUCKETS, s))
-        for mat, idx in zip(self.rows, self.idx):
-            self._bucket_add(mat, idx)
+        if self.rows:  # (one hash of every row held, in one call)
+            self._bucket_add(np.vstack(self.rows), np.concatenate(self.idx))
         self.rows, self.idx = [], []
 
     def merge(self, other: "BootUnits") -> None:
@@ -525,8 +589,9 @@ class DecomposableState(State):
         if b.n == 0:
             return
         want_grad = self.grad is not None and not self.kernel.two_pass_grad
-        if self.boot is None and self.opts.reduction != "sum":
-            # a fused reduction (and gradients) where the kernel has one: no per-row losses
+        if self.opts.reduction != "sum":
+            # a fused reduction (and gradients) where the kernel has one: no per-row losses for the
+            # sums, which are then the same with --ci and without
             fused = self.kernel.sums_and_grads(b) if want_grad else self.kernel.sums(b)
             if fused is not None:
                 fast, grads = fused if want_grad else (fused, None)
@@ -536,6 +601,8 @@ class DecomposableState(State):
                 self.n += b.n
                 if grads is not None:
                     self._add_grads(grads, b)
+                if self.boot is not None:  # (after the gradients are consumed: the kernel reuses its buffers)
+                    self.boot.add_stats(self.kernel.stats(b, False)[0], b)
                 return
         stats, grads = self.kernel.stats(b, want_grad)
         sums = _sum_stats(stats, b.n)
@@ -546,7 +613,7 @@ class DecomposableState(State):
         if want_grad and grads is not None:
             self._add_grads(grads, b)
         if self.boot is not None:
-            self.boot.add(_stats_matrix(stats, b.n), b.row_indices())
+            self.boot.add_stats(stats, b)
 
     def _add_grads(self, grads: dict[str, np.ndarray], b: Batch) -> None:
         assert self.grad is not None

@@ -218,6 +218,53 @@ def test_check_draws_once_per_set_of_states(cli, tmp_path, monkeypatch):
     assert seeds == [4, 5, 6, 7]  # the whole data and the 3 slices, each read by both assertions
 
 
+def test_rows_are_hashed_once_per_batch_for_every_state(cli, tmp_path, monkeypatch):
+    """Past 32,768 rows each batch's rows are hashed into blocks once, whatever the number of
+    (loss, prediction set) states; the rows held until then once per state."""
+    import lossctl.accumulate as acc
+
+    path = _data(str(tmp_path / "d.parquet"), 100_000, 9)
+    hashed: list[int] = []
+    real = acc.splitmix64
+
+    def counting(x):
+        hashed.append(np.size(x))
+        return real(x)
+
+    monkeypatch.setattr(acc, "splitmix64", counting)
+    monkeypatch.setattr(acc, "_KEYS", None)
+    import lossctl.engine as engine
+
+    monkeypatch.setattr(engine, "splitmix64", counting)
+    doc = cli("eval", path, *PREDS, "-l", "mse", "-l", "mae", "-l", "huber", "-w", "w", "--ci", "0.9",
+              "--bootstrap", "20", "--batch-rows", "10000", "-f", "json").json()
+    states = len(doc["results"])
+    assert states == 9
+    # 10 batches: every row once, and (at the switch to blocks) the rows held, once per state
+    assert sum(hashed) <= 100_000 + states * 40_000
+    assert len(hashed) <= 10 + states
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae", "huber", "quantile:tau=0.3", "log_cosh", "bce", "focal"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_values_with_ci_are_the_values_without(loss, grad):
+    """--ci keeps the fused sums: the value (and gradient summary) is the very same double."""
+    import lossctl
+
+    rng = np.random.default_rng(10)
+    n = 70_000
+    if loss in ("bce", "focal"):
+        y = (rng.random(n) < 0.3).astype(float)
+        p = np.clip(rng.random(n), 1e-3, 1 - 1e-3)
+    else:
+        y = rng.normal(size=n)
+        p = y + rng.standard_t(3, n)
+    a = lossctl.evaluate(y, p, loss, grad=grad, batch_rows=20_000)
+    b = lossctl.evaluate(y, p, loss, grad=grad, batch_rows=20_000, ci=0.9, bootstrap=20)
+    assert b.ci is not None and b.value == a.value
+    assert b.grad == a.grad
+
+
 if __name__ == "__main__":  # (re)write the golden figures from the engine as it stands
     import tempfile
 
