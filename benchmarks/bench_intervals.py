@@ -8,10 +8,10 @@
    REPEAT after one untimed warm-up round:
 
      numpy block bootstrap  pyarrow read_table + numpy as a user writes it (_workers.py
-                            intervals_numpy): residuals of all 8 sets as one matrix, mse and mae
-                            per row, sums over 4,096 contiguous row blocks, one multinomial draw
-                            of 1,000 replicates, percentile intervals of each set and of each
-                            set's delta to p0 (paired: the same replicates)
+                            intervals_numpy): set by set, r = p − y and the sums of r² and |r|
+                            over 4,096 contiguous row blocks; one multinomial draw of 1,000
+                            replicates; percentile intervals of each set and of each set's
+                            delta to p0 (paired: the same replicates)
      lossctl --ci           lossctl eval FILE -t y -p p0 … -p p7 -l mse -l mae --ci 0.95 -f json
      lossctl                the same without --ci (what the intervals cost)
 

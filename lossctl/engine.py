@@ -168,6 +168,11 @@ class Kernel:
         """Optional fast path with gradients: (column sums of ``stats``, per-row gradients)."""
         return None
 
+    def sums_rows(self, b: Batch, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None, list[Any]] | None:
+        """Optional fast path for the bootstrap: the fused sums (and gradients) with the
+        per-row ``stats`` written in the same pass: (sums, gradients or None, stats)."""
+        return None
+
     def extra(self, totals: np.ndarray) -> dict[str, Any]:
         return {}
 
@@ -592,7 +597,11 @@ class DecomposableState(State):
         if self.opts.reduction != "sum":
             # a fused reduction (and gradients) where the kernel has one: no per-row losses for the
             # sums, which are then the same with --ci and without
-            fused = self.kernel.sums_and_grads(b) if want_grad else self.kernel.sums(b)
+            rows = self.kernel.sums_rows(b, want_grad) if self.boot is not None else None
+            if rows is not None:
+                fused = rows[:2] if want_grad else rows[0]
+            else:
+                fused = self.kernel.sums_and_grads(b) if want_grad else self.kernel.sums(b)
             if fused is not None:
                 fast, grads = fused if want_grad else (fused, None)
                 if self.totals is None:
@@ -602,7 +611,7 @@ class DecomposableState(State):
                 if grads is not None:
                     self._add_grads(grads, b)
                 if self.boot is not None:  # (after the gradients are consumed: the kernel reuses its buffers)
-                    self.boot.add_stats(self.kernel.stats(b, False)[0], b)
+                    self.boot.add_stats(rows[2] if rows is not None else self.kernel.stats(b, False)[0], b)
                 return
         stats, grads = self.kernel.stats(b, want_grad)
         sums = _sum_stats(stats, b.n)
