@@ -388,8 +388,10 @@ class BootUnits:
         once per batch for every state (``RowBlocks``); a constant column and the
         batch's weights are summed per block once per batch too."""
         if self.buckets is None:
-            self.add(_stats_matrix(stats, b.n), b.row_indices())
-            return
+            if self.count + b.n <= ROW_UNITS_LIMIT:
+                self.add(_stats_matrix(stats, b.n), b.row_indices())
+                return
+            self._to_buckets(sum(_stat_sizes(stats)))  # the rows held so far; this batch goes straight to blocks
         self.count += b.n
         blocks = RowBlocks.of(b)
         j = 0
@@ -411,8 +413,8 @@ class BootUnits:
         for j in range(mat.shape[1]):
             self.buckets[:, j] += np.bincount(b, weights=mat[:, j], minlength=BUCKETS)
 
-    def _to_buckets(self) -> None:
-        s = self.rows[0].shape[1] if self.rows else 0
+    def _to_buckets(self, width: int = 0) -> None:
+        s = self.rows[0].shape[1] if self.rows else width
         self.buckets = np.zeros((BUCKETS, s))
         if self.rows:  # (one hash of every row held, in one call)
             self._bucket_add(np.vstack(self.rows), np.concatenate(self.idx))
