@@ -265,6 +265,40 @@ def test_values_with_ci_are_the_values_without(loss, grad):
     assert b.grad == a.grad
 
 
+# ---------------------------------------------------------------- --grad of focal (item 5)
+
+
+@pytest.mark.parametrize("logits", [False, True])
+@pytest.mark.parametrize("alpha", [0.25, -1.0])
+def test_focal_gradient_shares_the_loss_logs_and_gives_the_same_numbers(monkeypatch, logits, alpha):
+    """The binary focal kernel computes its loss and gradient from one set of logs per block:
+    the very numbers of focal_prob / focal_prob_grad (sigmoid_focal / sigmoid_focal_grad)."""
+    from lossctl.engine import Batch, Context
+    from lossctl.losses import classification as C
+
+    rng = np.random.default_rng(12)
+    n = 150_000  # three blocks of 2¹⁶ rows
+    y = (rng.random(n) < 0.3).astype(float)
+    z = rng.normal(0, 3, n)
+    p = z if logits else 1 / (1 + np.exp(-z))
+    k = C.FocalKernel({"gamma": 1.5, "alpha": alpha, "logits": logits, "eps": 1e-7}, Context("binary"))
+    calls = []
+    for name in ("_prob_logs", "log_sigmoid"):
+        real = getattr(C, name)
+        monkeypatch.setattr(C, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name) or _real(*a, **kw))
+    loss, grads, _ = k.rows(Batch({"target": y, "pred": p}, n), True)
+    # one set of logs per block (log σ(±z): two calls), not one for the loss and one for the gradient
+    assert len(calls) == 3 * (2 if logits else 1)
+    monkeypatch.undo()
+    if logits:
+        want_l = C.sigmoid_focal(y, z, gamma=1.5, alpha=alpha)
+        want_g = C.sigmoid_focal_grad(y, z, gamma=1.5, alpha=alpha)
+    else:
+        want_l = C.focal_prob(y, p, gamma=1.5, alpha=alpha, eps=1e-7)
+        want_g = C.focal_prob_grad(y, p, gamma=1.5, alpha=alpha, eps=1e-7)
+    assert np.array_equal(loss, want_l) and np.array_equal(grads["pred"], want_g)
+
+
 if __name__ == "__main__":  # (re)write the golden figures from the engine as it stands
     import tempfile
 
