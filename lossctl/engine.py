@@ -10,6 +10,7 @@ triplets, Wasserstein) provide their own state with the same update/merge/result
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -494,20 +495,68 @@ class Resampling:
             widths = [u.shape[1] for u in mats]
             both = np.hstack(mats).astype(float, copy=False) if len(mats) > 1 else mats[0].astype(float, copy=False)
             tot = np.empty((self.replicates, both.shape[1]))
-            rng = np.random.default_rng(self.seed)
             r = self.replicates
-            chunk = max(1, min(r, (1 << 22) // max(m, 1)))
+            chunk = _chunk(m, r)
+            ahead = _take_ahead(m, r, self.seed)  # the first chunk, drawn while the batches streamed
+            rng = ahead[0] if ahead is not None else np.random.default_rng(self.seed)
             for start in range(0, r, chunk):
                 k = min(chunk, r - start)
-                counts = rng.multinomial(m, np.full(m, 1.0 / m), size=k).astype(float) if m <= 4096 else np.stack(
-                    [np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(k)]
-                ).astype(float)
+                counts = ahead[1] if ahead is not None and start == 0 else _counts(rng, m, k)
                 with np.errstate(over="ignore", invalid="ignore"):  # replicates of infinite sums are inf or nan, and dropped
                     np.matmul(counts, both, out=tot[start:start + k])
             cuts = np.cumsum(widths)[:-1]
             for i, t in zip(which, np.split(tot, cuts, axis=1)):
                 out[i] = t
         return out
+
+
+def _chunk(m: int, replicates: int) -> int:
+    """Replicates drawn at a time: at most 2²² counts."""
+    return max(1, min(replicates, (1 << 22) // max(m, 1)))
+
+
+def _counts(rng: np.random.Generator, m: int, k: int) -> np.ndarray:
+    """k replicates of how often each of m units is drawn (m draws with replacement)."""
+    if m <= 4096:
+        return rng.multinomial(m, np.full(m, 1.0 / m), size=k).astype(float)
+    return np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(k)]).astype(float)
+
+
+# One draw ahead: (m, replicates, seed) → (thread, its result). The first chunk of counts of the
+# whole data's resampling (a 1,000 × 4,096 multinomial, the bootstrap's costliest step) is drawn
+# in a thread as soon as the units are hashed blocks, while the batches stream; numpy releases
+# the GIL while it draws. The same Generator continues with the next chunks: the same counts.
+_AHEAD: dict[tuple[int, int, int], tuple[threading.Thread, dict[str, Any]]] = {}
+_AHEAD_LOCK = threading.Lock()
+
+
+def draw_ahead(m: int, replicates: int, seed: int) -> None:
+    """Start drawing the first chunk of the resampling (m units, ``replicates``, ``seed``)."""
+    key = (m, replicates, seed)
+    with _AHEAD_LOCK:
+        if key in _AHEAD:
+            return
+        _AHEAD.clear()  # one slot: a draw nobody took is dropped
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            rng = np.random.default_rng(seed)
+            box["counts"] = _counts(rng, m, min(_chunk(m, replicates), replicates))
+            box["rng"] = rng
+
+        th = threading.Thread(target=work, name="lossctl-bootstrap-draw", daemon=True)
+        _AHEAD[key] = (th, box)
+        th.start()
+
+
+def _take_ahead(m: int, replicates: int, seed: int) -> tuple[np.random.Generator, np.ndarray] | None:
+    with _AHEAD_LOCK:
+        got = _AHEAD.pop((m, replicates, seed), None)
+    if got is None:
+        return None
+    th, box = got
+    th.join()
+    return (box["rng"], box["counts"]) if "counts" in box else None
 
 
 def bootstrap_values(
@@ -613,7 +662,7 @@ class DecomposableState(State):
                 if grads is not None:
                     self._add_grads(grads, b)
                 if self.boot is not None:  # (after the gradients are consumed: the kernel reuses its buffers)
-                    self.boot.add_stats(rows[2] if rows is not None else self.kernel.stats(b, False)[0], b)
+                    self._add_units(rows[2] if rows is not None else self.kernel.stats(b, False)[0], b)
                 return
         stats, grads = self.kernel.stats(b, want_grad)
         sums = _sum_stats(stats, b.n)
@@ -632,7 +681,14 @@ class DecomposableState(State):
         if want_grad and grads is not None:
             self._add_grads(grads, b)
         if self.boot is not None:
-            self.boot.add_stats(stats, b)
+            self._add_units(stats, b)
+
+    def _add_units(self, stats: list[Any], b: Batch) -> None:
+        assert self.boot is not None
+        rows_before = self.boot.buckets is None
+        self.boot.add_stats(stats, b)
+        if rows_before and self.boot.buckets is not None:  # now hashed blocks: the whole data's draw can start
+            draw_ahead(BUCKETS, self.opts.bootstrap, self.opts.seed)
 
     def _add_grads(self, grads: dict[str, np.ndarray], b: Batch) -> None:
         assert self.grad is not None

@@ -265,6 +265,35 @@ def test_values_with_ci_are_the_values_without(loss, grad):
     assert b.grad == a.grad
 
 
+@pytest.mark.parametrize("replicates", [300, 2000])
+def test_a_resampling_drawn_ahead_in_a_thread_is_the_same(replicates):
+    """The first chunk of counts drawn ahead (in a thread, while batches stream) and the
+    Generator continued from it give the counts of a draw made on the spot."""
+    from lossctl import engine
+
+    mat = np.random.default_rng(1).random((4096, 3))
+    plain = engine.Resampling([mat], replicates, 5).totals(0)
+    engine.draw_ahead(4096, replicates, 5)
+    assert (4096, replicates, 5) in engine._AHEAD
+    ahead = engine.Resampling([mat], replicates, 5).totals(0)
+    assert (4096, replicates, 5) not in engine._AHEAD  # taken
+    assert np.array_equal(ahead, plain)
+
+
+def test_the_whole_datas_draw_starts_once_the_rows_are_blocks(cli, tmp_path, monkeypatch):
+    from lossctl import engine
+
+    path = _data(str(tmp_path / "d.parquet"), 50_000, 3)
+    started = []
+    real = engine.draw_ahead
+    monkeypatch.setattr(engine, "draw_ahead", lambda *a: started.append(a) or real(*a))
+    doc = cli("eval", path, *PREDS, "-l", "mse", "--ci", "0.9", "--bootstrap", "77", "--seed", "8",
+              "--batch-rows", "10000", "-f", "json").json()
+    assert set(started) == {(4096, 77, 8)} and len(started) >= 3  # each state asks; one draw
+    assert not engine._AHEAD  # and the intervals took it
+    assert all("hashed row blocks" in r["ci_method"] for r in doc["results"])
+
+
 # ---------------------------------------------------------------- --grad of focal (item 5)
 
 
