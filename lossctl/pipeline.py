@@ -1816,18 +1816,13 @@ def _bindings(plan: Plan) -> dict[str, Any]:
 # ------------------------------------------------------------------ per-row output
 
 
-_INTEGER_TEXT = None
+_INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
 
 
 def _typed_text(values: np.ndarray) -> np.ndarray:
     """CSV text values as the numbers they spell: a whole number written canonically
     ("42", "-7"; not "007" or "1e3") becomes an int, so --id values come out as from a
     typed file; anything else stays text, exactly as written."""
-    import re
-
-    global _INTEGER_TEXT
-    if _INTEGER_TEXT is None:
-        _INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
     if values.dtype.kind not in "OUS":
         return values
     out = [int(v) if isinstance(v, str) and _INTEGER_TEXT.match(v) else v for v in values.tolist()]

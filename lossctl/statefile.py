@@ -226,8 +226,10 @@ def merge(paths: list[str]):
         if missing:
             raise InputError.at(f"damaged state file: {part} has no {', '.join(repr(k) for k in missing)}",
                                 source=paths[0])
-    if not (isinstance(opts.get("key"), (str, type(None))) and isinstance(opts.get("grad"), bool) and (opts.get("ci") is None or isinstance(opts.get("ci"), float))
-            and _is_count(opts.get("bootstrap")) and isinstance(opts.get("seed"), int)
+    ci = opts.get("ci")
+    if not (isinstance(opts.get("key"), (str, type(None))) and isinstance(opts.get("grad"), bool)
+            and (ci is None or (isinstance(ci, float) and 0 < ci < 1))
+            and _is_count(opts.get("bootstrap")) and opts["bootstrap"] < 2**31 and _is_count(opts.get("seed"))
             and opts.get("reduction") in ("mean", "sum") and _is_count(opts.get("min_rows"))):
         raise InputError.at(f"damaged state file: options {clip(json.dumps(_encode(opts)), 80)}", source=paths[0])
     ctx_d = first["context"]
