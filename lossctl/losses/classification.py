@@ -18,7 +18,7 @@ import numpy as np
 from lossctl.engine import Batch, Context, RowMeanKernel
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import BLOCK, EPS, FusedSums, Scratch, blockwise, blockwise_many, dot, log_sigmoid
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
 
 ROW_SUM_TOL = 1e-6  # a probability or label row must sum to 1 within this
 
@@ -192,6 +192,26 @@ def focal_prob_grad(y: np.ndarray, p: np.ndarray, *, gamma: float = 2.0, alpha: 
     log_pt, log_1mpt = _prob_logs(y, p, eps)
     d_pt = np.exp((gamma - 1.0) * log_1mpt) * (gamma * log_pt - np.exp(log_1mpt - log_pt))
     return (2.0 * y - 1.0) * _alpha_t(y, alpha) * d_pt
+
+
+def _focal_prob_both(y: np.ndarray, p: np.ndarray, *, gamma: float, alpha: float, eps: float):
+    """focal_prob and focal_prob_grad from one set of logs (the same operations, the same numbers)."""
+    log_pt, log_1mpt = _prob_logs(y, p, eps)
+    a = _alpha_t(y, alpha)
+    loss = -a * np.exp(gamma * log_1mpt) * log_pt
+    d_pt = np.exp((gamma - 1.0) * log_1mpt) * (gamma * log_pt - np.exp(log_1mpt - log_pt))
+    return loss, (2.0 * y - 1.0) * a * d_pt
+
+
+def _sigmoid_focal_both(y: np.ndarray, z: np.ndarray, *, gamma: float, alpha: float):
+    """sigmoid_focal and sigmoid_focal_grad from one set of logs (the same operations, the same numbers)."""
+    s = 2.0 * y - 1.0
+    log_pt = log_sigmoid(s * z)
+    log_1mpt = log_sigmoid(-s * z)
+    a = _alpha_t(y, alpha)
+    w = np.exp(gamma * log_1mpt)
+    inner = gamma * np.exp(log_pt) * log_pt - np.exp(log_1mpt)
+    return -a * w * log_pt + 0.0, s * a * w * inner + 0.0
 
 
 def _prob_logs(y: np.ndarray, p: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -708,12 +728,12 @@ class FocalKernel(RowMeanKernel):
             return loss, ({"pred": g} if grad else None), None
         y, p = _one_column(b, "target", "focal"), _one_column(b, "pred", "focal")
         alpha = float(self.params["alpha"])
-        if logits:
-            loss = sigmoid_focal(y, p, gamma=gamma, alpha=alpha)
-            g = sigmoid_focal_grad(y, p, gamma=gamma, alpha=alpha) if grad else None
+        # in cache-sized blocks, the logs shared by the loss and its gradient (--grad cost 1.6× the value)
+        kw = {"gamma": gamma, "alpha": alpha} if logits else {"gamma": gamma, "alpha": alpha, "eps": eps}
+        if grad:
+            loss, g = blockwise_many(_sigmoid_focal_both if logits else _focal_prob_both, y, p, **kw)
         else:
-            loss = focal_prob(y, p, gamma=gamma, alpha=alpha, eps=eps)
-            g = focal_prob_grad(y, p, gamma=gamma, alpha=alpha, eps=eps) if grad else None
+            loss, g = blockwise(sigmoid_focal if logits else focal_prob, y, p, **kw), None
         return loss, ({"pred": g} if g is not None else None), None
 
 
@@ -887,6 +907,34 @@ def _spec(name: str, kernel: type, props: Properties, **kw: Any) -> LossSpec:
     return register(LossSpec(name=name, factory=lambda p, ctx, k=kernel: k(p, ctx), properties=props, **kw))
 
 
+_EXAMPLE_Y_PROB = (  # the examples' data (a test runs every example)
+    "y,prob\n"
+    "1,0.9\n"
+    "0,0.2\n"
+    "1,0.65\n"
+    "0,0.4\n"
+    "1,0.3\n"
+)
+
+_EXAMPLE_Y_SCORE = (  # the examples' data (a test runs every example)
+    "y,score\n"
+    "1,2.3\n"
+    "0,-1.1\n"
+    "1,0.4\n"
+    "0,0.7\n"
+    "1,-0.2\n"
+)
+
+_EXAMPLE_LABEL_LOGIT_0_LOGIT_1 = (  # the examples' data (a test runs every example)
+    "label,logit_0,logit_1,logit_2\n"
+    "0,2.0,0.5,-1.0\n"
+    "1,0.1,1.2,0.3\n"
+    "2,-0.5,0.2,1.9\n"
+    "1,1.1,0.9,-0.2\n"
+    "0,0.3,0.4,0.1\n"
+)
+
+
 _spec(
     "bce", BCEKernel,
     Properties(
@@ -911,8 +959,8 @@ _spec(
                     "scikit-learn ≥ 1.5 does (torch clamps log p at −100 instead; they agree for p in [eps, 1 − eps]). "
                     "With probabilities the gradient is evaluated at the clipped p. Soft labels y ∈ [0, 1] are accepted "
                     "(the loss is then minimised at p = y, where it equals the entropy of y, not 0). pos_weight multiplies "
-                    "the positive term, as torch's pos_weight. The seed's derivative −y/ŷ + (1 − y)/(1 − ŷ) is the "
-                    "per-sample gradient; the gradient of the mean carries 1/N. Keras smooths binary labels toward ½; "
+                    "the positive term, as torch's pos_weight. The derivative −y/ŷ + (1 − y)/(1 − ŷ) often quoted "
+                    "is the per-sample gradient; the gradient of the mean carries 1/N. Keras smooths binary labels toward ½; "
                     "lossctl's bce takes the labels as given.",
     ),
     task=BIN, roles=(BCE_TARGET, PROB_PRED),
@@ -922,7 +970,7 @@ _spec(
     ),
     default_for=(BIN,),
     summary="binary cross-entropy (log loss)",
-    example="lossctl eval sample_data/binary.csv -l bce --grad",
+    example=heredoc("lossctl eval - -l bce --grad", _EXAMPLE_Y_PROB),
 )
 _spec(
     "hinge", HingeKernel,
@@ -945,7 +993,7 @@ _spec(
     ),
     task=BIN, roles=(MARGIN_TARGET, SCORE_PRED), params=(MARGIN,), default_for=(BIN,),
     summary="hinge (SVM) loss",
-    example="lossctl eval sample_data/binary.csv -l hinge --grad",
+    example=heredoc("lossctl eval - -l hinge --grad", _EXAMPLE_Y_SCORE),
 )
 _spec(
     "squared_hinge", SquaredHingeKernel,
@@ -964,7 +1012,7 @@ _spec(
     ),
     task=BIN, roles=(MARGIN_TARGET, SCORE_PRED), params=(MARGIN,),
     summary="squared hinge loss",
-    example="lossctl eval sample_data/binary.csv -l squared_hinge",
+    example=heredoc("lossctl eval - -l squared_hinge", _EXAMPLE_Y_SCORE),
 )
 _spec(
     "exponential", ExponentialKernel,
@@ -981,11 +1029,11 @@ _spec(
         outlier_note="very sensitive: loss and gradient grow exponentially with the violation",
         conventions="Labels {0, 1} are read with 0 as −1. exp(−y·f) overflows to inf for y·f < −709; that is "
                     "reported as a value, not an error. Its minimiser is half the log-odds where the logistic "
-                    "loss's is the log-odds, which is the sense in which the seed calls it close to cross-entropy.",
+                    "loss's is the log-odds, which is the sense in which it is called close to cross-entropy.",
     ),
     task=BIN, roles=(MARGIN_TARGET, SCORE_PRED), params=(), default_for=(BIN,),
     summary="exponential (AdaBoost) loss",
-    example="lossctl eval sample_data/binary.csv -l exponential",
+    example=heredoc("lossctl eval - -l exponential", _EXAMPLE_Y_SCORE),
 )
 _spec(
     "focal", FocalKernel,
@@ -1008,15 +1056,16 @@ _spec(
             "Charoenphakdee et al. 2021, On Focal Loss for Class-Posterior Probability Estimation",
         ),
         outlier_note="not robust to label noise: a mislabelled row has p_t → 0, where (1 − p_t)^γ → 1, so it costs as "
-                     "much as under BCE; the modulating factor only discounts easy rows (the seed's 'mitigated' overstates this)",
+                     "much as under BCE; the modulating factor only discounts easy rows (calling label noise 'mitigated' overstates this)",
         conventions="α weights the positive class and 1 − α the negative one, as torchvision's sigmoid_focal_loss; "
                     "α = −1 switches the weighting off. Multiclass: a single α multiplies every class (so it only "
                     "rescales the loss), C numbers weight class y by α_y. Multiclass targets may be one-hot or soft rows: "
                     "ℓ = −Σ_c y_c α_c (1 − p_c)^γ log p_c. γ = 0 with α = −1 equals bce / cross_entropy. Computed in "
                     "log space from the logits (log(1 − p_t) = log σ(∓z), a log-sum-exp for softmax), so γ < 1 with a "
                     "saturated logit gives finite values and gradients (torchvision's (1 − p_t)**γ gives NaN there). "
-                    "The seed's gradient has the wrong overall sign for y = 1 and the wrong sign of the γ-term for "
-                    "y = 0 (LOSSES.md erratum 4). With probabilities, p is clipped to [eps, 1 − eps] and the gradient "
+                    "With logits ∂ℓ/∂z = α(1 − p)^γ[γ·p·log p + p − 1] for y = 1 and (1 − α)·p^γ[p − γ(1 − p)·log(1 − p)] "
+                    "for y = 0 (a form often quoted flips the overall sign for y = 1 and the γ-term's for y = 0). "
+                    "With probabilities, p is clipped to [eps, 1 − eps] and the gradient "
                     "is with respect to p. Not convex in z for γ > 0.",
     ),
     task=BIN, tasks=(MC,), roles=(FOCAL_TARGET, FOCAL_PRED),
@@ -1030,7 +1079,7 @@ _spec(
         LOGITS, EPS_PARAM,
     ),
     default_for=(BIN, MC), summary="focal loss (binary and multiclass)",
-    example="lossctl eval sample_data/binary.csv -l focal:gamma=2,alpha=0.25 --grad",
+    example=heredoc("lossctl eval - -l focal:gamma=2,alpha=0.25 --grad", _EXAMPLE_Y_PROB),
 )
 _spec(
     "cross_entropy", CrossEntropyKernel,
@@ -1070,7 +1119,7 @@ _spec(
     ),
     aliases=("cce",), default_for=(MC,),
     summary="categorical (softmax) cross-entropy",
-    example="lossctl eval sample_data/multiclass.csv -l cross_entropy:weight=balanced --grad",
+    example=heredoc("lossctl eval - -l cross_entropy:weight=balanced --grad", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
 )
 _spec(
     "multi_hinge", MultiHingeKernel,
@@ -1091,9 +1140,8 @@ _spec(
             "Weston & Watkins 1999", "Crammer & Singer 2001",
         ),
         outlier_note="relatively robust: linear in the violation, gradient entries bounded by 1 (ww: by C − 1 on y)",
-        conventions="LOSSES.md erratum 3: the seed's formula Σ_{j≠y} max(0, 1 − f_y + f_j) is the Weston–Watkins form, "
-                    "though the seed names it Crammer–Singer; Crammer–Singer takes the max over j. ww is the default "
-                    "because it is the seed's formula. torch's multi_margin_loss divides the ww sum by C; scikit-learn's "
+        conventions="The sum Σ_{j≠y} max(0, 1 − f_y + f_j) is the Weston–Watkins form (ww, the default), though it "
+                    "is often called Crammer–Singer; Crammer–Singer (cs) takes the max over j instead. torch's multi_margin_loss divides the ww sum by C; scikit-learn's "
                     "multiclass hinge_loss is cs with margin 1. Scores are used as given (no softmax). The target is a "
                     "class index or one-hot rows.",
     ),
@@ -1104,5 +1152,5 @@ _spec(
         Param("margin", "float", 1.0, "the margin m the true class's score must clear", Interval(0, math.inf, "left")),
     ),
     default_for=(MC,), summary="multi-class hinge loss (Weston–Watkins or Crammer–Singer)",
-    example="lossctl eval sample_data/multiclass.csv -l multi_hinge:variant=cs",
+    example=heredoc("lossctl eval - -l multi_hinge:variant=cs", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
 )

@@ -22,10 +22,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lossctl.engine import Batch, Context, DecomposableState, Kernel, Options, _stats_matrix
+from lossctl.engine import Batch, Context, DecomposableState, Kernel, Options
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import EPS, clip_prob, log_softmax, sigmoid, softmax, softplus
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
 
 SEG = "segmentation"
 DICE_EPS = 1e-6
@@ -499,51 +499,28 @@ class SegmentationState(DecomposableState):
         super().__init__(kernel, Options(grad=ctx.grad, ci=0.95))
         self.kernel: SegmentationKernel = kernel
         self.grouped: bool | None = None
-        self.index: dict[Any, int] = {}
-        self.ids: list[Any] = []
-        self.gs = np.zeros((0, 0))
-        self.gc = np.zeros((0, 0))
+        # the per-image table: image ids → rows of compensated sums (lossctl.slices, as --by)
+        from lossctl.slices import GroupSums, Keys
+
+        self.images = Keys(1)
+        self.table: GroupSums | None = None
         self._gfinal: np.ndarray | None = None
 
+    @property
+    def ids(self) -> list[Any]:
+        """The image ids, in the order first seen."""
+        return self.images.cols[0].values
+
     # -- the per-image table
-    def _rows_for(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(table row of each unique id in first-seen order, inverse index per pixel)."""
-        uniq, first, inv = np.unique(ids, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        rows = np.empty(uniq.size, dtype=np.intp)
-        for j in order:
-            key = uniq[j].item() if hasattr(uniq[j], "item") else uniq[j]
-            r = self.index.get(key)
-            if r is None:
-                r = self.index[key] = len(self.ids)
-                self.ids.append(key)
-            rows[j] = r
-        return rows, inv.reshape(-1)
+    def _groups(self, ids: np.ndarray):
+        from lossctl.slices import first_seen
 
-    def _grow(self, size: int, width: int) -> None:
-        if self.gs.shape[0] >= size and self.gs.shape[1] == width:
-            return
-        cap = max(size, 2 * self.gs.shape[0], 16)
-        for name in ("gs", "gc"):
-            old = getattr(self, name)
-            new = np.zeros((cap, width))
-            new[: old.shape[0], : old.shape[1]] = old
-            setattr(self, name, new)
-
-    def _add_rows(self, rows: np.ndarray, x: np.ndarray) -> None:
-        # Neumaier-compensated add of x[j] into table row rows[j]
-        s = self.gs[rows]
-        t = s + x
-        big = np.abs(s) >= np.abs(x)
-        with np.errstate(invalid="ignore"):
-            self.gc[rows] += np.where(big, (s - t) + x, (x - t) + s)
-        self.gs[rows] = t
+        return self.images.batch([first_seen(ids)])
 
     def _table(self) -> np.ndarray:
-        g = len(self.ids)
-        with np.errstate(invalid="ignore"):
-            v = self.gs[:g] + self.gc[:g]
-        return np.where(np.isfinite(self.gs[:g]), v, self.gs[:g])
+        if self.table is None:
+            return np.zeros((len(self.ids), 0))
+        return self.table.values(len(self.ids))[0]
 
     # -- State
     def update(self, b: Batch) -> None:
@@ -556,14 +533,14 @@ class SegmentationState(DecomposableState):
         if not self.grouped:
             super().update(b)
             return
+        from lossctl.slices import GroupSums, group_sums
+
         stats, _ = self.kernel.stats(b, False)
-        mat = _stats_matrix(stats, b.n)
-        rows, inv = self._rows_for(b["group"])
-        order = np.argsort(inv, kind="stable")
-        starts = np.searchsorted(inv[order], np.arange(rows.size))
-        sums = np.add.reduceat(mat[order], starts, axis=0)
-        self._grow(len(self.ids), mat.shape[1])
-        self._add_rows(rows, sums)
+        bg = self._groups(b["group"])
+        sums = group_sums(bg, stats)
+        if self.table is None:
+            self.table = GroupSums(sums.shape[1])
+        self.table.add(bg.gids[bg.present], sums[bg.present])
         self.n += b.n
 
     def update2(self, b: Batch) -> None:
@@ -578,8 +555,8 @@ class SegmentationState(DecomposableState):
         """∂(N·L)/∂output with L the mean over images of each image's loss."""
         if self._gfinal is None:
             self._gfinal = self._table()
-        rows, inv = self._rows_for(b["group"])
-        t = self._gfinal[rows[inv]]
+        bg = self._groups(b["group"])
+        t = self._gfinal[bg.gids[bg.codes]]
         return self.kernel.output_grad(b, t, self.n / len(self.ids))
 
     def to_dict(self) -> dict[str, Any]:
@@ -611,10 +588,14 @@ class SegmentationState(DecomposableState):
         if not self.grouped:
             super().merge(other)
             return
-        table = other._table()
-        rows = np.array([self._rows_for(np.array([k], dtype=object))[0][0] for k in other.ids], dtype=np.intp)
-        self._grow(len(self.ids), table.shape[1])
-        self._add_rows(rows, table)
+        from lossctl.slices import GroupSums
+
+        if other.table is not None:
+            table = other._table()
+            rows = self.images.cols[0].lookup(list(other.ids))
+            if self.table is None:
+                self.table = GroupSums(table.shape[1])
+            self.table.add(rows, table)
         if self.grad is not None and other.grad is not None:
             self.grad.merge(other.grad)
         self.n += other.n
@@ -819,6 +800,31 @@ COMMON_CONVENTIONS = (
     "The bootstrap resamples rows (or images with a group), never per-row losses: Dice is a ratio of sums."
 )
 
+_EXAMPLE_IMAGE_ID_MASK_PROB = (  # the examples' data (a test runs every example)
+    "image_id,mask,prob\n"
+    "img1,1,0.9\n"
+    "img1,1,0.7\n"
+    "img1,0,0.2\n"
+    "img1,0,0.1\n"
+    "img2,0,0.3\n"
+    "img2,1,0.6\n"
+    "img2,0,0.05\n"
+    "img2,0,0.1\n"
+)
+
+_EXAMPLE_IMAGE_ID_MASK_PROB_0 = (  # the examples' data (a test runs every example)
+    "image_id,mask,prob_0,prob_1,prob_2\n"
+    "1,0,0.8,0.1,0.1\n"
+    "1,1,0.2,0.7,0.1\n"
+    "1,2,0.1,0.2,0.7\n"
+    "1,0,0.6,0.3,0.1\n"
+    "2,0,0.7,0.2,0.1\n"
+    "2,2,0.2,0.2,0.6\n"
+    "2,1,0.3,0.5,0.2\n"
+    "2,0,0.9,0.05,0.05\n"
+)
+
+
 register(LossSpec(
     name="dice", task=SEG, roles=ROLES,
     params=(P_EPS, P_SQUARED, P_LOGITS, P_AVERAGE, P_BG, P_WEIGHT),
@@ -827,7 +833,7 @@ register(LossSpec(
         takes=("probability", "logit"), minimiser="overlap", imbalance="yes",
         formula="per class c: D_c = 1 − (2Σᵢpᵢ꜀gᵢ꜀ + ε)/(Σᵢpᵢ꜀ + Σᵢgᵢ꜀ + ε) (squared: Σp² + Σg²); L = mean_c D_c (with weight: Σ_c w_c D_c)",
         gradient="∂(N·D_c)/∂pⱼ = −N[2gⱼ(S + ε) − (2I + ε)·∂P/∂pⱼ]/(S + ε)², S = P + G, I = Σpg "
-                 "(erratum 7; ∂P/∂pⱼ = 1, or 2pⱼ when squared); times the class weight; chained through "
+                 "(∂P/∂pⱼ = 1, or 2pⱼ when squared; the ε terms kept); times the class weight; chained through "
                  "sigmoid/softmax with logits",
         convex=False, differentiable="everywhere (for ε > 0)", robust="bounded-influence",
         estimates="overlap (F1 / Dice coefficient) between the soft prediction and the mask",
@@ -835,15 +841,15 @@ register(LossSpec(
         use_when="segmentation with a small foreground (class imbalance): Dice ignores the many easy background pixels",
         avoid_when="you need calibrated probabilities, or images where the object is often absent (the loss is then ≈0 or ≈1, with a noisy gradient)",
         references=("monai.losses.DiceLoss(smooth_nr=eps, smooth_dr=eps, batch=True)", "Milletari et al. 2016 (V-Net)"),
-        conventions=COMMON_CONVENTIONS + " With weight the value is the weighted sum Σ_c w_c D_c (LOSSES.md); "
+        conventions=COMMON_CONVENTIONS + " With weight the value is the weighted sum Σ_c w_c D_c; "
         "average=weighted normalises the weights to sum to 1 (a weighted mean), and without weight uses the class "
         "support. MONAI's weight multiplies each class's loss before its plain mean: Σ_c w_c D_c / C. "
-        "The seed's Dice gradient drops the ε terms; erratum 7's exact form is used.",
+        "The gradient keeps the ε terms that the form usually quoted drops.",
         outlier_note="bounded: a pixel's gradient is at most about 2/(S + ε) per unit of N",
     ),
     default_for=(SEG,), row_mean=False,
     summary="Dice loss (soft Dice, per class then averaged)",
-    example="lossctl eval sample_data/segmentation.parquet -l dice --grad",
+    example=heredoc("lossctl eval - -l dice --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
 ))
 
 register(LossSpec(
@@ -867,7 +873,7 @@ register(LossSpec(
     ),
     default_for=(SEG,), row_mean=False,
     summary="generalized Dice loss (class weights 1/area²)",
-    example="lossctl eval sample_data/segmentation_multiclass.parquet -l generalized_dice",
+    example=heredoc("lossctl eval - -l generalized_dice", _EXAMPLE_IMAGE_ID_MASK_PROB_0),
 ))
 
 register(LossSpec(
@@ -901,7 +907,7 @@ register(LossSpec(
     ),
     default_for=(SEG,), row_mean=False,
     summary="Dice + binary cross-entropy",
-    example="lossctl eval sample_data/segmentation.parquet -l dice_bce:alpha=0.7 --grad",
+    example=heredoc("lossctl eval - -l dice_bce:alpha=0.7 --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
 ))
 
 register(LossSpec(
@@ -928,7 +934,7 @@ register(LossSpec(
     ),
     row_mean=False,
     summary="Tversky loss (weighted false positives / negatives)",
-    example="lossctl eval sample_data/segmentation.parquet -l tversky:alpha=0.3,beta=0.7",
+    example=heredoc("lossctl eval - -l tversky:alpha=0.3,beta=0.7", _EXAMPLE_IMAGE_ID_MASK_PROB),
 ))
 
 __all__ = [
