@@ -1,0 +1,180 @@
+"""The fast readers read what the plain ones read.
+
+CSV: large uncompressed files are memory-mapped and cut into byte ranges at line ends
+(lossctl.io._csv_chunks); here the range size is made tiny (a few bytes) so that every
+kind of cut happens, and the rows are compared with one-piece reading and with Python's
+csv module (the oracle). Parquet: wide rows are read in batches capped by bytes, whatever
+the file's row-group size.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io as _io
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lossctl.io as lio
+
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _read(path: str, numeric: set[str], batch_rows: int = 7) -> dict[str, list]:
+    src = lio.open_source(path)
+    try:
+        cols = list(src.columns)
+        out: dict[str, list] = {c: [] for c in cols}
+        for b in lio.iter_batches(src, cols, numeric, batch_rows):
+            assert b.num_rows <= batch_rows
+            for c in cols:
+                out[c].extend(b.column(c).to_pylist())
+        return out
+    finally:
+        src.close()
+
+
+def _oracle(text: str, numeric: set[str]) -> dict[str, list]:
+    rows = [r for r in csv.reader(_io.StringIO(text, newline="")) if r]
+    head, body = rows[0], rows[1:]
+    return {c: [(float(r[i]) if c in numeric else r[i]) for r in body] for i, c in enumerate(head)}
+
+
+@pytest.fixture
+def ranges(monkeypatch):
+    """Every uncompressed CSV through the range reader, cut into ranges of ``size`` bytes."""
+    def cut(size: int, workers: int = 2) -> None:
+        monkeypatch.setattr(lio, "PARALLEL_CSV_BYTES", 1)
+        monkeypatch.setattr(lio, "CSV_CHUNK_BYTES", size)
+        monkeypatch.setattr(lio, "CSV_WORKERS", workers)
+    return cut
+
+
+def _write(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    return str(path)
+
+
+finite = st.floats(-1e9, 1e9, allow_nan=False)
+note = st.lists(st.sampled_from(list('ab ,"\n\r') + ["\r\n", "é"]), max_size=8).map("".join)
+
+
+@FAST
+@given(rows=st.lists(st.tuples(finite, finite), min_size=1, max_size=60), eol=st.sampled_from(["\n", "\r\n"]),
+       last_eol=st.booleans(), size=st.integers(1, 300), workers=st.sampled_from([1, 2]))
+def test_numeric_csv_in_tiny_ranges_reads_as_one_piece(tmp_path, ranges, rows, eol, last_eol, size, workers):
+    text = "y,yhat" + eol + eol.join(f"{a!r},{b!r}" for a, b in rows) + (eol if last_eol else "")
+    path = _write(tmp_path, "num.csv", text)
+    ranges(1 << 30)
+    whole = _read(path, {"y", "yhat"})
+    ranges(size, workers)
+    cut = _read(path, {"y", "yhat"})
+    assert cut == whole == _oracle(text, {"y", "yhat"})
+
+
+@FAST
+@given(rows=st.lists(st.tuples(finite, note), min_size=1, max_size=40), eol=st.sampled_from(["\n", "\r\n"]),
+       size=st.integers(1, 200), workers=st.sampled_from([1, 2]), quoted_from=st.integers(0, 40))
+def test_quoted_values_with_newlines_in_tiny_ranges(tmp_path, ranges, rows, eol, size, workers, quoted_from):
+    """Quoted values (line ends, commas and doubled quotes inside) after quote-free rows:
+    the ranges before the first quote are cut at line ends, the rest follows quoting."""
+    def field(i: int, s: str) -> str:
+        return '"' + s.replace('"', '""') + '"' if i >= quoted_from else f"plain{i}"
+    text = "y,note" + eol + "".join(f"{a!r},{field(i, s)}{eol}" for i, (a, s) in enumerate(rows))
+    path = _write(tmp_path, "q.csv", text)
+    ranges(size, workers)
+    got = _read(path, {"y"})
+    assert got == _oracle(text, {"y"})
+
+
+def test_quoted_newlines_across_range_and_block_boundaries(tmp_path, ranges):
+    """Line ends inside quoted values, over many 1 MB blocks of pyarrow's own chunker (which
+    without newlines_in_values cuts inside them) and over the range reader's cuts."""
+    n = 60_000
+    lines = ["y,note,yhat"] + [f'{i},"first line\nsecond, ""{i}""\r\nthird",{i / 4!r}' for i in range(n)]
+    text = "\n".join(lines) + "\n"
+    assert len(text) > 3_000_000
+    expect = _oracle(text, {"y", "yhat"})
+    assert len(expect["y"]) == n and expect["note"][7] == 'first line\nsecond, "7"\r\nthird'
+    plain = _write(tmp_path, "q.csv", text)
+    gz = tmp_path / "q.csv.gz"
+    gz.write_bytes(gzip.compress(text.encode(), compresslevel=1))
+    assert _read(str(gz), {"y", "yhat"}, 4096) == expect  # the streaming reader
+    ranges(1 << 20)
+    assert _read(plain, {"y", "yhat"}, 4096) == expect  # the range reader, handing over at the first quote
+
+
+def test_quotes_late_in_a_file_hand_over_mid_file(tmp_path, ranges):
+    lines = ["y,note"] + [f"{i},x{i}" for i in range(500)] + [f'{i},"a\n{i}"' for i in range(500, 520)]
+    text = "\n".join(lines) + "\n"
+    path = _write(tmp_path, "late.csv", text)
+    ranges(100)
+    assert _read(path, {"y"}) == _oracle(text, {"y"})
+
+
+@pytest.mark.parametrize("size", [1, 5, 64])
+def test_cr_only_text_avoids_the_range_reader(tmp_path, ranges, size):
+    text = "y,yhat\r" + "".join(f"{i}.5,{i * 2}\r" for i in range(50))
+    path = _write(tmp_path, "cr.csv", text)
+    ranges(size)
+    got = _read(path, {"y", "yhat"})
+    assert got == {"y": [i + 0.5 for i in range(50)], "yhat": [float(2 * i) for i in range(50)]}
+
+
+def test_bom_blank_lines_and_no_last_line_end(tmp_path, ranges):
+    text = "\ufeffy,yhat\n1,2\n\n3,4\n\n\n5,6"
+    path = _write(tmp_path, "b.csv", text)
+    for size in (1, 3, 1 << 20):
+        ranges(size)
+        assert _read(path, {"y", "yhat"}) == {"y": [1.0, 3.0, 5.0], "yhat": [2.0, 4.0, 6.0]}
+
+
+def test_bad_value_in_a_late_range_names_its_row(tmp_path, ranges, capsys):
+    from lossctl.cli import main
+
+    lines = ["y,yhat"] + [f"{i},{i + 1}" for i in range(2000)]
+    lines[1500] = "1,oops"
+    path = _write(tmp_path, "bad.csv", "\n".join(lines) + "\n")
+    ranges(256)
+    assert main(["eval", path, "-l", "mse"]) == 2
+    err = capsys.readouterr().err
+    assert "row 1500" in err and "oops" in err and "yhat" in err
+
+
+def test_stdin_csv_goes_through_the_range_reader(tmp_path, ranges, monkeypatch):
+    rng = np.random.default_rng(3)
+    y, p = rng.normal(size=3000), rng.normal(size=3000)
+    data = ("y,yhat\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(y, p))).encode()
+    ranges(1000)
+    seen = []
+    real = lio._csv_chunks
+    monkeypatch.setattr(lio, "_csv_chunks", lambda *a: seen.append(1) or real(*a))
+
+    class Stdin:
+        buffer = _io.BufferedReader(_io.BytesIO(data))
+
+    monkeypatch.setattr("sys.stdin", Stdin)
+    src = lio.open_source("-")
+    try:
+        got = np.concatenate([b.column("yhat").to_numpy() for b in lio.iter_batches(src, ["y", "yhat"], {"y", "yhat"})])
+    finally:
+        src.close()
+    assert seen and np.array_equal(got, p)
+
+
+def test_bad_value_after_quoted_line_breaks_names_its_row(tmp_path, ranges, capsys):
+    """Rows are records, not lines: a quoted value's line breaks do not shift the row named."""
+    from lossctl.cli import main
+
+    lines = ["y,note,yhat"] + [f'{i},"a\nb",{i + 1}' for i in range(300)]
+    lines[201] = '200,"a\nb",oops'
+    path = _write(tmp_path, "qbad.csv", "\n".join(lines) + "\n")
+    for size in (64, 1 << 20):
+        ranges(size)
+        assert main(["eval", path, "-t", "y", "-p", "yhat", "-l", "mse"]) == 2
+        err = capsys.readouterr().err
+        assert "row 201" in err and "oops" in err and "'yhat'" in err, err
