@@ -914,6 +914,7 @@ def iter_batches(
     dup = next((c for c in columns if c in src.duplicates), None)
     if dup is not None:
         raise InputError.at("two columns of the file have this name: rename one of them", source=src.name, column=dup)
+    batch_rows = batch_rows_for(src, columns, batch_rows)
     rows = 0
     try:
         for b in _batches(src, columns, numeric, batch_rows):
@@ -921,6 +922,38 @@ def iter_batches(
             yield b
     except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as e:
         raise _explain_reader_error(src, e, columns, numeric, rows) from None
+
+
+BATCH_BYTES = 4 << 20  # a batch's values, widened to float64, stay within this whatever the row's width
+
+
+WIDE_COLUMNS = 16  # Parquet columns beyond which one thread decodes them
+
+
+def _value_bytes(t: Any) -> int:
+    """Bytes per row that a column of arrow type ``t`` takes once read and widened to float64."""
+    pa = _pa()
+    if t is None:
+        return 8
+    if pa.types.is_dictionary(t):
+        return _value_bytes(t.value_type)
+    if pa.types.is_fixed_size_list(t):
+        return max(1, t.list_size) * _value_bytes(t.value_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return 64 * _value_bytes(t.value_type)  # width unknown until read: a guess
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t):
+        return 16
+    try:
+        return max(8, t.bit_width // 8)
+    except ValueError:
+        return 8
+
+
+def batch_rows_for(src: Source, columns: list[str], batch_rows: int) -> int:
+    """``batch_rows``, lowered for wide rows so that a batch's values take at most BATCH_BYTES
+    (100 float columns and a label: 5,191 rows). Results never depend on the batch size."""
+    width = sum(_value_bytes(src.types.get(c)) for c in dict.fromkeys(columns))
+    return max(1, min(batch_rows, BATCH_BYTES // max(width, 1)))
 
 
 def _batches(src: Source, columns: list[str], numeric: set[str], batch_rows: int) -> Iterator[Any]:
@@ -936,10 +969,17 @@ def _batches(src: Source, columns: list[str], numeric: set[str], batch_rows: int
         import pyarrow.parquet as pq
 
         # pre_buffer=False: reading ahead whole row groups would make memory grow with the file;
-        # buffer_size: column chunks stream through 1 MB buffers instead of being read whole
-        # (peak RSS at 32M rows 185 → 150 MB, and a little faster)
-        pf = pq.ParquetFile(src.path, pre_buffer=False, buffer_size=1 << 20)
-        yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
+        # buffer_size: column chunks stream through buffers instead of being read whole
+        # (peak RSS at 32M rows 185 → 150 MB, and a little faster): 1 MB each for a few
+        # columns, less for many (8 MB in all, at least 64 KB each), since every column
+        # read also holds its page and dictionary (about 2 MB at pyarrow's default sizes)
+        buffer = min(1 << 20, max(64 << 10, (8 << 20) // max(1, len(columns))))
+        pf = pq.ParquetFile(src.path, pre_buffer=False, buffer_size=buffer)
+        # batches of batch_rows rows decoded from each row group piece by piece; many columns
+        # are decoded on the reader's own thread (each decoding thread holds columns' pages: 1M
+        # rows × 100 float32 columns peak 430 → 400 MB), while the batch before is computed
+        wide = len(columns) > WIDE_COLUMNS
+        yield from _rechunk(pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=not wide), batch_rows)
     elif src.fmt == "feather":
         yield from _feather_batches(src, columns, batch_rows)
     elif src.fmt == "dataset":

@@ -9,6 +9,7 @@ the file's row-group size.
 from __future__ import annotations
 
 import csv
+import json
 import gzip
 import io as _io
 import os
@@ -178,3 +179,92 @@ def test_bad_value_after_quoted_line_breaks_names_its_row(tmp_path, ranges, caps
         assert main(["eval", path, "-t", "y", "-p", "yhat", "-l", "mse"]) == 2
         err = capsys.readouterr().err
         assert "row 201" in err and "oops" in err and "'yhat'" in err, err
+
+
+# ---------------------------------------------------------------- wide rows
+
+
+def _wide_parquet(path, rows: int, k: int, seed: int = 5):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, rows)
+    z = rng.normal(0.0, 2.0, (rows, k)).astype(np.float32)
+    table = pa.table({"y": y, **{f"logit_{j}": z[:, j] for j in range(k)}})
+    pq.write_table(table, path, row_group_size=1 << 20)  # one row group, however many rows
+    return y, z
+
+
+def test_wide_parquet_batches_are_capped_by_bytes(tmp_path):
+    """A row group is decoded in batches whose widened values take at most BATCH_BYTES,
+    not --batch-rows rows of any width (1M × 100 float32: 1,014 → 400 MB peak)."""
+    path = tmp_path / "wide.parquet"
+    y, z = _wide_parquet(path, 30_000, 100)
+    src = lio.open_source(str(path))
+    cols = ["y"] + [f"logit_{j}" for j in range(100)]
+    width = 8 * len(cols)  # float32 logits are widened to float64 per batch; int64 labels
+    sizes, got = [], []
+    for b in lio.iter_batches(src, cols, set(cols[1:]), batch_rows=1 << 17):
+        sizes.append(b.num_rows)
+        got.append(np.column_stack([b.column(c).to_numpy() for c in cols[1:]]))
+    assert sum(sizes) == 30_000 and len(sizes) > 1
+    assert max(sizes) * width <= lio.BATCH_BYTES
+    assert np.array_equal(np.concatenate(got), z)
+    # narrow rows keep --batch-rows
+    assert lio.batch_rows_for(src, ["y", "logit_0"], 1 << 17) == 1 << 17
+    assert lio.batch_rows_for(src, cols, 1000) == 1000
+
+
+def test_wide_parquet_cross_entropy_through_the_pipeline(tmp_path, capsys, monkeypatch):
+    """Float32 logits stacked straight into float64 per batch: the value is the numpy
+    oracle's (log-sum-exp in float64), in byte-capped batches as in one piece."""
+    from scipy.special import logsumexp
+
+    from lossctl import pipeline
+    from lossctl.cli import main
+
+    path = tmp_path / "wide.parquet"
+    y, z = _wide_parquet(path, 12_000, 40)
+    z64 = z.astype(np.float64)
+    expect = float(np.mean(logsumexp(z64, axis=1) - z64[np.arange(len(y)), y]))
+    seen = []
+    real = pipeline._to_matrix
+    monkeypatch.setattr(pipeline, "_to_matrix", lambda *a: seen.append(r := real(*a)) or r)
+    values = []
+    for batch_bytes in (lio.BATCH_BYTES, 1 << 30):
+        monkeypatch.setattr(lio, "BATCH_BYTES", batch_bytes)
+        seen.clear()
+        assert main(["eval", str(path), "-t", "y", "-p", "logit_*", "--logits", "-l", "cross_entropy",
+                     "-f", "json"]) == 0
+        values.append(json.loads(capsys.readouterr().out)["results"][0]["value"])
+        logits = [m for m in seen if m.ndim == 2]
+        assert logits and all(m.dtype == np.float64 and m.shape[1] == 40 for m in logits)
+        if batch_bytes == lio.BATCH_BYTES:
+            assert max(m.shape[0] for m in logits) * 41 * 8 <= batch_bytes
+    assert values[0] == pytest.approx(expect, rel=1e-12)
+    assert values[1] == pytest.approx(expect, rel=1e-12)
+
+
+def test_stacked_columns_match_column_by_column():
+    """Integer, float32 and float64 columns with nulls, in one float64 array; booleans and
+    text keep the column-by-column path (and its errors)."""
+    import pyarrow as pa
+
+    from lossctl.errors import InputError
+    from lossctl.binding import Selector
+    from lossctl.pipeline import _stacked, _to_matrix
+
+    big = 2**53 + 1
+    arrays = [pa.array([1, None, big], pa.int64()), pa.array([0.5, 2.5, None], pa.float32()),
+              pa.chunked_array([[1.25], [None, -3.0]], pa.float64()), pa.array([7, 8, 9], pa.uint8())]
+    got = _stacked(arrays)
+    assert got.dtype == np.float64 and got.shape == (3, 4)
+    expect = np.array([[1.0, 0.5, 1.25, 7.0], [np.nan, 2.5, np.nan, 8.0], [float(big), np.nan, -3.0, 9.0]])
+    assert np.array_equal(got, expect, equal_nan=True)
+    assert _stacked([pa.array([True, False]), pa.array([1.0, 2.0])]) is None
+    sel = Selector(text="p*", src=0, columns=["a", "b"], vector=True)
+    with pytest.raises(InputError, match="not a number"):
+        _to_matrix([pa.array(["1", "x"]), pa.array([1.0, 2.0])], sel, "f.csv", 0)
+    assert np.array_equal(_to_matrix([pa.array([True, False]), pa.array([1.0, 2.0])], sel, "f.csv", 0),
+                          [[1.0, 1.0], [0.0, 2.0]])
