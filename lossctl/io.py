@@ -922,9 +922,12 @@ def iter_batches(
             yield b
     except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as e:
         raise _explain_reader_error(src, e, columns, numeric, rows) from None
+    finally:
+        if len(columns) > WIDE_COLUMNS:  # a wide reader's pages and dictionaries (2 MB a column) go back to the OS
+            pa.default_memory_pool().release_unused()
 
 
-BATCH_BYTES = 4 << 20  # a batch's values, widened to float64, stay within this whatever the row's width
+BATCH_BYTES = 2 << 20  # a batch's values, widened to float64, stay within this (as in a default batch of two columns)
 
 
 WIDE_COLUMNS = 16  # Parquet columns beyond which one thread decodes them
@@ -951,7 +954,7 @@ def _value_bytes(t: Any) -> int:
 
 def batch_rows_for(src: Source, columns: list[str], batch_rows: int) -> int:
     """``batch_rows``, lowered for wide rows so that a batch's values take at most BATCH_BYTES
-    (100 float columns and a label: 5,191 rows). Results never depend on the batch size."""
+    (100 float columns and a label: 2,595 rows). Results never depend on the batch size."""
     width = sum(_value_bytes(src.types.get(c)) for c in dict.fromkeys(columns))
     return max(1, min(batch_rows, BATCH_BYTES // max(width, 1)))
 
@@ -976,8 +979,8 @@ def _batches(src: Source, columns: list[str], numeric: set[str], batch_rows: int
         buffer = min(1 << 20, max(64 << 10, (8 << 20) // max(1, len(columns))))
         pf = pq.ParquetFile(src.path, pre_buffer=False, buffer_size=buffer)
         # batches of batch_rows rows decoded from each row group piece by piece; many columns
-        # are decoded on the reader's own thread (each decoding thread holds columns' pages: 1M
-        # rows × 100 float32 columns peak 430 → 400 MB), while the batch before is computed
+        # are decoded on the reader's thread alone, while the batch before is computed (pyarrow's
+        # threads would each hold pages: 1M rows × 100 float32 columns, peak about 30 MB more)
         wide = len(columns) > WIDE_COLUMNS
         yield from _rechunk(pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=not wide), batch_rows)
     elif src.fmt == "feather":

@@ -198,7 +198,7 @@ def _wide_parquet(path, rows: int, k: int, seed: int = 5):
 
 def test_wide_parquet_batches_are_capped_by_bytes(tmp_path):
     """A row group is decoded in batches whose widened values take at most BATCH_BYTES,
-    not --batch-rows rows of any width (1M × 100 float32: 1,014 → 400 MB peak)."""
+    not --batch-rows rows of any width (1M × 100 float32 logits: 1,059 → about 370 MB peak)."""
     path = tmp_path / "wide.parquet"
     y, z = _wide_parquet(path, 30_000, 100)
     src = lio.open_source(str(path))
