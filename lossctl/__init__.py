@@ -49,8 +49,10 @@ def __getattr__(name: str) -> Any:
         from lossctl import errors
 
         return getattr(errors, name)
-    if name == "recommend":  # the package is callable: lossctl.recommend(y, yhat) ranks the losses
-        return importlib.import_module("lossctl.recommend")
+    if name == "recommend":
+        from lossctl.advice import recommend
+
+        return recommend
     if name in _SUBMODULES:
         return importlib.import_module(f"lossctl.{name}")
     raise AttributeError(f"module 'lossctl' has no attribute {name!r}")

@@ -185,7 +185,7 @@ class GradSummary:
         raw = np.ascontiguousarray(g, dtype=np.float64).reshape(-1)
         flat = self._scaled(raw, self.exp) if self.exp else raw
         bmean, bm2, sq = self._moments(flat)
-        if not TINY <= sq < math.inf and not math.isnan(sq):
+        if (not TINY <= sq < math.inf or bm2 == math.inf) and not math.isnan(sq):
             # Σg² left the double range: hold g·2⁻ᵏ instead, 2ᵏ just above the largest |g| (LAPACK dlassq);
             # never on ordinary data, whose Σg² is a normal double
             big = float(np.max(np.abs(raw)))

@@ -325,9 +325,9 @@ def recommend_cmd(
 ) -> None:
     """Measure the evidence the selection guides turn on; rank the losses that fit, with reasons."""
     from lossctl.pipeline import Request
-    from lossctl.recommend.render import FORMATS as REC_FORMATS
-    from lossctl.recommend.render import render as render_advice
-    from lossctl.recommend.sources import run_request
+    from lossctl.advice.render import FORMATS as REC_FORMATS
+    from lossctl.advice.render import render as render_advice
+    from lossctl.advice.sources import run_request
 
     form = _default_format(fmt, output)
     if form not in REC_FORMATS:

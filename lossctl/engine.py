@@ -69,7 +69,7 @@ class Batch:
         )  # a fresh memo: the subset's arrays are new
 
     @property
-    def keys(self) -> int | np.ndarray:
+    def row_keys(self) -> int | np.ndarray:
         """What keys rows for hashing: the first row's index where the rows are consecutive, else each row's."""
         return self.offset if self.rows is None else self.rows
 
@@ -258,14 +258,13 @@ def _stat_sizes(stats: list[Any]) -> list[int]:
 
 def _sum_stats(stats: list[Any], n: int) -> np.ndarray | Scaled:
     out = []
-    for s in stats:
-        if np.ndim(s) == 0:
-            out.append(float(s) * n)
-        elif s.ndim == 1:
-            with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum of finite terms is rescaled below
+        for s in stats:
+            if np.ndim(s) == 0:
+                out.append(float(s) * n)
+            elif s.ndim == 1:
                 out.append(float(np.sum(s)))
-        else:
-            with np.errstate(over="ignore", invalid="ignore"):
+            else:
                 out.extend(np.sum(s, axis=0).tolist())
     sums = np.asarray(out, dtype=float)
     if np.isinf(sums).any():  # (never on ordinary data) a sum of finite terms may overflow
@@ -307,6 +306,7 @@ def _stats_matrix(stats: list[Any], n: int) -> np.ndarray:
 
 # ------------------------------------------------------------------ bootstrap units
 
+_TINY = float(np.finfo(np.float64).tiny)
 ROW_UNITS_LIMIT = 1 << 15  # up to this many rows, resample rows exactly
 BUCKETS = 1 << 12  # beyond it, resample this many hashed blocks of rows
 
@@ -494,6 +494,14 @@ class DecomposableState(State):
                 return
         stats, grads = self.kernel.stats(b, want_grad)
         sums = _sum_stats(stats, b.n)
+        if not isinstance(sums, Scaled) and self.opts.reduction != "sum" and not (
+                (np.abs(sums) >= _TINY) & (np.abs(sums) < math.inf)).all():
+            # a sum at 0, below the normal range or infinite: per-row r² may have under- or overflowed (r near
+            # 1e-170 or 1e155), where the kernel's own sums (sumsq) rescale; ordinary data never comes here
+            # but for exact zeros
+            fused = self.kernel.sums(b)
+            if isinstance(fused, Scaled):
+                sums = fused
         if self.totals is None:
             self.totals = Sum(len(sums.mant) if isinstance(sums, Scaled) else sums.size)
         self.totals.add(sums)
@@ -512,8 +520,8 @@ class DecomposableState(State):
             for role, x in grads.items():
                 gs = self.grad_by_role.setdefault(role, GradSummary(self.kernel.ctx.rows_bound, self.kernel.ctx.top_keep,
                                                                     sample=self.kernel.ctx.sample_grads))
-                gs.update(x, b.keys)
-        self.grad.update(g, b.keys)
+                gs.update(x, b.row_keys)
+        self.grad.update(g, b.row_keys)
 
     def update2(self, b: Batch) -> None:
         if b.n == 0 or self.grad is None:
@@ -618,6 +626,9 @@ class DecomposableState(State):
         extra = k.extra(totals)
         if extra:
             out["extra"] = extra
+        if scaled and self.boot is not None:
+            out.setdefault("notes", []).append(
+                "no bootstrap interval: its sums leave the double range (the value is rescaled, the resamples are not)")
         if self.grad is not None:
             scale = 1.0 if k.two_pass_grad else (k.grad_scale_parts(*self.totals.parts(), self.n) if scaled
                                                  else k.grad_scale(totals, self.n))
@@ -633,6 +644,8 @@ class DecomposableState(State):
 
     def boot_fn(self) -> Callable[[np.ndarray], np.ndarray]:
         k = self.kernel
+        if self.totals is not None and self.totals.scaled:  # per-row statistics over- or underflowed: no interval
+            return lambda t: np.full(np.shape(t)[:-1], math.nan)
         if self.opts.reduction == "sum":
             return lambda t: t[..., 0]
         return lambda t: np.asarray(k.value(t), dtype=float)

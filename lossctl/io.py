@@ -83,8 +83,10 @@ def _pa():
     return pa
 
 
-def open_source(name: str, input_format: str | None = None) -> Source:
-    """Find the format of ``name`` and read its column names (not its data)."""
+def open_source(name: str, input_format: str | None = None, *, allow_empty: bool = False) -> Source:
+    """Find the format of ``name`` and read its column names (not its data).
+
+    ``allow_empty``: a file with columns but no rows is no error (one of several paths)."""
     if input_format is not None and input_format not in FORMATS:
         from lossctl.errors import UsageError
 
@@ -108,7 +110,7 @@ def open_source(name: str, input_format: str | None = None) -> Source:
         raise InputError.at("the file is empty", source=name)
     fmt, comp = _detect(name, input_format)
     src = Source(name=name, path=name, fmt=fmt, compression=comp, size_bytes=size)
-    _read_schema(src)
+    _read_schema(src, allow_empty)
     return src
 
 
@@ -217,15 +219,15 @@ def _sniff_text(text: str, src: Source) -> str:
     return "tsv" if first.count("\t") > first.count(",") else "csv"
 
 
-def _read_schema(src: Source) -> None:
+def _read_schema(src: Source, allow_empty: bool = False) -> None:
     if src.fmt in ("csv", "tsv"):
-        _csv_schema(src)
+        _csv_schema(src, allow_empty)
     elif src.fmt == "jsonl":
         _jsonl_schema(src)
     elif src.fmt == "parquet":
-        _parquet_schema(src)
+        _parquet_schema(src, allow_empty)
     elif src.fmt == "feather":
-        _feather_schema(src)
+        _feather_schema(src, allow_empty)
 
 
 def _short(e: BaseException) -> str:
@@ -235,7 +237,7 @@ def _short(e: BaseException) -> str:
 
 # ---------------------------------------------------------------- CSV / TSV
 
-def _csv_schema(src: Source) -> None:
+def _csv_schema(src: Source, allow_empty: bool = False) -> None:
     src.delimiter = "\t" if src.fmt == "tsv" else ","
     text = _head_text(src).lstrip("\ufeff")  # a UTF-8 byte-order mark is not part of the first name
     if not text.strip():
@@ -252,7 +254,7 @@ def _csv_schema(src: Source) -> None:
         raise InputError.at(f"the header names column '{dup}' twice", source=src.name)
     src.cr_only = "\r" in text and "\n" not in text
     data_lines = [ln for ln in lines[1:] if ln.strip()]
-    if not data_lines:
+    if not data_lines and not allow_empty:
         raise InputError.at("the file has a header but no data rows", source=src.name)
     src.columns = header
 
@@ -621,7 +623,7 @@ def _parquet_schema(src: Source, allow_empty: bool = False) -> None:
         raise InputError.at("the file has no rows", source=src.name)
 
 
-def _feather_schema(src: Source) -> None:
+def _feather_schema(src: Source, allow_empty: bool = False) -> None:
     pa = _pa()
     try:
         reader = pa.ipc.open_file(pa.memory_map(src.path)) if src.compression is None else None
@@ -639,7 +641,7 @@ def _feather_schema(src: Source) -> None:
     src.columns = list(dict.fromkeys(schema.names))
     src.duplicates = {n for n in schema.names if schema.names.count(n) > 1}
     src.types = {f.name: f.type for f in schema}
-    if src.num_rows == 0:
+    if src.num_rows == 0 and not allow_empty:
         raise InputError.at("the file has no rows", source=src.name)
 
 
@@ -652,8 +654,9 @@ def _open_dataset(name: str, paths: str | list[str]) -> Source:
             files += [os.path.join(d, f) for f in fs
                       if not f.startswith((".", "_")) and f.lower().endswith((".parquet", ".pq", ".parq"))]
         files.sort()
-    else:
-        files, root = paths, None
+    else:  # a glob: partition directories below the part of the pattern without wildcards
+        fixed = re.split(r"[*?\[]", name, maxsplit=1)[0]
+        files, root = paths, os.path.dirname(fixed) or "."
     if not files:
         raise InputError.at("the directory holds no Parquet files", source=name)
     parts, keys = [], []
@@ -807,7 +810,7 @@ def rows_upper_bound(src: Source) -> int | None:
         return src.rows_bound
     try:
         size = {"gzip": _gzip_size_hint, "zstd": _zstd_content_size}.get(src.compression, lambda p: None)(src.path)
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):  # a damaged file: the reader says what is wrong with it
         return None
     if size is None:
         return None
@@ -837,10 +840,10 @@ def _count_lines(path: str) -> int:
 
 
 def _gzip_size_hint(path: str) -> int | None:
-    """The decompressed size from the gzip trailer (ISIZE: the last member's size modulo 2³²);
-    for a file of a megabyte or more, lifted by 2³² steps to at least the compressed size
-    (deflate expands data by at most 5 bytes per 64 KB stored block). A hint, not a bound:
-    a file of several members (bgzip, concatenated files) records only its last one's size."""
+    """The decompressed size from the gzip trailer (ISIZE), a hint: it records the last member's
+    size only (bgzip and concatenated files have several) and modulo 2³². Where it is smaller than
+    the compressed file (deflate expands data by at most 5 bytes per 64 KB stored block), it is
+    one of those cases and says nothing: None."""
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         csize = f.tell()
@@ -848,9 +851,7 @@ def _gzip_size_hint(path: str) -> int | None:
             return None
         f.seek(-4, os.SEEK_END)
         isize = int.from_bytes(f.read(4), "little")
-    while csize >= 1 << 20 and isize < csize - csize // 1000:
-        isize += 1 << 32
-    return isize
+    return isize if isize >= csize - csize // 1000 - 64 else None
 
 
 _ZSTD_MAGIC = 0xFD2FB528

@@ -164,8 +164,8 @@ def prepare(req: Request) -> Plan:
 
     sources: list[Any] = []
     try:
-        for path in paths:
-            sources.append(io.open_source(path, req.input_format))
+        for path in paths:  # one of several paths may have no rows (a shard that came out empty)
+            sources.append(io.open_source(path, req.input_format, allow_empty=len(paths) > 1))
         base = io.open_source(req.baseline, req.input_format) if req.baseline else None
         if base is not None:
             sources.append(base)

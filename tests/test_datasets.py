@@ -178,6 +178,19 @@ def test_an_empty_file_in_a_dataset_is_no_error(cli, tmp_path):
     assert r.json()["rows"] == 2
 
 
+@pytest.mark.parametrize("pattern", ["*/*.parquet", "year=202*/*.parquet"])
+def test_a_glob_over_a_hive_tree_keeps_its_partition_columns(cli, tmp_path, pattern):
+    d = tmp_path / "tree"
+    (d / "year=2023").mkdir(parents=True)
+    (d / "year=2024").mkdir()
+    pq.write_table(pa.table({"y": [1.0, 2.0], "yhat": [1.0, 1.0]}), d / "year=2023" / "a.parquet")
+    pq.write_table(pa.table({"y": [3.0], "yhat": [1.0]}), d / "year=2024" / "b.parquet")
+    r = cli("eval", str(d / pattern), "-l", "mse", "--by", "year", "-f", "json")
+    assert r.code == 0, r.err
+    groups = {g["value"]: g["results"][0]["value"] for g in r.json()["groups"]}
+    assert groups == {2023: pytest.approx(_mse([1, 2], [1, 1])), 2024: pytest.approx(_mse([3], [1]))}
+
+
 # ------------------------------------------------------------------ item 13: one file at a time
 
 
@@ -233,3 +246,64 @@ def test_a_key_repeated_after_normalising_is_a_duplicate(cli, tmp_path):
     b.write_text("id,yhat\n7,1\n")
     r = cli("eval", a, b, "--key", "id", "-l", "mse")
     _one_line_error(r, str(a), "'id'", "row 1", "2 times")
+
+
+# ------------------------------------------------------------------ generative: datasets of varying files
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from test_fuzz_readers import run  # noqa: E402  (in-process, without capsys: hypothesis runs many examples)
+
+NUMERIC_TYPES = {"int8": pa.int8(), "int32": pa.int32(), "int64": pa.int64(), "uint16": pa.uint16(),
+                 "float32": pa.float32(), "float64": pa.float64()}
+
+
+@st.composite
+def dataset_files(draw):
+    files = []
+    for _ in range(draw(st.integers(1, 5))):
+        n = draw(st.integers(0, 8))
+        y = draw(st.lists(st.integers(0, 100), min_size=n, max_size=n))
+        p = draw(st.lists(st.integers(0, 100), min_size=n, max_size=n))
+        extra = draw(st.lists(st.sampled_from(["note", "k", "z"]), unique=True, max_size=2))
+        files.append({
+            "y": (y, draw(st.sampled_from(sorted(NUMERIC_TYPES)))),
+            "yhat": (p, draw(st.sampled_from(sorted(NUMERIC_TYPES)))),
+            "extra": {c: draw(st.sampled_from(["string", "int64", "bool"])) for c in extra},
+            "order": draw(st.booleans()),
+        })
+    if sum(len(f["y"][0]) for f in files) == 0:
+        files[0]["y"], files[0]["yhat"] = ([1], files[0]["y"][1]), ([3], files[0]["yhat"][1])
+    return files, draw(st.sampled_from(["directory", "paths", "glob"]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=dataset_files())
+def test_files_that_differ_by_widening_or_unused_columns_are_one_dataset(case):
+    # values are small integers, exact in every type drawn, so that the oracle is exact
+    import tempfile
+
+    files, how = case
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for i, f in enumerate(files):
+            n = len(f["y"][0])
+            cols = {"y": pa.array(f["y"][0], NUMERIC_TYPES[f["y"][1]]),
+                    "yhat": pa.array(f["yhat"][0], NUMERIC_TYPES[f["yhat"][1]])}
+            for c, t in f["extra"].items():
+                cols[c] = {"string": pa.array(["s"] * n), "int64": pa.array(range(n), pa.int64()),
+                           "bool": pa.array([True] * n)}[t]
+            names = list(cols) if f["order"] else list(reversed(cols))
+            path = os.path.join(d, f"part-{i:02d}.parquet")
+            pq.write_table(pa.table({c: cols[c] for c in names}), path)
+            paths.append(path)
+        args = {"directory": [d], "paths": paths, "glob": [os.path.join(d, "part-*.parquet")]}[how]
+        if how == "paths" and len(paths) == 1:
+            args = paths
+        r = run("eval", *args, "-t", "y", "-p", "yhat", "-l", "mse", "-f", "json")
+    y = [v for f in files for v in f["y"][0]]
+    p = [v for f in files for v in f["yhat"][0]]
+    assert r.code == 0, (how, r.err)
+    assert r.json()["rows"] == len(y)
+    assert r.json()["results"][0]["value"] == pytest.approx(_mse(y, p), rel=1e-15)

@@ -286,13 +286,13 @@ def _assert_same_cis(a: list, b: list) -> None:
 
 @pytest.fixture(scope="module")
 def sliced_csv(tmp_path_factory):
-    def make(n: int) -> str:
+    def make(n: int, groups: int = 4) -> str:
         rng = np.random.default_rng(12)
-        g = rng.integers(0, 4, n)
+        g = rng.integers(0, groups, n)
         y = rng.normal(size=n)
         cols = {"y": y, "m1": y + rng.normal(size=n) * (1 + 0.2 * g), "m2": y + rng.normal(size=n),
                 "m3": y + 0.1 * rng.standard_t(2, n), "g": g}
-        path = tmp_path_factory.mktemp("slices") / f"s{n}.csv"
+        path = tmp_path_factory.mktemp("slices") / f"s{n}-{groups}.csv"
         import pandas as pd
 
         pd.DataFrame(cols).to_csv(path, index=False)
@@ -301,13 +301,13 @@ def sliced_csv(tmp_path_factory):
     return make
 
 
-@pytest.mark.parametrize("n", [6_000, 160_000])  # slices bootstrapped by rows, and by hashed row blocks
-def test_slice_intervals_do_not_depend_on_the_batch_size(cli, sliced_csv, n):
-    path = sliced_csv(n)
+@pytest.mark.parametrize("n,groups", [(6_000, 4), (70_000, 2)])  # slices bootstrapped by rows, by hashed row blocks
+def test_slice_intervals_do_not_depend_on_the_batch_size(cli, sliced_csv, n, groups):
+    path = sliced_csv(n, groups)
     args = ("eval", path, "-t", "y", "-p", "m1", "-p", "m2", "-p", "m3", "-l", "mse", "-l", "mae",
             "--by", "g", "--ci", "0.95", "--bootstrap", "200", "-f", "json", "-q")
     ref = None
-    for batch_rows in (131_072, 100_000 if n > 100_000 else 2_500, 997):
+    for batch_rows in (131_072, 50_000 if n > 50_000 else 2_500, 997):
         run = cli(*args, "--batch-rows", batch_rows)
         assert run.code == 0, run.err
         doc = run.json()
@@ -320,17 +320,17 @@ def test_slice_intervals_do_not_depend_on_the_batch_size(cli, sliced_csv, n):
 
 
 def test_slice_intervals_from_shards_equal_one_run(cli, sliced_csv, tmp_path):
-    path = sliced_csv(160_000)  # slices of 40,000 rows: hashed row blocks, keyed by each row's index
+    path = sliced_csv(70_000, groups=2)  # slices of 35,000 rows: hashed row blocks, keyed by each row's index
     common = ("-t", "y", "-p", "m1", "-p", "m2", "-l", "mse", "--by", "g", "--ci", "0.95", "--bootstrap", "200")
     one = cli("eval", path, *common, "-f", "json", "-q")
     assert one.code == 0, one.err
     lines = open(path).read().splitlines(keepends=True)
     states = []
-    for i, (a, b) in enumerate(((1, 51_000), (51_000, 120_001), (120_001, 160_001))):
+    for i, (a, b) in enumerate(((1, 23_000), (23_000, 52_001), (52_001, 70_001))):
         part = tmp_path / f"p{i}.csv"
         part.write_text(lines[0] + "".join(lines[a:b]))
         st = tmp_path / f"p{i}.state"
-        run = cli("eval", part, *common, "--batch-rows", 30_000, "--emit-state", st, "--row-offset", a - 1, "-q")
+        run = cli("eval", part, *common, "--batch-rows", 10_000, "--emit-state", st, "--row-offset", a - 1, "-q")
         assert run.code == 0, run.err
         states.append(st)
     merged = cli("merge", *states, "-f", "json")
@@ -443,3 +443,46 @@ def test_state_files_written_before_ties_were_counted_still_load():
     old = GradSummary.from_dict(d)
     assert old.top1_exact()
     assert old.result()["top1_share"] == pytest.approx(top1_oracle(g), rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e154, 1e-170])
+def test_with_ci_the_value_stays_exact_and_the_interval_is_withheld_beyond_the_range(scale):
+    import lossctl
+
+    y, yhat = _residuals(scale, n=500)
+    ssq = exact_sumsq(yhat - y)
+    for spec, want in (("rmse", exact_sqrt(ssq / 500)), ("mse", float(ssq / 500) if scale > 1 else 0.0)):
+        got = lossctl.evaluate(y, yhat, spec, ci=0.9, bootstrap=50, batch_rows=128)
+        assert got.value == pytest.approx(want, rel=1e-13, abs=0), spec
+        assert got.ci is None or all(math.isnan(v) for v in got.ci), (spec, got.ci)  # never an interval beside the value
+        assert any("no bootstrap interval" in n for n in got.notes), spec
+
+
+def test_a_gzip_trailer_that_understates_the_size_is_exact_or_flagged(cli, tmp_path):
+    # two gzip members (as cat a.gz b.gz or bgzip write): the trailer records the last one's size only,
+    # so the row bound is a hint that falls short; the share is then exact or flagged, never silently wrong
+    y, yhat, raw = _regression(N_BIG, False, order="descending")
+    ref = top1_oracle(np.abs(2 * (yhat - y)))
+    cut = raw.index(b"\n", len(raw) - 2000) + 1
+    path = tmp_path / "d.csv.gz"
+    path.write_bytes(gzip.compress(raw[:cut], 1) + gzip.compress(raw[cut:], 1))
+    assert lio.rows_upper_bound(lio.open_source(str(path))) is None  # the trailer is implausible: no bound
+    res, err = _grad_json(cli, path, "-l", "mse")
+    assert res["n"] == N_BIG
+    if res["grad"].get("top1_share_lower_bound"):
+        assert res["grad"]["top1_share"] <= ref * (1 + 1e-12) and "lower bound" in err
+    else:
+        assert res["grad"]["top1_share"] == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("cut", [4, 5, 9, 40])  # inside the frame header, the first block header, the first block
+def test_a_damaged_zstd_file_has_no_row_bound_and_fails_as_bad_input(cli, tmp_path, cut):
+    zstandard = pytest.importorskip("zstandard")
+    raw = _regression(20_000, False)[2]
+    data = zstandard.ZstdCompressor().compress(raw)
+    path = tmp_path / "d.csv.zst"
+    path.write_bytes(data[:cut])
+    assert lio.rows_upper_bound(lio.Source(name="d", path=str(path), fmt="csv", compression="zstd")) is None
+    run = cli("eval", path, "-l", "mse", "--grad", "-f", "json")
+    assert run.code == 2, run.err
+    assert run.out == "" and "Traceback" not in run.err and "internal error" not in run.err

@@ -14,8 +14,8 @@ import scipy.stats as st
 import lossctl
 from lossctl import registry
 from lossctl.errors import InputError, UsageError
-from lossctl.recommend import evidence as E
-from lossctl.recommend import rules as R
+from lossctl.advice import evidence as E
+from lossctl.advice import rules as R
 
 N = 20_000
 
@@ -107,13 +107,24 @@ def test_moments_merge_exactly():
 
 def test_hash_sample_is_order_free():
     x = rng(4).normal(size=(20_000, 2))
-    a, b = E.HashSample(1000), E.HashSample(1000)
+    x = np.repeat(x, rng(6).integers(1, 4, size=len(x)), axis=0)  # repeated rows too
+    a, b, c = E.HashSample(1000), E.HashSample(1000), E.HashSample(1000)
     a.update(E.value_keys(x), {"x": x})
     perm = rng(5).permutation(len(x))
-    for chunk in np.array_split(perm, 37):
+    for chunk in np.array_split(perm, 301):  # small chunks: the insert path once the sample is full
         b.update(E.value_keys(x[chunk]), {"x": x[chunk]})
-    assert np.array_equal(np.sort(a.keys), np.sort(b.keys))
-    assert np.array_equal(np.sort(a.get("x")[:, 0]), np.sort(b.get("x")[:, 0]))
+    half = perm[: len(x) // 2], perm[len(x) // 2:]
+    d = E.HashSample(1000)
+    c.update(E.value_keys(x[half[0]]), {"x": x[half[0]]})
+    d.update(E.value_keys(x[half[1]]), {"x": x[half[1]]})
+    c.merge(d)
+    for s in (b, c):
+        assert np.array_equal(a.keys, s.keys) and np.array_equal(a.counts, s.counts)
+        assert np.array_equal(a.get("x"), s.get("x"))
+    # the counts are exact: each kept row occurs that many times in the data
+    _, inv, cnt = np.unique(E.value_keys(x), return_inverse=True, return_counts=True)
+    full = dict(zip(np.unique(E.value_keys(x)).tolist(), cnt.tolist()))
+    assert [full[k] for k in a.keys.tolist()] == a.counts.tolist()
 
 
 # ------------------------------------------------------------------ regression: guide branches
@@ -126,6 +137,20 @@ def test_clean_gaussian_residuals_recommend_mse():
     assert top(a).spec == "mse"
     assert "regression.clean" in a.rules_fired
     assert any("clean residuals" in s for s in top(a).reasons)
+
+
+def test_small_gaussian_samples_are_not_called_skewed_or_heavy_tailed():
+    # Bowley skewness of 111 Gaussian rows has sd 1.35/sqrt(111) = 0.13: a fixed 0.1 limit
+    # called 44% of such samples skewed (and recommended MAE); the limit follows n
+    tops = []
+    for seed in range(40):
+        g = rng(100 + seed)
+        y = g.normal(size=111)
+        a = lossctl.recommend(y, y + g.normal(size=111), check=False)
+        tops.append(top(a).spec)
+    assert tops.count("mse") >= 38, tops
+    assert R.skew_limit({"n": 111}) == pytest.approx(3 * 1.35 / 111 ** 0.5)
+    assert R.skew_limit({"n": 10**7}) == R.QUARTILE_SKEW
 
 
 def test_gross_outliers_recommend_huber_with_delta_from_the_mad():
@@ -829,7 +854,7 @@ def test_every_family_renders_in_80_columns_without_warnings(family):
     import io
     import warnings
 
-    from lossctl.recommend.render import render
+    from lossctl.advice.render import render
 
     task, cols = _family_inputs()[family]
     cols = dict(cols)
@@ -892,3 +917,51 @@ def test_multi_output_regression_pools_the_residuals_and_counts_rows():
     assert a.task == "regression" and a.rows == 2000 and a.evidence["n"] == 6000
     assert a.evidence["residual_kurtosis"] == pytest.approx(st.kurtosis((Yh - Y).ravel()), rel=1e-5)
     assert top(a).spec == "mse"
+
+
+def test_repeated_rows_are_counted_not_oversampled():
+    from sklearn.metrics import roc_auc_score
+
+    g = rng(140)
+    # a tree-like classifier: 8 distinct scores over 300,000 rows, every figure exact
+    y = (g.random(300_000) < 0.2).astype(float)
+    s = np.round(np.clip(0.2 + 0.5 * y + g.normal(0, 0.25, y.size), 0, 1) * 7) / 7
+    a = lossctl.recommend(y, s, check=False)
+    assert "roc_auc" not in a.sampled
+    assert a.evidence["roc_auc"] == pytest.approx(roc_auc_score(y, s), rel=1e-6)
+    # 100,000 distinct (y, ŷ) pairs repeated 1–40 times: sampled as distinct rows weighted by their counts
+    yy0 = g.normal(size=100_000)
+    yh0 = yy0 + g.exponential(size=yy0.size)
+    c = g.integers(1, 41, size=yy0.size)
+    yy, yh = np.repeat(yy0, c), np.repeat(yh0, c)
+    a = lossctl.recommend(yy, yh, check=False)
+    r = yh - yy
+    assert "residual_median" in a.sampled and a.sample_size == E.SAMPLE_ROWS
+    assert a.evidence["residual_median"] == pytest.approx(np.median(r), abs=0.02)
+    assert a.evidence["residual_mad"] == pytest.approx(st.median_abs_deviation(r), abs=0.02)
+    assert a.evidence["residual_kurtosis"] == pytest.approx(st.kurtosis(r), rel=1e-5)  # exact, not sampled
+
+
+def test_weighted_quantile_equals_numpy_on_the_repeated_array():
+    g = rng(141)
+    x = g.normal(size=50)
+    w = g.integers(1, 5, size=50)
+    for q in (0.0, 0.1, 0.25, 0.5, 0.9, 1.0):
+        assert E.wquantile(x, w, q) == pytest.approx(np.quantile(np.repeat(x, w), q), rel=1e-12)
+    yb = g.random(50) < 0.4
+    from sklearn.metrics import roc_auc_score
+
+    s = np.round(g.random(50), 1)
+    assert E.auc(yb, s, w) == pytest.approx(roc_auc_score(np.repeat(yb, w), np.repeat(s, w)), rel=1e-12)
+
+
+def test_reasons_quote_the_registry_properties_the_rules_read():
+    g = rng(150)
+    y = g.normal(size=5000)
+    e = g.normal(size=5000)
+    e[:250] += g.normal(0, 100, 250)
+    a = lossctl.recommend(y, y + e)
+    hub = next(r for r in a.recommendations if r.loss == "huber")
+    assert "robust to outliers = " + registry.get("huber").properties.robust in " ".join(hub.reasons)
+    a = lossctl.recommend(y, y + g.exponential(size=5000))
+    assert "minimiser = median" in " ".join(top(a).reasons)

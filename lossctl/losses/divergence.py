@@ -761,7 +761,7 @@ class WassersteinState(State):
             self.runs_y, self.runs_p = _Run.consolidate(self.runs_y), _Run.consolidate(self.runs_p)
             self._consolidated = True
         g = _w1_grad(self.runs_y, self.runs_p, _scalar(b, "pred"), b.weight, self.total_weight(), self.n)
-        self.grad.update(g, b.offset)
+        self.grad.update(g, b.row_keys)
         self._grad_rows += b.n
 
     def value(self) -> float:

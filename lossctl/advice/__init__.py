@@ -5,16 +5,14 @@
     advice.top.spec                              # e.g. 'huber:delta=1.37'
     advice.to_dict()                             # the document `lossctl recommend -f json` prints
 
-The package is itself callable (``lossctl.recommend(...)`` is ``lossctl.recommend.recommend(...)``),
+The package is itself callable (``lossctl.recommend(...)`` is ``lossctl.advice.recommend(...)``),
 so the function and the package share one name.
 """
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
-from lossctl.recommend.core import Advice, Recommendation
+from lossctl.advice.core import Advice, Recommendation
 
 __all__ = ["recommend", "Advice", "Recommendation"]
 
@@ -41,15 +39,7 @@ def recommend(
     (implies goal intervals). ``check=False`` skips evaluating the recommended losses.
     The ranking does not depend on row order or ``batch_rows``.
     """
-    from lossctl.recommend.sources import run_arrays
+    from lossctl.advice.sources import run_arrays
 
     return run_arrays(y, yhat, task=task, goal=goal, coverage=coverage, weight=weight, logits=logits,
                       batch_rows=batch_rows, check=check, **roles)
-
-
-class _Callable(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Advice:
-        return recommend(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _Callable

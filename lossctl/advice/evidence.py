@@ -5,11 +5,13 @@ loss states of :mod:`lossctl.engine`, so it is fed the same bound batches as ``e
 and two shards' states merge into one. Counts, sums, extremes and central moments
 (merged by Pébay's formulas) are exact over all rows. Statistics that need every
 value at once (median, MAD, quantiles, ROC AUC, pairwise distances) come from a
-bounded sample of at most ``SAMPLE_ROWS`` rows: the rows with the smallest hash of
-their *values* (splitmix64 of the float bits), so the sample, and everything
-measured on it, is the same whatever the row order and batch size. Below that many
-rows the sample is the whole data and those figures are exact; above it, the result
-lists them under ``"sampled"``.
+bounded sample of at most ``SAMPLE_ROWS`` distinct rows: those with the smallest hash
+of their *values* (splitmix64 of the float bits), each with its exact count, so the
+sample, and everything measured on it, is the same whatever the row order and batch
+size. With at most that many distinct rows the sample is the whole data and those
+figures are exact; otherwise the result lists them under ``"sampled"``. (A single
+row value repeated in a large share of the rows is in the sample with its count, or
+out of it: such data are better judged with the exact figures.)
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.accumulate import GradSummary
 from lossctl.engine import Batch
 
 SAMPLE_ROWS = 65_536  # rows kept for the sampled figures (median, MAD, AUC, quantiles)
@@ -76,13 +77,24 @@ def _mix(z: np.ndarray) -> np.ndarray:
 
 
 class HashSample:
-    """The ``k`` rows with the smallest value hash: a bounded, order-free sample."""
+    """The ``k`` distinct rows with the smallest value hash, each with its exact count.
+
+    A row's key is a hash of its values, so equal rows share a key: the sample keeps
+    each distinct row once with the number of times it occurs (every occurrence has
+    the same key, so a kept row's count is exact). That makes it a uniform sample of
+    the *distinct* rows, weighted by their counts: unbiased for shares and quantiles
+    even when a few values repeat millions of times (discrete scores, rounded data),
+    and exact whenever the data has at most ``k`` distinct rows. It does not depend on
+    row order or batch size, and two samples merge into the sample of the union.
+    """
 
     def __init__(self, k: int = SAMPLE_ROWS) -> None:
         self.k = k
         self.keys = np.empty(0, dtype=np.uint64)
+        self.counts = np.empty(0, dtype=np.int64)
         self.cols: dict[str, np.ndarray] = {}
         self.seen = 0
+        self.truncated = False
         self._cut: np.uint64 | None = None
 
     def update(self, keys: np.ndarray, cols: dict[str, np.ndarray]) -> None:
@@ -93,32 +105,107 @@ class HashSample:
                 return
             keys = keys[m]
             cols = {c: a[m] for c, a in cols.items()}
-        self._add(keys, cols)
+        uk, first, cnt = np.unique(keys, return_index=True, return_counts=True)
+        self._add(uk, {c: a[first] for c, a in cols.items()}, cnt.astype(np.int64))
 
-    def _add(self, keys: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+    def _add(self, keys: np.ndarray, cols: dict[str, np.ndarray], counts: np.ndarray) -> None:
+        if self.keys.size and keys.size * 8 < self.keys.size and set(cols) == set(self.cols):
+            self._insert(keys, cols, counts)
+            return
         allk = np.concatenate([self.keys, keys])
+        allw = np.concatenate([self.counts, counts])
         allc = {c: (np.concatenate([self.cols[c], a]) if c in self.cols else a) for c, a in cols.items()}
-        if allk.size > self.k:
-            # rows with equal keys have equal values, so which of them is kept does not matter
-            idx = np.argpartition(allk, self.k - 1)[: self.k]
-            allk = allk[idx]
-            allc = {c: a[idx] for c, a in allc.items()}
-            self._cut = allk.max()
-        self.keys, self.cols = allk, allc
+        order = np.argsort(allk, kind="stable")
+        sk = allk[order]
+        head = np.concatenate(([True], sk[1:] != sk[:-1])) if sk.size else np.zeros(0, bool)
+        group = np.cumsum(head) - 1
+        w = np.bincount(group, weights=allw[order]).astype(np.int64) if sk.size else allw
+        keep = order[head]
+        if keep.size > self.k:
+            keep, w = keep[: self.k], w[: self.k]
+            self.truncated = True
+        self.keys, self.counts = allk[keep], w
+        self.cols = {c: a[keep] for c, a in allc.items()}
+        if self.truncated:
+            self._cut = self.keys[-1]
+
+    def _insert(self, keys: np.ndarray, cols: dict[str, np.ndarray], counts: np.ndarray) -> None:
+        """A few new distinct keys (sorted) into the sorted sample: no full sort (the common case
+        once the sample is full and only rows under the cut get in)."""
+        pos = np.searchsorted(self.keys, keys)
+        inside = pos < self.keys.size
+        hit = np.zeros(keys.size, bool)
+        hit[inside] = self.keys[pos[inside]] == keys[inside]
+        if hit.any():
+            self.counts[pos[hit]] += counts[hit]
+        new = ~hit
+        if new.any():
+            at = pos[new]
+            self.keys = np.insert(self.keys, at, keys[new])
+            self.counts = np.insert(self.counts, at, counts[new])
+            self.cols = {c: np.insert(a, at, cols[c][new], axis=0) for c, a in self.cols.items()}
+            if self.keys.size > self.k:
+                self.keys, self.counts = self.keys[: self.k], self.counts[: self.k]
+                self.cols = {c: a[: self.k] for c, a in self.cols.items()}
+                self.truncated = True
+        if self.truncated:
+            self._cut = self.keys[-1]
 
     def merge(self, other: "HashSample") -> None:
         self.seen += other.seen
+        self.truncated = self.truncated or other.truncated
         if other.keys.size:
-            self._add(other.keys, other.cols)
+            self._add(other.keys, other.cols, other.counts)
+        if self.truncated and self.keys.size:
+            self._cut = self.keys[-1]
 
     @property
     def exact(self) -> bool:
-        """Whether the sample holds every row."""
-        return self.keys.size >= self.seen
+        """Whether the sample holds every distinct row (then its figures are exact)."""
+        return not self.truncated
+
+    @property
+    def rows(self) -> int:
+        """How many rows the sample stands for (the sum of the counts)."""
+        return int(self.counts.sum())
 
     def get(self, name: str) -> np.ndarray:
         a = self.cols.get(name)
         return a if a is not None else np.empty(0)
+
+
+def wquantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
+    """np.quantile(np.repeat(x, w), q) (linear interpolation) without repeating."""
+    if x.size == 0:
+        return math.nan
+    o = np.argsort(x, kind="stable")
+    xs, cw = x[o], np.cumsum(w[o])
+    h = (cw[-1] - 1) * q
+    lo, hi = math.floor(h), math.ceil(h)
+    vlo = xs[np.searchsorted(cw, lo, side="right")]
+    vhi = xs[np.searchsorted(cw, hi, side="right")]
+    return float(vlo + (h - lo) * (vhi - vlo))
+
+
+def _top_share(v: np.ndarray, w: np.ndarray, frac: float) -> float:
+    """The share of Σv held by the ⌈frac·N⌉ largest of N rows (``w`` counts each value's rows)."""
+    if v.size == 0:
+        return math.nan
+    tot = float(np.dot(v, w))
+    if tot <= 0:
+        return 0.0
+    o = np.argsort(v)[::-1]
+    vs, ws = v[o], w[o].astype(np.float64)
+    k = math.ceil(frac * ws.sum())
+    cw = np.cumsum(ws)
+    j = int(np.searchsorted(cw, k))  # the value holding the k-th largest row
+    top = float(np.dot(vs[:j], ws[:j])) + vs[j] * (k - (cw[j - 1] if j else 0.0))
+    return top / tot
+
+
+def wmean(mask: np.ndarray, w: np.ndarray) -> float:
+    tot = w.sum()
+    return float(w[mask].sum() / tot) if tot else math.nan
 
 
 class Moments:
@@ -202,21 +289,19 @@ def _f(x: float, nd: int = 6) -> float | None:
     return float(f"{x:.{nd}g}")
 
 
-def auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC AUC by the Mann–Whitney statistic with tied scores sharing their mean rank."""
+def auc(y: np.ndarray, s: np.ndarray, w: np.ndarray | None = None) -> float:
+    """ROC AUC: the share of (positive, negative) pairs ranked right, ties counting ½
+    (the Mann–Whitney statistic), with rows weighted by their counts ``w``."""
     y = np.asarray(y, dtype=bool)
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
+    w = np.ones(y.size) if w is None else np.asarray(w, dtype=np.float64)
+    P, N = float(w[y].sum()), float(w[~y].sum())
+    if P == 0 or N == 0:
         return math.nan
-    order = np.argsort(s, kind="mergesort")
-    ss = s[order]
-    ranks = np.empty(s.size)
-    # average ranks over runs of equal scores
-    starts = np.concatenate(([0], np.flatnonzero(ss[1:] != ss[:-1]) + 1))
-    ends = np.concatenate((starts[1:], [s.size]))
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[y].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
+    u, inv = np.unique(s, return_inverse=True)
+    pos = np.bincount(inv, weights=np.where(y, w, 0.0), minlength=u.size)
+    neg = np.bincount(inv, weights=np.where(y, 0.0, w), minlength=u.size)
+    below = np.cumsum(neg) - neg  # negatives with a strictly lower score
+    return float(np.sum(pos * (below + 0.5 * neg)) / (P * N))
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -248,42 +333,35 @@ class RegressionEvidence:
         self.has_pred = has_pred
         self.mom = Moments()
         self.pos = 0
-        self.zero = 0
-        self.sq = GradSummary(sample=False)  # r²: the share of Σr² on the worst 1% of rows, exact
         self.sample = HashSample()
 
     def update(self, b: Batch) -> None:
         y = b["target"]
         p = b.get("pred") if self.has_pred else None
         r = (p - y) if p is not None else y
-        keys = value_keys(y, p) if p is not None else value_keys(y)
         if r.ndim > 1:  # several outputs: their residuals pooled
-            keys = _mix(np.repeat(keys, r.shape[1]) ^ np.tile(np.arange(r.shape[1], dtype=np.uint64), r.shape[0]))
             r = r.ravel()
         self.mom.update(r)
         self.pos += int(np.count_nonzero(r > 0))
-        self.zero += int(r.size - np.count_nonzero(r))
-        self.sq.update(r * r)
-        self.sample.update(keys, {"r": r})
+        # the sampled figures are functions of r alone: rows are sampled by their residual's value
+        self.sample.update(value_keys(r), {"r": r})
 
     def merge(self, other: "RegressionEvidence") -> None:
         self.mom.merge(other.mom)
         self.pos += other.pos
-        self.zero += other.zero
-        self.sq.merge(other.sq)
         self.sample.merge(other.sample)
 
     def result(self) -> dict[str, Any]:
-        r = self.sample.get("r")
-        med = float(np.median(r)) if r.size else math.nan
-        mad = float(np.median(np.abs(r - med))) if r.size else math.nan
+        r, w = self.sample.get("r"), self.sample.counts
+        med = wquantile(r, w, 0.5)
+        mad = wquantile(np.abs(r - med), w, 0.5)
         scale = MAD_TO_SD * mad
         if scale > 0:
-            outl = float(np.mean(np.abs(r - med) > OUTLIER_K * scale))
+            outl = wmean(np.abs(r - med) > OUTLIER_K * scale, w)
         else:  # more than half the residuals equal: anything else is an outlier
-            outl = float(np.mean(r != med)) if r.size else 0.0
-        gross = float(np.mean(np.abs(r - med) > GROSS_K * scale)) if scale > 0 else outl
-        q1, q3 = (np.quantile(r, [0.25, 0.75]) if r.size else (math.nan, math.nan))
+            outl = wmean(r != med, w) if r.size else 0.0
+        gross = wmean(np.abs(r - med) > GROSS_K * scale, w) if scale > 0 else outl
+        q1, q3 = wquantile(r, w, 0.25), wquantile(r, w, 0.75)
         bowley = float((q3 + q1 - 2 * med) / (q3 - q1)) if q3 > q1 else 0.0
         m = self.mom
         what = "residual" if self.has_pred else "target"
@@ -302,13 +380,14 @@ class RegressionEvidence:
             "outlier_share": _f(outl),
             "outlier_k": OUTLIER_K,
             "gross_outlier_share": _f(gross),
-            "worst1pct_mse_share": _f(self.sq.result().get("top1_share", 0.0)),
+            "worst1pct_mse_share": _f(_top_share(r * r, w, 0.01)),
             "positive_share": _f(self.pos / m.n if m.n else math.nan),
             "min": _f(m.min),
             "max": _f(m.max),
         }
         sampled = [] if self.sample.exact else [f"{what}_median", f"{what}_mad", "robust_scale", "outlier_share",
-                                                "gross_outlier_share", "quartile_skewness", "mean_minus_median"]
+                                                "gross_outlier_share", "quartile_skewness", "mean_minus_median",
+                                                "worst1pct_mse_share"]
         return {"figures": ev, "sampled": sampled, "sample_size": int(self.sample.keys.size)}
 
 
@@ -441,11 +520,11 @@ class ClassificationEvidence:
         sampled: list[str] = []
         if self.has_pred:
             ev["score_min"], ev["score_max"] = _f(self.smin), _f(self.smax)
-            y, s = self.sample.get("y"), self.sample.get("s")
+            y, s, w = self.sample.get("y"), self.sample.get("s"), self.sample.counts
             if self.task == "binary":
-                a = auc(y == 1, s) if y.size else math.nan
+                a = auc(y == 1, s, w) if y.size else math.nan
             else:
-                per = [auc(y == c, s[:, c]) for c in range(s.shape[1]) if s.ndim == 2 and np.any(y == c)]
+                per = [auc(y == c, s[:, c], w) for c in range(s.shape[1]) if s.ndim == 2 and np.any(y == c)]
                 a = float(np.mean(per)) if per else math.nan
             ev["roc_auc"] = _f(a)
             if not self.sample.exact:
@@ -645,27 +724,27 @@ class MetricEvidence:
                 sampled += ["pos_distance_median", "neg_distance_median", "distance_gap", "hard_anchor_share",
                             "nn_other_class_share"]
         elif self.layout == "pairs":
-            d, y = self.sample.get("d"), self.sample.get("y")
-            self._dist(ev, d[y == 1], d[y != 1])
+            d, y, w = self.sample.get("d"), self.sample.get("y"), self.sample.counts
+            self._dist(ev, d[y == 1], d[y != 1], w[y == 1], w[y != 1])
             ev["similar_pairs"] = int(self.counts.c.get(1.0, 0))
             raw = self.sample.get("raw")[y == 1]
             if raw.size:  # contrastive reads the embeddings as they are: its margin is in these units
-                ev["pos_distance_q90_raw"] = _f(float(np.quantile(raw, 0.9)))
+                ev["pos_distance_q90_raw"] = _f(wquantile(raw, w[y == 1], 0.9))
             m = _default("contrastive", "margin")
             if np.any(y != 1):  # dissimilar pairs still inside the default margin: they carry the loss
                 ev["default_margin"] = m
-                ev["dissimilar_within_margin"] = _f(float(np.mean(d[y != 1] < m)))
+                ev["dissimilar_within_margin"] = _f(wmean(d[y != 1] < m, w[y != 1]))
                 if not self.sample.exact:
                     sampled.append("dissimilar_within_margin")
             if not self.sample.exact:
                 sampled += ["pos_distance_median", "neg_distance_median", "distance_gap"]
         else:
-            dap, dan = self.sample.get("dap"), self.sample.get("dan")
-            self._dist(ev, dap, dan)
+            dap, dan, w = self.sample.get("dap"), self.sample.get("dan"), self.sample.counts
+            self._dist(ev, dap, dan, w, w)
             ev["hard_triplet_share"] = _f(self.hard / self.n if self.n else math.nan)
             m = _default("triplet", "margin")  # on squared distances, triplet's default
             ev["default_margin"] = m
-            ev["semihard_triplet_share"] = _f(float(np.mean((dan > dap) & (dan ** 2 < dap ** 2 + m)))
+            ev["semihard_triplet_share"] = _f(wmean((dan > dap) & (dan ** 2 < dap ** 2 + m), w)
                                               if dap.size else math.nan)
             if not self.sample.exact:
                 sampled.append("semihard_triplet_share")
@@ -674,16 +753,19 @@ class MetricEvidence:
         return {"figures": ev, "sampled": sampled, "sample_size": int(self.sample.keys.size)}
 
     @staticmethod
-    def _dist(ev: dict[str, Any], pos: np.ndarray, neg: np.ndarray) -> None:
-        """Distances between L2-normalised embeddings (in [0, 2])."""
+    def _dist(ev: dict[str, Any], pos: np.ndarray, neg: np.ndarray, wp: np.ndarray | None = None,
+              wn: np.ndarray | None = None) -> None:
+        """Distances between L2-normalised embeddings (in [0, 2]), rows weighted by their counts."""
+        wp = np.ones(pos.size) if wp is None else wp
+        wn = np.ones(neg.size) if wn is None else wn
         if pos.size:
-            ev["pos_distance_median"] = _f(float(np.median(pos)))
-            ev["pos_distance_q90"] = _f(float(np.quantile(pos, 0.9)))
+            ev["pos_distance_median"] = _f(wquantile(pos, wp, 0.5))
+            ev["pos_distance_q90"] = _f(wquantile(pos, wp, 0.9))
         if neg.size:
-            ev["neg_distance_median"] = _f(float(np.median(neg)))
-            ev["neg_distance_q10"] = _f(float(np.quantile(neg, 0.1)))
+            ev["neg_distance_median"] = _f(wquantile(neg, wn, 0.5))
+            ev["neg_distance_q10"] = _f(wquantile(neg, wn, 0.1))
         if pos.size and neg.size:
-            ev["distance_gap"] = _f(float(np.median(neg) - np.median(pos)))
+            ev["distance_gap"] = _f(wquantile(neg, wn, 0.5) - wquantile(pos, wp, 0.5))
 
 
 # ------------------------------------------------------------------ distributions

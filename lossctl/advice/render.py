@@ -6,7 +6,7 @@ import math
 import textwrap
 from typing import Any, TextIO
 
-from lossctl.recommend.core import Advice
+from lossctl.advice.core import Advice
 
 FORMATS = ("table", "json", "markdown")
 WIDTH = 80

@@ -6,7 +6,6 @@ saying how it was derived, quoting the figures it used.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 Derived = tuple[dict[str, Any], dict[str, str]]
@@ -154,7 +153,3 @@ def temperature(ev: dict[str, Any]) -> Derived:
 def coverage_of(ctx: dict[str, Any]) -> float:
     c = ctx.get("coverage")
     return float(c) if c is not None else DEFAULT_COVERAGE
-
-
-def is_finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

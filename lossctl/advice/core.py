@@ -4,7 +4,7 @@
 reasons and derived parameters. ``check`` evaluates each recommendation (value and
 gradient summary) through the ordinary engine and compares it with the task's
 standard loss. The CLI and the library differ only in how batches are produced and
-how the engine is driven (``lossctl.recommend.sources``).
+how the engine is driven (``lossctl.advice.sources``).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from lossctl import registry
 from lossctl.errors import UsageError
-from lossctl.recommend import derive
-from lossctl.recommend import rules as R
+from lossctl.advice import derive
+from lossctl.advice import rules as R
 
 SCHEMA_VERSION = 1
 
@@ -188,6 +188,9 @@ def _figures(task: str, ev: dict[str, Any], ctx: dict[str, Any]) -> dict[str, An
     return e
 
 
+_CITE = {"robust": "robust to outliers", "minimiser": "minimiser", "imbalance": "built for class imbalance"}
+
+
 def _tags(s: registry.LossSpec) -> tuple:
     p = s.properties
     return (p.takes, p.minimiser, p.imbalance)
@@ -297,7 +300,8 @@ def advise(task: str, result: dict[str, Any], roles: set[str], *, goal: str | No
             if pts or spec.name in scores:
                 scores[spec.name] = scores.get(spec.name, 0.0) + pts
                 if text:
-                    reasons.setdefault(spec.name, []).append(text)
+                    quoted = "; ".join(f"{_CITE.get(c, c)} = {getattr(spec.properties, c)}" for c in rule.cites)
+                    reasons.setdefault(spec.name, []).append(text + (f" [{spec.name}: {quoted}]" if quoted else ""))
         if rule.rules_out is not None:
             cands = {s.name: s for s in registry.all_losses() if any(t in s.all_tasks for t in tasks)}
             cands.update(specs)

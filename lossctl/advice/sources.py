@@ -15,7 +15,7 @@ import numpy as np
 from lossctl import registry
 from lossctl.engine import Batch
 from lossctl.errors import InputError, UsageError
-from lossctl.recommend import core, evidence
+from lossctl.advice import core, evidence
 
 LIB_BATCH = 1 << 17
 
