@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -197,7 +198,9 @@ def agreement(ref: dict[str, float], got: dict[str, float]) -> tuple[bool, str]:
 def _before(cmd: list[str], before: str | None) -> list[C.Competitor]:
     if not before:
         return []
-    return [C.Competitor("lossctl before", cmd, f"the same, lossctl from {before}", env={"PYTHONPATH": before})]
+    # -P: python -m would put the working directory (this checkout) first on sys.path
+    return [C.Competitor("lossctl before", [cmd[0], "-P"] + cmd[1:], f"the same, lossctl from {before}",
+                         env={"PYTHONPATH": os.path.abspath(before)})]
 
 
 def _before_figures(fig: dict, ms: dict) -> None:
