@@ -185,13 +185,14 @@ def render_explain(name: str, fmt: str, out: TextIO, *, color: bool = False) -> 
     if p["conventions"]:
         lines += ["", "## Conventions and how they differ elsewhere", f"  {p['conventions']}"]
     lines += ["", "## References"] + [f"  - {r}" for r in p["references"]]
-    if spec.example:
-        lines += ["", "## Example", f"  {spec.example}"]
+    if spec.example:  # a shell command that runs as it stands, its data in a here-document
+        lines += ["", "## Example (runs as it stands; paste it into a shell)"]
     text = "\n".join(lines) + "\n"
+    example = f"{spec.example}\n" if spec.example else ""  # flush left: a here-document ends at "EOF" alone
     if fmt == "markdown":
-        out.write(text.replace("\n  ", "\n"))
+        out.write(text.replace("\n  ", "\n") + (f"```sh\n{example}```\n" if example else ""))
         return
-    out.write(text)
+    out.write(text + example)
 
 
 def _yn(v: Any) -> str:

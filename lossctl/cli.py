@@ -15,8 +15,45 @@ import typer
 from lossctl import __version__
 from lossctl.errors import ExitStatus, LossctlError, UsageError
 
+class _PipeClosed(BaseException):
+    """Standard output's reader went away (``| head``): a quiet exit 0.
+
+    A BaseException, so that Typer's and Click's handlers (which turn a broken pipe
+    into exit 1 and Ctrl-C into a silent 130) let it through to ``main``.
+    """
+
+
+class _Interrupted(BaseException):
+    """Ctrl-C (SIGINT) during a command: ``lossctl: interrupted`` and exit 130."""
+
+
+@contextlib.contextmanager
+def _boundary():
+    try:
+        yield
+    except BrokenPipeError:
+        raise _PipeClosed() from None
+    except KeyboardInterrupt:
+        raise _Interrupted() from None
+    except EOFError as e:  # Typer would turn it into a bare "Abort"; it is a bug, reported as one
+        raise RuntimeError(f"unexpected end of data ({e})") from e
+
+
+class _Group(typer.core.TyperGroup):
+    """Every command runs through here: the one place where streams and signals end a run."""
+
+    def make_context(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with _boundary():  # --help and --version write here
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        with _boundary():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
     name="lossctl",
+    cls=_Group,
     help="Evaluate machine-learning losses and their gradients on prediction files.",
     add_completion=False,
     no_args_is_help=True,
@@ -25,7 +62,24 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-REPORT = "https://github.com/lossctl/lossctl/issues"
+DEBUG_HELP = "On an internal error, show the traceback (also LOSSCTL_DEBUG=1)."
+REPORT = ("please report it with the command you ran, this version, and the output of the same command "
+          "run again with --debug")
+
+# Help metavars by option, so that no option reads as <list[str]>; an option declared
+# with its own metavar keeps it, and one not listed here shows its type (TEXT, INTEGER).
+_METAVARS = {
+    "--loss": "SPEC", "--target": "COLS", "--pred": "COLS", "--col": "ROLE=COLS", "--weight": "COL",
+    "--key": "COL", "--task": "TASK", "--reduction": "mean|sum|none", "--nan": "error|drop", "--by": "COL",
+    "--min-rows": "N", "--ci": "LEVEL", "--bootstrap": "B", "--seed": "S", "--id": "COL", "--format": "FORMAT",
+    "--output": "FILE", "--input-format": "FORMAT", "--batch-rows": "N", "--emit-state": "FILE",
+    "--row-offset": "N", "--config": "FILE", "--baseline": "FILE", "--baseline-pred": "COL", "--junit": "FILE",
+    "--assert": "CHECK", "--goal": "GOAL", "--coverage": "C", "--engine": "local|dask", "--scheduler": "ADDRESS",
+}
+# A larger --batch-rows means "as large as possible": results do not depend on it, and
+# readers size their blocks from it in int32 (16M rows is already 128 MB per float column).
+MAX_BATCH_ROWS = 1 << 24
+_TYPE_METAVARS = {str: "TEXT", int: "INTEGER", float: "NUMBER"}
 
 
 def _version(value: bool) -> None:
@@ -57,15 +111,50 @@ def _color(stream: TextIO) -> bool:
     return _is_tty(stream) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
-def _output(path: Optional[str]):
-    """Write to a temporary file, then rename it onto PATH (or copy it to stdout).
+def _output(path: Optional[str], *, stream: bool = False):
+    """Write to a temporary file, then rename it onto PATH; without PATH, to stdout.
 
     Either everything is written, or nothing is: an error half-way leaves no
-    half-written file and prints nothing on standard output (lossctl.io.open_output).
+    half-written file (lossctl.io.open_output). On stdout, results are held until
+    complete, or with ``stream=True`` (per-row output) written as they come, so that
+    a pipe or a terminal answers at once.
     """
     from lossctl.io import open_output
 
-    return open_output(path)
+    return open_output(path, stream=stream)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _guard_outputs(inputs: list[Optional[str]], **outputs: Optional[str]) -> None:
+    """Refuse an output path that names an input (it would be overwritten) or another output."""
+    import glob as globmod
+
+    files: list[str] = []
+    for name in inputs:
+        if not name or name == "-":
+            continue
+        if os.path.isdir(name):
+            files += [os.path.join(d, f) for d, _, fs in os.walk(name) for f in fs]
+        elif any(ch in name for ch in "*?[") and not os.path.exists(name):
+            files += globmod.glob(name, recursive=True)
+        else:
+            files.append(name)
+    given = [(opt, path) for opt, path in outputs.items() if path]
+    for opt, path in given:
+        for f in files:
+            if _same_file(path, f) and not path.startswith("/dev/"):
+                raise UsageError(f"--{opt.replace('_', '-')} {path} is an input file: it would be overwritten; "
+                                 "write the results elsewhere")
+    for i, (opt, path) in enumerate(given):
+        for opt2, path2 in given[i + 1:]:
+            if path == path2 or _same_file(path, path2):
+                raise UsageError(f"--{opt.replace('_', '-')} and --{opt2.replace('_', '-')} name the same file {path}")
 
 
 def _default_format(fmt: Optional[str], output: Optional[str]) -> str:
@@ -135,6 +224,8 @@ def eval_cmd(
     form = _default_format(fmt, output)
     if batch_rows is not None and batch_rows < 1:
         raise UsageError(f"--batch-rows must be at least 1. Got {batch_rows} instead.")
+    if batch_rows is not None:
+        batch_rows = min(batch_rows, MAX_BATCH_ROWS)  # results do not depend on it; readers take int32/int64
     if min_rows < 1:
         raise UsageError(f"--min-rows must be at least 1. Got {min_rows} instead.")
     req = Request(
@@ -145,17 +236,24 @@ def eval_cmd(
     )
     if reduction == "none" and form not in ("csv", "tsv", "jsonl"):
         raise UsageError("--reduction none writes one row per input row: use -f csv, tsv or jsonl")
+    if reduction == "none" and (by or ci is not None):
+        raise UsageError(f"--reduction none writes one row per input row; {'--by' if by else '--ci'} summarises "
+                         "rows: use one or the other")
     if emit_state and reduction == "none":
         raise UsageError("--emit-state needs reduced results, not --reduction none")
     if row_offset < 0:
         raise UsageError(f"--row-offset must be at least 0. Got {row_offset} instead.")
+    if seed < 0:
+        raise UsageError(f"--seed must be at least 0. Got {seed} instead.")
+    _guard_outputs(list(data), output=output, emit_state=emit_state)
     plan = prepare(req)
     try:
         if reduction == "none":
             from lossctl.render import write_rows
 
-            with _output(output) as out:
+            with _output(output, stream=True) as out:  # a pipe or a terminal gets each batch as it is done
                 write_rows(iter_rows(plan), form, out)
+            _notes(plan.notes, quiet)
             return
         if emit_state:
             plan.ctx.top_keep = 2  # gradient top-1% candidates to spare for the merge
@@ -172,25 +270,39 @@ def eval_cmd(
         finally:
             if bar is not None:
                 bar.close()
+        state = None
         if emit_state:
             from lossctl import statefile
 
-            statefile.write(emit_state, statefile.dump(plan, acc, row_offset))
+            state = statefile.encode(statefile.dump(plan, acc, row_offset))
         report = build_report(plan, acc)
     finally:
         plan.close()
-    _show(report, form, output, quiet)
+    _show(report, form, output, quiet, state=(emit_state, state) if emit_state else None)
 
 
-def _show(report, form: str, output: Optional[str], quiet: bool) -> None:
+def _show(report, form: str, output: Optional[str], quiet: bool, state: Optional[tuple[str, str]] = None) -> None:
+    """Render the report to OUTPUT (or stdout), and the state text to its file: both, or neither."""
+    from lossctl.io import open_outputs
     from lossctl.render import render_report
 
-    with _output(output) as out:
-        render_report(report, form, out, color=_color(sys.stdout) and not output)
-    if not quiet:  # warnings and notes go to stderr in every format (CLI.md), each once
-        results = list(report.results) + [r for g in (report.groups or []) for r in g.results]
-        for n in dict.fromkeys([*report.warnings, *(n for r in results for n in r.notes)]):
-            print(f"lossctl: note: {n}", file=sys.stderr)
+    targets = [(output, False)] + ([(state[0], False)] if state else [])
+    with open_outputs(*targets) as files:
+        render_report(report, form, files[0], color=_color(sys.stdout) and not output)
+        if state:
+            files[1].write(state[1])
+    # warnings and notes go to stderr in every format (CLI.md), each once
+    results = list(report.results) + [r for g in (report.groups or []) for r in g.results]
+    hidden = getattr(report, "hidden_groups", 0)
+    hid = [f"{hidden} slice{'s' if hidden != 1 else ''} with fewer than --min-rows rows hidden"] \
+        if hidden and form != "table" else []  # the table says so itself
+    _notes([*report.warnings, *(n for r in results for n in r.notes), *hid], quiet)
+
+
+def _notes(notes, quiet: bool) -> None:  # type: ignore[no-untyped-def]
+    if not quiet:
+        for n in dict.fromkeys(notes):
+            _err(f"lossctl: note: {n}")
 
 
 @app.command("merge")
@@ -205,6 +317,7 @@ def merge_cmd(
     from lossctl.pipeline import build_report
 
     form = _default_format(fmt, output)
+    _guard_outputs(list(states), output=output)
     plan, acc = statefile.merge(list(states))
     _show(build_report(plan, acc), form, output, quiet)
 
@@ -260,6 +373,7 @@ def check_cmd(
                  baseline_pred=baseline_pred, by=list(by) or None, min_rows=min_rows, ci=ci, bootstrap=bootstrap,
                  seed=seed, strict=strict, input_format=input_format, batch_rows=batch_rows)
     settings = gate_mod.settings(gate_mod.find_config(config), flags, list(assertion))
+    _guard_outputs([settings.data, settings.data2, settings.baseline], output=output, junit=junit)
 
     def bar(plan):
         from lossctl import progress as prog
@@ -339,6 +453,7 @@ def recommend_cmd(
     cols = _parse_cols(col)
     if id_col is not None:
         cols.setdefault("group", id_col)
+    _guard_outputs([data, data2], output=output)
     req = Request(data=data, data2=data2, key=key, target=target, preds=list(pred), cols=cols,
                   weight=weight, task=task, logits=logits, nan=nan, input_format=input_format, batch_rows=batch_rows)
     advice = run_request(req, goal=goal, coverage=coverage, check=check)
@@ -474,60 +589,156 @@ def _light_coercion() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; map every failure to an exit code and one line on stderr."""
+    """Run the CLI; map every failure to an exit code and one line on stderr.
+
+    Every command goes through here and through ``_Group``: a closed pipe exits 0
+    quietly, Ctrl-C exits 130 with one line, a failure to write results is exit 2
+    with one line, a bug is exit 3 (its traceback only with --debug).
+    """
     click = _click_exceptions()
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("LOSSCTL_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
-    _light_coercion()
-    command = typer.main.get_command(app)
-    if args and args[0] in ("eval", "merge", "check", "recommend"):
-        _tune_malloc()
+    saved = _guard_std_streams()
     try:
-        with _warnings_as_notes(debug, quiet="-q" in args or "--quiet" in args):
-            rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)
-        code = int(rv) if isinstance(rv, int) else 0
-    except LossctlError as e:
-        if debug:
-            raise
-        _err(f"lossctl: error: {e}")
-        code = int(e.exit_status)
-    except click.ClickException as e:
-        if type(e).__name__.startswith("NoArgsIsHelp"):
-            print(e.format_message())
-            return 0
-        if debug:
-            raise
-        msg = e.format_message()
-        hint = ""
-        ctx = getattr(e, "ctx", None)
-        if ctx is not None:
-            hint = f" (see '{ctx.command_path} --help')"
-        _err(f"lossctl: error: {msg}{hint}")
-        code = int(ExitStatus.INPUT_ERROR)
-    except BrokenPipeError:
-        _quiet_pipe()
-        code = 0
-    except KeyboardInterrupt:
-        _err("lossctl: interrupted")
-        code = 130
-    except MemoryError:
-        if debug:
-            raise
-        _err("lossctl: error: out of memory (try a smaller --batch-rows or --bootstrap)")
-        code = int(ExitStatus.INTERNAL_ERROR)
-    except Exception as e:  # noqa: BLE001 - the one place that turns bugs into exit 3
-        if debug:
-            raise
-        _err(f"lossctl: internal error: {type(e).__name__}: {e}. This is a bug: please report it at {REPORT} "
-             "(run again with --debug for the traceback)")
-        code = int(ExitStatus.INTERNAL_ERROR)
+        try:
+            _light_coercion()
+            command = typer.main.get_command(app)
+            _document(command)
+            if args and args[0] in ("eval", "merge", "check", "recommend"):
+                _tune_malloc()
+            with _warnings_as_notes(debug, quiet="-q" in args or "--quiet" in args):
+                rv = command.main(args=args, prog_name="lossctl", standalone_mode=False)
+            code = int(rv) if isinstance(rv, int) else 0
+        except (_PipeClosed, BrokenPipeError):
+            _quiet_pipe()
+            code = 0
+        except (_Interrupted, KeyboardInterrupt):
+            _err("lossctl: interrupted")
+            code = 130
+        except LossctlError as e:
+            if getattr(e, "stdout", False):  # the results cannot reach stdout: drop what is buffered
+                _quiet_pipe()
+            if debug:
+                raise
+            _err(f"lossctl: error: {e}")
+            code = int(e.exit_status)
+        except click.ClickException as e:
+            if type(e).__name__.startswith("NoArgsIsHelp"):
+                with contextlib.suppress(BrokenPipeError):
+                    print(e.format_message(), file=sys.stdout or sys.stderr)
+                return 0
+            if debug:
+                raise
+            msg = e.format_message()
+            hint = ""
+            ctx = getattr(e, "ctx", None)
+            if ctx is not None:
+                hint = f" (see '{ctx.command_path} --help')"
+            _err(f"lossctl: error: {msg}{hint}")
+            code = int(ExitStatus.INPUT_ERROR)
+        except MemoryError:
+            if debug:
+                raise
+            _err("lossctl: error: out of memory (try a smaller --batch-rows or --bootstrap)")
+            code = int(ExitStatus.INTERNAL_ERROR)
+        except Exception as e:  # noqa: BLE001 - the one place that turns bugs into exit 3
+            if debug:
+                raise
+            _err(f"lossctl {__version__}: internal error: {type(e).__name__}: {e}. This is a bug: {REPORT}")
+            code = int(ExitStatus.INTERNAL_ERROR)
+        _flush_stdout()
+        return code
+    finally:
+        _restore_std_streams(saved)
+
+
+def _document(command) -> None:  # type: ignore[no-untyped-def]
+    """--debug in every command's help (main() reads it wherever it stands); plain metavars."""
+    for cmd in [command, *getattr(command, "commands", {}).values()]:
+        if not any("--debug" in getattr(p, "opts", ()) for p in cmd.params):
+            cmd.params.append(_debug_option())
+        for p in cmd.params:
+            if getattr(p, "param_type_name", "") == "argument":
+                p.metavar = p.metavar or p.name.upper()
+                p.display_type_rich = lambda ctx: None  # the help says what DATA is; "<str>" says nothing
+                continue
+            if getattr(p, "metavar", None) is not None or getattr(p, "is_flag", False) or getattr(p, "count", False):
+                continue
+            long = next((o for o in p.opts if o.startswith("--")), None)
+            annotation = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+            kind = _plain_type(annotation)
+            p.metavar = _METAVARS.get(long) or _TYPE_METAVARS.get(kind) or "VALUE"
+
+
+def _debug_option():  # type: ignore[no-untyped-def]
+    """A --debug option as Typer builds one (for help only: main() takes --debug out of the arguments)."""
+    holder = typer.Typer()
+
+    @holder.command()
+    def _holder(debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False) -> None:
+        pass  # pragma: no cover
+
+    param = next(p for p in typer.main.get_command(holder).params if "--debug" in p.opts)
+    param.expose_value = False
+    return param
+
+
+def _plain_type(annotation):  # type: ignore[no-untyped-def]
+    import typing
+
+    for _ in range(3):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) is typing.Annotated:
+            annotation = args[0]
+        elif args and len(args) == 1:
+            annotation = args[0]
+        else:
+            break
+    return annotation
+
+
+def _guard_std_streams() -> tuple:
+    """Closed standard streams: keep their descriptors from being reused, report rather than misroute.
+
+    Started with stderr closed (``2>&-``), Python's print(file=sys.stderr) would write
+    to stdout: messages go to /dev/null instead. Started with stdout closed (``>&-``),
+    results are an error (exit 2, lossctl.io.stdout_writer), and descriptor 1 is held
+    by /dev/null so that no file lossctl opens can take its place.
+    """
+    saved = (sys.stdout, sys.stderr)
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_WRONLY)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
+    return saved
+
+
+def _restore_std_streams(saved: tuple) -> None:
+    out, err = saved
+    if err is None and sys.stderr is not None:
+        with contextlib.suppress(OSError):
+            sys.stderr.close()
+    sys.stdout, sys.stderr = out, err
+
+
+def _flush_stdout() -> None:
+    if sys.stdout is None:
+        return
     try:
         sys.stdout.flush()
-    except BrokenPipeError:
+    except OSError:  # a closed pipe, a full device: nothing more can reach it
         _quiet_pipe()
-    return code
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
 
 
 def _click_exceptions():
@@ -554,19 +765,29 @@ def _warnings_as_notes(debug: bool, quiet: bool):
             _err(f"lossctl: note: numpy reported '{text}': a figure it touched may be inf or nan")
 
 
+def _click_core():
+    try:
+        from typer._click import core
+    except ImportError:  # pragma: no cover - older Typer uses click itself
+        from click import core
+    return core
+
+
 def _err(msg: str) -> None:
     line = " ".join(str(msg).split())
-    try:
-        print(line, file=sys.stderr)
-    except BrokenPipeError:
-        pass
+    if sys.stderr is None:  # never print(file=None): that is stdout
+        return
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def _quiet_pipe() -> None:
-    # the reader went away: point stdout at /dev/null so the exit flush is silent
-    with contextlib.suppress(OSError):
+    # the reader went away (or the device is full): point stdout at /dev/null so that
+    # the interpreter's exit flush is silent, as Python's documentation of SIGPIPE advises
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def run() -> None:

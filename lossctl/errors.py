@@ -21,6 +21,18 @@ class UsageError(LossctlError):
     """A bad option, loss name, parameter or value on the command line."""
 
 
+class OutputError(UsageError):
+    """Results could not be written: a full device, a closed standard output, a bad -o path.
+
+    ``stdout`` says the failed stream was standard output, whose buffer the command
+    line then discards (the interpreter's last flush must not fail a second time).
+    """
+
+    def __init__(self, message: str, *, stdout: bool = False) -> None:
+        super().__init__(message)
+        self.stdout = stdout
+
+
 class InputError(LossctlError):
     """Unreadable data or invalid values in it.
 
@@ -51,13 +63,24 @@ class InputError(LossctlError):
         if value is not None:
             text += f" (got {_show(value)})"
         if count is not None and count > 1:
-            text += f"; {count} rows in all"
+            text += f"; {count} rows like this found so far"  # counted so far, not the file's size
         return cls(text)
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """``text`` cut to about ``limit`` characters at a word or item boundary, marked with "…"."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    edge = max(cut.rfind(" "), cut.rfind(","), cut.rfind(";"))
+    if edge >= limit // 2:
+        cut = cut[:edge]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def _show(value: object) -> str:
     if isinstance(value, float):
         return repr(value) if value == value else "nan"
     if isinstance(value, str):
-        return repr(value)
-    return str(value)
+        return repr(clip(value))
+    return clip(str(value))

@@ -108,6 +108,8 @@ def open_source(name: str, input_format: str | None = None, *, allow_empty: bool
     size = os.path.getsize(name)
     if size == 0:
         raise InputError.at("the file is empty", source=name)
+    if _is_xz(name):
+        return _open_xz(name, name, input_format)
     fmt, comp = _detect(name, input_format)
     src = Source(name=name, path=name, fmt=fmt, compression=comp, size_bytes=size)
     _read_schema(src, allow_empty)
@@ -118,15 +120,21 @@ def _open_stdin(input_format: str | None) -> Source:
     stdin = getattr(sys.stdin, "buffer", None)
     if stdin is None:
         raise InputError.at("standard input is closed", source="<stdin>")
-    try:
-        stdin.peek(1) if hasattr(stdin, "peek") else None  # a write-only or closed stdin fails here, before any file exists
-    except (OSError, ValueError) as e:
-        raise InputError.at(f"cannot read standard input ({_errtext(e)})", source="<stdin>") from None
+    terminal = _is_terminal(sys.stdin)
+    if terminal and sys.stderr is not None:  # else the user sees a command that waits without a word
+        print("lossctl: reading standard input (end it with Ctrl-D)", file=sys.stderr, flush=True)
+    # the spool file first: a Ctrl-C during tempfile's first probe of the temporary folder would
+    # leave the probe's file behind once stdin has been read from
     fd, tmp = tempfile.mkstemp(prefix="lossctl-stdin-")
     try:
         with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(stdin, out, 1 << 20)
-    except BaseException as e:
+            stdin.peek(1) if hasattr(stdin, "peek") else None  # a write-only or closed stdin fails here
+            if terminal:  # one Ctrl-D ends it: read1 returns at the first empty read, read() waits for a second
+                while chunk := stdin.read1(1 << 20):
+                    out.write(chunk)
+            else:
+                shutil.copyfileobj(stdin, out, 1 << 20)
+    except BaseException as e:  # Ctrl-C or a read error: leave no spool file behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, (OSError, ValueError)):
@@ -136,6 +144,11 @@ def _open_stdin(input_format: str | None) -> Source:
     if size == 0:
         os.unlink(tmp)
         raise InputError.at("standard input is empty", source="<stdin>")
+    if _is_xz(tmp):
+        try:
+            return _open_xz("<stdin>", tmp, input_format)
+        finally:
+            os.unlink(tmp)
     with open(tmp, "rb") as f:
         head = f.read(16)
     fmt, comp = input_format or "csv", None
@@ -158,6 +171,49 @@ def _open_stdin(input_format: str | None) -> Source:
 
 def _errtext(e: BaseException) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+def _is_xz(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(_XZ_MAGIC)) == _XZ_MAGIC
+
+
+def _open_xz(name: str, path: str, input_format: str | None) -> Source:
+    """xz (LZMA) text, which pyarrow cannot decompress: read through Python's lzma into a spool file."""
+    import lzma
+
+    fd, tmp = tempfile.mkstemp(prefix="lossctl-xz-")
+    try:
+        with os.fdopen(fd, "wb") as out, lzma.open(path, "rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+        size = os.path.getsize(tmp)
+        if size == 0:
+            raise InputError.at("the file is empty (after xz decompression)", source=name)
+        base = name[:-3] if name.lower().endswith(".xz") else name
+        ext = os.path.splitext(base.lower())[1]
+        src = Source(name=name, path=tmp, fmt=input_format or _EXT.get(ext, "csv"), size_bytes=size, _tmp=tmp)
+        if input_format is None and ext not in _EXT:
+            src.fmt = _sniff_text(_head_text(src), src)
+        _read_schema(src)
+        return src
+    except (lzma.LZMAError, EOFError) as e:  # EOFError: the stream ends early (a truncated file)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise InputError.at(f"damaged xz data ({e})", source=name) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _detect(path: str, input_format: str | None) -> tuple[str, str | None]:
@@ -232,7 +288,9 @@ def _read_schema(src: Source, allow_empty: bool = False) -> None:
 
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:200]
+    from lossctl.errors import clip
+
+    return clip(text, 200)
 
 
 # ---------------------------------------------------------------- CSV / TSV
@@ -561,18 +619,18 @@ def _jsonl_scan(src: Source, columns: list[str], numeric: set[str]) -> InputErro
             except json.JSONDecodeError as e:
                 return InputError.at(f"not valid JSON: {e.msg}", source=src.name, row=row)
             if not isinstance(obj, dict):
-                return InputError.at("not a JSON object", source=src.name, row=row, value=line.strip()[:40])
+                return InputError.at("not a JSON object", source=src.name, row=row, value=line.strip())
             for c in columns:
                 v = obj.get(c)
                 if c in src.bool_columns and c in numeric:
                     if v is not None and not isinstance(v, bool):
                         return InputError.at("not true/false like the column's first row", source=src.name,
                                              column=c, row=row, value=v if isinstance(v, (str, int, float)) else
-                                             json.dumps(v)[:40])
+                                             json.dumps(v))
                     continue
                 what = {str: "a string", bool: "a boolean", list: "an array", dict: "an object", int: "an integer",
                         float: "a number"}.get(type(v), "not a number")
-                shown = v if isinstance(v, (str, bool, int, float)) else json.dumps(v)[:40]
+                shown = v if isinstance(v, (str, bool, int, float)) else json.dumps(v)
                 if c in numeric and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                     return InputError.at(f"{what}, not a number", source=src.name, column=c, row=row, value=shown)
                 if c not in numeric and v is not None:
@@ -1109,91 +1167,219 @@ def _std_stream(path: str) -> Any:
     return None
 
 
-_WRITE_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS") if hasattr(errno, n)}
+_WRITE_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS", "EBADF", "EINVAL")
+                 if hasattr(errno, n)}
 
 
-@contextlib.contextmanager
-def open_output(path: str | None) -> Iterator[Any]:
-    """A text file for results: all of them reach ``path`` (or standard output), or none.
+class StdoutClosed(OSError):
+    """Standard output was closed when lossctl started (``>&-``)."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EBADF, "standard output is closed")
+
+
+class _Writer:
+    """A text stream for results whose failed writes are errors naming it (exit 2).
+
+    On standard output a closed pipe stays a BrokenPipeError: the command line's top
+    level turns it into a quiet exit 0. Every other failure (a full device, a closed
+    descriptor, a full disk under a temporary file) is one line and exit 2.
+    """
+
+    def __init__(self, stream: Any, name: str = "standard output") -> None:
+        self._stream = stream
+        self._name = name
+        self._stdout = name == "standard output"
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        from lossctl.errors import OutputError
+
+        try:
+            return fn(*args)
+        except BrokenPipeError:
+            if self._stdout:
+                raise
+            raise OutputError(f"cannot write {self._name}: the reader went away") from None
+        except (OSError, ValueError) as e:  # ValueError: "I/O operation on closed file"
+            text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise OutputError(f"cannot write {self._name}: {text}", stdout=self._stdout) from None
+
+    def write(self, text: str) -> int:
+        return self._call(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._call(self._stream.flush)
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream.isatty()
+        except (AttributeError, ValueError, OSError):
+            return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def stdout_writer() -> Any:
+    """sys.stdout behind the error mapping of ``_Stdout``; an error if it is closed."""
+    if sys.stdout is None or getattr(sys.stdout, "lossctl_closed", False):
+        from lossctl.errors import OutputError
+
+        raise OutputError("cannot write standard output: it is closed", stdout=True)
+    return _Writer(sys.stdout)
+
+
+class StagedOutput:
+    """A text file for results that reaches ``path`` (or standard output) whole, or not at all.
 
     A regular file (or a new one) is written to a temporary file beside it and renamed
-    onto it, through a symbolic link to its target, keeping an existing file's mode.
-    Anything else (``/dev/stdout``, ``/dev/null``, a named pipe, whatever lies under
-    /dev or /proc) is never renamed over:
-    the results are staged in a private temporary file and copied into it at the end.
-    Failures to write are usage errors naming ``path``; nothing is left behind.
+    onto it by ``commit()``, through a symbolic link to its target, keeping an existing
+    file's mode. Anything else (``/dev/stdout``, ``/dev/null``, a named pipe, whatever
+    lies under /dev or /proc) is never renamed over: the results are staged in a private
+    temporary file and copied into it by ``commit()``. Without a path the results go to
+    standard output: held in memory until ``commit()``, or with ``stream=True`` written
+    as they come (rows already written stand if the run fails later). ``discard()``
+    removes whatever was staged. Failures to write are errors naming ``path``.
     """
-    import stat
 
-    from lossctl.errors import UsageError
+    def __init__(self, path: str | None, *, stream: bool = False) -> None:
+        import stat
 
-    def fail(e: OSError) -> UsageError:
-        return UsageError(f"cannot write {path}: {e.strerror or e}")
+        from lossctl.errors import UsageError
 
-    final = None  # the file to rename onto; None: copy into path (or stdout)
-    mode = None
-    if path:
+        self.path = path
+        self._final: str | None = None  # the file to rename onto; None: copy into path (or stdout)
+        self._mode: int | None = None
+        self._tmp: str | None = None
+        self._done = False
+        if not path:
+            out = stdout_writer()
+            self.file: Any = out if stream else io.StringIO(newline="")
+            self._stdout = out
+            return
         try:
             st = os.stat(path)  # follows symbolic links
         except FileNotFoundError:
             st = None
         except OSError as e:
-            raise fail(e) from None
+            raise self._fail(e) from None
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise UsageError(f"cannot write {path}: it is a directory")
         special = any(p == d or p.startswith(d + os.sep) for p in (os.path.abspath(path), os.path.realpath(path))
                       for d in ("/dev", "/proc"))
         if (st is None or stat.S_ISREG(st.st_mode)) and not special and _std_stream(path) is None:
-            final = os.path.realpath(path)
-            if not os.path.isdir(os.path.dirname(final)):
+            self._final = os.path.realpath(path)
+            if not os.path.isdir(os.path.dirname(self._final)):
                 raise UsageError(f"cannot write {path}: no such directory")
             if st is not None:
-                mode = stat.S_IMODE(st.st_mode)
+                self._mode = stat.S_IMODE(st.st_mode)
             else:
                 umask = os.umask(0)
                 os.umask(umask)
-                mode = 0o666 & ~umask
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".lossctl-", suffix=".tmp",
-                                   dir=os.path.dirname(final) if final else None)
-    except OSError as e:
-        raise fail(e) from None
-    try:
+                self._mode = 0o666 & ~umask
         try:
-            f = os.fdopen(fd, "w", encoding="utf-8", newline="")
+            fd, self._tmp = tempfile.mkstemp(prefix=".lossctl-", suffix=".tmp",
+                                             dir=os.path.dirname(self._final) if self._final else None)
+        except OSError as e:
+            raise self._fail(e) from None
+        try:
+            self._raw = os.fdopen(fd, "w", encoding="utf-8", newline="")
         except BaseException:
             os.close(fd)
+            self.discard()
             raise
+        self.file = _Writer(self._raw, path)
+
+    def _fail(self, e: OSError) -> Exception:
+        from lossctl.errors import OutputError
+
+        return OutputError(f"cannot write {self.path}: {e.strerror or e}")
+
+    def commit(self) -> None:
+        """Put the results in place; after a failure nothing is left but what was streamed."""
+        if self._done:
+            return
+        self._done = True
+        if not self.path:
+            if isinstance(self.file, io.StringIO):
+                self._stdout.write(self.file.getvalue())
+                self.file = io.StringIO()
+            self._stdout.flush()
+            return
         try:
-            with f:
-                yield f
-        except OSError as e:  # writing the temporary file, or flushing it as it closes
-            if e.errno not in _WRITE_ERRNOS:
-                raise
-            raise fail(e) from None
-        try:
-            if final:
-                os.chmod(tmp, mode)
-                os.replace(tmp, final)
-            elif path:
-                std = _std_stream(path)  # /dev/stdout: through our own descriptor, at its offset
-                with open(tmp, "rb") as src:
+            try:
+                self._raw.close()  # flushes the temporary file
+            except OSError as e:
+                raise self._fail(e) from None
+            if self._final:
+                os.chmod(self._tmp, self._mode)
+                os.replace(self._tmp, self._final)
+                self._tmp = None
+            else:
+                std = _std_stream(self.path)  # /dev/stdout: through our own descriptor, at its offset
+                with open(self._tmp, "rb") as src:
                     if std is not None:
                         std.flush()
                         shutil.copyfileobj(src, std.buffer, 1 << 20)
                         std.flush()
                     else:
-                        with open(path, "ab") as dst:
+                        with open(self.path, "ab") as dst:
                             shutil.copyfileobj(src, dst, 1 << 20)
         except BrokenPipeError:
-            raise  # the reader went away: main() exits quietly
+            raise  # the reader went away: the command line exits quietly
         except OSError as e:
-            raise fail(e) from None
-        if not path:
-            with open(tmp, "r", encoding="utf-8", newline="") as src:
-                while chunk := src.read(1 << 20):
-                    sys.stdout.write(chunk)
-            sys.stdout.flush()
+            raise self._fail(e) from None
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the staged results (nothing happens to what was committed)."""
+        self._done = True
+        f = getattr(self, "_raw", None)
+        if f is not None and not f.closed:
+            with contextlib.suppress(OSError, ValueError):
+                f.close()
+        if self._tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            self._tmp = None
+
+
+@contextlib.contextmanager
+def open_output(path: str | None, *, stream: bool = False) -> Iterator[Any]:
+    """A text file for results: all of them reach ``path`` (or standard output), or none.
+
+    See ``StagedOutput``; with ``stream=True`` and no path, results reach standard
+    output as they are written (a pipe or a terminal answers at once).
+    """
+    with open_outputs((path, stream)) as (f,):
+        yield f
+
+
+@contextlib.contextmanager
+def open_outputs(*targets: tuple[str | None, bool]) -> Iterator[list[Any]]:
+    """Several outputs (results, a state file) staged together: all are put in place, or none.
+
+    Each target is ``(path, stream)``. They are committed in the order given, only
+    after the body succeeded, the riskiest first (standard output, a device): when
+    one fails, those after it are never written.
+    """
+    outs: list[StagedOutput] = []
+    try:
+        for path, stream in targets:
+            outs.append(StagedOutput(path, stream=stream))
+        try:
+            yield [o.file for o in outs]
+        except OSError as e:  # a write that went around the mapping of _Writer
+            if e.errno not in _WRITE_ERRNOS or isinstance(e, BrokenPipeError) or not outs:
+                raise
+            if outs[0].path:
+                raise outs[0]._fail(e) from None
+            from lossctl.errors import OutputError
+
+            raise OutputError(f"cannot write standard output: {e.strerror or e}", stdout=True) from None
+        for o in outs:
+            o.commit()
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        for o in outs:
+            o.discard()

@@ -390,3 +390,8 @@ __all__ = [
     "get", "all_losses", "losses_for_task", "default_losses", "parse_spec", "TASKS",
     "format_call", "format_value", "coerce",
 ]
+
+
+def heredoc(command: str, data: str) -> str:
+    """An example that runs as it stands after ``pip install``: its data in a shell here-document."""
+    return f"{command} <<'EOF'\n{data}EOF"

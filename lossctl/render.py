@@ -564,6 +564,8 @@ def sparkline(sample: np.ndarray | None, bins: int = 12) -> str:
 
 
 def write_rows(chunks: Iterable[tuple[list[str], list[np.ndarray]]], fmt: str, out: TextIO) -> None:
+    """Per-row output, one write and one flush per batch: a pipe or a terminal sees each
+    batch as soon as it is computed (``--reduction none | head`` answers at once)."""
     header_done = False
     delim = "\t" if fmt == "tsv" else ","
     for header, cols in chunks:
@@ -575,6 +577,7 @@ def write_rows(chunks: Iterable[tuple[list[str], list[np.ndarray]]], fmt: str, o
         else:
             n = len(cols[0]) if cols else 0
             lists = [c.tolist() for c in cols]
+            lines = []
             for i in range(n):
                 row: dict[str, Any] = {}
                 for h, col in zip(header, lists):
@@ -585,7 +588,9 @@ def write_rows(chunks: Iterable[tuple[list[str], list[np.ndarray]]], fmt: str, o
                         row[f"{h}_nonfinite"] = nonfinite_label(v)
                     else:
                         row[h] = v
-                out.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
+                lines.append(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
+            out.write("".join(lines))
+        out.flush()
 
 
 def _write_columns(out: TextIO, cols: list[np.ndarray], delim: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from lossctl import __version__, registry
 from lossctl.engine import Context, DecomposableState, State
-from lossctl.errors import InputError, UsageError
+from lossctl.errors import InputError, UsageError, clip
 
 FORMAT = "lossctl-state"
 VERSION = 1
@@ -108,10 +108,15 @@ def _key_in(raw: list[Any], nonfinite: Any) -> list[Any]:
     return [float(v) if i in places and v in ("inf", "-inf", "nan") else v for i, v in enumerate(raw)]
 
 
+def encode(doc: dict[str, Any]) -> str:
+    """The text of a state file (fails before anything is written)."""
+    return json.dumps(doc, allow_nan=False, separators=(",", ":"))
+
+
 def write(path: str, doc: dict[str, Any]) -> None:
     from lossctl.io import open_output
 
-    text = json.dumps(doc, allow_nan=False, separators=(",", ":"))  # fails before anything is written
+    text = encode(doc)
     with open_output(path) as f:
         f.write(text)
 
@@ -138,7 +143,7 @@ def read(path: str) -> dict[str, Any]:
         raise InputError.at(f"damaged state file: no {', '.join(repr(k) for k in missing)}", source=path)
     for key, ok, what in _TYPES:
         if not ok(doc[key]):
-            raise InputError.at(f"damaged state file: {key!r} must be {what} (got {json.dumps(doc[key])[:40]})",
+            raise InputError.at(f"damaged state file: {key!r} must be {what} (got {clip(json.dumps(doc[key]), 40)})",
                                 source=path)
     for g in doc["groups"]:
         if not (isinstance(g, dict) and isinstance(g.get("key"), list) and len(g["key"]) == len(doc["by"])
@@ -185,6 +190,10 @@ _KEYS = ("task", "task_inferred", "sources", "context", "options", "jobs", "pred
          "dropped_rows", "row_offset", "states", "groups")
 
 
+_OPTION_KEYS = ("grad", "ci", "bootstrap", "seed", "reduction", "min_rows", "key")
+_CONTEXT_KEYS = ("n_classes", "target_kind")
+
+
 def merge(paths: list[str]):
     """Read state files, check they describe the same evaluation, merge them exactly."""
     from lossctl.pipeline import Accumulated, Job, Plan, Request
@@ -212,14 +221,19 @@ def merge(paths: list[str]):
         seen[ident] = p
     versions = sorted({str(d.get("lossctl_version")) for d in docs})
     opts = first["options"]
-    if not (isinstance(opts.get("grad"), bool) and (opts.get("ci") is None or isinstance(opts.get("ci"), float))
+    for part, keys in (("options", _OPTION_KEYS), ("context", _CONTEXT_KEYS)):
+        missing = [k for k in keys if k not in first[part]]
+        if missing:
+            raise InputError.at(f"damaged state file: {part} has no {', '.join(repr(k) for k in missing)}",
+                                source=paths[0])
+    if not (isinstance(opts.get("key"), (str, type(None))) and isinstance(opts.get("grad"), bool) and (opts.get("ci") is None or isinstance(opts.get("ci"), float))
             and _is_count(opts.get("bootstrap")) and isinstance(opts.get("seed"), int)
             and opts.get("reduction") in ("mean", "sum") and _is_count(opts.get("min_rows"))):
-        raise InputError.at(f"damaged state file: options {json.dumps(_encode(opts))[:80]}", source=paths[0])
+        raise InputError.at(f"damaged state file: options {clip(json.dumps(_encode(opts)), 80)}", source=paths[0])
     ctx_d = first["context"]
     if not ((ctx_d.get("n_classes") is None or _is_count(ctx_d.get("n_classes")))
             and ctx_d.get("target_kind") in ("scalar", "vector")):
-        raise InputError.at(f"damaged state file: context {json.dumps(_encode(ctx_d))[:80]}", source=paths[0])
+        raise InputError.at(f"damaged state file: context {clip(json.dumps(_encode(ctx_d)), 80)}", source=paths[0])
     req = Request(data=paths[0], grad=opts["grad"], ci=opts["ci"], bootstrap=opts["bootstrap"], seed=opts["seed"],
                   reduction=opts["reduction"], min_rows=opts["min_rows"], key=opts["key"])
     ctx = Context(task=first["task"], grad=opts["grad"], n_classes=first["context"]["n_classes"],

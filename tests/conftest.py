@@ -58,3 +58,25 @@ def write_csv(tmp_path):
         return str(path)
 
     return write
+
+
+def split_example(example: str) -> tuple[list[str], bytes]:
+    """A registry example, ``lossctl eval - ARGS <<'EOF'`` + data + ``EOF`` → (ARGS after 'lossctl', the data)."""
+    import shlex
+
+    command, _, rest = example.partition(" <<'EOF'\n")
+    assert rest.endswith("\nEOF"), example
+    return shlex.split(command)[1:], rest[: -len("EOF")].encode()
+
+
+@pytest.fixture
+def run_example(cli, monkeypatch):
+    """Run a registry example in-process, its here-document as standard input."""
+    import io
+
+    def run(example: str, *extra: str) -> Run:
+        args, data = split_example(example)
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        return cli(*args, *extra)
+
+    return run

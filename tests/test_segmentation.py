@@ -698,9 +698,9 @@ def test_registry_entries(name):
     assert group.categorical and not group.required
     conv = spec.properties.conventions
     assert "MONAI" in conv and "O(images × classes)" in conv and "1e-5" in conv and "batch=True" in conv
-    assert spec.example.startswith("lossctl eval sample_data/segmentation")
+    assert spec.example.startswith("lossctl eval - ") and "image_id,mask,prob" in spec.example
     assert "eps" in {p.name for p in spec.params}
-    assert registry.get("dice").properties.conventions.count("erratum 7") == 1
+    assert registry.get("dice").properties.conventions.count("keeps the ε terms") == 1
 
 
 # ---------------------------------------------------------------- audit: fixes with their tests

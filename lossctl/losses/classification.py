@@ -18,7 +18,7 @@ import numpy as np
 from lossctl.engine import Batch, Context, RowMeanKernel
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import BLOCK, EPS, FusedSums, Scratch, blockwise, blockwise_many, dot, log_sigmoid
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
 
 ROW_SUM_TOL = 1e-6  # a probability or label row must sum to 1 within this
 
@@ -887,6 +887,34 @@ def _spec(name: str, kernel: type, props: Properties, **kw: Any) -> LossSpec:
     return register(LossSpec(name=name, factory=lambda p, ctx, k=kernel: k(p, ctx), properties=props, **kw))
 
 
+_EXAMPLE_Y_PROB = (  # the examples' data (a test runs every example)
+    "y,prob\n"
+    "1,0.9\n"
+    "0,0.2\n"
+    "1,0.65\n"
+    "0,0.4\n"
+    "1,0.3\n"
+)
+
+_EXAMPLE_Y_SCORE = (  # the examples' data (a test runs every example)
+    "y,score\n"
+    "1,2.3\n"
+    "0,-1.1\n"
+    "1,0.4\n"
+    "0,0.7\n"
+    "1,-0.2\n"
+)
+
+_EXAMPLE_LABEL_LOGIT_0_LOGIT_1 = (  # the examples' data (a test runs every example)
+    "label,logit_0,logit_1,logit_2\n"
+    "0,2.0,0.5,-1.0\n"
+    "1,0.1,1.2,0.3\n"
+    "2,-0.5,0.2,1.9\n"
+    "1,1.1,0.9,-0.2\n"
+    "0,0.3,0.4,0.1\n"
+)
+
+
 _spec(
     "bce", BCEKernel,
     Properties(
@@ -911,8 +939,8 @@ _spec(
                     "scikit-learn ≥ 1.5 does (torch clamps log p at −100 instead; they agree for p in [eps, 1 − eps]). "
                     "With probabilities the gradient is evaluated at the clipped p. Soft labels y ∈ [0, 1] are accepted "
                     "(the loss is then minimised at p = y, where it equals the entropy of y, not 0). pos_weight multiplies "
-                    "the positive term, as torch's pos_weight. The seed's derivative −y/ŷ + (1 − y)/(1 − ŷ) is the "
-                    "per-sample gradient; the gradient of the mean carries 1/N. Keras smooths binary labels toward ½; "
+                    "the positive term, as torch's pos_weight. The derivative −y/ŷ + (1 − y)/(1 − ŷ) often quoted "
+                    "is the per-sample gradient; the gradient of the mean carries 1/N. Keras smooths binary labels toward ½; "
                     "lossctl's bce takes the labels as given.",
     ),
     task=BIN, roles=(BCE_TARGET, PROB_PRED),
@@ -922,7 +950,7 @@ _spec(
     ),
     default_for=(BIN,),
     summary="binary cross-entropy (log loss)",
-    example="lossctl eval sample_data/binary.csv -l bce --grad",
+    example=heredoc("lossctl eval - -l bce --grad", _EXAMPLE_Y_PROB),
 )
 _spec(
     "hinge", HingeKernel,
@@ -945,7 +973,7 @@ _spec(
     ),
     task=BIN, roles=(MARGIN_TARGET, SCORE_PRED), params=(MARGIN,), default_for=(BIN,),
     summary="hinge (SVM) loss",
-    example="lossctl eval sample_data/binary.csv -l hinge --grad",
+    example=heredoc("lossctl eval - -l hinge --grad", _EXAMPLE_Y_SCORE),
 )
 _spec(
     "squared_hinge", SquaredHingeKernel,
@@ -964,7 +992,7 @@ _spec(
     ),
     task=BIN, roles=(MARGIN_TARGET, SCORE_PRED), params=(MARGIN,),
     summary="squared hinge loss",
-    example="lossctl eval sample_data/binary.csv -l squared_hinge",
+    example=heredoc("lossctl eval - -l squared_hinge", _EXAMPLE_Y_SCORE),
 )
 _spec(
     "exponential", ExponentialKernel,
@@ -981,11 +1009,11 @@ _spec(
         outlier_note="very sensitive: loss and gradient grow exponentially with the violation",
         conventions="Labels {0, 1} are read with 0 as −1. exp(−y·f) overflows to inf for y·f < −709; that is "
                     "reported as a value, not an error. Its minimiser is half the log-odds where the logistic "
-                    "loss's is the log-odds, which is the sense in which the seed calls it close to cross-entropy.",
+                    "loss's is the log-odds, which is the sense in which it is called close to cross-entropy.",
     ),
     task=BIN, roles=(MARGIN_TARGET, SCORE_PRED), params=(), default_for=(BIN,),
     summary="exponential (AdaBoost) loss",
-    example="lossctl eval sample_data/binary.csv -l exponential",
+    example=heredoc("lossctl eval - -l exponential", _EXAMPLE_Y_SCORE),
 )
 _spec(
     "focal", FocalKernel,
@@ -1008,15 +1036,16 @@ _spec(
             "Charoenphakdee et al. 2021, On Focal Loss for Class-Posterior Probability Estimation",
         ),
         outlier_note="not robust to label noise: a mislabelled row has p_t → 0, where (1 − p_t)^γ → 1, so it costs as "
-                     "much as under BCE; the modulating factor only discounts easy rows (the seed's 'mitigated' overstates this)",
+                     "much as under BCE; the modulating factor only discounts easy rows (calling label noise 'mitigated' overstates this)",
         conventions="α weights the positive class and 1 − α the negative one, as torchvision's sigmoid_focal_loss; "
                     "α = −1 switches the weighting off. Multiclass: a single α multiplies every class (so it only "
                     "rescales the loss), C numbers weight class y by α_y. Multiclass targets may be one-hot or soft rows: "
                     "ℓ = −Σ_c y_c α_c (1 − p_c)^γ log p_c. γ = 0 with α = −1 equals bce / cross_entropy. Computed in "
                     "log space from the logits (log(1 − p_t) = log σ(∓z), a log-sum-exp for softmax), so γ < 1 with a "
                     "saturated logit gives finite values and gradients (torchvision's (1 − p_t)**γ gives NaN there). "
-                    "The seed's gradient has the wrong overall sign for y = 1 and the wrong sign of the γ-term for "
-                    "y = 0 (LOSSES.md erratum 4). With probabilities, p is clipped to [eps, 1 − eps] and the gradient "
+                    "With logits ∂ℓ/∂z = α(1 − p)^γ[γ·p·log p + p − 1] for y = 1 and (1 − α)·p^γ[p − γ(1 − p)·log(1 − p)] "
+                    "for y = 0 (a form often quoted flips the overall sign for y = 1 and the γ-term's for y = 0). "
+                    "With probabilities, p is clipped to [eps, 1 − eps] and the gradient "
                     "is with respect to p. Not convex in z for γ > 0.",
     ),
     task=BIN, tasks=(MC,), roles=(FOCAL_TARGET, FOCAL_PRED),
@@ -1030,7 +1059,7 @@ _spec(
         LOGITS, EPS_PARAM,
     ),
     default_for=(BIN, MC), summary="focal loss (binary and multiclass)",
-    example="lossctl eval sample_data/binary.csv -l focal:gamma=2,alpha=0.25 --grad",
+    example=heredoc("lossctl eval - -l focal:gamma=2,alpha=0.25 --grad", _EXAMPLE_Y_PROB),
 )
 _spec(
     "cross_entropy", CrossEntropyKernel,
@@ -1070,7 +1099,7 @@ _spec(
     ),
     aliases=("cce",), default_for=(MC,),
     summary="categorical (softmax) cross-entropy",
-    example="lossctl eval sample_data/multiclass.csv -l cross_entropy:weight=balanced --grad",
+    example=heredoc("lossctl eval - -l cross_entropy:weight=balanced --grad", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
 )
 _spec(
     "multi_hinge", MultiHingeKernel,
@@ -1091,9 +1120,8 @@ _spec(
             "Weston & Watkins 1999", "Crammer & Singer 2001",
         ),
         outlier_note="relatively robust: linear in the violation, gradient entries bounded by 1 (ww: by C − 1 on y)",
-        conventions="LOSSES.md erratum 3: the seed's formula Σ_{j≠y} max(0, 1 − f_y + f_j) is the Weston–Watkins form, "
-                    "though the seed names it Crammer–Singer; Crammer–Singer takes the max over j. ww is the default "
-                    "because it is the seed's formula. torch's multi_margin_loss divides the ww sum by C; scikit-learn's "
+        conventions="The sum Σ_{j≠y} max(0, 1 − f_y + f_j) is the Weston–Watkins form (ww, the default), though it "
+                    "is often called Crammer–Singer; Crammer–Singer (cs) takes the max over j instead. torch's multi_margin_loss divides the ww sum by C; scikit-learn's "
                     "multiclass hinge_loss is cs with margin 1. Scores are used as given (no softmax). The target is a "
                     "class index or one-hot rows.",
     ),
@@ -1104,5 +1132,5 @@ _spec(
         Param("margin", "float", 1.0, "the margin m the true class's score must clear", Interval(0, math.inf, "left")),
     ),
     default_for=(MC,), summary="multi-class hinge loss (Weston–Watkins or Crammer–Singer)",
-    example="lossctl eval sample_data/multiclass.csv -l multi_hinge:variant=cs",
+    example=heredoc("lossctl eval - -l multi_hinge:variant=cs", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
 )

@@ -23,7 +23,7 @@ from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import Batch, Context, RowMeanKernel, State
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import log_softmax, softmax
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
 
 LOG2 = math.log(2.0)
 # a row of P or Q is a distribution when its sum is within this of 1 (LOSSES.md)
@@ -808,6 +808,36 @@ def _factory(kernel: type):
     return lambda params, ctx, k=kernel: k(params, ctx)
 
 
+_EXAMPLE_P_0_P_1_P_2 = (  # the examples' data (a test runs every example)
+    "p_0,p_1,p_2,q_0,q_1,q_2\n"
+    "0.7,0.2,0.1,0.6,0.3,0.1\n"
+    "0.1,0.8,0.1,0.2,0.6,0.2\n"
+    "0.3,0.3,0.4,0.25,0.25,0.5\n"
+)
+
+_EXAMPLE_TARGET_SAMPLE_PRED_SAMPLE_WEIGHT = (  # the examples' data (a test runs every example)
+    "target_sample,pred_sample,weight\n"
+    "1.2,0.9,1.0\n"
+    "3.4,3.9,0.5\n"
+    "2.2,2.0,2.0\n"
+    "0.5,1.1,1.0\n"
+)
+
+_EXAMPLE_MU_0_MU_1_LOGVAR_0 = (  # the examples' data (a test runs every example)
+    "mu_0,mu_1,logvar_0,logvar_1\n"
+    "0.5,-0.8,-1.8,-0.4\n"
+    "-0.1,0.3,-0.2,0.1\n"
+    "1.2,0.0,-0.9,-1.1\n"
+)
+
+_EXAMPLE_TEACHER_0_TEACHER_1_TEACHER_2 = (  # the examples' data (a test runs every example)
+    "teacher_0,teacher_1,teacher_2,student_0,student_1,student_2,label\n"
+    "2.0,0.5,-1.0,1.5,0.7,-0.8,0\n"
+    "0.1,1.8,0.3,0.4,1.1,0.2,1\n"
+    "-0.5,0.2,2.4,-0.2,0.1,1.6,2\n"
+)
+
+
 register(LossSpec(
     name="kl", task=DIST, roles=(P_ROLE, Q_ROLE),
     params=(
@@ -836,7 +866,7 @@ register(LossSpec(
         ),
     ),
     aliases=("kl_div", "kld"), default_for=(DIST,), summary="Kullback–Leibler divergence KL(P‖Q) per row",
-    example="lossctl eval sample_data/distributions.csv -l kl:base=2 --grad",
+    example=heredoc("lossctl eval - -l kl:base=2 --grad", _EXAMPLE_P_0_P_1_P_2),
 ))
 register(LossSpec(
     name="js", task=DIST, roles=(P_ROLE, Q_PROB_ROLE), params=(BASE, NORMALIZE),
@@ -858,7 +888,7 @@ register(LossSpec(
         ),
     ),
     aliases=("jensen_shannon", "jsd"), default_for=(DIST,), summary="Jensen–Shannon divergence per row",
-    example="lossctl eval sample_data/distributions.csv -l js:base=2",
+    example=heredoc("lossctl eval - -l js:base=2", _EXAMPLE_P_0_P_1_P_2),
 ))
 register(LossSpec(
     name="tv", task=DIST, roles=(P_ROLE, Q_PROB_ROLE), params=(NORMALIZE,),
@@ -871,12 +901,12 @@ register(LossSpec(
         estimates="Q = P (a median-like fit)", output="distribution", cost="low",
         use_when="a symmetric metric in [0, 1] that obeys the triangle inequality",
         avoid_when="you need a smooth gradient",
-        references=("Erratum 6 of LOSSES.md", "Levin, Peres & Wilmer, Markov Chains and Mixing Times, §4.1"),
+        references=("Levin, Peres & Wilmer, Markov Chains and Mixing Times, §4.1",),
         outlier_note="robust: bounded by 1 per row",
-        conventions="The seed's total-variation row is garbled (erratum 6): TV = ½ Σ|P − Q|, symmetric, a metric.",
+        conventions="TV = ½ Σ|P − Q| = sup_A |P(A) − Q(A)|: symmetric, a metric, in [0, 1].",
     ),
     aliases=("total_variation",), default_for=(DIST,), summary="total variation distance per row",
-    example="lossctl eval sample_data/distributions.csv -l tv --grad",
+    example=heredoc("lossctl eval - -l tv --grad", _EXAMPLE_P_0_P_1_P_2),
 ))
 register(LossSpec(
     name="wasserstein", task=DIST,
@@ -915,7 +945,7 @@ register(LossSpec(
     ),
     aliases=("w1", "emd", "earth_movers"), default_for=(DIST,), row_mean=False,
     summary="1-D Wasserstein-1 distance between the target and prediction samples",
-    example="lossctl eval sample_data/wasserstein.csv -w weight --grad",
+    example=heredoc("lossctl eval - -w weight --grad", _EXAMPLE_TARGET_SAMPLE_PRED_SAMPLE_WEIGHT),
 ))
 register(LossSpec(
     name="vae_kl", task=DIST,
@@ -944,7 +974,7 @@ register(LossSpec(
     ),
     grad_roles=("mu", "logvar"), default_for=(DIST,),
     summary="KL of a diagonal Gaussian posterior to N(0, I)",
-    example="lossctl eval sample_data/vae.parquet --grad",
+    example=heredoc("lossctl eval - --grad", _EXAMPLE_MU_0_MU_1_LOGVAR_0),
 ))
 register(LossSpec(
     name="distill", task=DIST,
@@ -980,5 +1010,5 @@ register(LossSpec(
     ),
     aliases=("kd", "distillation"), grad_roles=("student",), default_for=(DIST,),
     summary="knowledge-distillation loss (soft teacher targets + hard labels)",
-    example="lossctl eval sample_data/distill.parquet -l distill:temperature=4,alpha=0.7 --grad",
+    example=heredoc("lossctl eval - -l distill:temperature=4,alpha=0.7 --grad", _EXAMPLE_TEACHER_0_TEACHER_1_TEACHER_2),
 ))

@@ -16,7 +16,7 @@ import numpy as np
 from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import Batch, Context, RowMeanKernel, State
 from lossctl.errors import InputError
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
 
 Mining = Literal["hard", "semihard", "all"]
 
@@ -579,6 +579,35 @@ def _normalize_param() -> Param:
     return Param("normalize", "bool", False, "L2-normalise each embedding before the distances")
 
 
+_EXAMPLE_X1_0_X1_1_X2_0 = (  # the examples' data (a test runs every example)
+    "x1_0,x1_1,x2_0,x2_1,similar\n"
+    "0.1,0.9,0.2,0.8,1\n"
+    "0.5,-0.3,-0.6,0.4,0\n"
+    "1.0,0.0,0.9,0.2,1\n"
+    "-0.2,0.7,0.8,-0.5,0\n"
+)
+
+_EXAMPLE_ANCHOR_0_ANCHOR_1_POSITIVE_0 = (  # the examples' data (a test runs every example)
+    "anchor_0,anchor_1,positive_0,positive_1,negative_0,negative_1\n"
+    "0.1,0.9,0.2,0.8,0.9,-0.1\n"
+    "0.5,-0.3,0.4,-0.2,-0.6,0.4\n"
+    "1.0,0.0,0.8,0.1,0.0,1.0\n"
+)
+
+_EXAMPLE_EMB_0_EMB_1_LABEL = (  # the examples' data (a test runs every example)
+    "emb_0,emb_1,label\n"
+    "0.1,0.9,0\n"
+    "0.2,0.8,0\n"
+    "0.0,1.1,0\n"
+    "0.9,0.1,1\n"
+    "1.1,0.0,1\n"
+    "0.8,0.3,1\n"
+    "-0.7,-0.6,2\n"
+    "-0.9,-0.4,2\n"
+    "-0.6,-0.8,2\n"
+)
+
+
 register(LossSpec(
     name="contrastive",
     task=METRIC,
@@ -608,13 +637,13 @@ register(LossSpec(
         conventions=(
             "y = 1 means similar (Hadsell et al.'s Y is 1 − y). lossctl keeps the ½ of the paper; "
             "TF-Addons' contrastive_loss has no ½ (twice lossctl's value) and takes the distance as input. "
-            "The seed's usual margin '5-2.0' lost a digit: 0.5–2.0. Targets other than 0 and 1 are an input error."
+            "Usual margins lie in 0.5–2.0. Targets other than 0 and 1 are an input error."
         ),
     ),
     default_for=(METRIC,),
     grad_roles=("x1", "x2"),
     summary="contrastive loss of labelled pairs",
-    example="lossctl eval sample_data/pairs.csv -l contrastive:margin=1 --grad",
+    example=heredoc("lossctl eval - -l contrastive:margin=1 --grad", _EXAMPLE_X1_0_X1_1_X2_0),
 ))
 
 register(LossSpec(
@@ -652,15 +681,15 @@ register(LossSpec(
         conventions=(
             "squared=true by default (FaceNet); torch triplet_margin_loss(margin, p=2, eps=1e-6) is squared=false, "
             "with its eps added to the difference, ‖a − p + eps‖₂ (eps is ignored when squared). "
-            "The spec's 'triplet' over labelled embeddings (roles embedding and target) is triplet_mined: "
+            "A triplet loss over labelled embeddings (roles embedding and target) is triplet_mined: "
             "-l triplet:mining=…, or -l triplet on a file of labelled embeddings, selects it. "
-            "The seed's usual margin '2-1.0' means 0.2–1.0."
+            "Usual margins lie in 0.2–1.0."
         ),
     ),
     default_for=(METRIC,),
     grad_roles=("anchor", "positive", "negative"),
     summary="triplet margin loss of explicit triplets",
-    example="lossctl eval sample_data/triplets.csv -l triplet:squared=false --grad",
+    example=heredoc("lossctl eval - -l triplet:squared=false --grad", _EXAMPLE_ANCHOR_0_ANCHOR_1_POSITIVE_0),
 ))
 
 register(LossSpec(
@@ -709,7 +738,7 @@ register(LossSpec(
         ),
         outlier_note="hard mining makes outliers (mislabelled rows) the triplets it picks",
         conventions=(
-            "LOSSES.md calls this 'triplet' too; lossctl gives it its own name because its roles (embedding, "
+            "Often called simply 'triplet loss'; lossctl gives it its own name because its roles (embedding, "
             "target) differ from explicit triplets. Memory: O(B²) per batch at most (one B×B distance matrix, "
             "built in blocks of rows), O(B·D) for the buffered batch; time O(B²·D) per batch. The value depends "
             "on batch_size: B ≥ N mines the whole file at once; smaller B mines each batch alone and pools the terms "
@@ -726,5 +755,5 @@ register(LossSpec(
     row_mean=False,
     grad_roles=("embedding",),
     summary="triplet loss mined in batches of labelled embeddings (hard, semihard, all)",
-    example="lossctl eval sample_data/embeddings.parquet -l triplet_mined:mining=semihard --grad",
+    example=heredoc("lossctl eval - -l triplet_mined:mining=semihard --grad", _EXAMPLE_EMB_0_EMB_1_LABEL),
 ))

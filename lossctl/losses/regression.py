@@ -12,7 +12,7 @@ from lossctl.accumulate import Scaled
 from lossctl.losses._numerics import BLOCK, TINY, FusedSums, Scratch, blockwise, dot, ldexp, sumsq
 
 FUSED_BLOCK = 1 << 17  # rows per fused block: one per 131,072-row batch (measured best of 2¹⁵..2¹⁷)
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
 
 LOG2 = math.log(2.0)
 
@@ -470,6 +470,24 @@ def _spec(name: str, kernel: type, props: Properties, params: tuple[Param, ...] 
     ))
 
 
+_EXAMPLE_Y_YHAT = (  # the examples' data (a test runs every example)
+    "y,yhat\n"
+    "3.0,2.5\n"
+    "-0.5,0.0\n"
+    "2.0,2.0\n"
+    "7.0,8.0\n"
+    "4.2,3.9\n"
+)
+
+_EXAMPLE_Y_LOWER_UPPER = (  # the examples' data (a test runs every example)
+    "y,lower,upper\n"
+    "11.9,8.9,15.8\n"
+    "5.4,1.7,4.9\n"
+    "7.3,5.0,9.6\n"
+    "2.2,0.4,3.9\n"
+)
+
+
 _spec(
     "mse", _kernel("MSEKernel", _mse_r, _mse_grad_r, uses_abs=False, fused=_fz_mse, r_in_grad=True),
     Properties(
@@ -482,11 +500,11 @@ _spec(
         avoid_when="residuals have heavy tails or gross outliers: each outlier's pull grows with its size",
         references=("torch.nn.functional.mse_loss", "sklearn.metrics.mean_squared_error"),
         outlier_note="sensitive: gradient grows linearly with the residual",
-        conventions="The seed's ∂MSE/∂ŷᵢ = −2(yᵢ − ŷᵢ) is the per-sample gradient; the gradient of the mean carries 1/n.",
+        conventions="The often quoted ∂MSE/∂ŷᵢ = −2(yᵢ − ŷᵢ) is the per-sample gradient; the gradient of the mean carries 1/n.",
     ),
     aliases=("l2",), default_for=(REG,),
     summary="mean squared error",
-    example="lossctl eval sample_data/regression.csv -l mse --grad",
+    example=heredoc("lossctl eval - -l mse --grad", _EXAMPLE_Y_YHAT),
 )
 _spec(
     "rmse", RMSEKernel,
@@ -503,7 +521,7 @@ _spec(
         conventions="A function of the whole set (√ of a mean), so there is no per-row value: --reduction none/sum do not apply.",
     ),
     row_mean=False, summary="root mean squared error",
-    example="lossctl eval sample_data/regression.csv -l rmse",
+    example=heredoc("lossctl eval - -l rmse", _EXAMPLE_Y_YHAT),
 )
 _spec(
     "mae", _kernel("MAEKernel", _mae_r, _mae_grad_r, fused=_fz_mae),
@@ -517,10 +535,10 @@ _spec(
         avoid_when="you need a smooth gradient near the optimum or the conditional mean",
         references=("torch.nn.functional.l1_loss", "sklearn.metrics.mean_absolute_error"),
         outlier_note="robust: every residual pulls with the same force",
-        conventions="Equal to 2 × quantile loss at τ = 0.5 (the seed says equal; it is twice).",
+        conventions="Equal to 2 × quantile loss at τ = 0.5 (sometimes said to be equal; it is twice).",
     ),
     aliases=("l1",), default_for=(REG,), summary="mean absolute error",
-    example="lossctl eval sample_data/regression.csv -l mae --grad",
+    example=heredoc("lossctl eval - -l mae --grad", _EXAMPLE_Y_YHAT),
 )
 _spec(
     "huber", _kernel("HuberKernel", _huber_r, _huber_grad_r, ("delta",), fused=_fz_huber),
@@ -540,7 +558,7 @@ _spec(
     ),
     params=(Param("delta", "float", 1.0, "where the loss turns from quadratic to linear", Interval(0, math.inf)),),
     default_for=(REG,), summary="Huber loss",
-    example="lossctl eval sample_data/regression.csv -l huber:delta=1.5 --grad",
+    example=heredoc("lossctl eval - -l huber:delta=1.5 --grad", _EXAMPLE_Y_YHAT),
 )
 _spec(
     "smooth_l1", _kernel("SmoothL1Kernel", _smooth_l1_r, _smooth_l1_grad_r, ("beta",), fused=_fz_smooth_l1),
@@ -558,7 +576,7 @@ _spec(
     ),
     params=(Param("beta", "float", 1.0, "width of the quadratic zone", Interval(0, math.inf)),),
     summary="smooth L1 loss (torch)",
-    example="lossctl eval sample_data/regression.csv -l smooth_l1:beta=0.5",
+    example=heredoc("lossctl eval - -l smooth_l1:beta=0.5", _EXAMPLE_Y_YHAT),
 )
 _spec(
     "quantile", _kernel("QuantileKernel", _pinball_r, _pinball_grad_r, ("tau",), fused=_fz_pinball),
@@ -572,11 +590,11 @@ _spec(
         avoid_when="you need the mean",
         references=("sklearn.metrics.mean_pinball_loss(alpha=tau)", "Koenker & Bassett 1978"),
         outlier_note="robust: the gradient is bounded by max(τ, 1−τ)",
-        conventions="At τ = 0.5 it is ½|r|, half of MAE (the seed says equal). At τ = 0.9 an over-estimate costs 0.1 per unit, an under-estimate 0.9 (the seed says 1 and 0.9).",
+        conventions="At τ = 0.5 it is ½|r|, half of MAE (not equal to it). At τ = 0.9 an over-estimate costs 0.1 per unit, an under-estimate 0.9.",
     ),
     params=(Param("tau", "float", 0.5, "the quantile level", Interval(0, 1)),),
     aliases=("pinball",), default_for=(REG,), summary="quantile (pinball) loss",
-    example="lossctl eval sample_data/regression.csv -l quantile:tau=0.9",
+    example=heredoc("lossctl eval - -l quantile:tau=0.9", _EXAMPLE_Y_YHAT),
 )
 _spec(
     "log_cosh", _kernel("LogCoshKernel", _log_cosh_r, _log_cosh_grad_r, fused=_fz_log_cosh),
@@ -593,7 +611,7 @@ _spec(
         conventions="Keras computes the same value; its `reduction` averages over the last axis first.",
     ),
     aliases=("logcosh",), summary="log-cosh loss",
-    example="lossctl eval sample_data/regression.csv -l log_cosh",
+    example=heredoc("lossctl eval - -l log_cosh", _EXAMPLE_Y_YHAT),
 )
 _spec(
     "interval", IntervalKernel,
@@ -619,5 +637,5 @@ _spec(
         Role("upper", help="upper quantile prediction", names=("upper", "hi", "q_hi", "q_high", "pred_upper", "y_upper")),
     ),
     grad_roles=("lower", "upper"), default_for=(REG,), summary="prediction-interval score",
-    example="lossctl eval sample_data/interval.csv",
+    example=heredoc("lossctl eval -", _EXAMPLE_Y_LOWER_UPPER),
 )

@@ -25,7 +25,7 @@ import numpy as np
 from lossctl.engine import Batch, Context, DecomposableState, Kernel, Options, _stats_matrix
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import EPS, clip_prob, log_softmax, sigmoid, softmax, softplus
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, register
+from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
 
 SEG = "segmentation"
 DICE_EPS = 1e-6
@@ -819,6 +819,31 @@ COMMON_CONVENTIONS = (
     "The bootstrap resamples rows (or images with a group), never per-row losses: Dice is a ratio of sums."
 )
 
+_EXAMPLE_IMAGE_ID_MASK_PROB = (  # the examples' data (a test runs every example)
+    "image_id,mask,prob\n"
+    "img1,1,0.9\n"
+    "img1,1,0.7\n"
+    "img1,0,0.2\n"
+    "img1,0,0.1\n"
+    "img2,0,0.3\n"
+    "img2,1,0.6\n"
+    "img2,0,0.05\n"
+    "img2,0,0.1\n"
+)
+
+_EXAMPLE_IMAGE_ID_MASK_PROB_0 = (  # the examples' data (a test runs every example)
+    "image_id,mask,prob_0,prob_1,prob_2\n"
+    "1,0,0.8,0.1,0.1\n"
+    "1,1,0.2,0.7,0.1\n"
+    "1,2,0.1,0.2,0.7\n"
+    "1,0,0.6,0.3,0.1\n"
+    "2,0,0.7,0.2,0.1\n"
+    "2,2,0.2,0.2,0.6\n"
+    "2,1,0.3,0.5,0.2\n"
+    "2,0,0.9,0.05,0.05\n"
+)
+
+
 register(LossSpec(
     name="dice", task=SEG, roles=ROLES,
     params=(P_EPS, P_SQUARED, P_LOGITS, P_AVERAGE, P_BG, P_WEIGHT),
@@ -827,7 +852,7 @@ register(LossSpec(
         takes=("probability", "logit"), minimiser="overlap", imbalance="yes",
         formula="per class c: D_c = 1 − (2Σᵢpᵢ꜀gᵢ꜀ + ε)/(Σᵢpᵢ꜀ + Σᵢgᵢ꜀ + ε) (squared: Σp² + Σg²); L = mean_c D_c (with weight: Σ_c w_c D_c)",
         gradient="∂(N·D_c)/∂pⱼ = −N[2gⱼ(S + ε) − (2I + ε)·∂P/∂pⱼ]/(S + ε)², S = P + G, I = Σpg "
-                 "(erratum 7; ∂P/∂pⱼ = 1, or 2pⱼ when squared); times the class weight; chained through "
+                 "(∂P/∂pⱼ = 1, or 2pⱼ when squared; the ε terms kept); times the class weight; chained through "
                  "sigmoid/softmax with logits",
         convex=False, differentiable="everywhere (for ε > 0)", robust="bounded-influence",
         estimates="overlap (F1 / Dice coefficient) between the soft prediction and the mask",
@@ -835,15 +860,15 @@ register(LossSpec(
         use_when="segmentation with a small foreground (class imbalance): Dice ignores the many easy background pixels",
         avoid_when="you need calibrated probabilities, or images where the object is often absent (the loss is then ≈0 or ≈1, with a noisy gradient)",
         references=("monai.losses.DiceLoss(smooth_nr=eps, smooth_dr=eps, batch=True)", "Milletari et al. 2016 (V-Net)"),
-        conventions=COMMON_CONVENTIONS + " With weight the value is the weighted sum Σ_c w_c D_c (LOSSES.md); "
+        conventions=COMMON_CONVENTIONS + " With weight the value is the weighted sum Σ_c w_c D_c; "
         "average=weighted normalises the weights to sum to 1 (a weighted mean), and without weight uses the class "
         "support. MONAI's weight multiplies each class's loss before its plain mean: Σ_c w_c D_c / C. "
-        "The seed's Dice gradient drops the ε terms; erratum 7's exact form is used.",
+        "The gradient keeps the ε terms that the form usually quoted drops.",
         outlier_note="bounded: a pixel's gradient is at most about 2/(S + ε) per unit of N",
     ),
     default_for=(SEG,), row_mean=False,
     summary="Dice loss (soft Dice, per class then averaged)",
-    example="lossctl eval sample_data/segmentation.parquet -l dice --grad",
+    example=heredoc("lossctl eval - -l dice --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
 ))
 
 register(LossSpec(
@@ -867,7 +892,7 @@ register(LossSpec(
     ),
     default_for=(SEG,), row_mean=False,
     summary="generalized Dice loss (class weights 1/area²)",
-    example="lossctl eval sample_data/segmentation_multiclass.parquet -l generalized_dice",
+    example=heredoc("lossctl eval - -l generalized_dice", _EXAMPLE_IMAGE_ID_MASK_PROB_0),
 ))
 
 register(LossSpec(
@@ -901,7 +926,7 @@ register(LossSpec(
     ),
     default_for=(SEG,), row_mean=False,
     summary="Dice + binary cross-entropy",
-    example="lossctl eval sample_data/segmentation.parquet -l dice_bce:alpha=0.7 --grad",
+    example=heredoc("lossctl eval - -l dice_bce:alpha=0.7 --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
 ))
 
 register(LossSpec(
@@ -928,7 +953,7 @@ register(LossSpec(
     ),
     row_mean=False,
     summary="Tversky loss (weighted false positives / negatives)",
-    example="lossctl eval sample_data/segmentation.parquet -l tversky:alpha=0.3,beta=0.7",
+    example=heredoc("lossctl eval - -l tversky:alpha=0.3,beta=0.7", _EXAMPLE_IMAGE_ID_MASK_PROB),
 ))
 
 __all__ = [
