@@ -432,9 +432,10 @@ def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[
         opts = pacsv.ReadOptions(use_threads=threads, block_size=block, column_names=names)
         table = pacsv.read_csv(pa.BufferReader(data.slice(a, b - a)), read_options=opts, parse_options=parse,
                                convert_options=convert)
-        with contextlib.suppress(OSError, ValueError):  # the values are parsed: the text's pages may go
+        if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):  # the values are parsed: the text's pages may go
             lo = a // mmap.PAGESIZE * mmap.PAGESIZE
-            mm.madvise(mmap.MADV_DONTNEED, lo, b - lo)
+            with contextlib.suppress(OSError, ValueError):
+                mm.madvise(mmap.MADV_DONTNEED, lo, b - lo)
         return table
 
     try:
@@ -1001,7 +1002,7 @@ def _value_bytes(t: Any) -> int:
         return _value_bytes(t.value_type)
     if pa.types.is_fixed_size_list(t):
         return max(1, t.list_size) * _value_bytes(t.value_type)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or getattr(pa.types, "is_list_view", lambda _: False)(t):
         return 64 * _value_bytes(t.value_type)  # width unknown until read: a guess
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t):
         return 16
