@@ -270,6 +270,7 @@ def test_stacked_columns_match_column_by_column():
                           [[1.0, 1.0], [0.0, 2.0]])
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is read from Linux's /proc")
 def test_wide_parquet_peak_memory_follows_batches_not_row_groups(tmp_path):
     """300,000 rows × 100 float32 logits in one row group (no dictionary pages, so pyarrow's
     fixed 2 MB a column is not in the way): a fresh process's peak RSS (VmHWM, which exec
