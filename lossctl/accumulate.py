@@ -132,11 +132,18 @@ def row_keys(offset: int, n: int) -> np.ndarray:
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
     """A counter-based hash of uint64 row indices (Steele et al. 2014)."""
+    z = np.add(np.asarray(x).astype(np.uint64, copy=False), np.uint64(0x9E3779B97F4A7C15))
+    t = np.empty_like(z)  # in place: one scratch array, no temporary per step
     with np.errstate(over="ignore"):
-        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        np.right_shift(z, np.uint64(30), out=t)
+        z ^= t
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        np.right_shift(z, np.uint64(27), out=t)
+        z ^= t
+        z *= np.uint64(0x94D049BB133111EB)
+        np.right_shift(z, np.uint64(31), out=t)
+        z ^= t
+    return z
 
 
 class GradSummary:

@@ -560,7 +560,9 @@ def judge(plan: Any, acc: Any, s: Settings, texts: list[str]) -> GateReport:
         pairs.append((li * npred if has_base else None, li * npred + (1 if has_base else 0)))
     warnings = list(plan.notes) + run_notes(plan, acc.dropped, acc.join, [src.name for src in plan.sources])
 
-    overall = _judge_set(plan, s, s.assertions, pairs, acc.states, acc.rows, None, None, opts.seed, warnings)
+    boots: dict[int, Any] = {}  # one resampling per set of states, shared by its assertions
+    overall = _judge_set(plan, s, s.assertions, pairs, acc.states, acc.rows, None, None, opts.seed, warnings,
+                         boots=boots)
     checks: list[CheckResult] = []
     slices: list[SliceSummary] = []
     by_all = [sel.text for sel in plan.by]
@@ -583,7 +585,8 @@ def judge(plan: Any, acc: Any, s: Settings, texts: list[str]) -> GateReport:
             if rows < min_rows:
                 summary.skipped.append((value, rows, "too small"))
                 continue
-            (r,) = _judge_set(plan, s, [a], [pair], states, rows, label, value, seed, warnings, in_slice=True)
+            (r,) = _judge_set(plan, s, [a], [pair], states, rows, label, value, seed, warnings, in_slice=True,
+                              boots=boots)
             if r.undefined:  # one class in a slice for mined triplets: nothing to judge there
                 summary.skipped.append((value, rows, r.undefined))
                 continue
@@ -643,16 +646,26 @@ def _value(state: Any, notes: list[str], in_slice: bool) -> tuple[float, str | N
 
 
 def _judge_set(plan, s: Settings, asserts: Sequence[Assertion], pairs, states, rows: int, by: str | None,
-               group: Any, seed: int, warnings: list[str], in_slice: bool = False) -> list[CheckResult]:
-    """Verdicts of ``asserts`` on one set of states (the whole data, or one slice)."""
-    from lossctl.engine import bootstrap_values, percentile_interval
+               group: Any, seed: int, warnings: list[str], in_slice: bool = False,
+               boots: dict[int, Any] | None = None) -> list[CheckResult]:
+    """Verdicts of ``asserts`` on one set of states (the whole data, or one slice).
+
+    With --ci every interval of the set (values, deltas, value − bound) reads one
+    resampling of its units (``engine.Resampling``, as eval's results and comparisons do),
+    kept in ``boots`` for the set's other assertions."""
+    import numpy as np
+
+    from lossctl.engine import Resampling, percentile_interval
 
     out = []
-    fns: list[Callable[[list[Any]], Any]] = []
-    units: list[Any] = []
-    unit_of: dict[int, int] = {}
-    mats = {i: _boot(states[i]) for pair in pairs for i in pair if i is not None} if s.ci is not None else {}
-    want: list[tuple[CheckResult, list[int]]] = []
+    boot = None
+    if s.ci is not None:
+        boot = (boots or {}).get(id(states))
+        if boot is None:
+            boot = Resampling([_boot(st) for st in states], s.bootstrap, seed)
+            if boots is not None:
+                boots[id(states)] = boot
+    want: list[tuple[CheckResult, list[Callable[[], Any]]]] = []
     for a, (bi, ci_) in zip(asserts, pairs):
         job = plan.jobs[ci_]
         notes: list[str] = []
@@ -665,38 +678,31 @@ def _judge_set(plan, s: Settings, asserts: Sequence[Assertion], pairs, states, r
             baseline=base, delta=None if base is None else value - base, vs_baseline=a.vs_baseline, by=by,
             group=group, notes=notes, undefined=undefined or base_undefined,
         )
-        if s.ci is not None and not r.undefined:
+        if boot is not None and not r.undefined:
             idx = [ci_] + ([bi] if bi is not None else [])
-            if all(mats[i] is not None for i in idx):
-                for i in idx:
-                    if i not in unit_of:
-                        unit_of[i] = len(units)
-                        units.append(mats[i])
-                fc = _pick(unit_of[ci_], states[ci_].boot_fn())
-                slots = [len(fns)]
-                fns.append(fc)
+            if all(boot.mats[i] is not None for i in idx):
+                fc = _replicates(boot, ci_, states[ci_].boot_fn())
+                slots = [fc]
                 if bi is not None:
-                    fb = _pick(unit_of[bi], states[bi].boot_fn())
-                    fns.append(lambda t, fc=fc, fb=fb: fc(t) - fb(t))
-                    fns.append(lambda t, fc=fc, fb=fb, a=a: fc(t) - a.bound(fb(t)))
-                    slots += [slots[0] + 1, slots[0] + 2]
+                    fb = _replicates(boot, bi, states[bi].boot_fn())
+                    slots += [lambda fc=fc, fb=fb: fc() - fb(), lambda fc=fc, fb=fb, a=a: fc() - a.bound(fb())]
                 want.append((r, slots))
             else:
                 notes.append("no bootstrap interval (this loss is not a function of row sums): judged on its value")
         out.append(r)
-    if want and units and units[0].shape[0] >= 2:
-        vals = bootstrap_values(units, fns, s.bootstrap, seed)
-        for r, slots in want:
-            r.ci = percentile_interval(vals[slots[0]], s.ci)
-            if len(slots) > 1:
-                r.delta_ci = percentile_interval(vals[slots[1]], s.ci)
-                r.excess_ci = percentile_interval(vals[slots[2]], s.ci)
-                r.mdd = (r.delta_ci[1] - r.delta_ci[0]) / 2
-            else:
-                r.excess_ci = (r.ci[0] - r.bound, r.ci[1] - r.bound)
-    elif want:
-        for r, _ in want:
+    for r, slots in want:
+        if _units(boot) < 2:
             r.notes.append("no bootstrap interval: it needs at least 2 rows")
+            continue
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # replicates of infinite sums: dropped
+            vals = [np.asarray(f(), dtype=float) for f in slots]
+        r.ci = percentile_interval(vals[0], s.ci)
+        if len(vals) > 1:
+            r.delta_ci = percentile_interval(vals[1], s.ci)
+            r.excess_ci = percentile_interval(vals[2], s.ci)
+            r.mdd = (r.delta_ci[1] - r.delta_ci[0]) / 2
+        else:
+            r.excess_ci = (r.ci[0] - r.bound, r.ci[1] - r.bound)
     for r in out:
         r.verdict = verdict(r.op, r.value, r.bound, r.excess_ci)
         if r.undefined:
@@ -708,12 +714,18 @@ def _judge_set(plan, s: Settings, asserts: Sequence[Assertion], pairs, states, r
     return out
 
 
+def _replicates(boot: Any, i: int, fn: Callable[[Any], Any]) -> Callable[[], Any]:
+    """Job i's bootstrap replicates of its value (computed when called, from the shared draw)."""
+    return lambda: fn(boot.totals(i))
+
+
+def _units(boot: Any) -> int:
+    """How many bootstrap units the set has (rows, or hashed row blocks)."""
+    return next((m.shape[0] for m in boot.mats if m is not None), 0)
+
+
 def _boot(state: Any) -> Any:
     boot = getattr(state, "boot", None)
     if boot is None or not boot.count:
         return None
     return boot.matrix()[0]
-
-
-def _pick(i: int, fn: Callable[[Any], Any]) -> Callable[[list[Any]], Any]:
-    return lambda totals: fn(totals[i])

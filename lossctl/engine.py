@@ -10,12 +10,13 @@ triplets, Wasserstein) provide their own state with the same update/merge/result
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lossctl.accumulate import GradSummary, Scaled, Sum, splitmix64
+from lossctl.accumulate import GradSummary, Scaled, Sum, row_keys, splitmix64
 from lossctl.errors import InputError, UsageError
 
 
@@ -168,6 +169,11 @@ class Kernel:
         """Optional fast path with gradients: (column sums of ``stats``, per-row gradients)."""
         return None
 
+    def sums_rows(self, b: Batch, grad: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None, list[Any]] | None:
+        """Optional fast path for the bootstrap: the fused sums (and gradients) with the
+        per-row ``stats`` written in the same pass: (sums, gradients or None, stats)."""
+        return None
+
     def extra(self, totals: np.ndarray) -> dict[str, Any]:
         return {}
 
@@ -308,7 +314,48 @@ def _stats_matrix(stats: list[Any], n: int) -> np.ndarray:
 
 _TINY = float(np.finfo(np.float64).tiny)
 ROW_UNITS_LIMIT = 1 << 15  # up to this many rows, resample rows exactly
-BUCKETS = 1 << 12  # beyond it, resample this many hashed blocks of rows
+BUCKETS = 1 << 12  # beyond it, resample this many hashed blocks of rows (a power of two)
+
+
+def _blocks_of(keys: np.ndarray) -> np.ndarray:
+    """The bootstrap block of each row from its hash: the hash mod BUCKETS (a power of two)."""
+    return (keys & np.uint64(BUCKETS - 1)).astype(np.intp)
+
+
+class RowBlocks:
+    """The bootstrap block of each row of one batch, hashed once for every state that reads
+    the batch (``Batch.memo`` is shared by the jobs of a batch), and the block sums of the
+    columns those states share: row counts and the weights."""
+
+    __slots__ = ("rows", "span", "ids", "_counts", "_shared")
+    _KEY = ("bootstrap row blocks",)
+
+    def __init__(self, b: Batch) -> None:
+        self.rows, self.span = b.rows, (b.offset, b.n)
+        keys = row_keys(b.offset, b.n) if b.rows is None else splitmix64(b.rows)
+        self.ids = _blocks_of(keys)
+        self._counts: np.ndarray | None = None
+        self._shared: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def of(cls, b: Batch) -> "RowBlocks":
+        got = b.memo.get(cls._KEY)
+        if got is None or got.rows is not b.rows or got.span != (b.offset, b.n):
+            got = b.memo[cls._KEY] = cls(b)
+        return got
+
+    def sums(self, col: np.ndarray | None, shared: bool = False) -> np.ndarray:
+        """Per-block sums of ``col`` (None: of ones, the row counts); ``shared``: a column
+        that every state of the batch sums (the weights), summed once."""
+        if col is None:
+            if self._counts is None:
+                self._counts = np.bincount(self.ids, minlength=BUCKETS).astype(float)
+            return self._counts
+        if shared:
+            if self._shared is None or self._shared[0] is not col:
+                self._shared = (col, np.bincount(self.ids, weights=col, minlength=BUCKETS))
+            return self._shared[1]
+        return np.bincount(self.ids, weights=col, minlength=BUCKETS)
 
 
 class BootUnits:
@@ -336,17 +383,42 @@ class BootUnits:
         else:
             self._bucket_add(mat, idx)
 
+    def add_stats(self, stats: list[Any], b: Batch) -> None:
+        """Add a batch's per-row statistics (as ``Kernel.stats`` gives them). Past the row
+        limit each column goes straight to its block sums, with the rows' blocks hashed
+        once per batch for every state (``RowBlocks``); a constant column and the
+        batch's weights are summed per block once per batch too."""
+        if self.buckets is None:
+            if self.count + b.n <= ROW_UNITS_LIMIT:
+                self.add(_stats_matrix(stats, b.n), b.row_indices())
+                return
+            self._to_buckets(sum(_stat_sizes(stats)))  # the rows held so far; this batch goes straight to blocks
+        self.count += b.n
+        blocks = RowBlocks.of(b)
+        j = 0
+        for s in stats:
+            if np.ndim(s) == 0:
+                self.buckets[:, j] += blocks.sums(None) * float(s)
+                j += 1
+            elif s.ndim == 1:
+                self.buckets[:, j] += blocks.sums(s, shared=s is b.weight)
+                j += 1
+            else:
+                for c in range(s.shape[1]):
+                    self.buckets[:, j] += blocks.sums(s[:, c])
+                    j += 1
+
     def _bucket_add(self, mat: np.ndarray, idx: np.ndarray) -> None:
         assert self.buckets is not None
-        b = (splitmix64(idx) % np.uint64(BUCKETS)).astype(np.intp)
+        b = _blocks_of(splitmix64(idx))
         for j in range(mat.shape[1]):
             self.buckets[:, j] += np.bincount(b, weights=mat[:, j], minlength=BUCKETS)
 
-    def _to_buckets(self) -> None:
-        s = self.rows[0].shape[1] if self.rows else 0
+    def _to_buckets(self, width: int = 0) -> None:
+        s = self.rows[0].shape[1] if self.rows else width
         self.buckets = np.zeros((BUCKETS, s))
-        for mat, idx in zip(self.rows, self.idx):
-            self._bucket_add(mat, idx)
+        if self.rows:  # (one hash of every row held, in one call)
+            self._bucket_add(np.vstack(self.rows), np.concatenate(self.idx))
         self.rows, self.idx = [], []
 
     def merge(self, other: "BootUnits") -> None:
@@ -386,30 +458,123 @@ class BootUnits:
         return np.vstack(self.rows)[order], "percentile bootstrap over rows"
 
 
+class Resampling:
+    """One bootstrap resampling, drawn once and applied to every unit matrix of a set of states.
+
+    ``replicates`` resamples of the units, drawn from ``seed``: for m units, each replicate
+    counts how often each unit was drawn (a multinomial draw up to 4,096 units, one
+    bincount of m drawn units above), in chunks of at most 2²² counts. The counts depend
+    only on (m, replicates, seed), so every job of a set (and every paired delta between
+    two jobs) reads the same resample: the draw, the costliest step, happens once per set,
+    and the replicate totals of all matrices come from one product per chunk.
+    ``mats[i]`` is job i's (m, S) unit matrix, or None where it has none.
+    """
+
+    def __init__(self, mats: Sequence[np.ndarray | None], replicates: int, seed: int) -> None:
+        self.mats = list(mats)
+        self.replicates = replicates
+        self.seed = seed
+        self._totals: list[np.ndarray | None] | None = None
+
+    def totals(self, i: int) -> np.ndarray:
+        """Job i's replicate totals: (replicates, S), row r the column sums of its units resampled by replicate r."""
+        if self._totals is None:
+            self._totals = self._draw()
+        t = self._totals[i]
+        assert t is not None, "no units for this job"
+        return t
+
+    def _draw(self) -> list[np.ndarray | None]:
+        out: list[np.ndarray | None] = [None] * len(self.mats)
+        by_m: dict[int, list[int]] = {}
+        for i, u in enumerate(self.mats):
+            if u is not None:
+                by_m.setdefault(u.shape[0], []).append(i)
+        for m, which in by_m.items():  # (every matrix of a set has the same units; a set that mixes them draws per m)
+            mats = [self.mats[i] for i in which]
+            widths = [u.shape[1] for u in mats]
+            both = np.hstack(mats).astype(float, copy=False) if len(mats) > 1 else mats[0].astype(float, copy=False)
+            tot = np.empty((self.replicates, both.shape[1]))
+            r = self.replicates
+            chunk = _chunk(m, r)
+            ahead = _take_ahead(m, r, self.seed)  # the first chunk, drawn while the batches streamed
+            rng = ahead[0] if ahead is not None else np.random.default_rng(self.seed)
+            for start in range(0, r, chunk):
+                k = min(chunk, r - start)
+                counts = ahead[1] if ahead is not None and start == 0 else _counts(rng, m, k)
+                with np.errstate(over="ignore", invalid="ignore"):  # replicates of infinite sums are inf or nan, and dropped
+                    np.matmul(counts, both, out=tot[start:start + k])
+            cuts = np.cumsum(widths)[:-1]
+            for i, t in zip(which, np.split(tot, cuts, axis=1)):
+                out[i] = t
+        return out
+
+
+def _chunk(m: int, replicates: int) -> int:
+    """Replicates drawn at a time: at most 2²² counts."""
+    return max(1, min(replicates, (1 << 22) // max(m, 1)))
+
+
+def _counts(rng: np.random.Generator, m: int, k: int) -> np.ndarray:
+    """k replicates of how often each of m units is drawn (m draws with replacement)."""
+    if m <= 4096:
+        return rng.multinomial(m, np.full(m, 1.0 / m), size=k).astype(float)
+    return np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(k)]).astype(float)
+
+
+# One draw ahead: (m, replicates, seed) → (thread, its result). The first chunk of counts of the
+# whole data's resampling (a 1,000 × 4,096 multinomial, the bootstrap's costliest step) is drawn
+# in a thread as soon as the units are hashed blocks, while the batches stream; numpy releases
+# the GIL while it draws. The same Generator continues with the next chunks: the same counts.
+_AHEAD: dict[tuple[int, int, int], tuple[threading.Thread, dict[str, Any]]] = {}
+_AHEAD_LOCK = threading.Lock()
+
+
+def draw_ahead(m: int, replicates: int, seed: int) -> None:
+    """Start drawing the first chunk of the resampling (m units, ``replicates``, ``seed``)."""
+    key = (m, replicates, seed)
+    with _AHEAD_LOCK:
+        if key in _AHEAD:
+            return
+        _AHEAD.clear()  # one slot: a draw nobody took is dropped
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            rng = np.random.default_rng(seed)
+            box["counts"] = _counts(rng, m, min(_chunk(m, replicates), replicates))
+            box["rng"] = rng
+
+        th = threading.Thread(target=work, name="lossctl-bootstrap-draw", daemon=True)
+        _AHEAD[key] = (th, box)
+        th.start()
+
+
+def _take_ahead(m: int, replicates: int, seed: int) -> tuple[np.random.Generator, np.ndarray] | None:
+    with _AHEAD_LOCK:
+        got = _AHEAD.pop((m, replicates, seed), None)
+    if got is None:
+        return None
+    th, box = got
+    th.join()
+    return (box["rng"], box["counts"]) if "counts" in box else None
+
+
 def bootstrap_values(
     units: Sequence[np.ndarray],
-    fns: Sequence[Callable[[np.ndarray], Any]],
+    fns: Sequence[Callable[[list[np.ndarray]], Any]],
     replicates: int,
     seed: int,
 ) -> list[np.ndarray]:
-    """Resample the rows of each unit matrix jointly (paired) and apply each fn.
-
-    All matrices must have the same number of units; the same resample is used for
-    all of them, which pairs prediction sets for comparisons.
-    """
-    m = units[0].shape[0]
-    rng = np.random.default_rng(seed)
-    out = [np.empty(replicates) for _ in fns]
-    chunk = max(1, min(replicates, (1 << 22) // max(m, 1)))
-    for start in range(0, replicates, chunk):
-        k = min(chunk, replicates - start)
-        counts = rng.multinomial(m, np.full(m, 1.0 / m), size=k).astype(float) if m <= 4096 else np.stack(
-            [np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(k)]
-        ).astype(float)
-        with np.errstate(over="ignore", invalid="ignore"):  # replicates of infinite sums are inf or nan, and dropped
-            totals = [counts @ u for u in units]
-        for i, fn in enumerate(fns):
-            out[i][start:start + k] = fn(totals)
+    """Resample the rows of each unit matrix jointly (paired) and apply each fn to the
+    list of replicate totals (one (replicates, S) array per matrix): one draw for all."""
+    boot = Resampling(units, replicates, seed)
+    totals = [boot.totals(i) for i in range(len(units))]
+    out = []
+    for fn in fns:
+        v = np.empty(replicates)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            v[:] = fn(totals)
+        out.append(v)
     return out
 
 
@@ -480,9 +645,14 @@ class DecomposableState(State):
         if b.n == 0:
             return
         want_grad = self.grad is not None and not self.kernel.two_pass_grad
-        if self.boot is None and self.opts.reduction != "sum":
-            # a fused reduction (and gradients) where the kernel has one: no per-row losses
-            fused = self.kernel.sums_and_grads(b) if want_grad else self.kernel.sums(b)
+        if self.opts.reduction != "sum":
+            # a fused reduction (and gradients) where the kernel has one: no per-row losses for the
+            # sums, which are then the same with --ci and without
+            rows = self.kernel.sums_rows(b, want_grad) if self.boot is not None else None
+            if rows is not None:
+                fused = rows[:2] if want_grad else rows[0]
+            else:
+                fused = self.kernel.sums_and_grads(b) if want_grad else self.kernel.sums(b)
             if fused is not None:
                 fast, grads = fused if want_grad else (fused, None)
                 if self.totals is None:
@@ -491,6 +661,8 @@ class DecomposableState(State):
                 self.n += b.n
                 if grads is not None:
                     self._add_grads(grads, b)
+                if self.boot is not None:  # (after the gradients are consumed: the kernel reuses its buffers)
+                    self._add_units(rows[2] if rows is not None else self.kernel.stats(b, False)[0], b)
                 return
         stats, grads = self.kernel.stats(b, want_grad)
         sums = _sum_stats(stats, b.n)
@@ -509,7 +681,14 @@ class DecomposableState(State):
         if want_grad and grads is not None:
             self._add_grads(grads, b)
         if self.boot is not None:
-            self.boot.add(_stats_matrix(stats, b.n), b.row_indices())
+            self._add_units(stats, b)
+
+    def _add_units(self, stats: list[Any], b: Batch) -> None:
+        assert self.boot is not None
+        rows_before = self.boot.buckets is None
+        self.boot.add_stats(stats, b)
+        if rows_before and self.boot.buckets is not None:  # now hashed blocks: the whole data's draw can start
+            draw_ahead(BUCKETS, self.opts.bootstrap, self.opts.seed)
 
     def _add_grads(self, grads: dict[str, np.ndarray], b: Batch) -> None:
         assert self.grad is not None

@@ -29,8 +29,8 @@ from lossctl.engine import (
     Context,
     DecomposableState,
     Options,
+    Resampling,
     State,
-    bootstrap_values,
     percentile_interval,
 )
 from lossctl.errors import InputError, UsageError
@@ -1562,36 +1562,42 @@ def _results(plan: Plan, states: list[State], opts: Options) -> list[LossResult]
 
 
 def _add_ci(plan: Plan, states: list[State], results: list[LossResult], opts: Options, seed_offset: int = 0) -> None:
-    units, fns, idx = [], [], []
+    """Each result's percentile interval, from one resampling of the set's units (``plan._boot``),
+    which ``_comparisons`` then reads for the paired deltas: drawn once for every job and delta."""
+    mats: list[np.ndarray | None] = []
+    fns: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
     method = None
     for i, s in enumerate(states):
+        mat = None
         if isinstance(s, DecomposableState) and s.boot is not None and s.boot.count:
             mat, method = s.boot.matrix()
-            units.append(mat)
-            fns.append(_pick(len(units) - 1, s.boot_fn()))
-            idx.append(i)
+            fns[i] = s.boot_fn()
         else:
             results[i].notes.append("no bootstrap interval: this loss is not a function of row sums")
-    if not units or units[0].shape[0] < 2:
-        for i in idx:  # --ci was asked for: say why there is none
+        mats.append(mat)
+    first = next((m for m in mats if m is not None), None)
+    if first is None or first.shape[0] < 2:
+        for i in fns:  # --ci was asked for: say why there is none
             results[i].notes.append("no bootstrap interval: it needs at least 2 rows")
         return
-    vals = bootstrap_values(units, fns, opts.bootstrap, opts.seed + seed_offset)
-    for i, v in zip(idx, vals):
+    boot = Resampling(mats, opts.bootstrap, opts.seed + seed_offset)
+    for i, fn in fns.items():
+        v = _replicates(lambda: fn(boot.totals(i)))
         results[i].ci = percentile_interval(v, opts.ci)
         results[i].ci_method = method
-    plan._boot = (units, idx)  # type: ignore[attr-defined]
+    plan._boot = (boot, fns)  # type: ignore[attr-defined]
 
 
-def _pick(i: int, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[list[np.ndarray]], np.ndarray]:
-    return lambda totals: fn(totals[i])
+def _replicates(fn: Callable[[], Any]) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # replicates of infinite sums: dropped
+        return np.asarray(fn(), dtype=float).reshape(-1)
 
 
 def _comparisons(plan: Plan, states: list[State], results: list[LossResult], opts: Options,
                  seed_offset: int = 0) -> list[Comparison]:
     """Each prediction set after the first against the first, loss by loss; with --ci the
-    interval of the delta comes from a paired bootstrap (one resample of rows for both),
-    drawn with the seed of the results' own intervals (``plan._boot`` holds their units)."""
+    interval of the delta comes from a paired bootstrap: the resampling of the results' own
+    intervals (``plan._boot``), the same resample of rows for both."""
     if len(plan.pred_labels) < 2:
         return []
     out = []
@@ -1607,14 +1613,9 @@ def _comparisons(plan: Plan, states: list[State], results: list[LossResult], opt
                 value=results[j].value, baseline_value=results[base].value,
             )
             if opts.ci and boot is not None:
-                units, idx = boot
-                if base in idx and j in idx:
-                    ub, uj = idx.index(base), idx.index(j)
-                    fb, fj = states[base].boot_fn(), states[j].boot_fn()  # type: ignore[attr-defined]
-                    (d,) = bootstrap_values(
-                        units, [lambda t, ub=ub, uj=uj, fb=fb, fj=fj: fj(t[uj]) - fb(t[ub])], opts.bootstrap,
-                        opts.seed + seed_offset,
-                    )
+                rs, fns = boot
+                if base in fns and j in fns:
+                    d = _replicates(lambda: fns[j](rs.totals(j)) - fns[base](rs.totals(base)))
                     c.ci = percentile_interval(d, opts.ci)
             out.append(c)
     return out

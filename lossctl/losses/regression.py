@@ -265,8 +265,18 @@ class Elementwise(FusedSums, RowMeanKernel):
                 g = g / k
         return loss, ({"pred": g} if g is not None else None), None
 
-    def _fused(self, b: Batch, grad: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
-        # cache-sized blocks, one output column, no weights (FusedSums)
+    def sums_rows(self, b: Batch, grad: bool):
+        # the fused sums, with the per-row losses written in the same pass (for the bootstrap)
+        if type(self)._fused is not Elementwise._fused or b.weight is not None:
+            return None
+        loss = self._buffer("loss", b.n)
+        fused = self._fused(b, grad, loss)
+        if fused is None:
+            return None
+        return fused[0], (None if fused[1] is None else {"pred": fused[1]}), [loss, 1.0]
+
+    def _fused(self, b: Batch, grad: bool, loss: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None] | None:
+        # cache-sized blocks, one output column, no weights (FusedSums); ``loss``: also write ℓ per row
         fz = type(self).fused
         y, p = b["target"], b["pred"]
         if fz is _fz_mse and y.ndim == 1 and b.weight is not None:
@@ -277,13 +287,15 @@ class Elementwise(FusedSums, RowMeanKernel):
         g = self._buffer("grad", n) if grad else None
         r_buf, t_buf = self._buffer("r", min(n, FUSED_BLOCK)), self._buffer("t", min(n, FUSED_BLOCK))
         r_is_g = g is not None and type(self).r_in_grad
-        kw = self.kw
+        kw, fn, uses_abs = self.kw, type(self).fn, self.uses_abs
         total = 0.0
         with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum is caught below
             for s in range(0, n, FUSED_BLOCK):
                 e = min(n, s + FUSED_BLOCK)
                 gb = None if g is None else g[s:e]
                 r = np.subtract(p[s:e], y[s:e], out=gb if r_is_g else r_buf[: e - s])
+                if loss is not None:  # (before fz, which may overwrite r)
+                    loss[s:e] = fn(r, np.abs(r), **kw) if uses_abs else fn(r, **kw)
                 total += fz(r, t_buf[: e - s], gb, **kw)
         if fz is _fz_mse and not TINY <= total < math.inf and not math.isnan(total):
             # Σr² left the double range (r near 1e154 or 1e-170): rescaled, the mean may well be finite
