@@ -321,21 +321,17 @@ def _csv_schema(src: Source, allow_empty: bool = False) -> None:
 
 
 def _csv_reader(src: Source, columns: list[str], numeric: set[str], batch_rows: int):
+    """pyarrow's streaming reader: compressed text, CR-only line ends, small files."""
     pa = _pa()
     import pyarrow.csv as pacsv
 
-    types = _csv_types(src, columns, numeric)
+    parse, convert = _csv_options(src, columns, numeric)
     stream = pa.input_stream(src.path, compression=src.compression)
     return pacsv.open_csv(
         stream,
         read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 24), use_threads=True),
-        parse_options=pacsv.ParseOptions(delimiter=src.delimiter),
-        convert_options=pacsv.ConvertOptions(
-            column_types=types,
-            include_columns=columns,
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
+        parse_options=parse,
+        convert_options=convert,
     )
 
 
@@ -370,70 +366,109 @@ def _csv_types(src: Source, columns: list[str], numeric: set[str]) -> dict[str, 
 
 
 PARALLEL_CSV_BYTES = 8 << 20
-CSV_CHUNK_BYTES = 16 << 20
+CSV_CHUNK_BYTES = 16 << 20  # bytes per range (a module constant: tests cut files into tiny ranges)
+# ranges parsed at once, each on one thread; 1: one range at a time on pyarrow's own threads
+# (one level of parallelism either way: never two ranges each on several threads)
+CSV_WORKERS = 2
+
+
+def _csv_options(src: Source, columns: list[str], numeric: set[str]) -> tuple[Any, Any]:
+    """Parse and convert options shared by the CSV readers: newlines_in_values, because a
+    quoted value may hold line ends (pyarrow's chunker otherwise cuts inside it; quote-free
+    text reads as fast either way)."""
+    import pyarrow.csv as pacsv
+
+    parse = pacsv.ParseOptions(delimiter=src.delimiter, newlines_in_values=True)
+    convert = pacsv.ConvertOptions(column_types=_csv_types(src, columns, numeric), include_columns=columns,
+                                   strings_can_be_null=True, quoted_strings_can_be_null=False)
+    return parse, convert
 
 
 def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[Any]:
-    """A large uncompressed CSV read as byte ranges cut at line ends, parsed in parallel.
+    """An uncompressed CSV memory-mapped and read as byte ranges cut at line ends.
 
-    pyarrow's multi-threaded ``read_csv`` parses each ~16 MB range (with the header's
-    names given); two ranges are in flight at a time, so memory stays bounded while both
-    cores parse. Like pyarrow's own block splitting, this assumes no newline inside a
-    quoted value (pyarrow's default, newlines_in_values=False).
+    Each ~16 MB range is a zero-copy slice of the mapping handed to pyarrow's ``read_csv``
+    (the header's names given, not prepended); ``CSV_WORKERS`` ranges are parsed at once,
+    each on one thread, so that both cores parse, memory stays bounded and no byte passes
+    through Python. The pages of a parsed range leave the process's resident set (they stay
+    in the page cache), so memory does not grow with the file. A range is cut at the first
+    line end after its size, which is a row's end only outside quotes: from the first range
+    that holds a quote character on, the rest of the file goes to pyarrow's streaming
+    reader, whose chunker follows quoting.
     """
     import concurrent.futures as cf
+    import mmap
 
     pa = _pa()
     import pyarrow.csv as pacsv
 
-    types = _csv_types(src, columns, numeric)
-    parse = pacsv.ParseOptions(delimiter=src.delimiter)
-    convert = pacsv.ConvertOptions(column_types=types, include_columns=columns, strings_can_be_null=True,
-                                   quoted_strings_can_be_null=False)
-    with open(src.path, "rb") as f:
-        f.readline()  # the header
-        start = f.tell()
+    parse, convert = _csv_options(src, columns, numeric)
     names = list(src.columns)
-    size = os.path.getsize(src.path)
+    with open(src.path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    size = len(mm)
+    data = pa.py_buffer(mm)
+    quoted_from = [size]  # where the first range holding a quote starts
 
     def ranges() -> Iterator[tuple[int, int]]:
-        pos = start
-        with open(src.path, "rb") as f:
-            while pos < size:
-                end = min(size, pos + CSV_CHUNK_BYTES)
-                if end < size:
-                    f.seek(end)
-                    tail = f.readline()
-                    end += len(tail)
-                yield pos, end
-                pos = end
+        nl = mm.find(b"\n")
+        pos = size if nl < 0 else nl + 1  # after the header
+        while pos < size:
+            cut = min(size, pos + CSV_CHUNK_BYTES)
+            if cut < size:
+                nl = mm.find(b"\n", cut)
+                cut = size if nl < 0 else nl + 1
+            if mm.find(b'"', pos, cut) >= 0:
+                quoted_from[0] = pos
+                return
+            yield pos, cut
+            pos = cut
 
     def read(rng: tuple[int, int]) -> Any:
         a, b = rng
-        with open(src.path, "rb") as f:
-            f.seek(a)
-            body = f.read(b - a)
-        if not body.strip():
+        if b - a < 4096 and not mm[a:b].strip():
             return None
-        # the header's names are given, not prepended: no copy of the chunk
-        opts = pacsv.ReadOptions(use_threads=True, block_size=4 << 20, column_names=names)
-        return pacsv.read_csv(pa.BufferReader(pa.py_buffer(body)), read_options=opts,
-                              parse_options=parse, convert_options=convert)
+        threads = CSV_WORKERS == 1
+        block = (4 << 20) if threads else min(max(b - a + 1, 1 << 20), 2**31 - 1)
+        opts = pacsv.ReadOptions(use_threads=threads, block_size=block, column_names=names)
+        table = pacsv.read_csv(pa.BufferReader(data.slice(a, b - a)), read_options=opts, parse_options=parse,
+                               convert_options=convert)
+        if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):  # the values are parsed: the text's pages may go
+            lo = a // mmap.PAGESIZE * mmap.PAGESIZE
+            with contextlib.suppress(OSError, ValueError):
+                mm.madvise(mmap.MADV_DONTNEED, lo, b - lo)
+        return table
 
-    with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lossctl-csv") as pool:
-        pending: list[Any] = []
-        it = ranges()
-        for rng in it:
-            pending.append(pool.submit(read, rng))
-            if len(pending) >= 2:
-                break
-        while pending:
-            table = pending.pop(0).result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(read, nxt))
-            if table is not None:
-                yield from table.to_batches()
+    try:
+        with cf.ThreadPoolExecutor(max_workers=CSV_WORKERS, thread_name_prefix="lossctl-csv") as pool:
+            pending: list[Any] = []
+            it = ranges()
+            try:
+                for rng in it:
+                    pending.append(pool.submit(read, rng))
+                    if len(pending) >= CSV_WORKERS:
+                        break
+                while pending:
+                    table = pending.pop(0).result()
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(read, nxt))
+                    if table is not None:
+                        yield from table.to_batches()
+            finally:
+                for p in pending:
+                    p.cancel()
+    finally:
+        del data
+        with contextlib.suppress(BufferError):
+            mm.close()
+    if quoted_from[0] < size:
+        with pa.OSFile(src.path) as f:
+            f.seek(quoted_from[0])
+            opts = pacsv.ReadOptions(use_threads=True, block_size=4 << 20, column_names=names)
+            yield from pacsv.open_csv(f, read_options=opts, parse_options=parse, convert_options=convert)
 
 
 def _csv_locate(src: Source, column: str | None, check) -> InputError | None:
@@ -475,9 +510,6 @@ def _csv_scan(src: Source, text: str, column: str | None, check) -> InputError |
     for lineno, fields in enumerate(reader, start=1):
         if not fields:
             continue
-        if any("\n" in f or "\r" in f for f in fields):
-            return InputError.at("a quoted value holds a line break, and lossctl reads one row per line",
-                                 source=src.name, row=lineno)
         if len(fields) != len(header):
             return InputError.at(
                 f"expected {len(header)} fields like the header, found {len(fields)}",
@@ -638,8 +670,6 @@ def _jsonl_reader(src: Source, columns: list[str], numeric: set[str], batch_rows
 
 def _parquet_schema(src: Source, allow_empty: bool = False) -> None:
     pa = _pa()
-    import pyarrow.parquet as pq
-
     try:
         pf = parquet_file(src.path)
     except (OSError, pa.ArrowException) as e:
@@ -1032,6 +1062,7 @@ def iter_batches(
     dup = next((c for c in columns if c in src.duplicates), None)
     if dup is not None:
         raise InputError.at("two columns of the file have this name: rename one of them", source=src.name, column=dup)
+    batch_rows = batch_rows_for(src, columns, batch_rows)
     rows = 0
     try:
         for b in _batches(src, columns, numeric, batch_rows):
@@ -1039,6 +1070,41 @@ def iter_batches(
             yield b
     except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as e:
         raise _explain_reader_error(src, e, columns, numeric, rows) from None
+    finally:
+        if len(columns) > WIDE_COLUMNS:  # a wide reader's pages and dictionaries (2 MB a column) go back to the OS
+            pa.default_memory_pool().release_unused()
+
+
+BATCH_BYTES = 2 << 20  # a batch's values, widened to float64, stay within this (as in a default batch of two columns)
+
+
+WIDE_COLUMNS = 16  # Parquet columns beyond which one thread decodes them
+
+
+def _value_bytes(t: Any) -> int:
+    """Bytes per row that a column of arrow type ``t`` takes once read and widened to float64."""
+    pa = _pa()
+    if t is None:
+        return 8
+    if pa.types.is_dictionary(t):
+        return _value_bytes(t.value_type)
+    if pa.types.is_fixed_size_list(t):
+        return max(1, t.list_size) * _value_bytes(t.value_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or getattr(pa.types, "is_list_view", lambda _: False)(t):
+        return 64 * _value_bytes(t.value_type)  # width unknown until read: a guess
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t):
+        return 16
+    try:
+        return max(8, t.bit_width // 8)
+    except ValueError:
+        return 8
+
+
+def batch_rows_for(src: Source, columns: list[str], batch_rows: int) -> int:
+    """``batch_rows``, lowered for wide rows so that a batch's values take at most BATCH_BYTES
+    (100 float columns and a label: 2,595 rows). Results never depend on the batch size."""
+    width = sum(_value_bytes(src.types.get(c)) for c in dict.fromkeys(columns))
+    return max(1, min(batch_rows, BATCH_BYTES // max(width, 1)))
 
 
 def _batches(src: Source, columns: list[str], numeric: set[str], batch_rows: int) -> Iterator[Any]:
@@ -1051,14 +1117,20 @@ def _batches(src: Source, columns: list[str], numeric: set[str], batch_rows: int
         reader = _jsonl_reader(src, columns, numeric, batch_rows)
         yield from _rechunk(reader, batch_rows)
     elif src.fmt == "parquet":
-        import pyarrow.parquet as pq
-
         # pre_buffer=False: reading ahead whole row groups would make memory grow with the file;
-        # buffer_size: column chunks stream through 1 MB buffers instead of being read whole
-        # (peak RSS at 32M rows 185 → 150 MB, and a little faster)
-        pf = parquet_file(src.path, pre_buffer=False, buffer_size=1 << 20)
+        # buffer_size: column chunks stream through buffers instead of being read whole
+        # (peak RSS at 32M rows 185 → 150 MB, and a little faster): 1 MB each for a few
+        # columns, less for many (8 MB in all, at least 64 KB each), since every column
+        # read also holds its page and dictionary (about 2 MB at pyarrow's default sizes)
+        buffer = min(1 << 20, max(64 << 10, (8 << 20) // max(1, len(columns))))
+        pf = parquet_file(src.path, pre_buffer=False, buffer_size=buffer)
         groups = range(*src.row_groups) if src.row_groups is not None else None
-        yield from pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns, use_threads=True)
+        # batches of batch_rows rows decoded from each row group piece by piece; many columns
+        # are decoded on the reader's thread alone, while the batch before is computed (pyarrow's
+        # threads would each hold pages: 1M rows × 100 float32 columns, peak about 30 MB more)
+        wide = len(columns) > WIDE_COLUMNS
+        yield from _rechunk(pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns,
+                                            use_threads=not wide), batch_rows)
     elif src.fmt == "feather":
         yield from _feather_batches(src, columns, batch_rows)
     elif src.fmt == "dataset":

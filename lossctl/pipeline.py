@@ -699,10 +699,30 @@ def _to_matrix(arrays: list[Any], sel: Selector, source: str, offset: int) -> np
             flat = arr.flatten()
         vals = _numeric(flat, sel.columns[0], source, offset, width=max(width, 1))
         return vals.reshape(-1, width) if width else vals.reshape(len(arr), 0)
+    if sel.vector and len(arrays) > 1:
+        m = _stacked(arrays)
+        if m is not None:
+            return m
     cols = [_numeric(a, c, source, offset) for a, c in zip(arrays, sel.columns)]
     if not sel.vector:
         return cols[0]
     return np.column_stack(cols) if cols else np.empty((0, 0))
+
+
+def _stacked(arrays: list[Any]) -> np.ndarray | None:
+    """Integer and float columns straight into one (n, k) float64 array: each value read
+    once and written once, widened as it is copied (no float32 stack to widen again),
+    nulls as NaN. None for other types (booleans, decimals, text): column by column."""
+    import pyarrow as pa
+
+    arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays]
+    if not all((pa.types.is_floating(a.type) and not pa.types.is_float16(a.type)) or pa.types.is_integer(a.type)
+               for a in arrays):
+        return None
+    out = np.empty((len(arrays[0]), len(arrays)))
+    for j, a in enumerate(arrays):
+        out[:, j] = float_view(a)
+    return out
 
 
 def _numeric(arr: Any, column: str, source: str, offset: int, width: int = 1) -> np.ndarray:

@@ -210,10 +210,13 @@ def read(path: str) -> dict[str, Any]:
                 and _is_count(g.get("rows")) and isinstance(g.get("states"), list)):
             raise InputError.at("damaged state file: each of 'groups' must be an object with a 'key' array "
                                 "(one value per --by column), a 'rows' count and a 'states' array", source=path)
-    raw_keys = [g["key"] for g in doc["groups"]]  # group labels are data: "inf" or "nan" text stays text
-    out = _decode(doc)
-    for g, raw in zip(out["groups"], raw_keys):
-        g["key"] = _key_in(raw, g.get("nonfinite"))
+    # only numbers are decoded ("nan", "inf" → float): a task, spec, column name or group label
+    # that reads "nan" is text and stays text
+    out = dict(doc)
+    out["states"] = _decode(doc["states"])
+    out["jobs"] = [{**j, "params": _decode(j["params"])} for j in doc["jobs"]]
+    out["groups"] = [{**g, "key": _key_in(g["key"], g.get("nonfinite")), "states": _decode(g["states"])}
+                     for g in doc["groups"]]
     return out
 
 
@@ -226,7 +229,7 @@ def _is_strs(x: Any) -> bool:
 
 
 _TYPES = (
-    ("task", lambda x: isinstance(x, str), "a string"),
+    ("task", lambda x: isinstance(x, str) and x in registry.TASKS, "a task (" + ", ".join(registry.TASKS) + ")"),
     ("task_inferred", lambda x: isinstance(x, bool), "true or false"),
     ("sources", _is_strs, "an array of strings"),
     ("context", lambda x: isinstance(x, dict), "an object"),

@@ -487,3 +487,23 @@ def test_mixed_label_codings_across_shards_are_refused(tmp_path, capsys):
     sa = emit(capsys, [(tmp_path / "a.parquet", 0)], args, tmp_path, tag="a")
     sb = emit(capsys, [(tmp_path / "b.parquet", 100)], args, tmp_path, tag="b")
     one_line_error(*run(capsys, "merge", *sa, *sb, "-f", "json"), "disagree")
+
+
+def test_text_that_reads_nan_stays_text_and_an_unknown_task_is_damage(cli, tmp_path):
+    # only numbers decode "nan"/"inf": a column or group label named "nan" is text, and a
+    # task of "nan" is a damaged file (exit 2), never a float reaching the merge (exit 3)
+    data = tmp_path / "d.csv"
+    data.write_text("y,yhat,nan\n1,2,a\n2,2.5,b\n3,3,a\n")
+    state = tmp_path / "s.json"
+    assert cli("eval", data, "-l", "mse", "--by", "nan", "--emit-state", state, "-f", "json").code == 0
+    merged = cli("merge", state, "-f", "json")
+    assert merged.code == 0 and merged.json()["groups"][0]["by"] == "nan"
+    doc = json.loads(state.read_text())
+    for field, value in (("task", "nan"), ("task", "inf"), ("by", ["inf"])):
+        bad = tmp_path / f"bad-{field}.json"
+        bad.write_text(json.dumps({**doc, field: value}))
+        r = cli("merge", bad)
+        if field == "task":
+            assert r.code == 2 and "damaged state file" in r.err and r.out == ""
+        else:  # a --by column named "inf" is a name: merge reads it as one
+            assert r.code == 0, r.err
