@@ -110,17 +110,20 @@ def render_list(task: str | None, fmt: str, out: TextIO, *, color: bool = False)
 WIDE_LIST = 160  # the ten-column table needs this many; narrower consoles get one block per loss
 
 
-def _list_width(color: bool) -> int | None:
-    """$COLUMNS, else the terminal's (None lets rich ask it), else 200 (a file or a pipe)."""
+def columns_env() -> int | None:
+    """$COLUMNS when it holds a positive whole number."""
     import os
 
     try:
         cols = int(os.environ.get("COLUMNS", ""))
-        if cols > 0:
-            return cols
     except ValueError:
-        pass
-    return None if color else 200
+        return None
+    return cols if cols > 0 else None
+
+
+def _list_width(color: bool) -> int | None:
+    """$COLUMNS, else the terminal's (None lets rich ask it), else 200 (a file or a pipe)."""
+    return columns_env() or (None if color else 200)
 
 
 def _list_cards(console: Any, cols: list[str], rows: list[list[str]]) -> None:

@@ -402,16 +402,14 @@ def grad_cells(r: LossResult, digits: int = 4) -> list[str]:
 
 def _plain_width() -> int:
     """The width of a table without colour: $COLUMNS, the terminal's, else 100 (a file or a pipe)."""
-    import os
     import shutil
     import sys
 
-    try:
-        cols = int(os.environ.get("COLUMNS", ""))
-        if cols > 0:
-            return cols
-    except ValueError:
-        pass
+    from lossctl.catalog import columns_env
+
+    cols = columns_env()
+    if cols:
+        return cols
     try:
         if sys.stdout.isatty():
             return shutil.get_terminal_size((100, 24)).columns
