@@ -1811,8 +1811,14 @@ def _slice_results_of(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], 
 def _slice_order(sl: Any) -> list[int]:
     """Group ids in :func:`_sort_key` order (a single integer column: its sorted table)."""
     cols = sl.keys.cols
-    if len(cols) == 1 and cols[0]._ik.size == sl.size:
-        return cols[0]._ic.tolist()  # every value an integer, looked up in the sorted table
+    if len(cols) == 1:  # integers, looked up in the sorted table, then any missing value (last)
+        ints = cols[0]._ic
+        rest = np.ones(sl.size, dtype=bool)
+        rest[ints] = False
+        others = np.flatnonzero(rest).tolist()
+        values = cols[0].values
+        if all(_sort_key((values[g],))[0][0] == 3 for g in others):
+            return ints.tolist() + others
     keys = sl.keys.keys()
     return sorted(range(len(keys)), key=lambda g: _sort_key(keys[g]))
 

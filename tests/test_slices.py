@@ -381,3 +381,20 @@ def test_csv_lines_of_many_slices_are_what_csv_writer_writes():
     render_report(rep, "csv", out)
     assert out.getvalue().splitlines()[2:] == ["k,-3,5,mse,mse,p,0.5,7,false", "k,0,5,mse,mse,p,1.5,7,false",
                                                "k,12,5,mse,mse,p,inf,7,false"]
+
+
+def test_integer_keys_with_a_missing_value_sort_numerically_then_missing(cli, tmp_path):
+    # the integer fast path of the slice order also serves a column with nulls: numbers in
+    # numeric order (not the order first seen, not as text), the missing group last
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    g = pa.array([10, None, 2, 33, 2, None, -5, 10], type=pa.int64())
+    y = np.arange(8, dtype=float)
+    path = tmp_path / "g.parquet"
+    pq.write_table(pa.table({"y": y, "yhat": y + 0.5, "g": g}), path)
+    r = cli("eval", path, "-l", "mse", "--by", "g", "-f", "json", "--batch-rows", "3")
+    assert r.code == 0, r.err
+    groups = r.json()["groups"]
+    assert [x["value"] for x in groups] == [-5, 2, 10, 33, None]
+    assert groups[-1]["missing"] is True and groups[-1]["rows"] == 2
