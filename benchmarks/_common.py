@@ -422,3 +422,18 @@ def machine_info() -> str:
 def header(title: str) -> None:
     print(f"## {title}\n")
     print(f"_{machine_info()}_\n")
+
+
+def run_cases(name: str, cases: Sequence[Callable[[], dict[str, Any]]], json_out: str | None) -> int:
+    """Run each case (a dict with "values_agree"), write them to JSON_OUT if given; the exit
+    status: 1 when a case failed to run or its values disagree, else 0."""
+    out = []
+    try:
+        for case in cases:
+            out.append(case())
+    except BenchError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 1
+    if json_out:
+        Path(json_out).write_text(json.dumps({"machine": machine_info(), "results": out}, indent=1))
+    return 0 if all(r["values_agree"] for r in out) else 1

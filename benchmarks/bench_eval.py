@@ -24,7 +24,6 @@ issue 5 (≤ 1.1× floor, ≥ 5× faster on Parquet; CSV ≤ 1.2× the fastest f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -164,16 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON to OUT")
     a = ap.parse_args(argv)
     C.header(f"bench_eval: lossctl eval, 4 losses, {a.rows:,} rows, best of {a.repeat}")
-    out = []
-    try:
-        for fmt in [f.strip() for f in a.formats.split(",") if f.strip()]:
-            out.append(bench_format(fmt, a.rows, a.repeat, not a.no_grad))
-    except C.BenchError as e:
-        print(f"bench_eval: {e}", file=sys.stderr)
-        return 1
-    if a.json:
-        Path(a.json).write_text(json.dumps({"machine": C.machine_info(), "results": out}, indent=1))
-    return 0 if all(r["values_agree"] for r in out) else 1
+    formats = [f.strip() for f in a.formats.split(",") if f.strip()]
+    return C.run_cases("bench_eval", [lambda f=f: bench_format(f, a.rows, a.repeat, not a.no_grad) for f in formats],
+                       a.json)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import sys
 import time
@@ -177,16 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown case {bad[0]}; cases: {', '.join(map(str, CASES))}")
     C.header(f"bench_slices: lossctl eval --by, mse + mae, best of {a.repeat}")
-    out = []
-    try:
-        for g in cases:
-            out.append(bench_case(g, a.repeat))
-    except C.BenchError as e:
-        print(f"bench_slices: {e}", file=sys.stderr)
-        return 1
-    if a.json:
-        Path(a.json).write_text(json.dumps({"machine": C.machine_info(), "results": out}, indent=1))
-    return 0 if all(r["values_agree"] for r in out) else 1
+    return C.run_cases("bench_slices", [lambda g=g: bench_case(g, a.repeat) for g in cases], a.json)
 
 
 if __name__ == "__main__":
