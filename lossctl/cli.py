@@ -321,7 +321,7 @@ def _show(report, form: str, output: Optional[str], quiet: bool, state: Optional
         if state:
             files[1].write(state[1])
     # warnings and notes go to stderr in every format (CLI.md), each once
-    results = list(report.results) + [r for g in (report.groups or []) for r in g.results]
+    results = report.all_results()
     hidden = getattr(report, "hidden_groups", 0)
     hid = [f"{hidden} slice{'s' if hidden != 1 else ''} with fewer than --min-rows rows hidden"] \
         if hidden and form != "table" else []  # the table says so itself

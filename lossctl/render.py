@@ -3,13 +3,23 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
-from typing import Any, Iterable, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 import numpy as np
 
-from lossctl.results import GRAD_KEYS, Comparison, Group, LossResult, Report, group_value_json, nonfinite_label
+from lossctl.results import (
+    GRAD_KEYS,
+    Comparison,
+    Group,
+    LossResult,
+    Report,
+    SliceGroups,
+    group_value_json,
+    nonfinite_label,
+)
 
 FORMATS = ("table", "json", "jsonl", "csv", "tsv", "markdown")
 
@@ -63,7 +73,7 @@ def render_report(
     report: Report, fmt: str, out: TextIO, *, color: bool = False, width: int | None = None, pictures: bool | None = None
 ) -> None:
     if fmt == "json":
-        out.write(dumps(report.to_json()) + "\n")
+        _write_json(report, out)
     elif fmt == "jsonl":
         for row in _flat_rows(report):
             out.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
@@ -75,6 +85,66 @@ def render_report(
         # pictures (by default) whenever the report carries their sample: the CLI samples on a terminal
         _rich_report(report, out, color=color, width=width,
                      pictures=report.picture is not None if pictures is None else pictures)
+
+
+def _write_json(report: Report, out: TextIO) -> None:
+    """The JSON document, ``dumps(report.to_json())``; slices held as columns are written
+    from them, slice by slice, each as the indented encoder writes it (100,000 slices)."""
+    groups = report.groups
+    if not isinstance(groups, SliceGroups) or not len(groups):
+        out.write(dumps(report.to_json()) + "\n")
+        return
+    import dataclasses
+
+    text = dumps(dataclasses.replace(report, groups=[]).to_json())
+    mark = '\n  "groups": []'  # (a key of the document's own: two spaces in)
+    at = text.index(mark) + len(mark) - 1
+    out.write(text[:at])  # (up to the list's "[")
+    out.write("\n")
+    out.write(",\n".join(_json_group_texts(groups)))
+    out.write("\n  ]")
+    out.write(text[at + 1:] + "\n")
+
+
+def _indented(obj: Any, depth: int) -> str:
+    """``dumps(obj)`` as it stands ``depth`` spaces in (its first line not indented)."""
+    return dumps(obj).replace("\n", "\n" + " " * depth)
+
+
+def _json_group_texts(groups: SliceGroups) -> Iterator[str]:
+    """Each slice of the document's "groups" list, four spaces in: a slice whose results are
+    values and counts from templates, any other from its JSON object."""
+    from lossctl.results import _head
+
+    enc = json.dumps
+    objects = set(groups._made).union(*(c.full for c in groups.columns))
+    heads = []
+    for c in groups.columns:
+        head = _indented(_head(c.loss, c.spec, c.params, c.pred), 8)
+        heads.append("        " + head[: -len("\n        }")] + ',\n          "value": ')
+    tails = [',\n          "reduction": ' + enc(c.reduction, ensure_ascii=False) for c in groups.columns]
+    cols = [(h, t, c.value.tolist(), c.n.tolist(), c.worst) for h, t, c in zip(heads, tails, groups.columns)]
+    by = '    {\n      "by": ' + enc(groups.by, ensure_ascii=False) + ',\n      "value": '
+    for i, (v, rows) in enumerate(zip(groups.values, groups.rows.tolist())):
+        if i in objects or i in groups.comparisons:
+            yield "    " + _indented(groups[i].to_json(), 4)
+            continue
+        gv = group_value_json(v)
+        parts = [by, _indented(gv, 6) if type(gv) is list else enc(gv, ensure_ascii=False)]
+        if v is None or (isinstance(v, (list, tuple)) and any(x is None for x in v)):
+            parts.append(',\n      "missing": true')
+        parts.append(f',\n      "rows": {rows},\n      "results": [\n')
+        for j, (head, tail, vals, ns, worst) in enumerate(cols):
+            x = vals[i]
+            if j:
+                parts.append(",\n")
+            parts.append(head)
+            parts.append(repr(x) if x - x == 0 else f'null,\n          "nonfinite": "{nonfinite_label(x)}"')
+            parts.append(f',\n          "n": {ns[i]}')
+            parts.append(tail)
+            parts.append(',\n          "worst": true\n        }' if i == worst else "\n        }")
+        parts.append("\n      ]\n    }")
+        yield "".join(parts)
 
 
 def _group_head(g: Group) -> dict[str, Any]:
@@ -105,13 +175,21 @@ def _jsonable(v: Any) -> Any:
 
 
 def _all_comparisons(report: Report) -> list[Comparison]:
+    if isinstance(report.groups, SliceGroups):  # (columns: only the slices that have comparisons)
+        return list(report.comparisons) + report.groups.all_comparisons()
     return list(report.comparisons) + [c for g in report.groups or [] for c in g.comparisons]
+
+
+def _object_groups(groups: Any) -> Iterable[Group]:
+    """The slices whose results may carry more than a value and a count: every one, or, for
+    slices held as columns, those with a result object."""
+    return groups.object_groups() if isinstance(groups, SliceGroups) else groups or []
 
 
 def _flat_columns(report: Report) -> list[str]:
     cols = ["loss", "spec", "pred", "value", "n"]
     extra_keys: list[str] = []
-    all_results = list(report.results) + [r for g in report.groups or [] for r in g.results]
+    all_results = list(report.results) + [r for g in _object_groups(report.groups) for r in g.results]
     has_ci = has_grad = False
     seen_roles: dict[str, None] = {}
     for r in all_results:  # one pass (100,000 slices are 200,000 results)
@@ -138,7 +216,9 @@ def _flat_columns(report: Report) -> list[str]:
     roles = list(seen_roles)
     cols += [f"grad_{role}_{k}" for role in roles for k in GRAD_KEYS]
     if report.groups is not None:
-        head = ["by", "group"] + (["missing"] if any(g.missing for g in report.groups) else []) + ["group_rows"]
+        missing = report.groups.any_missing() if isinstance(report.groups, SliceGroups) \
+            else any(g.missing for g in report.groups)
+        head = ["by", "group"] + (["missing"] if missing else []) + ["group_rows"]
         cols = head + cols + ["worst"]
     return cols
 
@@ -208,7 +288,10 @@ def _write_delimited(report: Report, out: TextIO, delimiter: str) -> None:
             w.writerow([_cell(d.get(c)) for c in cols])
         nhead = cols.index("loss")
         if cols[nhead:] == ["loss", "spec", "pred", "value", "n", "worst"]:  # values only: many slices, fast
-            out.writelines(_plain_slice_lines(groups, cols[:nhead], delimiter))
+            if isinstance(groups, SliceGroups):
+                out.writelines(_column_slice_lines(groups, cols[:nhead], delimiter))
+            else:
+                out.writelines(_plain_slice_lines(groups, cols[:nhead], delimiter))
             return
         for g in groups:
             gcmp = _comparison_values(g.comparisons)
@@ -220,11 +303,9 @@ def _write_delimited(report: Report, out: TextIO, delimiter: str) -> None:
                 w.writerow([_cell(d.get(c)) for c in cols])
 
 
-def _plain_slice_lines(groups: list[Group], head_cols: list[str], delimiter: str) -> Iterable[str]:
-    """The CSV lines of slices whose rows hold values only (no extras, intervals, gradients
-    or comparisons), as csv.writer writes them: the cells that may need quoting (the group's
-    and the loss's) go through csv.writer once per slice and once per loss, the numbers are
-    formatted directly (100,000 slices are 200,000 lines)."""
+def _line_writer(delimiter: str) -> Any:
+    """A function of a row's cells to its CSV line (without the newline) as csv.writer writes
+    it: joined as they are where no cell needs quoting, else through csv.writer."""
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
 
@@ -238,23 +319,39 @@ def _plain_slice_lines(groups: list[Group], head_cols: list[str], delimiter: str
         w.writerow(cells)
         return buf.getvalue()[:-1]
 
+    return line
+
+
+def _slice_heads(line: Any, by: str, pairs: Iterable[tuple[Any, int]], missing: list[bool] | None,
+                 delimiter: str, by_plain: bool | None = None) -> Iterator[str]:
+    """Each slice's leading cells (by, group[, missing], group_rows) with the delimiter after."""
+    d = delimiter
+    if by_plain is None:  # whether the --by label is written as it is
+        by_plain = line([by, "0"]) == f"{by}{d}0"
+    for i, (v, rows) in enumerate(pairs):
+        if type(v) is int and missing is None and by_plain:  # (digits never need quoting)
+            yield f"{by}{d}{v}{d}{rows}{d}"
+            continue
+        gv = str(v) if type(v) is int else v if type(v) is str else _cell(group_value_json(v))
+        cells = [by, gv, _cell(missing[i]), str(rows)] if missing is not None else [by, gv, str(rows)]
+        yield line(cells) + d
+
+
+def _plain_slice_lines(groups: list[Group], head_cols: list[str], delimiter: str) -> Iterable[str]:
+    """The CSV lines of slices whose rows hold values only (no extras, intervals, gradients
+    or comparisons), as csv.writer writes them: the cells that may need quoting (the group's
+    and the loss's) go through csv.writer once per slice and once per loss, the numbers are
+    formatted directly (100,000 slices are 200,000 lines)."""
+    line = _line_writer(delimiter)
     mids: dict[tuple[str, str, str], str] = {}
     d = delimiter
     missing = "missing" in head_cols
-    by_cell: dict[str, str] = {}
-    by_plain: dict[str, bool] = {}  # whether a --by label is written as it is
+    plain: dict[str, bool] = {}
     for g in groups:
-        v = g.value
-        gv = str(v) if type(v) is int else v if type(v) is str else _cell(group_value_json(v))
-        by = by_cell.get(g.by)
-        if by is None:
-            by = by_cell[g.by] = _cell(g.by)
-            by_plain[by] = line([by, "0"]) == f"{by}{d}0"
-        if type(v) is int and not missing and by_plain.get(by, False):  # (digits never need quoting)
-            h = f"{by}{d}{gv}{d}{g.rows}{d}"
-        else:
-            cells = [by, gv, _cell(g.missing), str(g.rows)] if missing else [by, gv, str(g.rows)]
-            h = line(cells) + d
+        by = _cell(g.by)
+        if by not in plain:
+            plain[by] = line([by, "0"]) == f"{by}{d}0"
+        h = next(_slice_heads(line, by, [(g.value, g.rows)], [g.missing] if missing else None, d, plain[by]))
         for r in g.results:
             key = (r.loss, r.spec, r.pred)
             mid = mids.get(key)
@@ -262,6 +359,46 @@ def _plain_slice_lines(groups: list[Group], head_cols: list[str], delimiter: str
                 mid = mids[key] = line(list(key)) + d
             x = r.value
             yield f"{h}{mid}{repr(x) if x - x == 0 else _cell(x)}{d}{r.n}{d}{'true' if r.worst else 'false'}\n"
+
+
+def _column_slice_lines(groups: SliceGroups, head_cols: list[str], delimiter: str) -> Iterable[str]:
+    """:func:`_plain_slice_lines` of slices held as columns, column by column: the lines of
+    each loss for every slice at once, then interleaved slice by slice; a slice read as a
+    Group (which a reader may have changed) or holding result objects is written from them."""
+    line = _line_writer(delimiter)
+    d = delimiter
+    n = len(groups)
+    missing = groups.missing() if "missing" in head_cols else None
+    heads = list(_slice_heads(line, _cell(groups.by), zip(groups.values, groups.rows.tolist()), missing, d))
+    made = groups._made
+    per_loss = []
+    for j, c in enumerate(groups.columns):
+        mid = line([c.loss, c.spec, c.pred]) + d
+        # (repr is the CSV cell of every double: 'nan', 'inf' and '-inf' too)
+        lines = [f"{h}{mid}{v!r}{d}{k}{d}false\n" for h, v, k in zip(heads, c.value.tolist(), c.n.tolist())]
+        if 0 <= c.worst < n:
+            lines[c.worst] = lines[c.worst][:-6] + "true\n"
+        for i, r in c.full.items():
+            if i not in made:
+                lines[i] = _result_line(heads[i], mid, r, d)
+        per_loss.append(lines)
+    for i, g in made.items():  # what a reader holds is what is written
+        h = next(_slice_heads(line, _cell(g.by), [(g.value, g.rows)], [g.missing] if missing is not None else None, d))
+        lines = [_result_line(h, line([r.loss, r.spec, r.pred]) + d, r, d) for r in g.results]
+        if len(lines) == len(per_loss):
+            for j, t in enumerate(lines):
+                per_loss[j][i] = t
+        else:  # (results added or removed: the slice's lines go with its first loss's)
+            for j in range(len(per_loss)):
+                per_loss[j][i] = "".join(lines) if j == 0 else ""
+    if len(per_loss) == 1:
+        return per_loss[0]
+    return itertools.chain.from_iterable(zip(*per_loss))
+
+
+def _result_line(head: str, mid: str, r: LossResult, d: str) -> str:
+    x = r.value
+    return f"{head}{mid}{repr(x) if x - x == 0 else _cell(x)}{d}{r.n}{d}{'true' if r.worst else 'false'}\n"
 
 
 def _preds(report: Report) -> list[str]:

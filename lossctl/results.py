@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,131 @@ class Group:
         return d
 
 
+class LossColumn:
+    """One loss (and prediction set) over every shown slice, as columns: ``value`` and ``n``
+    (arrays, one entry per slice), the slice with the worst value (−1: none), and the
+    slices whose result is an object (``full``: made from a state, given an interval or
+    notes, or asked for by a reader): those objects are the results there."""
+
+    __slots__ = ("loss", "spec", "params", "pred", "reduction", "value", "n", "worst", "full")
+
+    def __init__(self, loss: str, spec: str, params: dict[str, Any], pred: str, reduction: str,
+                 value: np.ndarray, n: np.ndarray, full: dict[int, LossResult] | None = None) -> None:
+        self.loss, self.spec, self.params, self.pred, self.reduction = loss, spec, params, pred, reduction
+        self.value = value
+        self.n = n
+        self.worst = -1
+        self.full: dict[int, LossResult] = {} if full is None else full
+
+    def result(self, i: int) -> LossResult:
+        """Slice ``i``'s result (made once, then kept: a change to it is the result's)."""
+        r = self.full.get(i)
+        if r is None:
+            r = self.full[i] = LossResult(self.loss, self.spec, dict(self.params), self.pred, float(self.value[i]),
+                                          int(self.n[i]), self.reduction, worst=i == self.worst)
+        return r
+
+
+class SliceGroups(Sequence):
+    """The slices of a --by run held as columns (one :class:`LossColumn` per loss and
+    prediction set), read as a sequence of :class:`Group`: a Group is made when it is
+    read, and kept. The CSV and JSON writers read the columns without making Groups."""
+
+    def __init__(self, by: str, values: list[Any], rows: np.ndarray, columns: list[LossColumn],
+                 comparisons: dict[int, list[Comparison]] | None = None) -> None:
+        self.by = by
+        self.values = values  # each slice's value (a list for a cross of several columns)
+        self.rows = rows
+        self.columns = columns
+        self.comparisons = comparisons or {}
+        self._made: dict[int, Group] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self.values)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("slice index out of range")
+        g = self._made.get(i)
+        if g is None:
+            g = self._made[i] = Group(self.by, self.values[i], int(self.rows[i]), [c.result(i) for c in self.columns],
+                                      comparisons=list(self.comparisons.get(i, [])))
+        return g
+
+    def __iter__(self) -> Iterator[Group]:
+        for i in range(len(self.values)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, SliceGroups)) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """Every slice as :meth:`Group.to_json` writes it, from the columns (a slice read as a
+        Group: from the Group)."""
+        heads = [_head(c.loss, c.spec, c.params, c.pred) for c in self.columns]
+        values = [(c.value.tolist(), c.n.tolist(), c.full, c.worst, c.reduction) for c in self.columns]
+        out: list[dict[str, Any]] = []
+        for i, (v, rows) in enumerate(zip(self.values, self.rows.tolist())):
+            g = self._made.get(i)
+            if g is not None:
+                out.append(g.to_json())
+                continue
+            d: dict[str, Any] = {"by": self.by, "value": group_value_json(v)}
+            if v is None or (isinstance(v, (list, tuple)) and any(x is None for x in v)):
+                d["missing"] = True
+            d["rows"] = rows
+            res = []
+            for head, (vals, ns, full, worst, red) in zip(heads, values):
+                r = full.get(i)
+                if r is not None:
+                    res.append(r.to_json())
+                    continue
+                e = {**head, "params": dict(head["params"])}
+                e.update(_number_field("value", vals[i]))
+                e["n"] = ns[i]
+                e["reduction"] = red
+                if i == worst:
+                    e["worst"] = True
+                res.append(e)
+            d["results"] = res
+            cmp = self.comparisons.get(i)
+            if cmp:
+                d["comparisons"] = [c.to_json() for c in cmp]
+            out.append(d)
+        return out
+
+    def object_groups(self) -> list[Group]:
+        """The slices where some result is an object (made from a state, given an interval,
+        notes or extras, or read as a Group), in order: every other slice's results are a
+        value and a count each, nothing more."""
+        idx = set(self._made).union(*(c.full for c in self.columns))
+        return [self[i] for i in sorted(idx)]
+
+    def all_comparisons(self) -> list[Comparison]:
+        """Every slice's comparisons, slice by slice."""
+        out = []
+        for i in sorted(set(self.comparisons) | set(self._made)):
+            g = self._made.get(i)
+            out.extend(g.comparisons if g is not None else self.comparisons[i])
+        return out
+
+    def any_missing(self) -> bool:
+        """Whether some slice gathers rows with a missing value."""
+        v = self.values
+        return None in v or any(None in x for x in v if isinstance(x, (list, tuple)))
+
+    def missing(self) -> list[bool]:
+        """Each slice's :attr:`Group.missing`."""
+        return [v is None or (isinstance(v, (list, tuple)) and any(x is None for x in v)) for v in self.values]
+
+
 def group_value_json(v: Any) -> Any:
     """A group value as JSON holds it: a string, number, boolean or null (a missing value);
     ±inf as the strings "inf" and "-inf"; a cross of several --by columns as a list of these."""
@@ -130,13 +256,19 @@ class Report:
     dropped_rows: int
     results: list[LossResult]
     comparisons: list[Comparison] = field(default_factory=list)
-    groups: list[Group] | None = None
+    groups: list[Group] | SliceGroups | None = None  # SliceGroups: a --by run's slices as columns
     sources: list[str] = field(default_factory=list)
     bindings: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     join: dict[str, int] | None = None
     hidden_groups: int = 0
     picture: dict[str, Any] | None = None  # data for the terminal pictures (never in JSON)
+
+    def all_results(self) -> list[LossResult]:
+        """The overall results, then every slice's that may carry notes (slices held as
+        columns: only their result objects; the others are a value and a count each)."""
+        groups = self.groups.object_groups() if isinstance(self.groups, SliceGroups) else self.groups or []
+        return list(self.results) + [r for g in groups for r in g.results]
 
     def to_json(self) -> dict[str, Any]:
         from lossctl import __version__
@@ -154,7 +286,9 @@ class Report:
         }
         if self.comparisons:
             d["comparisons"] = [c.to_json() for c in self.comparisons]
-        if self.groups is not None:
+        if isinstance(self.groups, SliceGroups):
+            d["groups"] = self.groups.to_json()
+        elif self.groups is not None:
             d["groups"] = [g.to_json() for g in self.groups]
         if self.join is not None:
             d["join"] = self.join

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lossctl.engine import Options, State
-from lossctl.results import Comparison, Group, LossResult
+from lossctl.results import Comparison, Group, LossColumn, SliceGroups
 
 if TYPE_CHECKING:
     from lossctl.pipeline import Plan
@@ -45,26 +45,11 @@ def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple
     return groups, hidden
 
 
-def _slice_results(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], int]:
-    """:func:`_group_results` of vectorised slices (:class:`lossctl.slices.Slices`): the
-    values of a table of sums for every group at once; a state per group only where a result
-    needs one (gradients, intervals, extras, sums beyond the double range, per-group states)."""
-    import gc
-
-    enabled = gc.isenabled()
-    gc.disable()  # hundreds of thousands of results, none in a cycle: no collection passes over them
-    try:
-        return _slice_results_of(plan, sl, opts)
-    finally:
-        # and none after: the results join the oldest generation without being traversed
-        # (freeze then unfreeze promotes every tracked object; a full collection still sees them)
-        gc.freeze()
-        gc.unfreeze()
-        if enabled:
-            gc.enable()
-
-
-def _slice_results_of(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], int]:
+def _slice_results(plan: Plan, sl: Any, opts: Options) -> tuple[SliceGroups, int]:
+    """:func:`_group_results` of vectorised slices (:class:`lossctl.slices.Slices`), as
+    columns (:class:`lossctl.results.SliceGroups`): the values of a table of sums for every
+    group at once; a result object (from a state per group) only where a result needs one
+    (gradients, intervals, extras, sums beyond the double range, per-group states)."""
     from lossctl.engine import Kernel
     from lossctl.pipeline import _add_ci, _comparisons, _result_for  # (pipeline imports this module)
     from lossctl.slices import VectorJob
@@ -72,14 +57,15 @@ def _slice_results_of(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], 
     label = ",".join(s.text for s in plan.by)
     size = sl.size
     rows = sl.rows[:size]
-    order = _slice_order(sl)
+    order = np.asarray(_slice_order(sl), dtype=np.intp)
     values = sl.keys.values()
-    shown = [g for g in order if rows[g] >= plan.request.min_rows]
-    seeds = {g: gi + 1 for gi, g in enumerate(order)} if opts.ci else {}  # bootstrap seed offsets, hidden ones counted
+    gl = order[rows[order] >= plan.request.min_rows]
+    shown = gl.tolist()
+    # bootstrap seed offsets, hidden ones counted
+    seeds = {g: gi + 1 for gi, g in enumerate(order.tolist())} if opts.ci else {}
     hidden = size - len(shown)
-    gl = np.asarray(shown, dtype=np.intp)
-    shown_rows = rows[gl].tolist()
-    columns: list[list[LossResult]] = []
+    shown_rows = rows[gl].astype(np.int64)
+    columns: list[LossColumn] = []
     made: dict[int, list[State]] = {}
 
     def state(g: int, ji: int) -> State:
@@ -88,50 +74,50 @@ def _slice_results_of(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], 
         return made[g][ji]
 
     for ji, (job, vj) in enumerate(zip(plan.jobs, sl.jobs)):
-        col: list[Any] = [None] * len(shown)
+        vals = None
+        need: Any = range(len(shown))
         if isinstance(vj, VectorJob) and vj.table is not None and not opts.grad and opts.reduction == "mean" \
                 and type(vj.kernel).extra is Kernel.extra:
             totals, scaled = vj.table.values(size)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                vals = np.asarray(vj.kernel.value(totals[gl]), dtype=float)
+                vals = np.array(vj.kernel.value(totals[gl]), dtype=float)
             if vals.shape == (len(shown),):
-                spec, name, params, pred = job.call.text, job.call.spec.name, job.call.params, job.pred
-                red = opts.reduction
-                # (positional: a quarter faster than keywords, 200,000 times at 100,000 slices)
-                col = [None if s else LossResult(name, spec, dict(params), pred, v, n, red)
-                       for v, n, s in zip(vals.tolist(), shown_rows, scaled[gl].tolist())]
-        for i, r in enumerate(col):
-            if r is None:
-                col[i] = _result_for(job, state(shown[i], ji), opts, in_slice=True)
+                need = np.flatnonzero(scaled[gl]).tolist()
+            else:
+                vals = None
+        col = LossColumn(job.call.spec.name, job.call.text, job.call.params, job.pred, opts.reduction,
+                         np.empty(len(shown)) if vals is None else vals, shown_rows.copy())
+        for i in need:
+            r = col.full[i] = _result_for(job, state(shown[i], ji), opts, in_slice=True)
+            col.value[i], col.n[i] = r.value, r.n
         columns.append(col)
     several = len(plan.pred_labels) > 1
-    groups = []
-    for g, n, res in zip(shown, shown_rows, zip(*columns) if columns else [()] * len(shown)):
-        res = list(res)
-        cmp: list[Comparison] = []
-        if opts.ci or several:
+    comparisons: dict[int, list[Comparison]] = {}
+    if opts.ci or several:
+        for i, g in enumerate(shown):
+            res = [c.result(i) for c in columns]
             plan._boot = None  # type: ignore[attr-defined]  # no other slice's units
             sts: list[State] = []
             if opts.ci:
                 sts = [state(g, ji) for ji in range(len(plan.jobs))]
                 _add_ci(plan, sts, res, opts, seed_offset=seeds[g])
             if several:
-                cmp = _comparisons(plan, sts, res, opts, seed_offset=seeds.get(g, 0))
+                comparisons[i] = _comparisons(plan, sts, res, opts, seed_offset=seeds.get(g, 0))
             made.pop(g, None)
-        groups.append(Group(label, values[g], n, res, comparisons=cmp))
     plan._boot = None  # type: ignore[attr-defined]
-    if len(groups) > 1:  # mark the worst slice (largest loss) of each loss and prediction set
-        for j, col in enumerate(columns):
-            v = np.array([r.value for r in col], dtype=float)
-            if not np.isnan(v).all():
-                groups[int(np.nanargmax(v))].results[j].worst = True
-    return groups, hidden
+    if len(shown) > 1:  # mark the worst slice (largest loss) of each loss and prediction set
+        for c in columns:
+            if not np.isnan(c.value).all():
+                c.worst = int(np.nanargmax(c.value))
+                if c.worst in c.full:
+                    c.full[c.worst].worst = True
+    return SliceGroups(label, [values[g] for g in shown], shown_rows, columns, comparisons), hidden
 
 
 def _slice_order(sl: Any) -> list[int]:
     """Group ids in :func:`_sort_key` order (a single integer column: its sorted table)."""
     cols = sl.keys.cols
-    if len(cols) == 1:  # integers, looked up in the sorted table, then any missing value (last)
+    if len(cols) == 1 and not cols[0].mixed:  # integers, looked up in the sorted table, then any missing value (last)
         ints = cols[0]._ic
         rest = np.ones(sl.size, dtype=bool)
         rest[ints] = False

@@ -89,11 +89,24 @@ class KeyIndex:
         self._ints_only = True  # every value came from an int64 lookup: distinct ints
         self._ik = np.empty(0, dtype=np.int64)  # int values seen, sorted
         self._ic = np.empty(0, dtype=np.intp)  # their codes
+        self.mixed = False  # some int in the table has a group whose value is 1.0 or True
 
     def lookup(self, uniques: np.ndarray | list) -> np.ndarray:
         if isinstance(uniques, np.ndarray) and uniques.dtype == np.int64:
             return self._lookup_int(uniques)
-        return self._lookup_py(uniques.tolist() if isinstance(uniques, np.ndarray) else uniques)
+        vals = uniques.tolist() if isinstance(uniques, np.ndarray) else uniques
+        ints = [i for i, v in enumerate(vals) if type(v) is int and -(1 << 63) <= v < 1 << 63]
+        if not ints or len(ints) == len(vals):
+            return self._lookup_int(np.array(vals, dtype=np.int64)) if ints else self._lookup_py(vals)
+        # integers and other values (an integer column with a null): the integers by the table
+        out = np.empty(len(vals), dtype=np.intp)
+        pos = np.array(ints, dtype=np.intp)
+        out[pos] = self._lookup_int(np.array([vals[i] for i in ints], dtype=np.int64))
+        rest = np.ones(len(vals), dtype=bool)
+        rest[pos] = False
+        other = np.flatnonzero(rest)
+        out[other] = self._lookup_py([vals[i] for i in other.tolist()])
+        return out
 
     def _lookup_py(self, vals: list) -> np.ndarray:
         index, values = self.index, self.values
@@ -127,6 +140,9 @@ class KeyIndex:
             else:  # (a value seen as 1.0 or True keeps its code)
                 codes = self._lookup_py(u[miss].tolist())
                 self._ints_only = False
+                values = self.values
+                if not self.mixed and not all(type(values[c]) is int for c in codes.tolist()):
+                    self.mixed = True  # the table holds an integer whose group's value is not one
             out[miss] = codes
             k = np.concatenate([keys, u[miss]])
             c = np.concatenate([self._ic, codes])
