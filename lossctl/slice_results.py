@@ -11,13 +11,13 @@ from lossctl.engine import Options, State
 from lossctl.results import Comparison, Group, LossColumn, SliceGroups
 
 if TYPE_CHECKING:
-    from lossctl.pipeline import Plan
+    from lossctl.plan import Plan
 
 
 def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple[list[Group], int]:
     """One Group per slice (sorted by value, a missing value last), each with its results
     and, with several prediction sets, its own comparisons and paired intervals."""
-    from lossctl.pipeline import _add_ci, _comparisons, _result_for  # (pipeline imports this module)
+    from lossctl.assemble import _add_ci, _comparisons, result_for  # (assemble imports this module)
 
     sl = getattr(group_states, "slices", None)
     if sl is not None:
@@ -29,14 +29,11 @@ def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple
         if group_rows[k] < plan.request.min_rows:
             hidden += 1
             continue
-        res = [_result_for(j, s, opts, in_slice=True) for j, s in zip(plan.jobs, sts)]
-        plan._boot = None  # type: ignore[attr-defined]  # no other slice's units
-        if opts.ci:
-            _add_ci(plan, sts, res, opts, seed_offset=gi + 1)
-        cmp = _comparisons(plan, sts, res, opts, seed_offset=gi + 1)
+        res = [result_for(j, s, opts, in_slice=True) for j, s in zip(plan.jobs, sts)]
+        boot = _add_ci(plan, sts, res, opts, seed_offset=gi + 1) if opts.ci else None
+        cmp = _comparisons(plan, sts, res, opts, boot)
         value = k[0] if len(k) == 1 else list(k)
         groups.append(Group(by=label, value=value, rows=group_rows[k], results=res, comparisons=cmp))
-    plan._boot = None  # type: ignore[attr-defined]
     if len(groups) > 1:  # mark the worst slice (largest loss) of each loss and prediction set
         for j in range(len(plan.jobs)):
             finite = [g for g in groups if g.results[j].value == g.results[j].value]
@@ -51,7 +48,7 @@ def _slice_results(plan: Plan, sl: Any, opts: Options) -> tuple[SliceGroups, int
     group at once; a result object (from a state per group) only where a result needs one
     (gradients, intervals, extras, sums beyond the double range, per-group states)."""
     from lossctl.engine import Kernel
-    from lossctl.pipeline import _add_ci, _comparisons, _result_for  # (pipeline imports this module)
+    from lossctl.assemble import _add_ci, _comparisons, result_for  # (assemble imports this module)
     from lossctl.slices import VectorJob
 
     label = ",".join(s.text for s in plan.by)
@@ -88,7 +85,7 @@ def _slice_results(plan: Plan, sl: Any, opts: Options) -> tuple[SliceGroups, int
         col = LossColumn(job.call.spec.name, job.call.text, job.call.params, job.pred, opts.reduction,
                          np.empty(len(shown)) if vals is None else vals, shown_rows.copy())
         for i in need:
-            r = col.full[i] = _result_for(job, state(shown[i], ji), opts, in_slice=True)
+            r = col.full[i] = result_for(job, state(shown[i], ji), opts, in_slice=True)
             col.value[i], col.n[i] = r.value, r.n
         columns.append(col)
     several = len(plan.pred_labels) > 1
@@ -96,15 +93,14 @@ def _slice_results(plan: Plan, sl: Any, opts: Options) -> tuple[SliceGroups, int
     if opts.ci or several:
         for i, g in enumerate(shown):
             res = [c.result(i) for c in columns]
-            plan._boot = None  # type: ignore[attr-defined]  # no other slice's units
             sts: list[State] = []
+            boot = None  # (each slice its own units)
             if opts.ci:
                 sts = [state(g, ji) for ji in range(len(plan.jobs))]
-                _add_ci(plan, sts, res, opts, seed_offset=seeds[g])
+                boot = _add_ci(plan, sts, res, opts, seed_offset=seeds[g])
             if several:
-                comparisons[i] = _comparisons(plan, sts, res, opts, seed_offset=seeds.get(g, 0))
+                comparisons[i] = _comparisons(plan, sts, res, opts, boot)
             made.pop(g, None)
-    plan._boot = None  # type: ignore[attr-defined]
     if len(shown) > 1:  # mark the worst slice (largest loss) of each loss and prediction set
         for c in columns:
             if not np.isnan(c.value).all():

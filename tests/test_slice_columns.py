@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lossctl.pipeline import Request, prepare, run
+from lossctl.assemble import run
+from lossctl.plan import Request
+from lossctl.planner import prepare
 from lossctl.render import render_report
 from lossctl.results import Report, SliceGroups
 from lossctl.slice_results import _slice_order, _sort_key
@@ -50,11 +52,11 @@ def data_file(path, n: int = 3000, seed: int = 0, huge: bool = False) -> str:
 
 
 def _run(**kw) -> Report:
-    plan = prepare(Request(**kw))
+    plan, inputs = prepare(Request(**kw))
     try:
-        return run(plan)
+        return run(plan, inputs)
     finally:
-        plan.close()
+        inputs.close()
 
 
 def _write(report: Report, fmt: str) -> str:
