@@ -273,6 +273,19 @@ def _chunk_ids(n: int) -> np.ndarray:
     return _CHUNK_IDS[:n]
 
 
+_CHUNK_BASES: dict[int, np.ndarray] = {}
+
+
+def _chunk_base(n: int, groups: int) -> np.ndarray:
+    """Each row's chunk id times ``groups`` (kept for the few group counts seen last)."""
+    base = _CHUNK_BASES.get(groups)
+    if base is None or base.size < n:
+        if len(_CHUNK_BASES) >= 8:
+            _CHUNK_BASES.clear()
+        base = _CHUNK_BASES[groups] = _chunk_ids(max(n, 1 << 17)) * groups
+    return base[:n]
+
+
 class BatchGroups:
     """The groups of one batch: local ``codes`` (n,) in [0, L), each local code's global
     group id (``gids``; −1 where it does not occur) and row count."""
@@ -299,8 +312,8 @@ class BatchGroups:
                 nch = -(-self.n // CHUNK)
                 ch = _chunk_ids(self.n)
                 hidx = np.flatnonzero(heavy)
-                if hidx.size == self.L:
-                    slots = self.codes * nch + ch
+                if hidx.size == self.L:  # chunk by chunk, each chunk's L slots (one pass to make)
+                    slots = self.codes + _chunk_base(self.n, self.L)
                     self._plan = (slots, self.L * nch, hidx, nch, 0)
                 else:
                     rank = np.cumsum(heavy) - 1
@@ -316,8 +329,8 @@ class BatchGroups:
         s = np.bincount(slots, weights=col, minlength=width)
         if hidx is None:
             return s
-        if base == 0:  # every group heavy: its chunks' partials, pairwise
-            return s.reshape(self.L, nch).sum(axis=1)
+        if base == 0:  # every group heavy: its chunks' partials (a row per group), pairwise
+            return np.ascontiguousarray(s.reshape(nch, self.L).T).sum(axis=1)
         out = s[:self.L].copy()
         out[hidx] = s[base:].reshape(hidx.size, nch).sum(axis=1)
         return out
@@ -371,14 +384,12 @@ class GroupSums:
         if rows.size == 0:
             return
         self._grow(int(rows.max()) + 1)
-        if e is None and self.e is None:
-            for j in range(self.width):
-                sj, xj = self.s[j], x[:, j]
-                s = sj[rows]
-                t = s + xj
-                with np.errstate(invalid="ignore"):
-                    self.c[j][rows] += np.where(np.abs(s) >= np.abs(xj), (s - t) + xj, (xj - t) + s)
-                sj[rows] = t
+        if e is None and self.e is None:  # (every statistic at once: the same operations, element by element)
+            s, xt = self.s[:, rows], x.T
+            t = s + xt
+            with np.errstate(invalid="ignore"):
+                self.c[:, rows] += np.where(np.abs(s) >= np.abs(xt), (s - t) + xt, (xt - t) + s)
+            self.s[:, rows] = t
             return
         if self.e is None:
             self.e = np.zeros(self.s.shape, dtype=np.int64)
