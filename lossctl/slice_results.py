@@ -1,6 +1,7 @@
-"""Slice results: the per-slice Groups of a --by run, from per-group states or from the
-vectorised tables of :mod:`lossctl.slices`, in slice order (numbers, booleans, text, a
-missing value last)."""
+"""Slice results: the slices of a --by run in slice order (numbers, booleans, text, a
+missing value last): Groups from per-group states, or, from the vectorised tables of
+:mod:`lossctl.slices`, columns (:class:`lossctl.results.SliceGroups`: a value and a count
+per slice and loss, a result object only where a result needs one)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from lossctl.plan import Plan
 
 
-def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple[list[Group], int]:
+def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple[list[Group] | SliceGroups, int]:
     """One Group per slice (sorted by value, a missing value last), each with its results
     and, with several prediction sets, its own comparisons and paired intervals."""
     from lossctl.assemble import _add_ci, _comparisons, result_for  # (assemble imports this module)

@@ -228,3 +228,44 @@ def test_non_finite_values_and_keys_that_need_quoting(cross):
     for fmt in COLUMNAR:
         assert got[fmt] == _write(ref, fmt), fmt
     assert rep.to_json() == ref.to_json()
+
+
+def test_integer_keys_are_read_without_importing_pyarrow_compute(tmp_path):
+    """An int64 --by column is read from its buffer: Array.cast would import pyarrow.compute
+    (15-25 ms of every run's start-up; the run without --by does not import it)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    n = 50
+    t = pa.table({"y": np.arange(n, dtype=float), "yhat": np.arange(n, dtype=float) + 0.5,
+                  "g": pa.array(np.arange(n) % 4, pa.int64())})
+    path = tmp_path / "g.parquet"
+    pq.write_table(t, path)
+    code = ("import sys, io, contextlib\nfrom lossctl.cli import main\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n    try:\n"
+            f"        main(['eval', {str(path)!r}, '-t', 'y', '-p', 'yhat', '-l', 'mse', '--by', 'g', '-f', 'csv'])\n"
+            "    except SystemExit:\n        pass\n"
+            "print(out.getvalue().count(',mse,'), 'pyarrow.compute' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                       env=dict(os.environ, PYTHONPATH=root))
+    assert p.stdout.strip().splitlines()[-1] == "5 False", p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("typ", [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
+                                 pa.uint64()])
+def test_integer_keys_of_every_width_read_from_their_buffers(typ):
+    from lossctl.arrays import labels_view
+
+    vals = [0, 3, 7, 100, 5, 3]
+    if typ.bit_width > 8:
+        vals.append(1000 if typ != pa.int16() and typ != pa.uint16() else 30000)
+    if pa.types.is_signed_integer(typ):
+        vals += [-1, -(2 ** (typ.bit_width - 1))]
+    arr = pa.array(vals, typ)
+    got = labels_view(arr)
+    assert got.dtype == np.int64 and got.tolist() == vals
+    assert labels_view(arr.slice(2, 3)).tolist() == vals[2:5]  # (an offset into the buffer)
+    assert labels_view(arr.slice(0, 0)).tolist() == []
+    assert labels_view(pa.chunked_array([arr[:2], arr[2:]])).tolist() == vals
