@@ -111,40 +111,44 @@ def _indented(obj: Any, depth: int) -> str:
     return dumps(obj).replace("\n", "\n" + " " * depth)
 
 
-def _json_group_texts(groups: SliceGroups) -> Iterator[str]:
-    """Each slice of the document's "groups" list, four spaces in: a slice whose results are
-    values and counts from templates, any other from its JSON object."""
+def _json_group_texts(groups: SliceGroups) -> list[str]:
+    """Each slice of the document's "groups" list, four spaces in, as the indented encoder
+    writes it: loss by loss for every slice at once from templates, then slice by slice; a
+    slice with a result object (or read as a Group) from its JSON object."""
     from lossctl.results import _head
 
-    enc = json.dumps
-    objects = set(groups._made).union(*(c.full for c in groups.columns))
-    heads = []
+    def enc(v: Any) -> str:
+        return json.dumps(v, ensure_ascii=False)
+
+    n = len(groups)
+    missing = groups.missing()
+    texts = []
+    miss = ',\n      "missing": true'
+    for v, m, rows in zip(groups.values, missing, groups.rows.tolist()):
+        if type(v) is int:
+            gv = str(v)
+        else:
+            j = group_value_json(v)
+            gv = _indented(j, 6) if type(j) is list else enc(j)
+        texts.append(f'{gv}{miss if m else ""},\n      "rows": {rows},\n      "results": [\n')
+    by = '    {\n      "by": ' + enc(groups.by) + ',\n      "value": '
+    per_loss = []
     for c in groups.columns:
         head = _indented(_head(c.loss, c.spec, c.params, c.pred), 8)
-        heads.append("        " + head[: -len("\n        }")] + ',\n          "value": ')
-    tails = [',\n          "reduction": ' + enc(c.reduction, ensure_ascii=False) for c in groups.columns]
-    cols = [(h, t, c.value.tolist(), c.n.tolist(), c.worst) for h, t, c in zip(heads, tails, groups.columns)]
-    by = '    {\n      "by": ' + enc(groups.by, ensure_ascii=False) + ',\n      "value": '
-    for i, (v, rows) in enumerate(zip(groups.values, groups.rows.tolist())):
-        if i in objects or i in groups.comparisons:
-            yield "    " + _indented(groups[i].to_json(), 4)
-            continue
-        gv = group_value_json(v)
-        parts = [by, _indented(gv, 6) if type(gv) is list else enc(gv, ensure_ascii=False)]
-        if v is None or (isinstance(v, (list, tuple)) and any(x is None for x in v)):
-            parts.append(',\n      "missing": true')
-        parts.append(f',\n      "rows": {rows},\n      "results": [\n')
-        for j, (head, tail, vals, ns, worst) in enumerate(cols):
+        head = "        " + head[: -len("\n        }")] + ',\n          "value": '
+        tail = ',\n          "reduction": ' + enc(c.reduction)
+        vals, ns = c.value.tolist(), c.n.tolist()
+        lines = [f'{head}{x!r},\n          "n": {k}{tail}\n        }}' for x, k in zip(vals, ns)]
+        for i in np.flatnonzero(~np.isfinite(c.value)).tolist() + ([c.worst] if 0 <= c.worst < n else []):
             x = vals[i]
-            if j:
-                parts.append(",\n")
-            parts.append(head)
-            parts.append(repr(x) if x - x == 0 else f'null,\n          "nonfinite": "{nonfinite_label(x)}"')
-            parts.append(f',\n          "n": {ns[i]}')
-            parts.append(tail)
-            parts.append(',\n          "worst": true\n        }' if i == worst else "\n        }")
-        parts.append("\n      ]\n    }")
-        yield "".join(parts)
+            value = repr(x) if x - x == 0 else f'null,\n          "nonfinite": "{nonfinite_label(x)}"'
+            worst = ',\n          "worst": true' if i == c.worst else ""
+            lines[i] = f'{head}{value},\n          "n": {ns[i]}{tail}{worst}\n        }}'
+        per_loss.append(lines)
+    out = [by + t + ",\n".join(rs) + "\n      ]\n    }" for t, *rs in zip(texts, *per_loss)]
+    for i in set(groups._made).union(*(c.full for c in groups.columns), groups.comparisons):
+        out[i] = "    " + _indented(groups[i].to_json(), 4)
+    return out
 
 
 def _group_head(g: Group) -> dict[str, Any]:
