@@ -115,11 +115,11 @@ def _output(path: Optional[str], *, stream: bool = False):
     """Write to a temporary file, then rename it onto PATH; without PATH, to stdout.
 
     Either everything is written, or nothing is: an error half-way leaves no
-    half-written file (lossctl.io.open_output). On stdout, results are held until
+    half-written file (lossctl.output.open_output). On stdout, results are held until
     complete, or with ``stream=True`` (per-row output) written as they come, so that
     a pipe or a terminal answers at once.
     """
-    from lossctl.io import open_output
+    from lossctl.output import open_output
 
     return open_output(path, stream=stream)
 
@@ -317,7 +317,7 @@ def _engine(engine: str, scheduler: Optional[str], req=None):
 
 def _show(report, form: str, output: Optional[str], quiet: bool, state: Optional[tuple[str, str]] = None) -> None:
     """Render the report to OUTPUT (or stdout), and the state text to its file: both, or neither."""
-    from lossctl.io import open_outputs
+    from lossctl.output import open_outputs
     from lossctl.render import render_report
 
     targets = [(output, False)] + ([(state[0], False)] if state else [])
@@ -746,7 +746,7 @@ def _guard_std_streams() -> tuple:
 
     Started with stderr closed (``2>&-``), Python's print(file=sys.stderr) would write
     to stdout: messages go to /dev/null instead. Started with stdout closed (``>&-``),
-    results are an error (exit 2, lossctl.io.stdout_writer), and descriptor 1 is held
+    results are an error (exit 2, lossctl.output.stdout_writer), and descriptor 1 is held
     by /dev/null so that no file lossctl opens can take its place.
     """
     saved = (sys.stdout, sys.stderr)
