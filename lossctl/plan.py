@@ -10,10 +10,7 @@ from lossctl.binding import Binding, Selector
 from lossctl.engine import Context, Options
 
 
-NAN_POLICIES = ("error", "drop")
-
-
-REDUCTIONS = ("mean", "sum", "none")
+from lossctl.options import NAN_POLICIES, REDUCTIONS  # noqa: F401 - declared in lossctl.options; importable here
 
 
 @dataclass
