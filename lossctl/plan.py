@@ -9,8 +9,6 @@ from typing import Any, Mapping
 from lossctl import registry
 from lossctl.binding import Binding, Selector
 from lossctl.engine import Context, Options
-
-
 from lossctl.options import NAN_POLICIES, REDUCTIONS  # noqa: F401 - declared in lossctl.options; importable here
 
 
