@@ -568,6 +568,7 @@ def list_cmd(
     """The catalogue: every loss with its task, roles, parameters and properties."""
     from lossctl import catalog
 
+    EvalOptions.validated(CLI, task=task)
     form = _default_format(fmt, None)
     if form not in REPORT_FORMATS:
         raise UsageError(f"list writes table, json or markdown, not {form}")

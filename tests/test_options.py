@@ -71,6 +71,12 @@ def test_every_list_of_choices_is_the_one_declaration():
     assert check_report.FORMATS is options.REPORT_FORMATS and advice_render.FORMATS is options.REPORT_FORMATS
 
 
+def test_options_are_reachable_from_a_bare_import():
+    out = subprocess.run([sys.executable, "-c", "import lossctl; print(lossctl.options.Reduction.SUM)"],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 0 and out.stdout.strip() == "sum", out.stderr
+
+
 def test_options_module_is_light():
     code = ("import sys, lossctl.options, lossctl.cli; "
             "print([m for m in ('numpy', 'pandas', 'pyarrow') if m in sys.modules])")
@@ -203,6 +209,12 @@ def test_cli_refuses_each_bad_value_with_its_message(cli, flags, message):
         assert _error(cli("check", REG, "-t", "y", "-p", "yhat", "--assert", "mse <= 1e9", *flags)) == message
     if flags[0] in RECOMMEND_FLAGS:
         assert _error(cli("recommend", REG, "-t", "y", "-p", "yhat", *flags)) == message
+
+
+def test_list_checks_its_task_the_same_way(cli):
+    assert _error(cli("list", "--task", "ranking")) == f"unknown task 'ranking'; valid tasks: {TASK_LIST}"
+    for task in TASK_LIST.split(", "):
+        assert cli("list", "--task", task, "-f", "json").code == 0
 
 
 @pytest.mark.parametrize("reduction, fmt", [("mean", "json"), ("sum", "json"), ("none", "csv")])
