@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from lossctl.errors import UsageError
+from lossctl.options import EvalOptions
+
+_DEFAULTS = EvalOptions()  # the defaults of the options a gate run shares with eval
 
 OPS = ("<=", ">=", "<", ">")
 VERDICTS = ("pass", "fail", "inconclusive")
@@ -220,7 +223,7 @@ def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, tuple[type, ...]
 def _check_options(table: Mapping[str, Any], data: Mapping[str, Any], path: str, prefix: str) -> None:
     """The evaluation options the config gives, checked as every entry point checks them; a bad
     value is an error naming the file and the key."""
-    from lossctl.options import EvalOptions, config_spelling
+    from lossctl.options import config_spelling
 
     values = {}
     for opt, key in _OPTION_KEYS.items():
@@ -252,7 +255,7 @@ def _checks_of(chk: Mapping[str, Any], path: str, where: str) -> list[Assertion]
     by = _columns(_by_list(chk["by"], path, where + ".by")) if "by" in chk else None
     min_rows = chk.get("min_rows")
     if min_rows is not None:
-        from lossctl.options import EvalOptions, config_spelling
+        from lossctl.options import config_spelling
 
         EvalOptions.validated(config_spelling(path, {"min_rows": where + ".min_rows"}), min_rows=min_rows)
     out = []
@@ -296,15 +299,15 @@ class Settings:
     key: str | None = None
     task: str | None = None
     logits: bool | None = None
-    nan: str = "error"
+    nan: str = _DEFAULTS.nan.value
     baseline: str | None = None
     baseline_pred: str | None = None
     by: tuple[str, ...] = ()
-    min_rows: int = 1
+    min_rows: int = _DEFAULTS.min_rows
     min_rows_flag: bool = False  # --min-rows given: it overrides every check's min_rows
     ci: float | None = None
-    bootstrap: int = 1000
-    seed: int = 0
+    bootstrap: int = _DEFAULTS.bootstrap
+    seed: int = _DEFAULTS.seed
     strict: bool = False
     input_format: str | None = None
     batch_rows: int | None = None
