@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from lossctl.errors import InputError
 
-FORMATS = ("csv", "tsv", "parquet", "feather", "jsonl")
+from lossctl.options import INPUT_FORMATS as FORMATS  # noqa: E402 - declared once, in lossctl.options
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
 _EXT = {
     ".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".tab": "tsv",
