@@ -12,7 +12,7 @@ from lossctl.engine import Context
 from lossctl.errors import InputError, UsageError
 from lossctl.align import needed_columns
 from lossctl.arrays import to_matrix
-from lossctl.plan import BASELINE, NAN_POLICIES, REDUCTIONS, Inputs, Job, Plan, Request, pred_role
+from lossctl.plan import BASELINE, Inputs, Job, Plan, Request, pred_role
 
 
 def _spaces(sources: Sequence[Any]):
