@@ -1,6 +1,6 @@
 """Slices: `lossctl eval --by COL` against pandas `groupby().agg`, and against itself without --by.
 
-    python benchmarks/bench_slices.py [--cases 100000,1000,10] [--repeat 3] [--json OUT]
+    python benchmarks/bench_slices.py [--cases 100000,1000,10] [--repeat 3] [--before DIR] [--json OUT]
 
 Files: the regression data of _common (y, yhat float64; 2^20-row row groups) with a group
 column `g` (int64, uniform over GROUPS values drawn from numpy.random.default_rng([SEED,
@@ -17,6 +17,10 @@ Competitors run in fresh processes, round robin, best of REPEAT after a warm-up 
                    .groupby(g).agg(mse=mean, mae=mean), written as CSV (this file's --worker)
   lossctl          the same lossctl command without --by (the 10-group case)
 Every group's mse and mae are compared between lossctl and pandas (relative 1e-9).
+
+--before DIR adds `lossctl --by g` imported from another checkout (e.g. the main branch's
+work tree) as one more competitor, for before/after figures measured side by side; its
+output must be the same bytes as this checkout's.
 """
 from __future__ import annotations
 
@@ -125,11 +129,15 @@ def agreement(label: str, ref: dict, got: dict) -> tuple[bool, str]:
                 f"(max relative difference {worst:.1e})")
 
 
-def bench_case(groups: int, repeat: int) -> dict:
+def bench_case(groups: int, repeat: int, before: str | None = None) -> dict:
     rows = CASES[groups]
     path = slices_file(rows, groups)
     C.warm(path)
     comps = [C.Competitor("lossctl --by g", lossctl_cmd(path, "g"), "lossctl eval -l mse -l mae --by g -f csv")]
+    if before:  # -P: python -m would put the working directory (this checkout) first on sys.path
+        cmd = lossctl_cmd(path, "g")
+        comps.append(C.Competitor("lossctl --by g before", [cmd[0], "-P"] + cmd[1:], f"the same, lossctl from {before}",
+                                  env={"PYTHONPATH": os.path.abspath(before)}))
     if groups <= 100:
         comps += [C.Competitor("lossctl --by s", lossctl_cmd(path, "s"), "the same by the dictionary-encoded key"),
                   C.Competitor("lossctl", lossctl_cmd(path, None), "the same without --by")]
@@ -148,6 +156,15 @@ def bench_case(groups: int, repeat: int) -> dict:
         ratios.update({"by_int/plain": by_t / base, "by_dict/plain": ms["lossctl --by s"].best / base})
     print(C.table(["ratio", "measured", "target", "issue", ""], targets, "lrrll"))
     print()
+    if before:
+        b = ms["lossctl --by g before"]
+        same = b.last.stdout == ms["lossctl --by g"].last.stdout
+        ratios["before/pandas"] = b.best / ms["pandas"].best
+        line = f"- lossctl before ({before}): {b.best:.3f} s, {ratios['before/pandas']:.2f}× pandas"
+        if groups <= 100:
+            ratios["before/plain"] = b.best / ms["lossctl"].best
+            line += f", {ratios['before/plain']:.2f}× the run without --by"
+        print(line + f"; its CSV {'is the same bytes' if same else 'DIFFERS'}\n")
     ref = pandas_values(ms["pandas"].last.stdout)
     checks = [agreement("lossctl --by g vs pandas", ref, lossctl_values(ms["lossctl --by g"].last.stdout))]
     if groups <= 100:
@@ -169,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default="100000,1000,10", help="comma list of group counts (100000, 1000, 10)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per competitor; the best counts (default 3)")
+    ap.add_argument("--before", metavar="DIR", help="also run lossctl --by g from this checkout (before/after figures)")
     ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON to OUT")
     a = ap.parse_args(argv)
     cases = [int(c) for c in a.cases.split(",") if c.strip()]
@@ -176,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown case {bad[0]}; cases: {', '.join(map(str, CASES))}")
     C.header(f"bench_slices: lossctl eval --by, mse + mae, best of {a.repeat}")
-    return C.run_cases("bench_slices", [lambda g=g: bench_case(g, a.repeat) for g in cases], a.json)
+    return C.run_cases("bench_slices", [lambda g=g: bench_case(g, a.repeat, a.before) for g in cases], a.json)
 
 
 if __name__ == "__main__":
