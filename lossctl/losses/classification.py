@@ -18,7 +18,7 @@ import numpy as np
 from lossctl.engine import Batch, Context, RowMeanKernel
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import BLOCK, EPS, FusedSums, Scratch, blockwise, blockwise_many, dot, log_sigmoid
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
+from lossctl.spec import Interval, LossSpec, Param, Properties, Role, heredoc
 
 ROW_SUM_TOL = 1e-6  # a probability or label row must sum to 1 within this
 
@@ -904,7 +904,7 @@ FOCAL_PRED = Role("pred", vector=None, help="binary: one probability (or logit) 
 
 
 def _spec(name: str, kernel: type, props: Properties, **kw: Any) -> LossSpec:
-    return register(LossSpec(name=name, factory=lambda p, ctx, k=kernel: k(p, ctx), properties=props, **kw))
+    return LossSpec(name=name, factory=lambda p, ctx, k=kernel: k(p, ctx), properties=props, **kw)
 
 
 _EXAMPLE_Y_PROB = (  # the examples' data (a test runs every example)
@@ -935,7 +935,7 @@ _EXAMPLE_LABEL_LOGIT_0_LOGIT_1 = (  # the examples' data (a test runs every exam
 )
 
 
-_spec(
+SPEC_BCE = _spec(
     "bce", BCEKernel,
     Properties(
         takes=("probability", "logit"), minimiser="probability", imbalance="weights",
@@ -972,7 +972,7 @@ _spec(
     summary="binary cross-entropy (log loss)",
     example=heredoc("lossctl eval - -l bce --grad", _EXAMPLE_Y_PROB),
 )
-_spec(
+SPEC_HINGE = _spec(
     "hinge", HingeKernel,
     Properties(
         takes=("margin", "logit"), minimiser="decision", imbalance="no",
@@ -995,7 +995,7 @@ _spec(
     summary="hinge (SVM) loss",
     example=heredoc("lossctl eval - -l hinge --grad", _EXAMPLE_Y_SCORE),
 )
-_spec(
+SPEC_SQUARED_HINGE = _spec(
     "squared_hinge", SquaredHingeKernel,
     Properties(
         takes=("margin", "logit"), minimiser="decision", imbalance="no",
@@ -1014,7 +1014,7 @@ _spec(
     summary="squared hinge loss",
     example=heredoc("lossctl eval - -l squared_hinge", _EXAMPLE_Y_SCORE),
 )
-_spec(
+SPEC_EXPONENTIAL = _spec(
     "exponential", ExponentialKernel,
     Properties(
         takes=("margin", "logit"), minimiser="decision", imbalance="no",
@@ -1035,7 +1035,7 @@ _spec(
     summary="exponential (AdaBoost) loss",
     example=heredoc("lossctl eval - -l exponential", _EXAMPLE_Y_SCORE),
 )
-_spec(
+SPEC_FOCAL = _spec(
     "focal", FocalKernel,
     Properties(
         takes=("probability", "logit"), minimiser="probability", imbalance="yes",
@@ -1081,7 +1081,7 @@ _spec(
     default_for=(BIN, MC), summary="focal loss (binary and multiclass)",
     example=heredoc("lossctl eval - -l focal:gamma=2,alpha=0.25 --grad", _EXAMPLE_Y_PROB),
 )
-_spec(
+SPEC_CROSS_ENTROPY = _spec(
     "cross_entropy", CrossEntropyKernel,
     Properties(
         takes=("probability", "logit"), minimiser="probability", imbalance="weights",
@@ -1121,7 +1121,7 @@ _spec(
     summary="categorical (softmax) cross-entropy",
     example=heredoc("lossctl eval - -l cross_entropy:weight=balanced --grad", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
 )
-_spec(
+SPEC_MULTI_HINGE = _spec(
     "multi_hinge", MultiHingeKernel,
     Properties(
         takes=("margin", "logit"), minimiser="decision", imbalance="no",
@@ -1153,4 +1153,16 @@ _spec(
     ),
     default_for=(MC,), summary="multi-class hinge loss (Weston–Watkins or Crammer–Singer)",
     example=heredoc("lossctl eval - -l multi_hinge:variant=cs", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
+)
+
+
+# every loss of this family, in the order `lossctl list` shows them (lossctl.losses.ALL)
+LOSSES: tuple[LossSpec, ...] = (
+    SPEC_BCE,
+    SPEC_HINGE,
+    SPEC_SQUARED_HINGE,
+    SPEC_EXPONENTIAL,
+    SPEC_FOCAL,
+    SPEC_CROSS_ENTROPY,
+    SPEC_MULTI_HINGE,
 )

@@ -23,7 +23,7 @@ from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import Batch, Context, RowMeanKernel, State
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import log_softmax, softmax
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
+from lossctl.spec import Interval, LossSpec, Param, Properties, Role, heredoc
 
 LOG2 = math.log(2.0)
 # a row of P or Q is a distribution when its sum is within this of 1 (LOSSES.md)
@@ -838,7 +838,7 @@ _EXAMPLE_TEACHER_0_TEACHER_1_TEACHER_2 = (  # the examples' data (a test runs ev
 )
 
 
-register(LossSpec(
+SPEC_KL = LossSpec(
     name="kl", task=DIST, roles=(P_ROLE, Q_ROLE),
     params=(
         Param("logits", "bool", False, "Q columns are logits (softmax applied, log-sum-exp form)"),
@@ -867,8 +867,8 @@ register(LossSpec(
     ),
     aliases=("kl_div", "kld"), default_for=(DIST,), summary="Kullback–Leibler divergence KL(P‖Q) per row",
     example=heredoc("lossctl eval - -l kl:base=2 --grad", _EXAMPLE_P_0_P_1_P_2),
-))
-register(LossSpec(
+)
+SPEC_JS = LossSpec(
     name="js", task=DIST, roles=(P_ROLE, Q_PROB_ROLE), params=(BASE, NORMALIZE),
     factory=_factory(JSKernel),
     properties=Properties(
@@ -889,8 +889,8 @@ register(LossSpec(
     ),
     aliases=("jensen_shannon", "jsd"), default_for=(DIST,), summary="Jensen–Shannon divergence per row",
     example=heredoc("lossctl eval - -l js:base=2", _EXAMPLE_P_0_P_1_P_2),
-))
-register(LossSpec(
+)
+SPEC_TV = LossSpec(
     name="tv", task=DIST, roles=(P_ROLE, Q_PROB_ROLE), params=(NORMALIZE,),
     factory=_factory(TVKernel),
     properties=Properties(
@@ -907,8 +907,8 @@ register(LossSpec(
     ),
     aliases=("total_variation",), default_for=(DIST,), summary="total variation distance per row",
     example=heredoc("lossctl eval - -l tv --grad", _EXAMPLE_P_0_P_1_P_2),
-))
-register(LossSpec(
+)
+SPEC_WASSERSTEIN = LossSpec(
     name="wasserstein", task=DIST,
     roles=(
         Role("target", help="samples of the target distribution (one column)",
@@ -946,8 +946,8 @@ register(LossSpec(
     aliases=("w1", "emd", "earth_movers"), default_for=(DIST,), row_mean=False,
     summary="1-D Wasserstein-1 distance between the target and prediction samples",
     example=heredoc("lossctl eval - -w weight --grad", _EXAMPLE_TARGET_SAMPLE_PRED_SAMPLE_WEIGHT),
-))
-register(LossSpec(
+)
+SPEC_VAE_KL = LossSpec(
     name="vae_kl", task=DIST,
     roles=(
         Role("mu", vector=None, help="the encoder's means μ (J columns)", names=("mu_*", "mu", "z_mean_*", "z_mean")),
@@ -975,8 +975,8 @@ register(LossSpec(
     grad_roles=("mu", "logvar"), default_for=(DIST,),
     summary="KL of a diagonal Gaussian posterior to N(0, I)",
     example=heredoc("lossctl eval - --grad", _EXAMPLE_MU_0_MU_1_LOGVAR_0),
-))
-register(LossSpec(
+)
+SPEC_DISTILL = LossSpec(
     name="distill", task=DIST,
     roles=(
         Role("teacher", vector=True, help="the teacher's logits (C columns)", names=("teacher_*", "t_logit_*")),
@@ -1011,4 +1011,15 @@ register(LossSpec(
     aliases=("kd", "distillation"), grad_roles=("student",), default_for=(DIST,),
     summary="knowledge-distillation loss (soft teacher targets + hard labels)",
     example=heredoc("lossctl eval - -l distill:temperature=4,alpha=0.7 --grad", _EXAMPLE_TEACHER_0_TEACHER_1_TEACHER_2),
-))
+)
+
+
+# every loss of this family, in the order `lossctl list` shows them (lossctl.losses.ALL)
+LOSSES: tuple[LossSpec, ...] = (
+    SPEC_KL,
+    SPEC_JS,
+    SPEC_TV,
+    SPEC_WASSERSTEIN,
+    SPEC_VAE_KL,
+    SPEC_DISTILL,
+)

@@ -16,7 +16,7 @@ import numpy as np
 from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import Batch, Context, RowMeanKernel, State
 from lossctl.errors import InputError
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
+from lossctl.spec import Interval, LossSpec, Param, Properties, Role, heredoc
 
 Mining = Literal["hard", "semihard", "all"]
 
@@ -608,7 +608,7 @@ _EXAMPLE_EMB_0_EMB_1_LABEL = (  # the examples' data (a test runs every example)
 )
 
 
-register(LossSpec(
+SPEC_CONTRASTIVE = LossSpec(
     name="contrastive",
     task=METRIC,
     roles=(
@@ -644,9 +644,9 @@ register(LossSpec(
     grad_roles=("x1", "x2"),
     summary="contrastive loss of labelled pairs",
     example=heredoc("lossctl eval - -l contrastive:margin=1 --grad", _EXAMPLE_X1_0_X1_1_X2_0),
-))
+)
 
-register(LossSpec(
+SPEC_TRIPLET = LossSpec(
     name="triplet",
     task=METRIC,
     roles=(
@@ -690,9 +690,9 @@ register(LossSpec(
     grad_roles=("anchor", "positive", "negative"),
     summary="triplet margin loss of explicit triplets",
     example=heredoc("lossctl eval - -l triplet:squared=false --grad", _EXAMPLE_ANCHOR_0_ANCHOR_1_POSITIVE_0),
-))
+)
 
-register(LossSpec(
+SPEC_TRIPLET_MINED = LossSpec(
     name="triplet_mined",
     variant_of="triplet",
     task=METRIC,
@@ -756,4 +756,12 @@ register(LossSpec(
     grad_roles=("embedding",),
     summary="triplet loss mined in batches of labelled embeddings (hard, semihard, all)",
     example=heredoc("lossctl eval - -l triplet_mined:mining=semihard --grad", _EXAMPLE_EMB_0_EMB_1_LABEL),
-))
+)
+
+
+# every loss of this family, in the order `lossctl list` shows them (lossctl.losses.ALL)
+LOSSES: tuple[LossSpec, ...] = (
+    SPEC_CONTRASTIVE,
+    SPEC_TRIPLET,
+    SPEC_TRIPLET_MINED,
+)

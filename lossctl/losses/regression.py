@@ -12,7 +12,7 @@ from lossctl.accumulate import Scaled
 from lossctl.losses._numerics import BLOCK, TINY, FusedSums, Scratch, blockwise, dot, ldexp, sumsq
 
 FUSED_BLOCK = 1 << 17  # rows per fused block: one per 131,072-row batch (measured best of 2¹⁵..2¹⁷)
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
+from lossctl.spec import Interval, LossSpec, Param, Properties, Role, heredoc
 
 LOG2 = math.log(2.0)
 
@@ -476,10 +476,10 @@ REG = "regression"
 
 
 def _spec(name: str, kernel: type, props: Properties, params: tuple[Param, ...] = (), **kw: Any) -> LossSpec:
-    return register(LossSpec(
+    return LossSpec(
         name=name, task=REG, roles=kw.pop("roles", (TARGET, PRED)), params=params,
         factory=lambda p, ctx, k=kernel: k(p, ctx), properties=props, **kw,
-    ))
+    )
 
 
 _EXAMPLE_Y_YHAT = (  # the examples' data (a test runs every example)
@@ -500,7 +500,7 @@ _EXAMPLE_Y_LOWER_UPPER = (  # the examples' data (a test runs every example)
 )
 
 
-_spec(
+SPEC_MSE = _spec(
     "mse", _kernel("MSEKernel", _mse_r, _mse_grad_r, uses_abs=False, fused=_fz_mse, r_in_grad=True),
     Properties(
         takes=("value",), minimiser="mean", imbalance="no",
@@ -518,7 +518,7 @@ _spec(
     summary="mean squared error",
     example=heredoc("lossctl eval - -l mse --grad", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_RMSE = _spec(
     "rmse", RMSEKernel,
     Properties(
         takes=("value",), minimiser="mean", imbalance="no",
@@ -535,7 +535,7 @@ _spec(
     row_mean=False, summary="root mean squared error",
     example=heredoc("lossctl eval - -l rmse", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_MAE = _spec(
     "mae", _kernel("MAEKernel", _mae_r, _mae_grad_r, fused=_fz_mae),
     Properties(
         takes=("value",), minimiser="median", imbalance="no",
@@ -552,7 +552,7 @@ _spec(
     aliases=("l1",), default_for=(REG,), summary="mean absolute error",
     example=heredoc("lossctl eval - -l mae --grad", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_HUBER = _spec(
     "huber", _kernel("HuberKernel", _huber_r, _huber_grad_r, ("delta",), fused=_fz_huber),
     Properties(
         takes=("value",), minimiser="mean-median", imbalance="no",
@@ -572,7 +572,7 @@ _spec(
     default_for=(REG,), summary="Huber loss",
     example=heredoc("lossctl eval - -l huber:delta=1.5 --grad", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_SMOOTH_L1 = _spec(
     "smooth_l1", _kernel("SmoothL1Kernel", _smooth_l1_r, _smooth_l1_grad_r, ("beta",), fused=_fz_smooth_l1),
     Properties(
         takes=("value",), minimiser="mean-median", imbalance="no",
@@ -590,7 +590,7 @@ _spec(
     summary="smooth L1 loss (torch)",
     example=heredoc("lossctl eval - -l smooth_l1:beta=0.5", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_QUANTILE = _spec(
     "quantile", _kernel("QuantileKernel", _pinball_r, _pinball_grad_r, ("tau",), fused=_fz_pinball),
     Properties(
         takes=("value",), minimiser="quantile", imbalance="no",
@@ -608,7 +608,7 @@ _spec(
     aliases=("pinball",), default_for=(REG,), summary="quantile (pinball) loss",
     example=heredoc("lossctl eval - -l quantile:tau=0.9", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_LOG_COSH = _spec(
     "log_cosh", _kernel("LogCoshKernel", _log_cosh_r, _log_cosh_grad_r, fused=_fz_log_cosh),
     Properties(
         takes=("value",), minimiser="mean-median", imbalance="no",
@@ -625,7 +625,7 @@ _spec(
     aliases=("logcosh",), summary="log-cosh loss",
     example=heredoc("lossctl eval - -l log_cosh", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_INTERVAL = _spec(
     "interval", IntervalKernel,
     Properties(
         takes=("interval",), minimiser="quantile", imbalance="no",
@@ -650,4 +650,17 @@ _spec(
     ),
     grad_roles=("lower", "upper"), default_for=(REG,), summary="prediction-interval score",
     example=heredoc("lossctl eval -", _EXAMPLE_Y_LOWER_UPPER),
+)
+
+
+# every loss of this family, in the order `lossctl list` shows them (lossctl.losses.ALL)
+LOSSES: tuple[LossSpec, ...] = (
+    SPEC_MSE,
+    SPEC_RMSE,
+    SPEC_MAE,
+    SPEC_HUBER,
+    SPEC_SMOOTH_L1,
+    SPEC_QUANTILE,
+    SPEC_LOG_COSH,
+    SPEC_INTERVAL,
 )

@@ -25,7 +25,7 @@ import numpy as np
 from lossctl.engine import Batch, Context, DecomposableState, Kernel, Options
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import EPS, clip_prob, log_softmax, sigmoid, softmax, softplus
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
+from lossctl.spec import Interval, LossSpec, Param, Properties, Role, heredoc
 
 SEG = "segmentation"
 DICE_EPS = 1e-6
@@ -665,9 +665,7 @@ def _native(v: Any) -> Any:
 
 def _evaluate(kernel_cls: type[SegmentationKernel], spec: str, target: Any, pred: Any,
               group: Any, sample_weight: Any, params: dict[str, Any], grad: bool):
-    from lossctl.registry import get
-
-    full = get(spec).defaults()
+    full = next(s for s in LOSSES if s.name == spec).defaults()
     full.update(params)
     ctx = Context(task=SEG, grad=False)
     k = kernel_cls(full, ctx)
@@ -825,7 +823,7 @@ _EXAMPLE_IMAGE_ID_MASK_PROB_0 = (  # the examples' data (a test runs every examp
 )
 
 
-register(LossSpec(
+SPEC_DICE = LossSpec(
     name="dice", task=SEG, roles=ROLES,
     params=(P_EPS, P_SQUARED, P_LOGITS, P_AVERAGE, P_BG, P_WEIGHT),
     factory=lambda p, ctx: SegmentationState(DiceKernel(p, ctx), ctx),
@@ -850,9 +848,9 @@ register(LossSpec(
     default_for=(SEG,), row_mean=False,
     summary="Dice loss (soft Dice, per class then averaged)",
     example=heredoc("lossctl eval - -l dice --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
-))
+)
 
-register(LossSpec(
+SPEC_GENERALIZED_DICE = LossSpec(
     name="generalized_dice", task=SEG, roles=ROLES,
     params=(P_EPS, P_LOGITS, P_BG),
     factory=lambda p, ctx: SegmentationState(GeneralizedDiceKernel(p, ctx), ctx),
@@ -874,9 +872,9 @@ register(LossSpec(
     default_for=(SEG,), row_mean=False,
     summary="generalized Dice loss (class weights 1/area²)",
     example=heredoc("lossctl eval - -l generalized_dice", _EXAMPLE_IMAGE_ID_MASK_PROB_0),
-))
+)
 
-register(LossSpec(
+SPEC_DICE_BCE = LossSpec(
     name="dice_bce", task=SEG, roles=ROLES,
     params=(
         Param("alpha", "float", 0.5, "weight of the Dice part; 1 − alpha weighs the BCE part", Interval(0, 1, "both")),
@@ -908,9 +906,9 @@ register(LossSpec(
     default_for=(SEG,), row_mean=False,
     summary="Dice + binary cross-entropy",
     example=heredoc("lossctl eval - -l dice_bce:alpha=0.7 --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
-))
+)
 
-register(LossSpec(
+SPEC_TVERSKY = LossSpec(
     name="tversky", task=SEG, roles=ROLES,
     params=(
         Param("alpha", "float", 0.5, "weight of false positives Σp(1 − g)", Interval(0, math.inf, "left")),
@@ -935,7 +933,16 @@ register(LossSpec(
     row_mean=False,
     summary="Tversky loss (weighted false positives / negatives)",
     example=heredoc("lossctl eval - -l tversky:alpha=0.3,beta=0.7", _EXAMPLE_IMAGE_ID_MASK_PROB),
-))
+)
+
+
+# every loss of this family, in the order `lossctl list` shows them (lossctl.losses.ALL)
+LOSSES: tuple[LossSpec, ...] = (
+    SPEC_DICE,
+    SPEC_GENERALIZED_DICE,
+    SPEC_DICE_BCE,
+    SPEC_TVERSKY,
+)
 
 __all__ = [
     "dice", "dice_grad", "generalized_dice", "generalized_dice_grad", "tversky", "tversky_grad",
