@@ -171,3 +171,100 @@ def test_the_old_names_are_still_importable_from_the_registry():
 
     for name in ("Interval", "Param", "Role", "Properties", "LossSpec", "LossCall", "TASKS", "heredoc"):
         assert getattr(registry, name) is getattr(spec, name)
+
+
+# ------------------------------------------------------------------ passes and merging, declared
+
+
+def _param_cases(spec) -> list[dict]:
+    """The defaults, and each keyword of a list-valued parameter (weight=balanced) and each
+    flipped bool: the values that can switch a pass on."""
+    base = spec.defaults()
+    out = [base]
+    for p in spec.params:
+        for kw in p.keywords:
+            out.append({**base, p.name: kw})
+        if p.kind == "bool":
+            out.append({**base, p.name: not p.default})
+    return out
+
+
+def _built(spec, params, task, grad, outputs):
+    """What the engine drives for this spec: its state, and the kernel inside it (if any)."""
+    from lossctl.engine import Context, DecomposableState, Kernel, Options
+
+    ctx = Context(task=task, grad=grad, n_classes=outputs)
+    obj = spec.factory(params, ctx)
+    if isinstance(obj, Kernel):
+        return DecomposableState(obj, Options(grad=grad)), obj
+    return obj, getattr(obj, "kernel", None)
+
+
+def _cases():
+    from lossctl import registry
+
+    for spec in registry.all_losses():
+        for task in spec.all_tasks:
+            for params in _param_cases(spec):
+                for grad in (False, True):
+                    for outputs in (1, 3):
+                        yield spec, task, params, grad, outputs
+
+
+@pytest.mark.parametrize("name", [s.name for s in __import__("lossctl.losses", fromlist=["ALL"]).ALL])
+def test_declared_passes_are_what_the_kernel_does(name):
+    from lossctl import registry
+
+    spec = registry.get(name)
+    checked = 0
+    for s, task, params, grad, outputs in _cases():
+        if s is not spec:
+            continue
+        state, kernel = _built(spec, params, task, grad, outputs)
+        prepass = bool(getattr(kernel, "needs_prepass", False))
+        second = bool(state.two_pass)
+        case = f"{spec.name} {params} grad={grad} outputs={outputs}"
+        assert spec.needs("prepass", params, grad=grad, outputs=outputs) == prepass, case
+        assert spec.needs("second", params, grad=grad, outputs=outputs) == second, case
+        checked += 1
+    assert checked >= 4
+
+
+@pytest.mark.parametrize("name", [s.name for s in __import__("lossctl.losses", fromlist=["ALL"]).ALL])
+def test_declared_merging_is_what_the_state_file_does(name):
+    """A state travels (``--emit-state``, the shard driver) exactly when the spec says: it
+    merges, it needs no pre-pass and no second pass for this run, and (per-image states)
+    no group is bound where the spec says grouped states do not travel."""
+    from lossctl import registry, statefile
+    from lossctl.errors import UsageError
+
+    spec = registry.get(name)
+    assert spec.merges or spec.merge_note, "a loss whose state does not merge says why"
+    assert spec.merges_grouped or spec.merge_note
+    has_group = any(r.name == "group" for r in spec.roles)
+    for s, task, params, grad, outputs in _cases():
+        if s is not spec:
+            continue
+        for grouped in (False, True) if has_group else (False,):
+            state, _ = _built(spec, params, task, grad, outputs)
+            if hasattr(state, "grouped"):
+                state.grouped = grouped
+            expect = (spec.merges and (spec.merges_grouped or not grouped)
+                      and not spec.needs("prepass", params, grad=grad, outputs=outputs)
+                      and not spec.needs("second", params, grad=grad, outputs=outputs))
+            try:
+                statefile._state_dict(state, spec.name)
+                travels = True
+            except UsageError:
+                travels = False
+            assert travels == expect, f"{spec.name} {params} grad={grad} outputs={outputs} grouped={grouped}"
+
+
+def test_pass_conditions():
+    from lossctl.spec import Pass
+
+    p = Pass("prepass", param=("weight", "balanced"))
+    assert p.needed({"weight": "balanced"}, grad=False) and not p.needed({"weight": None}, grad=True)
+    q = Pass("second", grad=True, multioutput=True)
+    assert q.needed({}, grad=True, outputs=2)
+    assert not q.needed({}, grad=True, outputs=1) and not q.needed({}, grad=False, outputs=2)

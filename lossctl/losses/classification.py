@@ -18,7 +18,7 @@ import numpy as np
 from lossctl.engine import Batch, Context, RowMeanKernel
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import BLOCK, EPS, FusedSums, Scratch, blockwise, blockwise_many, dot, log_sigmoid
-from lossctl.spec import Interval, LossSpec, Param, Properties, Role, heredoc
+from lossctl.spec import Interval, LossSpec, Param, Pass, Properties, Role, heredoc
 
 ROW_SUM_TOL = 1e-6  # a probability or label row must sum to 1 within this
 
@@ -1118,6 +1118,7 @@ SPEC_CROSS_ENTROPY = _spec(
         EPS_PARAM,
     ),
     aliases=("cce",), default_for=(MC,),
+    passes=(Pass("prepass", param=("weight", "balanced"), why="balanced class weights need the whole data's class counts"),),
     summary="categorical (softmax) cross-entropy",
     example=heredoc("lossctl eval - -l cross_entropy:weight=balanced --grad", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
 )

@@ -23,7 +23,7 @@ from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import Batch, Context, RowMeanKernel, State
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import log_softmax, softmax
-from lossctl.spec import Interval, LossSpec, Param, Properties, Role, heredoc
+from lossctl.spec import Interval, LossSpec, Param, Pass, Properties, Role, heredoc
 
 LOG2 = math.log(2.0)
 # a row of P or Q is a distribution when its sum is within this of 1 (LOSSES.md)
@@ -944,6 +944,10 @@ SPEC_WASSERSTEIN = LossSpec(
         ),
     ),
     aliases=("w1", "emd", "earth_movers"), default_for=(DIST,), row_mean=False,
+    passes=(Pass("second", grad=True, why="each ŷᵢ is located in the whole data's sorted samples"),),
+    merges=False,
+    merge_note="exact W₁ sorts the whole of both samples (spilling sorted runs to a temporary folder): "
+               "its state is not saved to a file",
     summary="1-D Wasserstein-1 distance between the target and prediction samples",
     example=heredoc("lossctl eval - -w weight --grad", _EXAMPLE_TARGET_SAMPLE_PRED_SAMPLE_WEIGHT),
 )

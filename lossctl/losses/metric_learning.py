@@ -754,6 +754,9 @@ SPEC_TRIPLET_MINED = LossSpec(
     default_for=(METRIC,),
     row_mean=False,
     grad_roles=("embedding",),
+    merges=False,
+    merge_note="triplets are mined within batches of consecutive rows, which a shard boundary would cut: "
+               "its state is not saved to a file",
     summary="triplet loss mined in batches of labelled embeddings (hard, semihard, all)",
     example=heredoc("lossctl eval - -l triplet_mined:mining=semihard --grad", _EXAMPLE_EMB_0_EMB_1_LABEL),
 )

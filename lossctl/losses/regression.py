@@ -12,7 +12,7 @@ from lossctl.accumulate import Scaled
 from lossctl.losses._numerics import BLOCK, TINY, FusedSums, Scratch, blockwise, dot, ldexp, sumsq
 
 FUSED_BLOCK = 1 << 17  # rows per fused block: one per 131,072-row batch (measured best of 2¹⁵..2¹⁷)
-from lossctl.spec import Interval, LossSpec, Param, Properties, Role, heredoc
+from lossctl.spec import Interval, LossSpec, Param, Pass, Properties, Role, heredoc
 
 LOG2 = math.log(2.0)
 
@@ -533,6 +533,8 @@ SPEC_RMSE = _spec(
         conventions="A function of the whole set (√ of a mean), so there is no per-row value: --reduction none/sum do not apply.",
     ),
     row_mean=False, summary="root mean squared error",
+    # each of K > 1 outputs has its own 1/RMSEₖ: the gradient needs the final sums
+    passes=(Pass("second", grad=True, multioutput=True, why="each output's gradient carries 1/RMSEₖ of the whole data"),),
     example=heredoc("lossctl eval - -l rmse", _EXAMPLE_Y_YHAT),
 )
 SPEC_MAE = _spec(

@@ -25,7 +25,7 @@ import numpy as np
 from lossctl.engine import Batch, Context, DecomposableState, Kernel, Options
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import EPS, clip_prob, log_softmax, sigmoid, softmax, softplus
-from lossctl.spec import Interval, LossSpec, Param, Properties, Role, heredoc
+from lossctl.spec import Interval, LossSpec, Param, Pass, Properties, Role, heredoc
 
 SEG = "segmentation"
 DICE_EPS = 1e-6
@@ -786,6 +786,10 @@ P_WEIGHT = Param("weight", "floats", None,
                  "class weights, C numbers (or one per class kept without the background): the weighted sum "
                  "Σ w_c D_c (above 1 when Σ w_c > 1), normalised to sum to 1 with average=weighted")
 
+# the gradient needs the final sums (a second pass); per-image states do not travel yet
+SEG_PASSES = (Pass("second", grad=True, why="the gradient of a ratio of sums needs the final sums"),)
+SEG_MERGE_NOTE = "per-image states (an image id column bound) cannot be saved to a file yet"
+
 COMMON_CONVENTIONS = (
     "Without a group column the sums run over every pixel of the file (MONAI batch=True); with one "
     "(image_id) each image gets its own loss from its own sums and the value is their unweighted mean "
@@ -845,7 +849,7 @@ SPEC_DICE = LossSpec(
         "The gradient keeps the ε terms that the form usually quoted drops.",
         outlier_note="bounded: a pixel's gradient is at most about 2/(S + ε) per unit of N",
     ),
-    default_for=(SEG,), row_mean=False,
+    default_for=(SEG,), row_mean=False, passes=SEG_PASSES, merges_grouped=False, merge_note=SEG_MERGE_NOTE,
     summary="Dice loss (soft Dice, per class then averaged)",
     example=heredoc("lossctl eval - -l dice --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
 )
@@ -869,7 +873,7 @@ SPEC_GENERALIZED_DICE = LossSpec(
         "ε is not scaled by the weights: with large images w_c(P_c + G_c) is small and ε counts (as in MONAI).",
         outlier_note="bounded",
     ),
-    default_for=(SEG,), row_mean=False,
+    default_for=(SEG,), row_mean=False, passes=SEG_PASSES, merges_grouped=False, merge_note=SEG_MERGE_NOTE,
     summary="generalized Dice loss (class weights 1/area²)",
     example=heredoc("lossctl eval - -l generalized_dice", _EXAMPLE_IMAGE_ID_MASK_PROB_0),
 )
@@ -903,7 +907,7 @@ SPEC_DICE_BCE = LossSpec(
         "their mean. The BCE gradient is taken at the clipped probability.",
         outlier_note="the BCE part grows without bound as a confident pixel is wrong",
     ),
-    default_for=(SEG,), row_mean=False,
+    default_for=(SEG,), row_mean=False, passes=SEG_PASSES, merges_grouped=False, merge_note=SEG_MERGE_NOTE,
     summary="Dice + binary cross-entropy",
     example=heredoc("lossctl eval - -l dice_bce:alpha=0.7 --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
 )
@@ -930,7 +934,7 @@ SPEC_TVERSKY = LossSpec(
         "((TP + ε)/(TP + ½FP + ½FN + ε) = (2I + 2ε)/(P + G + 2ε)); MONAI's TverskyLoss has the same form.",
         outlier_note="bounded",
     ),
-    row_mean=False,
+    row_mean=False, passes=SEG_PASSES, merges_grouped=False, merge_note=SEG_MERGE_NOTE,
     summary="Tversky loss (weighted false positives / negatives)",
     example=heredoc("lossctl eval - -l tversky:alpha=0.3,beta=0.7", _EXAMPLE_IMAGE_ID_MASK_PROB),
 )
