@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import math
 import pathlib
 
 import pytest
@@ -268,3 +269,75 @@ def test_pass_conditions():
     q = Pass("second", grad=True, multioutput=True)
     assert q.needed({}, grad=True, outputs=2)
     assert not q.needed({}, grad=True, outputs=1) and not q.needed({}, grad=False, outputs=2)
+
+
+# ------------------------------------------------------------------ role domains, declared and enforced
+
+
+def test_every_role_declares_its_domain():
+    from lossctl import losses
+    from lossctl.spec import Domain
+
+    for spec in losses.ALL:
+        names = {p.name for p in spec.params}
+        for role in spec.roles:
+            assert isinstance(role.domain, Domain), (spec.name, role.name)
+            if role.logit_domain is not None:  # only where a logits parameter can switch it
+                assert "logits" in names, (spec.name, role.name)
+            if role.categorical:
+                assert role.domain.kind == "categorical", (spec.name, role.name)
+            if role.signed:
+                assert role.domain.kind == "signed", (spec.name, role.name)
+
+
+def _outside(domain, classes: int) -> float:
+    """A value just outside ``domain`` (None where every number is inside)."""
+    if domain.values:
+        return 2.0 if 2.0 not in domain.values else 0.5
+    if domain.whole:
+        return float(classes)  # one past the last class index
+    iv = domain.interval
+    if iv is None:
+        return None
+    return iv.high + 0.25 if iv.high < math.inf else iv.low - 0.25
+
+
+@pytest.mark.parametrize("name", [s.name for s in __import__("lossctl.losses", fromlist=["ALL"]).ALL])
+def test_validation_refuses_a_value_outside_each_declared_domain(name):
+    """Inputs drawn from every role's declared domain validate; one value outside a role's
+    domain is refused with an input error naming that role's column: a declaration cannot
+    drift from what the kernel checks."""
+    from test_fd_registry import _context, _inputs, _widths
+
+    from lossctl import registry
+    from lossctl.engine import Batch, Kernel
+    from lossctl.errors import InputError
+
+    spec = registry.get(name)
+    params = spec.defaults()
+    task = spec.task
+    width = _widths(spec, task)[-1]
+    base = _inputs(spec, task, width, True, params, seed=7)
+
+    def validator():
+        obj = spec.factory(params, _context(spec, task, base, False))
+        k = obj if isinstance(obj, Kernel) else getattr(obj, "kernel", obj)
+        return k.validate
+
+    n = len(next(iter(base.values())))
+    validator()(Batch(dict(base), n, columns={r: f"col_{r}" for r in base}))
+    refused = 0
+    for role in spec.roles:
+        if role.name not in base:
+            continue
+        bad_value = _outside(role.domain_for(params), width if width > 1 else 2)
+        if bad_value is None:
+            continue
+        x = base[role.name].copy()
+        x.reshape(n, -1)[3, 0] = bad_value
+        with pytest.raises(InputError) as e:
+            validator()(Batch({**base, role.name: x}, n, columns={r: f"col_{r}" for r in base}))
+        assert f"col_{role.name}" in str(e.value) and "row 4" in str(e.value), str(e.value)
+        refused += 1
+    kinds = {r.domain_for(params).kind for r in spec.roles if r.name in base}
+    assert refused or kinds <= {"real", "categorical"}

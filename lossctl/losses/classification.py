@@ -18,7 +18,10 @@ import numpy as np
 from lossctl.engine import Batch, Context, RowMeanKernel
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import BLOCK, EPS, FusedSums, Scratch, blockwise, blockwise_many, dot, log_sigmoid
-from lossctl.spec import Interval, LossSpec, Param, Pass, Properties, Role, heredoc
+from lossctl.spec import (
+    BINARY, CLASS, DISTRIBUTION, PROBABILITY, REAL, SIGNED, Interval, LossSpec, Param, Pass, Properties,
+    Role, check_domain, heredoc,
+)
 
 ROW_SUM_TOL = 1e-6  # a probability or label row must sum to 1 within this
 
@@ -442,12 +445,8 @@ def _one_column(b: Batch, role: str, loss: str) -> np.ndarray:
 
 
 def _check_probs(b: Batch, p: np.ndarray, loss: str) -> None:
-    bad = (p < 0) | (p > 1)
-    if bad.any():
-        raise b.fail(
-            f"{loss} reads probabilities, which must lie in [0, 1] (for logits pass logits=true or --logits)",
-            "pred", bad, p,
-        )
+    check_domain(b, "pred", PROB_PRED.domain,
+                 f"{loss} reads probabilities, which must lie in [0, 1] (for logits pass logits=true or --logits)", p)
 
 
 # said where −1 labels meet a {0,1} loss: the default binary set holds both kinds
@@ -455,9 +454,8 @@ _SIGNED_HINT = "; for −1/+1 labels use the margin losses (-l hinge -l exponent
 
 
 def _check_binary_labels(b: Batch, y: np.ndarray, loss: str) -> None:
-    bad = (y != 0) & (y != 1)
-    if bad.any():
-        raise b.fail(f"{loss} needs labels 0 or 1" + _SIGNED_HINT * bool(np.any(y[bad] == -1)), "target", bad, y)
+    check_domain(b, "target", BIN_TARGET.domain,
+                 lambda bad: f"{loss} needs labels 0 or 1" + _SIGNED_HINT * bool(np.any(bad == -1)), y)
 
 
 def _pred_classes(b: Batch, loss: str) -> np.ndarray:
@@ -564,10 +562,8 @@ class BCEKernel(FusedSums, RowMeanKernel):
 
     def validate(self, b: Batch) -> None:
         y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")
-        bad = (y < 0) | (y > 1)
-        if bad.any():
-            raise b.fail("bce needs labels in [0, 1] (0/1, or soft labels)" + _SIGNED_HINT * bool(np.any(y[bad] == -1)),
-                         "target", bad, y)
+        check_domain(b, "target", BCE_TARGET.domain,
+                     lambda bad: "bce needs labels in [0, 1] (0/1, or soft labels)" + _SIGNED_HINT * bool(np.any(bad == -1)), y)
         if not self.params["logits"]:
             _check_probs(b, p, "bce")
 
@@ -622,9 +618,7 @@ class MarginKernel(RowMeanKernel):
     def validate(self, b: Batch) -> None:
         y = _one_column(b, "target", self.name)
         _one_column(b, "pred", self.name)
-        bad = (y != 1) & (y != -1) & (y != 0)
-        if bad.any():
-            raise b.fail(f"{self.name} needs labels −1/+1 (or 0/1, 0 read as −1)", "target", bad, y)
+        check_domain(b, "target", MARGIN_TARGET.domain, f"{self.name} needs labels −1/+1 (or 0/1, 0 read as −1)", y)
         present = [v for v in (0.0, -1.0) if (y == v).any()]
         if len(self.seen | set(present)) == 2:
             # the first row where 0 and −1 have both appeared (in this batch or an earlier one)
@@ -891,16 +885,20 @@ EPS_PARAM = Param(
 MARGIN = Param("margin", "float", 1.0, "the margin m: rows with y·f ≥ m cost nothing (0 gives the perceptron loss)",
                Interval(0, math.inf, "left"))
 
-BCE_TARGET = Role("target", help="label y ∈ {0,1}, or a soft label in [0,1]")
-BIN_TARGET = Role("target", help="label y ∈ {0,1}")
-MARGIN_TARGET = Role("target", help="label y ∈ {−1,+1}; 0/1 labels are read with 0 as −1", signed=True)
-PROB_PRED = Role("pred", help="probability p of the positive class, or its logit z with logits=true")
-SCORE_PRED = Role("pred", help="score f: a decision value or logit, used as given (no sigmoid)")
-MC_TARGET = Role("target", vector=None, help="class index 0..C−1, or C one-hot / soft-label columns")
-MC_PRED = Role("pred", vector=True, help="C columns: class probabilities (rows sum to 1), or logits with logits=true")
-MC_SCORES = Role("pred", vector=True, help="C columns of class scores (logits or decision values), used as given")
-FOCAL_TARGET = Role("target", vector=None, help="binary: y ∈ {0,1}; multiclass: class index or C one-hot / soft-label columns")
-FOCAL_PRED = Role("pred", vector=None, help="binary: one probability (or logit) column; multiclass: C probability (or logit) columns")
+BCE_TARGET = Role("target", help="label y ∈ {0,1}, or a soft label in [0,1]", domain=PROBABILITY)
+BIN_TARGET = Role("target", help="label y ∈ {0,1}", domain=BINARY)
+MARGIN_TARGET = Role("target", help="label y ∈ {−1,+1}; 0/1 labels are read with 0 as −1", signed=True, domain=SIGNED)
+PROB_PRED = Role("pred", help="probability p of the positive class, or its logit z with logits=true",
+                 domain=PROBABILITY, logit_domain=REAL)
+SCORE_PRED = Role("pred", help="score f: a decision value or logit, used as given (no sigmoid)", domain=REAL)
+MC_TARGET = Role("target", vector=None, help="class index 0..C−1, or C one-hot / soft-label columns", domain=CLASS)
+MC_PRED = Role("pred", vector=True, help="C columns: class probabilities (rows sum to 1), or logits with logits=true",
+               domain=DISTRIBUTION, logit_domain=REAL)
+MC_SCORES = Role("pred", vector=True, help="C columns of class scores (logits or decision values), used as given", domain=REAL)
+FOCAL_TARGET = Role("target", vector=None, help="binary: y ∈ {0,1}; multiclass: class index or C one-hot / soft-label columns",
+                    domain=CLASS)
+FOCAL_PRED = Role("pred", vector=None, help="binary: one probability (or logit) column; multiclass: C probability (or logit) columns",
+                  domain=DISTRIBUTION, logit_domain=REAL)
 
 
 def _spec(name: str, kernel: type, props: Properties, **kw: Any) -> LossSpec:

@@ -23,7 +23,7 @@ from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import Batch, Context, RowMeanKernel, State
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import log_softmax, softmax
-from lossctl.spec import Interval, LossSpec, Param, Pass, Properties, Role, heredoc
+from lossctl.spec import CLASS, DISTRIBUTION, REAL, Interval, LossSpec, Param, Pass, Properties, Role, heredoc
 
 LOG2 = math.log(2.0)
 # a row of P or Q is a distribution when its sum is within this of 1 (LOSSES.md)
@@ -792,13 +792,13 @@ class WassersteinState(State):
 DIST = "distribution"
 
 P_ROLE = Role("target", vector=True, help="target distribution P (C columns per row, each row sums to 1)",
-              names=("p_*", "p_true_*", "target_p_*"))
+              names=("p_*", "p_true_*", "target_p_*"), domain=DISTRIBUTION)
 Q_ROLE = Role("pred", vector=True, help="predicted distribution Q (C columns; logits with logits=true)",
-              names=("q_*", "q_pred_*", "pred_q_*"))
+              names=("q_*", "q_pred_*", "pred_q_*"), domain=DISTRIBUTION, logit_domain=REAL)
 # js and tv read probabilities only: their Q binds by its own names (or -p), never to the
 # generic prediction names, which include logit_* (kl reads those as logits)
 Q_PROB_ROLE = Role("pred", vector=True, help="predicted distribution Q (C columns of probabilities)",
-                   names=Q_ROLE.names, names_only=True)
+                   names=Q_ROLE.names, names_only=True, domain=DISTRIBUTION)
 NORMALIZE = Param("normalize", "bool", False,
                   "divide each row of P and Q by its sum (else rows must sum to 1 within 1e-6)")
 BASE = Param("base", "float", math.e, "logarithm base: e gives nats, 2 gives bits (not 1)", Interval(0, math.inf))
@@ -912,9 +912,9 @@ SPEC_WASSERSTEIN = LossSpec(
     name="wasserstein", task=DIST,
     roles=(
         Role("target", help="samples of the target distribution (one column)",
-             names=("target_sample", "p_sample", "y_sample")),
+             names=("target_sample", "p_sample", "y_sample"), domain=REAL),
         Role("pred", help="samples of the predicted distribution (one column)",
-             names=("pred_sample", "q_sample", "yhat_sample")),
+             names=("pred_sample", "q_sample", "yhat_sample"), domain=REAL),
     ),
     params=(),
     factory=lambda params, ctx: WassersteinState(params, ctx),
@@ -954,9 +954,10 @@ SPEC_WASSERSTEIN = LossSpec(
 SPEC_VAE_KL = LossSpec(
     name="vae_kl", task=DIST,
     roles=(
-        Role("mu", vector=None, help="the encoder's means μ (J columns)", names=("mu_*", "mu", "z_mean_*", "z_mean")),
+        Role("mu", vector=None, help="the encoder's means μ (J columns)", names=("mu_*", "mu", "z_mean_*", "z_mean"),
+             domain=REAL),
         Role("logvar", vector=None, help="the encoder's log-variances log σ² (J columns)",
-             names=("logvar_*", "log_var_*", "logvar", "log_var", "z_log_var_*")),
+             names=("logvar_*", "log_var_*", "logvar", "log_var", "z_log_var_*"), domain=REAL),
     ),
     params=(),
     factory=_factory(VAEKLKernel),
@@ -983,10 +984,12 @@ SPEC_VAE_KL = LossSpec(
 SPEC_DISTILL = LossSpec(
     name="distill", task=DIST,
     roles=(
-        Role("teacher", vector=True, help="the teacher's logits (C columns)", names=("teacher_*", "t_logit_*")),
-        Role("student", vector=True, help="the student's logits (C columns)", names=("student_*", "s_logit_*")),
+        Role("teacher", vector=True, help="the teacher's logits (C columns)", names=("teacher_*", "t_logit_*"),
+             domain=REAL),
+        Role("student", vector=True, help="the student's logits (C columns)", names=("student_*", "s_logit_*"),
+             domain=REAL),
         Role("target", required=False, help="optional true class 0..C−1 for the hard-label term",
-             names=("label", "labels", "y", "y_true", "target", "class"), names_only=True),
+             names=("label", "labels", "y", "y_true", "target", "class"), names_only=True, domain=CLASS),
     ),
     params=(
         Param("temperature", "float", 2.0, "softmax temperature T for both teacher and student", Interval(0, math.inf)),

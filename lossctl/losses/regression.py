@@ -12,7 +12,7 @@ from lossctl.accumulate import Scaled
 from lossctl.losses._numerics import BLOCK, TINY, FusedSums, Scratch, blockwise, dot, ldexp, sumsq
 
 FUSED_BLOCK = 1 << 17  # rows per fused block: one per 131,072-row batch (measured best of 2¹⁵..2¹⁷)
-from lossctl.spec import Interval, LossSpec, Param, Pass, Properties, Role, heredoc
+from lossctl.spec import REAL, Interval, LossSpec, Param, Pass, Properties, Role, heredoc
 
 LOG2 = math.log(2.0)
 
@@ -470,8 +470,8 @@ class IntervalKernel(RowMeanKernel):
 
 # ---------------------------------------------------------------- registry
 
-TARGET = Role("target", vector=None, help="observed value y (K columns for K outputs)")
-PRED = Role("pred", vector=None, help="prediction ŷ (as many columns as the target)")
+TARGET = Role("target", vector=None, help="observed value y (K columns for K outputs)", domain=REAL)
+PRED = Role("pred", vector=None, help="prediction ŷ (as many columns as the target)", domain=REAL)
 REG = "regression"
 
 
@@ -646,9 +646,9 @@ SPEC_INTERVAL = _spec(
         Param("hi", "float", 0.95, "quantile level of the upper bound", Interval(0, 1)),
     ),
     roles=(
-        Role("target", help="observed value y"),
-        Role("lower", help="lower quantile prediction", names=("lower", "lo", "q_lo", "q_low", "pred_lower", "y_lower")),
-        Role("upper", help="upper quantile prediction", names=("upper", "hi", "q_hi", "q_high", "pred_upper", "y_upper")),
+        Role("target", help="observed value y", domain=REAL),
+        Role("lower", help="lower quantile prediction", names=("lower", "lo", "q_lo", "q_low", "pred_lower", "y_lower"), domain=REAL),
+        Role("upper", help="upper quantile prediction", names=("upper", "hi", "q_hi", "q_high", "pred_upper", "y_upper"), domain=REAL),
     ),
     grad_roles=("lower", "upper"), default_for=(REG,), summary="prediction-interval score",
     example=heredoc("lossctl eval -", _EXAMPLE_Y_LOWER_UPPER),

@@ -25,7 +25,10 @@ import numpy as np
 from lossctl.engine import Batch, Context, DecomposableState, Kernel, Options
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import EPS, clip_prob, log_softmax, sigmoid, softmax, softplus
-from lossctl.spec import Interval, LossSpec, Param, Pass, Properties, Role, heredoc
+from lossctl.spec import (
+    BINARY, CATEGORICAL, CLASS, DISTRIBUTION, REAL, Interval, LossSpec, Param, Pass, Properties, Role,
+    check_domain, heredoc,
+)
 
 SEG = "segmentation"
 DICE_EPS = 1e-6
@@ -111,9 +114,7 @@ class SegmentationKernel(Kernel):
         self.setup(c)
         tgt = b["target"]
         if not self.logits:
-            bad = (pred < 0) | (pred > 1)
-            if bad.any():
-                raise b.fail("probabilities must lie in [0, 1] (logits=true, or --logits, reads logits)", "pred", bad)
+            check_domain(b, "pred", PRED.domain, "probabilities must lie in [0, 1] (logits=true, or --logits, reads logits)")
             if c > 1:
                 s = np.sum(pred, axis=1, dtype=np.float64)
                 bad = np.abs(s - 1.0) > SUM_TOL
@@ -126,9 +127,7 @@ class SegmentationKernel(Kernel):
             tgt = tgt[:, 0]
         if tgt.ndim == 1:
             if c == 1:
-                bad = (tgt != 0) & (tgt != 1)
-                if bad.any():
-                    raise b.fail("mask values must be 0 or 1 (a one-channel prediction is binary)", "target", bad, values=tgt)
+                check_domain(b, "target", BINARY, "mask values must be 0 or 1 (a one-channel prediction is binary)", tgt)
             else:
                 bad = (tgt < 0) | (tgt > c - 1) | (tgt != np.floor(tgt))
                 if bad.any():
@@ -143,9 +142,7 @@ class SegmentationKernel(Kernel):
                     source=b.source or None, column=b.columns.get("target", "target"),
                     row=b.input_row(0) if b.n else None,
                 )
-            bad = (tgt != 0) & (tgt != 1)
-            if bad.any():
-                raise b.fail("one-hot mask values must be 0 or 1", "target", bad)
+            check_domain(b, "target", BINARY, "one-hot mask values must be 0 or 1")
             bad = np.sum(tgt, axis=1) != 1
             if bad.any():
                 raise b.fail("a one-hot mask row must have exactly one 1", "target", bad,
@@ -761,15 +758,18 @@ TARGET = Role(
     "target", vector=None,
     help="the mask: a 0/1 column, an integer class column 0..C−1, or C one-hot columns",
     names=("mask", "label_mask", "y_mask", "gt_mask", "true_mask", "mask_*"),
+    domain=CLASS,
 )
 PRED = Role(
     "pred", vector=None,
     help="foreground probability (one column) or C class probabilities; logits with logits=true",
+    domain=DISTRIBUTION, logit_domain=REAL,
 )
 GROUP = Role(
     "group", required=False, categorical=True,
     help="image id: one loss per image from its own sums, then their mean (MONAI batch=False)",
     names=("image_id", "img_id", "image", "img"),
+    domain=CATEGORICAL,
 )
 ROLES = (TARGET, PRED, GROUP)
 
