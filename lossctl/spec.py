@@ -194,14 +194,20 @@ class Role:
     names: tuple[str, ...] = ()
     # only the names above, never the generic target/pred names
     names_only: bool = False
-    # values are labels (an image id): read as they are, never as numbers
-    categorical: bool = False
-    # binary labels may be −1/+1 (margin losses), not only 0/1
-    signed: bool = False
     # the values the column may hold; ``logit_domain``: what they may hold when the loss's
     # ``logits`` parameter is true (a probability column then holds logits, any real)
     domain: Domain = REAL
     logit_domain: Domain | None = None
+
+    @property
+    def categorical(self) -> bool:
+        """Values are labels (an image id, a class name): read as they are, never as numbers."""
+        return self.domain.kind == "categorical"
+
+    @property
+    def signed(self) -> bool:
+        """Binary labels may be −1/+1 (margin losses), not only 0/1."""
+        return self.domain.kind == "signed"
 
     def domain_for(self, params: Mapping[str, Any]) -> Domain:
         """The role's domain under these parameters (``logits=true`` reads logits)."""

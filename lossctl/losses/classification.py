@@ -887,7 +887,7 @@ MARGIN = Param("margin", "float", 1.0, "the margin m: rows with y·f ≥ m cost 
 
 BCE_TARGET = Role("target", help="label y ∈ {0,1}, or a soft label in [0,1]", domain=PROBABILITY)
 BIN_TARGET = Role("target", help="label y ∈ {0,1}", domain=BINARY)
-MARGIN_TARGET = Role("target", help="label y ∈ {−1,+1}; 0/1 labels are read with 0 as −1", signed=True, domain=SIGNED)
+MARGIN_TARGET = Role("target", help="label y ∈ {−1,+1}; 0/1 labels are read with 0 as −1", domain=SIGNED)
 PROB_PRED = Role("pred", help="probability p of the positive class, or its logit z with logits=true",
                  domain=PROBABILITY, logit_domain=REAL)
 SCORE_PRED = Role("pred", help="score f: a decision value or logit, used as given (no sigmoid)", domain=REAL)

@@ -700,7 +700,7 @@ SPEC_TRIPLET_MINED = LossSpec(
         Role("embedding", vector=True, help="the embedding of each row (D columns or a list column)",
              names=("embedding", "embeddings", "emb", "embedding_*", "emb_*"), domain=REAL),
         Role("target", help="class label of each row (numbers or strings)",
-             names=("label", "class", "y", "labels", "class_id"), categorical=True, domain=CATEGORICAL),
+             names=("label", "class", "y", "labels", "class_id"), domain=CATEGORICAL),
     ),
     params=(
         Param("mining", "choice", "hard", "which triplets each batch contributes", choices=("hard", "semihard", "all")),

@@ -766,7 +766,7 @@ PRED = Role(
     domain=DISTRIBUTION, logit_domain=REAL,
 )
 GROUP = Role(
-    "group", required=False, categorical=True,
+    "group", required=False,
     help="image id: one loss per image from its own sums, then their mean (MONAI batch=False)",
     names=("image_id", "img_id", "image", "img"),
     domain=CATEGORICAL,
