@@ -117,10 +117,14 @@ class Domain:
         low_bad = x < iv.low if iv.closed in ("both", "left") else x <= iv.low
         high_bad = x > iv.high if iv.closed in ("both", "right") else x >= iv.high
         if iv.low == -math.inf:
-            return high_bad
-        if iv.high == math.inf:
-            return low_bad
-        return low_bad | high_bad
+            bad = high_bad
+        elif iv.high == math.inf:
+            bad = low_bad
+        else:
+            bad = low_bad | high_bad
+        if self.whole:  # a class index: a whole number (the bound C − 1 comes from the data)
+            bad = bad | (x % 1 != 0)
+        return bad
 
     def __str__(self) -> str:
         return self.text or self.kind

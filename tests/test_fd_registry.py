@@ -192,14 +192,10 @@ def _recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _context(spec: registry.LossSpec, task: str, cols: dict[str, np.ndarray], grad: bool) -> Context:
-    ctx = Context(task=task, grad=grad, rows_bound=N)
-    p = cols.get("pred")
-    if p is not None and p.ndim == 2:
-        ctx.n_classes = p.shape[1]
-    t = cols.get("target")
-    if t is not None and t.ndim == 2:
-        ctx.target_kind = "vector"
-    return ctx
+    p, t = cols.get("pred"), cols.get("target")
+    return Context(task=task, grad=grad, rows_bound=N,
+                   n_classes=p.shape[1] if p is not None and p.ndim == 2 else None,
+                   target_kind="vector" if t is not None and t.ndim == 2 else "scalar")
 
 
 def _run(spec, task, params, base: dict, cols: dict, grad: bool) -> State:
@@ -338,3 +334,15 @@ def test_per_row_gradient_matches_central_differences(name, task, width, bind_op
             checked += c
             skipped += s
     assert checked >= skipped, f"{checked} elements checked, {skipped} skipped (kinks or non-finite)"
+
+
+def test_the_kink_rule_skips_a_kink_and_nothing_smooth():
+    h = np.array([H])
+    # |x| at 0: one-sided quotients +1 and −1, a kink within the step: skipped, whatever the engine says
+    assert _compare("abs", np.array([0.7]), h, np.array([0.0]), h, h) == (0, 1)
+    # x² at 1 (smooth): checked; a wrong gradient fails, the right one passes
+    f = lambda x: x * x  # noqa: E731
+    fp, f0, fm = np.array([f(1 + H)]), np.array([f(1.0)]), np.array([f(1 - H)])
+    assert _compare("square", np.array([2.0]), fp, f0, fm, h) == (1, 0)
+    with pytest.raises(AssertionError, match="differs from central differences"):
+        _compare("square", np.array([2.01]), fp, f0, fm, h)

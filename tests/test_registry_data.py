@@ -337,3 +337,19 @@ def test_validation_refuses_a_value_outside_each_declared_domain(name):
         refused += 1
     kinds = {r.domain_for(params).kind for r in spec.roles if r.name in base}
     assert refused or kinds <= {"real", "categorical"}
+
+
+def test_domain_membership():
+    import numpy as np
+
+    from lossctl.spec import BINARY, CLASS, DISTRIBUTION, POSITIVE, PROBABILITY, REAL, SIGNED
+
+    nan = float("nan")
+    # NaN: outside a label set, inside an interval, as the kernels' own checks have it
+    assert PROBABILITY.outside(np.array([-0.1, 0, 1, 1.1, nan])).tolist() == [True, False, False, True, False]
+    assert DISTRIBUTION.outside(np.array([[0.2, 1.2]])).tolist() == [[False, True]]
+    assert BINARY.outside(np.array([0, 1, 2, nan, -1])).tolist() == [False, False, True, True, True]
+    assert SIGNED.outside(np.array([-1, 0, 1, 2])).tolist() == [False, False, False, True]
+    assert POSITIVE.outside(np.array([0, 1e-300, 1])).tolist() == [True, False, False]
+    assert CLASS.outside(np.array([0, 2, -1, 1.5])).tolist() == [False, False, True, True]
+    assert REAL.outside(np.array([1.0, -1e300, nan])).tolist() == [False, False, True]
