@@ -353,3 +353,74 @@ def test_domain_membership():
     assert POSITIVE.outside(np.array([0, 1e-300, 1])).tolist() == [True, False, False]
     assert CLASS.outside(np.array([0, 2, -1, 1.5])).tolist() == [False, False, True, True]
     assert REAL.outside(np.array([1.0, -1e300, nan])).tolist() == [False, False, True]
+
+
+# ------------------------------------------------------------------ the checks that read the domains keep their words
+
+# every moved check, failing on row 3; the messages as main printed them before the checks
+# read the roles' domains (commit 1f1cda6, run with this same table)
+P3 = [[0.2, 0.3, 0.5]] * 4
+S3 = [[0.1, 0.2, 0.3]] * 4
+MESSAGE_CASES = {
+ "bce_target_2": ("bce", {"target": [0, 1, 2, 1], "pred": [0.5] * 4}),
+ "bce_target_-1": ("bce", {"target": [0, 1, -1, 1], "pred": [0.5] * 4}),
+ "bce_pred": ("bce", {"target": [0, 1, 0, 1], "pred": [0.5, 0.5, 1.5, 0.5]}),
+ "focal_target_2": ("focal", {"target": [0, 1, 2, 1], "pred": [0.5] * 4}),
+ "focal_target_-1": ("focal", {"target": [0, 1, -1, 1], "pred": [0.5] * 4}),
+ "hinge_target": ("hinge", {"target": [1, -1, 2, 1], "pred": [0.5] * 4}),
+ "ce_whole": ("cross_entropy", {"target": [0, 1, 1.5, 2], "pred": P3}),
+ "ce_negative": ("cross_entropy", {"target": [0, 1, -1, 2], "pred": P3}),
+ "ce_big": ("cross_entropy", {"target": [0, 1, 3, 2], "pred": P3}),
+ "ce_pred": ("cross_entropy", {"target": [0, 1, 1, 2], "pred": [[0.2, 0.3, 0.5]] * 2 + [[-0.2, 0.7, 0.5]] * 2}),
+ "focal_mc_big": ("focal", {"target": [0, 1, 3, 2], "pred": P3}, None, "multiclass"),
+ "contrastive": ("contrastive", {"x1": [[0, 1]] * 4, "x2": [[1, 0]] * 4, "target": [0, 1, 2, 1]}),
+ "dice_pred": ("dice", {"target": [0, 1, 0, 1], "pred": [0.5, 0.5, 1.5, 0.5]}),
+ "dice_mask_binary": ("dice", {"target": [0, 1, 2, 1], "pred": [0.5] * 4}),
+ "dice_mask_classes": ("dice", {"target": [0, 1, 3, 2], "pred": P3}),
+ "dice_mask_whole": ("dice", {"target": [0, 1, 0.5, 2], "pred": P3}),
+ "dice_onehot": ("dice", {"target": [[1, 0, 0], [0, 1, 0], [0, 2, 0], [0, 0, 1]], "pred": P3}),
+ "distill_big": ("distill", {"teacher": S3, "student": S3, "target": [0, 1, 3, 2]}),
+ "distill_whole": ("distill", {"teacher": S3, "student": S3, "target": [0, 1, 0.5, 2]}),
+}
+EXPECTED_MESSAGES = {
+    'bce_target_2': "f.csv, column 'c_target', row 3: bce needs labels in [0, 1] (0/1, or soft labels) (got 2.0)",
+    'bce_target_-1': "f.csv, column 'c_target', row 3: bce needs labels in [0, 1] (0/1, or soft labels); for −1/+1 labels use the margin losses (-l hinge -l exponential) (got -1.0)",
+    'bce_pred': "f.csv, column 'c_pred', row 3: bce reads probabilities, which must lie in [0, 1] (for logits pass logits=true or --logits) (got 1.5)",
+    'focal_target_2': "f.csv, column 'c_target', row 3: focal needs labels 0 or 1 (got 2.0)",
+    'focal_target_-1': "f.csv, column 'c_target', row 3: focal needs labels 0 or 1; for −1/+1 labels use the margin losses (-l hinge -l exponential) (got -1.0)",
+    'hinge_target': "f.csv, column 'c_target', row 3: hinge needs labels −1/+1 (or 0/1, 0 read as −1) (got 2.0)",
+    'ce_whole': "f.csv, column 'c_target', row 3: class index must be a whole number in 0..2; if the 3 prediction columns are 3 models' predictions, give one -p per model (and --task regression) (got 1.5)",
+    'ce_negative': "f.csv, column 'c_target', row 3: class index must be a whole number in 0..2; if the 3 prediction columns are 3 models' predictions, give one -p per model (and --task regression) (got -1.0)",
+    'ce_big': "f.csv, column 'c_target', row 3: class index ≥ number of prediction columns (3); if the 3 prediction columns are 3 models' predictions, give one -p per model (and --task regression) (got 3.0)",
+    'ce_pred': "f.csv, column 'c_pred[0]', row 3: cross_entropy reads probabilities, which must lie in [0, 1] (for logits pass logits=true or --logits) (got -0.2); 2 rows like this found so far",
+    'focal_mc_big': "f.csv, column 'c_target', row 3: class index ≥ number of prediction columns (3); if the 3 prediction columns are 3 models' predictions, give one -p per model (and --task regression) (got 3.0)",
+    'contrastive': "f.csv, column 'c_target', row 3: contrastive targets are 1 (similar) or 0 (dissimilar) (got 2.0)",
+    'dice_pred': "f.csv, column 'c_pred', row 3: probabilities must lie in [0, 1] (logits=true, or --logits, reads logits) (got 1.5)",
+    'dice_mask_binary': "f.csv, column 'c_target', row 3: mask values must be 0 or 1 (a one-channel prediction is binary) (got 2.0)",
+    'dice_mask_classes': "f.csv, column 'c_target', row 3: mask values must be class indices 0..2 (the prediction has 3 columns) (got 3.0)",
+    'dice_mask_whole': "f.csv, column 'c_target', row 3: mask values must be class indices 0..2 (the prediction has 3 columns) (got 0.5)",
+    'dice_onehot': "f.csv, column 'c_target[1]', row 3: one-hot mask values must be 0 or 1 (got 2.0)",
+    'distill_big': "f.csv, column 'c_target', row 3: class label outside 0..2 (got 3.0)",
+    'distill_whole': "f.csv, column 'c_target', row 3: class label outside 0..2 (got 0.5)",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MESSAGE_CASES))
+def test_the_checks_that_read_the_domains_keep_their_messages(case):
+    import numpy as np
+
+    from lossctl import registry
+    from lossctl.engine import Batch, Context, Kernel
+    from lossctl.errors import InputError
+
+    name, cols, *rest = MESSAGE_CASES[case]
+    params = {**registry.get(name).defaults(), **((rest[0] if rest else None) or {})}
+    task = rest[1] if len(rest) > 1 else registry.get(name).task
+    cols = {r: np.asarray(v, dtype=float) for r, v in cols.items()}
+    pred = cols.get("pred", cols.get("student"))
+    ctx = Context(task=task, n_classes=pred.shape[1] if pred is not None and pred.ndim == 2 else None)
+    obj = registry.get(name).factory(params, ctx)
+    k = obj if isinstance(obj, Kernel) else getattr(obj, "kernel", obj)
+    with pytest.raises(InputError) as e:
+        k.validate(Batch(cols, 4, source="f.csv", columns={r: f"c_{r}" for r in cols}))
+    assert str(e.value) == EXPECTED_MESSAGES[case]

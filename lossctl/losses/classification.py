@@ -491,10 +491,8 @@ def _class_targets(b: Batch, c: int, loss: str, *, soft: bool = True) -> np.ndar
         # several models' predictions read as one vector of class scores: say so
         hint = (f"; if the {c} prediction columns are {c} models' predictions, give one -p per model "
                 "(and --task regression)")
-        bad = (y != np.floor(y)) | (y < 0)
-        if bad.any():
-            raise b.fail(f"class index must be a whole number in 0..{c - 1}" + hint, "target", bad, y)
-        bad = y >= c
+        check_domain(b, "target", MC_TARGET.domain, f"class index must be a whole number in 0..{c - 1}" + hint, y)
+        bad = y >= c  # (the upper bound alone: the domain's check above has seen the rest)
         if bad.any():
             raise b.fail(f"class index ≥ number of prediction columns ({c})" + hint, "target", bad, y)
         return y

@@ -23,7 +23,9 @@ from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import Batch, Context, RowMeanKernel, State
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import log_softmax, softmax
-from lossctl.spec import CLASS, DISTRIBUTION, REAL, Interval, LossSpec, Param, Pass, Properties, Role, heredoc
+from lossctl.spec import (
+    CLASS, DISTRIBUTION, REAL, Interval, LossSpec, Param, Pass, Properties, Role, check_domain, heredoc,
+)
 
 LOG2 = math.log(2.0)
 # a row of P or Q is a distribution when its sum is within this of 1 (LOSSES.md)
@@ -393,9 +395,7 @@ class DistillKernel(_RowKernel):
             if y.ndim != 1:
                 raise InputError.at("the target of distill is one class column (0..C−1)", source=b.source or None)
             c = s.shape[1]
-            bad = (y != np.floor(y)) | (y < 0) | (y >= c)
-            if bad.any():
-                raise b.fail(f"class label outside 0..{c - 1}", "target", bad, values=y)
+            check_domain(b, "target", DISTILL_TARGET.domain.classes(c), f"class label outside 0..{c - 1}", y)
 
     def _compute(self, b: Batch, grad: bool):
         t, s = _as_rows(b, "teacher"), _as_rows(b, "student")
@@ -808,6 +808,9 @@ def _factory(kernel: type):
     return lambda params, ctx, k=kernel: k(params, ctx)
 
 
+DISTILL_TARGET = Role("target", required=False, help="optional true class 0..C−1 for the hard-label term",
+                      names=("label", "labels", "y", "y_true", "target", "class"), names_only=True, domain=CLASS)
+
 _EXAMPLE_P_0_P_1_P_2 = (  # the examples' data (a test runs every example)
     "p_0,p_1,p_2,q_0,q_1,q_2\n"
     "0.7,0.2,0.1,0.6,0.3,0.1\n"
@@ -988,8 +991,7 @@ SPEC_DISTILL = LossSpec(
              domain=REAL),
         Role("student", vector=True, help="the student's logits (C columns)", names=("student_*", "s_logit_*"),
              domain=REAL),
-        Role("target", required=False, help="optional true class 0..C−1 for the hard-label term",
-             names=("label", "labels", "y", "y_true", "target", "class"), names_only=True, domain=CLASS),
+        DISTILL_TARGET,
     ),
     params=(
         Param("temperature", "float", 2.0, "softmax temperature T for both teacher and student", Interval(0, math.inf)),

@@ -129,12 +129,8 @@ class SegmentationKernel(Kernel):
             if c == 1:
                 check_domain(b, "target", BINARY, "mask values must be 0 or 1 (a one-channel prediction is binary)", tgt)
             else:
-                bad = (tgt < 0) | (tgt > c - 1) | (tgt != np.floor(tgt))
-                if bad.any():
-                    raise b.fail(
-                        f"mask values must be class indices 0..{c - 1} (the prediction has {c} columns)",
-                        "target", bad, values=tgt,
-                    )
+                check_domain(b, "target", TARGET.domain.classes(c),
+                             f"mask values must be class indices 0..{c - 1} (the prediction has {c} columns)", tgt)
         else:
             if tgt.shape[1] != c:
                 raise InputError.at(
