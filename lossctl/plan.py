@@ -9,12 +9,7 @@ from typing import Any, Mapping
 from lossctl import registry
 from lossctl.binding import Binding, Selector
 from lossctl.engine import Context, Options
-
-
-NAN_POLICIES = ("error", "drop")
-
-
-REDUCTIONS = ("mean", "sum", "none")
+from lossctl.options import NAN_POLICIES, REDUCTIONS  # noqa: F401 - declared in lossctl.options; importable here
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 The family modules (:mod:`lossctl.losses.regression`, …) build their ``LOSSES`` from
 these; :mod:`lossctl.registry` builds its tables from :data:`lossctl.losses.ALL`. This
-module imports nothing of lossctl, so a loss module never imports the registry.
+module imports no loss and not the registry (only :mod:`lossctl.options`, for the tasks), so a
+loss module never imports the registry.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Literal, Mapping
 
-TASKS = ("regression", "binary", "multiclass", "segmentation", "metric", "distribution")
+from lossctl.options import TASKS  # noqa: E402,F401 - the tasks are an enumeration of lossctl.options
 
 ParamKind = Literal["float", "int", "bool", "choice", "floats"]
 # what a model hands a loss: a regression value, an interval's bounds, a probability,
