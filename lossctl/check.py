@@ -120,7 +120,7 @@ def parse_assertion(text: str, *, by: tuple[str, ...] | None = None, min_rows: i
 
 _DATA_KEYS: dict[str, tuple[type, ...]] = {
     "path": (str,), "data2": (str,), "target": (str,), "pred": (str,), "baseline": (str,), "baseline_pred": (str,),
-    "key": (str,), "weight": (str,), "task": (str,), "nan": (str,), "input_format": (str,), "col": (dict,),
+    "key": (str,), "strict_key": (bool,), "weight": (str,), "task": (str,), "nan": (str,), "input_format": (str,), "col": (dict,),
 }
 _TOP_KEYS: dict[str, tuple[type, ...]] = {
     "data": (dict,), "check": (list,), "ci": (float, int), "bootstrap": (int,), "seed": (int,), "strict": (bool,),
@@ -297,6 +297,7 @@ class Settings:
     cols: dict[str, str] = field(default_factory=dict)
     weight: str | None = None
     key: str | None = None
+    strict_key: bool = False
     task: str | None = None
     logits: bool | None = None
     nan: str = _DEFAULTS.nan.value
@@ -326,6 +327,7 @@ def settings(config: Config | None, flags: Mapping[str, Any], assertions: Sequen
         for k in ("weight", "key", "task", "baseline", "baseline_pred", "input_format"):
             setattr(s, k, d.get(k))
         s.nan = d.get("nan", s.nan)
+        s.strict_key = d.get("strict_key", s.strict_key)
         o = config.options
         for k in ("ci", "bootstrap", "seed", "strict", "min_rows", "logits"):
             if k in o:
@@ -539,7 +541,7 @@ def build_request(s: Settings):
     texts = list(dict.fromkeys(registry.parse_spec(a.spec, overrides).text for a in s.assertions))
     by = list(dict.fromkeys(c for a in s.assertions for c in (a.by if a.by is not None else s.by)))
     return Request(
-        data=s.data, data2=s.data2, key=s.key, target=s.target, preds=[s.pred] if s.pred else [], cols=dict(s.cols),
+        data=s.data, data2=s.data2, key=s.key, strict_key=s.strict_key, target=s.target, preds=[s.pred] if s.pred else [], cols=dict(s.cols),
         weight=s.weight, task=s.task, losses=texts, logits=s.logits, nan=s.nan, by=by, ci=s.ci,
         bootstrap=s.bootstrap, seed=s.seed, input_format=s.input_format, batch_rows=s.batch_rows,
         baseline=s.baseline, baseline_pred=s.baseline_pred,

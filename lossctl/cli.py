@@ -87,6 +87,7 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], Optional[str], str]] = {
     "--col": (("--col",), "ROLE=COLS", "Bind another role: ROLE=COLUMNS (repeatable)."),
     "--weight": (("-w", "--weight"), "COL", "Sample-weight column."),
     "--key": (("--key",), "COL", "Join DATA and DATA2 on this column instead of by position."),
+    "--strict-key": (("--strict-key",), None, "With --key: a key value without a match in every file is an error (else counted and reported)."),
     "--task": (("--task",), "TASK", f"{_choices(TASKS, '|')} (inferred when omitted)."),
     "--logits": (("--logits/--no-logits",), None, "Scores are logits."),
     "--reduction": (("--reduction",), _choices(REDUCTIONS, "|"), f"{_choices(REDUCTIONS)} (one output row per input row)."),
@@ -254,6 +255,7 @@ def eval_cmd(
     col: Annotated[list[str], _option("--col", "Bind another role: ROLE=COLUMNS (repeatable), e.g. --col anchor='a_*'.")] = [],
     weight: Annotated[Optional[str], _option("--weight")] = None,
     key: Annotated[Optional[str], _option("--key")] = None,
+    strict_key: Annotated[bool, _option("--strict-key")] = False,
     task: TaskOpt = None,
     logits: Annotated[Optional[bool], _option("--logits", "Scores are logits (sets logits=true on every loss that has it).", show_default=False)] = None,
     reduction: Annotated[str, _option("--reduction")] = _D.reduction.value,
@@ -289,7 +291,7 @@ def eval_cmd(
     if batch_rows is not None:
         batch_rows = min(batch_rows, MAX_BATCH_ROWS)  # results do not depend on it; readers take int32/int64
     req = Request(
-        data=data[0], data2=data[1] if len(data) > 1 else None, more=data[2:], key=key, target=target, preds=list(pred), cols=_parse_cols(col), weight=weight,
+        data=data[0], data2=data[1] if len(data) > 1 else None, more=data[2:], key=key, strict_key=strict_key, target=target, preds=list(pred), cols=_parse_cols(col), weight=weight,
         task=task, losses=list(loss), logits=logits, reduction=reduction, grad=grad, nan=nan, by=list(by),
         min_rows=min_rows, ci=ci, bootstrap=bootstrap, seed=seed, input_format=input_format,
         batch_rows=batch_rows, id=id_col,
@@ -423,6 +425,7 @@ def check_cmd(
     col: Annotated[list[str], _option("--col")] = [],
     weight: Annotated[Optional[str], _option("--weight")] = None,
     key: Annotated[Optional[str], _option("--key", "Align DATA2 and the baseline file with DATA on this column instead of by position.")] = None,
+    strict_key: Annotated[Optional[bool], _option("--strict-key", show_default=False)] = None,
     task: TaskOpt = None,
     logits: Annotated[Optional[bool], _option("--logits", show_default=False)] = None,
     # None: not given, so that the config's value (else the default) holds
@@ -456,7 +459,7 @@ def check_cmd(
     if len(pred) > 1:
         raise UsageError("check judges one candidate: give one -p (the baseline comes from --baseline or --baseline-pred)")
     flags = dict(data=data, data2=data2, target=target, pred=pred[0] if pred else None, cols=_parse_cols(col) or None,
-                 weight=weight, key=key, task=task, logits=logits, nan=nan, baseline=baseline,
+                 weight=weight, key=key, strict_key=strict_key or None, task=task, logits=logits, nan=nan, baseline=baseline,
                  baseline_pred=baseline_pred, by=list(by) or None, min_rows=min_rows, ci=ci, bootstrap=bootstrap,
                  seed=seed, strict=strict, input_format=input_format, batch_rows=batch_rows)
     settings = gate_mod.settings(gate_mod.find_config(config), flags, list(assertion))

@@ -41,6 +41,7 @@ class Request:
     # alone); evaluated in the same pass as an extra prediction set labelled BASELINE, listed first
     baseline: str | None = None
     baseline_pred: str | None = None
+    strict_key: bool = False  # --strict-key: a key without a match in every file is an error
 
 
 BASELINE = "baseline"
