@@ -117,17 +117,21 @@ def drive(plan: Plan, open_pass: Callable[[], Pass], progress: Callable[[int], N
     opts = options(plan)
     sampler = RowSample() if sample and plan.jobs else None
     states = [new_state(j, plan.ctx, opts) for j in plan.jobs]
-    kernels = [s.kernel for s in states if isinstance(s, DecomposableState)]
+    pre = [needs(plan, j, "prepass") for j in plan.jobs]
+    second = [needs(plan, j, "second") for j in plan.jobs]
+    for s, p, q in zip(states, pre, second):  # the declarations are what the states do (a test checks every loss)
+        assert p == bool(getattr(getattr(s, "kernel", None), "needs_prepass", False)) and q == s.two_pass, \
+            f"{type(s).__name__}: its declared passes differ from what its state does"
 
-    if any(k.needs_prepass for k in kernels):  # whole-data facts first (weight=balanced's class counts)
+    if any(pre):  # whole-data facts first (weight=balanced's class counts)
         for jobs_b, _, _ in open_pass().batches():
-            for s, b in zip(states, jobs_b):
-                if isinstance(s, DecomposableState) and s.kernel.needs_prepass:
+            for s, b, p in zip(states, jobs_b, pre):
+                if p:
                     s.kernel.validate(b)
                     s.kernel.prepass(b)
-        for k in kernels:
-            if k.needs_prepass:
-                k.end_prepass()
+        for s, p in zip(states, pre):
+            if p:
+                s.kernel.end_prepass()
 
     slices = None
     if plan.by:
@@ -147,14 +151,19 @@ def drive(plan: Plan, open_pass: Callable[[], Pass], progress: Callable[[int], N
                 sampler.update(cols, jobs_b[0].offset)
         if slices is not None:
             slices.update(jobs_b, by_vals)
-    if any(s.two_pass for s in states) or (slices is not None and slices.two_pass):  # (Dice gradients)
+    if any(second):  # gradients from the totals (the Dice family's, wasserstein's)
         for jobs_b, by_vals, _ in open_pass().batches():
-            for s, b in zip(states, jobs_b):
-                if s.two_pass:
+            for s, b, q in zip(states, jobs_b, second):
+                if q:
                     s.update2(b)
             if slices is not None:
                 slices.update2(jobs_b, by_vals)
     return Driven(states, slices, sampler, main)
+
+
+def needs(plan: Plan, job: Job, kind: str) -> bool:
+    """Whether ``job`` needs a pass of ``kind`` ("prepass", "second") in this plan, as its loss declares."""
+    return job.call.spec.needs(kind, job.call.params, grad=plan.ctx.grad, outputs=plan.ctx.n_classes or 1)
 
 
 def accumulate(
