@@ -181,6 +181,23 @@ class GradSummary:
         # every figure held is for g·2^-exp: 0 unless Σg² left the double range (gradients near 1e154 or 1e-170)
         self.exp = 0
 
+    # -- pickling: the data, not the scratch (``_d``) nor the candidates buffer's spare room
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_d"] = None
+        d["_buf"] = self._buf[: self._n].copy()
+        d["_cap"] = self._buf.size  # (the room is remade: pruning happens when it would have)
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        d = dict(d)
+        cap, top = d.pop("_cap", 0), d["_buf"]
+        if cap > top.size:
+            buf = np.empty(cap)
+            buf[: top.size] = top
+            d["_buf"] = buf
+        self.__dict__.update(d)
+
     # -- updating
     def update(self, g: np.ndarray, offset: int | np.ndarray = 0) -> None:
         """Add the gradients of rows offset, offset+1, … (or, an array, of those rows)."""

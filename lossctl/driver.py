@@ -16,9 +16,8 @@ from lossctl.errors import UsageError
 
 def unmergeable(plan: Any) -> tuple[str, str] | None:
     """(loss, reason) for the first loss whose state cannot travel from one shard to
-    another, else None. Decided as ``--emit-state`` decides it (the state's ``to_dict``),
-    on fresh states, before any row is read."""
-    from lossctl import statefile
+    another, else None: the state's declared ``unmergeable_reason`` (what ``--emit-state``
+    and ``merge`` read too), on fresh states, before any row is read."""
     from lossctl.pipeline import _new_state, options
 
     o = options(plan)
@@ -27,10 +26,9 @@ def unmergeable(plan: Any) -> tuple[str, str] | None:
         if hasattr(st, "grouped") and st.grouped is None:
             # a per-image state learns it is one from its first rows: the binding says it now
             st.grouped = "group" in job.binding.roles
-        try:
-            statefile._state_dict(st, job.call.text)
-        except UsageError as e:
-            return job.call.text, str(e)
+        reason = st.unmergeable_reason
+        if reason is not None:
+            return job.call.text, reason
     return None
 
 
@@ -51,7 +49,7 @@ def run_shard(
 
     found = unmergeable(plan)
     if found is not None:
-        raise UsageError(found[1])
+        raise UsageError(f"--emit-state: {found[0]}: {found[1]}")
     return accumulate(plan, row_offset, progress, sample, input_offset=input_offset, whole=whole)
 
 
