@@ -434,16 +434,22 @@ class BootUnits:
         self.buckets += other.buckets
         self.count += other.count
 
+    def _one_block(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The rows held as one block (the same matrix), not one per batch: what travels."""
+        if len(self.rows) > 1:
+            return [np.vstack(self.rows)], [np.concatenate(self.idx)]
+        return self.rows, self.idx
+
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        if len(self.rows) > 1:  # the rows held as one block (the same matrix), not one per batch
-            d["rows"], d["idx"] = [np.vstack(self.rows)], [np.concatenate(self.idx)]
+        d["rows"], d["idx"] = self._one_block()
         return d
 
     def to_dict(self) -> dict[str, Any]:
         if self.buckets is not None:
             return {"count": self.count, "buckets": self.buckets.tolist()}
-        return {"count": self.count, "rows": [m.tolist() for m in self.rows], "idx": [[int(i) for i in x] for x in self.idx]}
+        rows, idx = self._one_block()
+        return {"count": self.count, "rows": [m.tolist() for m in rows], "idx": [[int(i) for i in x] for x in idx]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BootUnits":

@@ -89,7 +89,7 @@ def _request(path: str, kw: dict, loss: str | None, task: str, grad=False, ci=Fa
     from lossctl.pipeline import Request
 
     return Request(data=path, task=task, losses=[loss] if loss else [], grad=grad, ci=0.9 if ci else None,
-                   bootstrap=50, seed=3, weight="w_" if weights else None, by=["grp"] if by else [],
+                   bootstrap=50, seed=3, weight="w_" if weights else None, by=["grp"] if by else [], batch_rows=64,
                    **{k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
                       for k, v in kw.items()}, **more)
 
