@@ -451,3 +451,45 @@ def test_random_splits_merged_in_any_order_give_one_run(tmp_path, monkeypatch, t
     assert lower not in json.dumps(got)
     errs = _close(ref, got)
     assert not errs, (cuts, errs[:10])
+
+
+CLI_MERGES = {  # the command-line path: eval --emit-state --row-offset per shard, then merge in a random order
+    "regression": (_reg, ["-t", "y", "-p", "yhat", "-p", "yhat2", "-p", "yhat3", "-l", "mse", "-l", "rmse",
+                          "-l", "huber:delta=20", "-l", "quantile:tau=0.8", "-w", "w_", "--by", "grp", "--grad",
+                          "--ci", "0.9", "--bootstrap", "40", "--seed", "2"]),
+    "binary": (_binary, ["-t", "y", "-p", "logit", "-p", "logit2", "--logits", "-l", "bce", "-l", "focal",
+                         "-l", "hinge", "--by", "grp", "-w", "w_", "--grad", "--ci", "0.8", "--bootstrap", "40"]),
+}
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize("case", list(CLI_MERGES))
+def test_state_files_of_random_splits_merged_in_random_order_give_one_run(tmp_path, capsys, case, seed):
+    from lossctl import cli
+
+    def run(*args) -> str:
+        capsys.readouterr()
+        code = cli.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
+
+    make, args = CLI_MERGES[case]
+    rng = np.random.default_rng(seed)
+    df = make(900)
+    whole = tmp_path / "whole.parquet"
+    df.to_parquet(whole, index=False)
+    cuts = sorted(rng.choice(np.arange(1, len(df)), int(rng.integers(2, 6)), replace=False).tolist())
+    states = []
+    for i, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(df)])):
+        part, state = tmp_path / f"p{i}.parquet", tmp_path / f"s{i}.state"
+        df.iloc[a:b].to_parquet(part, index=False)
+        run("eval", part, *args, "--emit-state", state, "--row-offset", a, "-f", "json", "-q")
+        states.append(state)
+    rng.shuffle(states)
+    ref = json.loads(run("eval", whole, *args, "-f", "json", "-q"))
+    got = json.loads(run("merge", *states, "-f", "json", "-q"))
+    for doc in (ref, got):
+        doc.pop("sources", None)
+    errs = _close(ref, got)
+    assert not errs, (cuts, errs[:10])
