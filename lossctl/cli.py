@@ -221,7 +221,11 @@ def eval_cmd(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or notes on stderr.")] = False,
 ) -> None:
     """Compute losses (and with --grad their gradient summaries) for one or more prediction sets."""
-    from lossctl.pipeline import Request, accumulate, build_report, iter_rows, prepare
+    from lossctl.plan import Request
+    from lossctl.driver import accumulate
+    from lossctl.assemble import build_report
+    from lossctl.rowwise import iter_rows
+    from lossctl.planner import prepare
 
     form = _default_format(fmt, output)
     if batch_rows is not None and batch_rows < 1:
@@ -343,7 +347,7 @@ def merge_cmd(
 ) -> None:
     """Combine shard state files into exactly the result of one run over all shards."""
     from lossctl import statefile
-    from lossctl.pipeline import build_report
+    from lossctl.assemble import build_report
 
     form = _default_format(fmt, output)
     _guard_outputs(list(states), output=output)
@@ -472,7 +476,7 @@ def recommend_cmd(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No notes on stderr.")] = False,
 ) -> None:
     """Measure the evidence the selection guides turn on; rank the losses that fit, with reasons."""
-    from lossctl.pipeline import Request
+    from lossctl.plan import Request
     from lossctl.advice.render import FORMATS as REC_FORMATS
     from lossctl.advice.render import render as render_advice
     from lossctl.advice.sources import run_request

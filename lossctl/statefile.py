@@ -58,7 +58,7 @@ def _state_dict(s: State, spec: str) -> dict[str, Any]:
 
 
 def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
-    from lossctl.pipeline import _bindings
+    from lossctl.assemble import bindings_of
 
     req = plan.request
     p = payload(plan, acc, row_offset)
@@ -75,7 +75,7 @@ def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
         "jobs": [{"spec": j.call.text, "params": j.call.params, "pred": j.pred} for j in plan.jobs],
         "pred_labels": plan.pred_labels,
         "by": [s.text for s in plan.by],
-        "bindings": _bindings(plan),
+        "bindings": bindings_of(plan),
         "rows": p["rows"],
         "dropped_rows": p["dropped_rows"],
         "row_offset": row_offset,
@@ -102,13 +102,14 @@ def payload(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
 
 
 def from_payload(plan: Any, p: dict[str, Any]) -> Any:
-    """The :class:`~lossctl.pipeline.Accumulated` a payload describes, its states built from ``plan``."""
-    from lossctl.pipeline import Accumulated, _new_state, options
+    """The :class:`~lossctl.driver.Accumulated` a payload describes, its states built from ``plan``."""
+    from lossctl.driver import Accumulated, new_state
+    from lossctl.plan import options
 
     o = options(plan)
 
     def load(sd: list[dict[str, Any]]) -> list[State]:
-        return [_new_state(job, o).load(d) for job, d in zip(plan.jobs, sd)]
+        return [new_state(job, o).load(d) for job, d in zip(plan.jobs, sd)]
 
     groups = {tuple(g["key"]): load(g["states"]) for g in p["groups"]}
     rows = {tuple(g["key"]): g["rows"] for g in p["groups"]}
@@ -253,7 +254,8 @@ _CONTEXT_KEYS = ("n_classes", "target_kind")
 
 def merge(paths: list[str]):
     """Read state files, check they describe the same evaluation, merge them exactly."""
-    from lossctl.pipeline import Accumulated, Job, Plan, Request
+    from lossctl.driver import Accumulated
+    from lossctl.plan import Job, Plan, Request
     from lossctl.binding import Binding
 
     if not paths:
@@ -314,7 +316,8 @@ def merge(paths: list[str]):
                           f"(state format {VERSION} is the same)")
     plan.source_names = [s for d in docs for s in d["sources"]]  # type: ignore[attr-defined]
     plan.bindings = first.get("bindings") or {}  # type: ignore[attr-defined]
-    from lossctl.pipeline import _new_state, options
+    from lossctl.driver import new_state
+    from lossctl.plan import options
 
     o = options(plan)
 
@@ -323,7 +326,7 @@ def merge(paths: list[str]):
             raise InputError.at(f"damaged state file: {len(jobs)} loss states expected", source=path)
         out = []
         for job, d in zip(jobs, sd):
-            st = _new_state(job, o)
+            st = new_state(job, o)
             try:
                 st.load(d)
             except KeyError as e:

@@ -270,7 +270,8 @@ def test_file_changed_since_planning(tmp_path, client):
     from lossctl.driver import plan_wire
     from lossctl.engines import dask as engine
     from lossctl.errors import InputError
-    from lossctl.pipeline import Request, prepare
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
 
     d = write_dataset(_reg_df(300), tmp_path / "ds")
     plan = prepare(Request(data=str(d), target="y", preds=["p"]))
@@ -289,7 +290,8 @@ def test_no_pandas_on_the_workers(client, reg_dir):
     the workers (whatever else loaded it there before), every task still runs."""
     from lossctl.driver import plan_wire
     from lossctl.engines import dask as engine
-    from lossctl.pipeline import Request, prepare
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
 
     plan = prepare(Request(data=str(reg_dir), target="y", preds=["p"], grad=True, by=["g"], ci=0.9, bootstrap=20))
     wire, frags = plan_wire(plan), engine.fragments(plan, 2)
@@ -315,7 +317,8 @@ def test_payload_pickled_is_no_larger_than_the_state_file(tmp_path):
     """States travel as the state file's data: pickled, at most 1.2× the JSON state file."""
     from lossctl import statefile
     from lossctl.driver import run_shard
-    from lossctl.pipeline import Request, prepare
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
 
     pq.write_table(pa.Table.from_pandas(_reg_df(36_000), preserve_index=False), tmp_path / "f.parquet")
     req = Request(data=str(tmp_path / "f.parquet"), target="y", preds=["p", "q"], grad=True, ci=0.9, by=["g"],
@@ -555,7 +558,8 @@ def test_merged_states_keep_candidates_for_the_whole_data_only(tmp_path):
     as many, not the sum of the fragments' (which would double at each level of the tree)."""
     from lossctl.driver import plan_wire
     from lossctl.engines import dask as engine
-    from lossctl.pipeline import Request, prepare
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
 
     d = tmp_path / "ds"
     d.mkdir()

@@ -374,7 +374,9 @@ def test_a_file_deleted_or_unreadable_inside_a_dataset(how, tmp_path, monkeypatc
     import pyarrow.parquet
 
     from lossctl.errors import InputError
-    from lossctl.pipeline import Request, prepare, run as run_plan
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
+    from lossctl.assemble import run as run_plan
 
     root, _, _ = _dataset(str(tmp_path))
     victim = os.path.join(root, "part-1.parquet")

@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 
 from lossctl import pictures
-from lossctl.pipeline import Request, accumulate, build_report, prepare
+from lossctl.plan import Request
+from lossctl.driver import accumulate
+from lossctl.assemble import build_report
+from lossctl.planner import prepare
 from lossctl.render import render_report
 
 from conftest import SAMPLES

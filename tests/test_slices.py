@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from lossctl import slices
-from lossctl.pipeline import Request, prepare, run
+from lossctl.plan import Request
+from lossctl.planner import prepare
+from lossctl.assemble import run
 
 
 def _run(monkeypatch, vectorise: bool, **kw):
@@ -275,7 +277,7 @@ def test_states_that_are_not_sums_keep_a_state_per_group(monkeypatch, tmp_path):
 
 def test_group_states_view_serves_state_files_and_checks(monkeypatch, tmp_path):
     """The Mapping of states per group (state files, check's projections) holds the table's sums."""
-    from lossctl.pipeline import accumulate
+    from lossctl.driver import accumulate
 
     path = regression_file(tmp_path / "r.parquet", 4000, 6, seed=9)
     monkeypatch.setattr(slices, "VECTORISE", True)

@@ -86,7 +86,7 @@ def _path(task: str, i: int) -> str:
 
 def _request(path: str, kw: dict, loss: str | None, task: str, grad=False, ci=False, weights=False, by=False,
              **more):
-    from lossctl.pipeline import Request
+    from lossctl.plan import Request
 
     return Request(data=path, task=task, losses=[loss] if loss else [], grad=grad, ci=0.9 if ci else None,
                    bootstrap=50, seed=3, weight="w_" if weights else None, by=["grp"] if by else [], batch_rows=64,
@@ -97,7 +97,7 @@ def _request(path: str, kw: dict, loss: str | None, task: str, grad=False, ci=Fa
 @functools.lru_cache(maxsize=None)
 def _binds(loss: str, task: str, i: int) -> bool:
     """Whether the columns of frame ``i`` of ``task`` bind ``loss`` (and it takes their rows)."""
-    from lossctl.pipeline import prepare
+    from lossctl.planner import prepare
 
     try:
         plan = prepare(_request(_path(task, i), FRAMES[task][i][2], loss, task))
@@ -118,7 +118,7 @@ def _frame_of(loss: str, task: str) -> int:
 
 
 def _plan(loss: str | None, task: str, i: int | None = None, path: str | None = None, **opts):
-    from lossctl.pipeline import prepare
+    from lossctl.planner import prepare
 
     i = _frame_of(loss, task) if i is None else i
     plan = prepare(_request(path or _path(task, i), FRAMES[task][i][2], loss, task, **opts))
@@ -163,7 +163,8 @@ def _text(s: State) -> str:
 
 
 def _fresh(plan, job) -> State:
-    from lossctl.pipeline import _new_state, options
+    from lossctl.driver import new_state as _new_state
+    from lossctl.plan import options
 
     return _new_state(job, options(plan))
 
@@ -202,7 +203,7 @@ def test_every_state_round_trips_through_the_file_and_pickle(loss, task, opts):
             reason = found[1]
             with pytest.raises(UsageError, match="--emit-state: " + loss):
                 run_shard(plan)
-            from lossctl.pipeline import accumulate
+            from lossctl.driver import accumulate
 
             acc = accumulate(plan)
             assert all(not s.mergeable for s in acc.states)
@@ -250,7 +251,8 @@ def test_a_pickled_state_is_no_larger_than_its_state_file(tmp_path):
                        "grp": rng.choice(list("abcd"), n)})
     path = tmp_path / "big.parquet"
     df.to_parquet(path, index=False)
-    from lossctl.pipeline import Request, prepare
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
 
     losses = [s.name for s in registry.losses_for_task("regression") if "lower" not in {r.name for r in s.roles}]
     plan = prepare(Request(data=str(path), target="y", preds=["yhat"], losses=losses, grad=True, ci=0.95,
@@ -351,7 +353,7 @@ def _close(a, b, path: str = "", scale: float | None = None) -> list[str]:
 
 
 def _report(plan, acc) -> dict:
-    from lossctl.pipeline import build_report
+    from lossctl.assemble import build_report
 
     doc = build_report(plan, acc).to_json()
     return json.loads(json.dumps(doc, default=str))
@@ -419,7 +421,7 @@ def test_random_splits_merged_in_any_order_give_one_run(tmp_path, monkeypatch, t
     bounds = [0, *cuts, len(df)]
 
     def with_losses(path):
-        from lossctl.pipeline import prepare
+        from lossctl.planner import prepare
 
         req = _request(str(path), kw, None, task, **opts)
         req.losses = list(losses)
@@ -429,7 +431,7 @@ def test_random_splits_merged_in_any_order_give_one_run(tmp_path, monkeypatch, t
 
     one = with_losses(whole)
     try:
-        from lossctl.pipeline import accumulate
+        from lossctl.driver import accumulate
 
         ref = _report(one, accumulate(one))
         payloads = []

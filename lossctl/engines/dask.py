@@ -61,7 +61,7 @@ def check_plan(plan: Any) -> None:
     """Refuse, before any task runs, a plan the engine would evaluate differently."""
     from lossctl import io
     from lossctl.driver import unmergeable
-    from lossctl.pipeline import _needed
+    from lossctl.align import needed_columns
 
     if len(plan.sources) != 1:
         raise UsageError("--engine dask evaluates one dataset: a second data file (targets and predictions in two "
@@ -78,7 +78,7 @@ def check_plan(plan: Any) -> None:
         raise UsageError(f"--engine dask cannot evaluate {loss}: its state does not merge across files "
                          f"({reason}); use --engine local")
     if src.fmt == "dataset":
-        io._check_dataset_columns(src, [c for (_, c) in _needed(plan)])
+        io._check_dataset_columns(src, [c for (_, c) in needed_columns(plan)])
 
 
 # ------------------------------------------------------------------ fragments
@@ -203,7 +203,7 @@ def accumulate(plan: Any, scheduler: str | None = None) -> Any:
     """Every state of ``plan``, computed by a Dask cluster: what the local ``accumulate`` returns."""
     from lossctl import statefile
     from lossctl.driver import plan_wire
-    from lossctl.pipeline import check_rows
+    from lossctl.driver import check_rows
 
     require()
     check_plan(plan)

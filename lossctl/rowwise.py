@@ -1,0 +1,97 @@
+"""Per-row output (--reduction none): each row's loss (and gradient), batch by batch."""
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import numpy as np
+
+from lossctl.errors import InputError
+from lossctl.feed import Feeder
+from lossctl.plan import Job, Plan, pred_role
+
+
+_INTEGER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+
+
+def _typed_text(values: np.ndarray) -> np.ndarray:
+    """CSV text values as the numbers they spell: a whole number written canonically
+    ("42", "-7"; not "007" or "1e3") becomes an int, so --id values come out as from a
+    typed file; anything else stays text, exactly as written."""
+    if values.dtype.kind not in "OUS":
+        return values
+    out = [int(v) if isinstance(v, str) and _INTEGER_TEXT.match(v) else v for v in values.tolist()]
+    if all(type(v) is int and -(2**63) <= v < 2**63 for v in out):
+        return np.asarray(out, dtype=np.int64)
+    return np.asarray(out, dtype=object)
+
+
+def _scalar_grad(job: Job) -> bool:
+    """Whether the loss's gradient is one number per row (one output column, one grad role)."""
+    spec = job.call.spec
+    roles = list(spec.grad_roles) or [pred_role(spec)]
+    return len(roles) == 1 and roles[0] in job.binding.roles and not job.binding.roles[roles[0]].vector
+
+
+def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """Per-row values (and gradients) for --reduction none, batch by batch.
+
+    Under --nan drop a first ``row`` column gives each output row's input row number
+    (from 1), so that the output still lines up with the input. A loss whose gradient
+    is a vector per row gets no SPEC.grad column, and a note says so.
+    """
+    req = plan.request
+    kernels = [j.kernel_factory() for j in plan.jobs]
+    header: list[str] = []
+    numbered = req.nan == "drop"
+    if numbered:
+        header.append("row")
+    if plan.id:
+        header.append(plan.id.columns[0])
+    text_ids = bool(plan.id) and plan.sources[plan.id.src].fmt in ("csv", "tsv")
+    multi = len(plan.pred_labels) > 1
+    # SPEC.grad only for losses whose gradient is one number per row (CLI.md)
+    scalar = [_scalar_grad(job) for job in plan.jobs]
+    for job, k, sc in zip(plan.jobs, kernels, scalar):
+        name = job.call.text + (f"@{job.pred}" if multi else "")
+        header.append(name)
+        if req.grad and sc:
+            header.append(name + ".grad")
+        elif req.grad:
+            plan.notes.append(f"{name}: no per-row gradient column: its gradient is a vector for each row "
+                              "(--grad without --reduction none summarises it)")
+    if any(getattr(k, "needs_prepass", False) for k in kernels):
+        for jobs_b, _, _ in Feeder(plan).batches():
+            for k, b in zip(kernels, jobs_b):
+                if getattr(k, "needs_prepass", False):
+                    k.validate(b)
+                    k.prepass(b)
+        for k in kernels:
+            if getattr(k, "needs_prepass", False):
+                k.end_prepass()
+    feeder = Feeder(plan)
+    for jobs_b, _, ids in feeder.batches():
+        cols: list[np.ndarray] = []
+        if numbered:
+            b0 = jobs_b[0]
+            kept = np.arange(b0.n) if b0.keep is None else np.flatnonzero(b0.keep)
+            cols.append(kept.astype(np.int64) + (b0.input_start + 1))
+        if plan.id:
+            ids = ids if ids is not None else np.empty(0)
+            cols.append(_typed_text(ids) if text_ids else ids)
+        for k, b, sc in zip(kernels, jobs_b, scalar):
+            k.validate(b)
+            loss, grads = k.per_row(b, req.grad and sc)
+            if b.weight is not None:
+                loss = loss * b.weight
+            cols.append(loss)
+            if req.grad and sc:
+                g = None
+                if grads and len(grads) == 1:
+                    (g,) = grads.values()
+                    if b.weight is not None:
+                        g = g * b.weight
+                cols.append(g if g is not None and g.ndim == 1 else np.full(b.n, np.nan))
+        yield header, cols
+    if feeder.rows == feeder.row_offset and feeder.dropped:
+        raise InputError.at(f"no rows left: --nan drop dropped all {feeder.dropped}", source=plan.sources[0].name)
