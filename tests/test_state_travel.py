@@ -390,13 +390,27 @@ MERGES = [  # (task, frame, options): --ci, --grad, --by, weights, several -p be
 ]
 
 
+def _by_pickle(plan, p: dict) -> dict:
+    """A payload whose states travelled as pickled state objects (not as the file's dicts)."""
+    from lossctl.driver import Accumulated
+
+    acc = statefile.from_payload(plan, p)
+    states, groups = pickle.loads(pickle.dumps((acc.states, dict(acc.group_states))))
+    assert all(type(a) is type(b) for a, b in zip(states, acc.states))
+    back = Accumulated(states, groups, dict(acc.group_rows), acc.rows, acc.dropped, None, None, acc.weight_total)
+    return statefile.payload(plan, back, p["row_offset"])
+
+
 def _tree_merge(rng, plan, payloads: list[dict]) -> dict:
-    """Merge in a random order and a random tree shape: any two of the pieces at a time."""
+    """Merge in a random order and a random tree shape, any two pieces at a time, each piece
+    travelling as a state file's dicts or (at random) as pickled states."""
     pieces = list(payloads)
     rng.shuffle(pieces)
     while len(pieces) > 1:
         i, j = rng.choice(len(pieces), 2, replace=False)
         merged = statefile.merge_payloads(plan, pieces[i], pieces[j])
+        if rng.random() < 0.5:
+            merged = _by_pickle(plan, merged)
         pieces = [p for k, p in enumerate(pieces) if k not in (i, j)] + [merged]
     return pieces[0]
 
