@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as hs
 
 from lossctl import registry, statefile
 from lossctl.driver import run_shard, unmergeable
@@ -509,3 +510,48 @@ def test_state_files_of_random_splits_merged_in_random_order_give_one_run(tmp_pa
         doc.pop("sources", None)
     errs = _close(ref, got)
     assert not errs, (cuts, errs[:10])
+
+
+# ------------------------------------------------------------------ 3. the same, state by state (hypothesis)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=hs.integers(1, 300), k=hs.integers(1, 8), seed=hs.integers(0, 2**32 - 1),
+       loss=hs.sampled_from([s.name for s in registry.losses_for_task("regression")
+                             if {r.name for r in s.roles} == {"target", "pred"}]),
+       weighted=hs.booleans())
+def test_state_merges_are_associative(n, k, seed, loss, weighted):
+    """States of the pieces of random cuts, merged in a random tree (each piece pickled on the
+    way at random), give the single state's result: counts exactly, numbers to 1e-12, the
+    bootstrap's unit matrix bit for bit."""
+    from lossctl.engine import Batch, Context, Options
+
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=n) * 10
+    p = y + rng.standard_t(2, n)
+    w = rng.uniform(0.1, 3, n) if weighted else None
+    call = registry.parse_spec(loss)
+    ctx = Context(task="regression", grad=True, top_keep=2)
+    opts = Options(grad=True, ci=0.9)
+
+    def state(a: int, b: int):
+        s = DecomposableState(call.spec.factory(dict(call.params), ctx), opts)
+        s.update(Batch({"target": y[a:b], "pred": p[a:b]}, b - a, None if w is None else w[a:b], offset=a))
+        return s
+
+    one = state(0, n)
+    cuts = sorted(set(rng.integers(1, n, size=k - 1).tolist())) if n > 1 else []
+    pieces = [state(a, b) for a, b in zip([0, *cuts], [*cuts, n])]
+    while len(pieces) > 1:
+        i, j = rng.choice(len(pieces), 2, replace=False)
+        a, b = (pickle.loads(pickle.dumps(x)) if rng.random() < 0.5 else x for x in (pieces[i], pieces[j]))
+        a.merge(b)
+        pieces = [x for m, x in enumerate(pieces) if m not in (i, j)] + [a]
+    got, ref = pieces[0].result(), one.result()
+    got.pop("notes", None), ref.pop("notes", None)
+    for r in (got, ref):
+        r["grad_sample"] = np.sort(r["grad_sample"]).tolist()
+    assert got["n"] == ref["n"] == n and pieces[0].grad.rows == n and pieces[0].boot.count == n
+    errs = _close(json.loads(json.dumps(ref)), json.loads(json.dumps(got)))
+    assert not errs, errs
+    assert pieces[0].boot.matrix()[0].tobytes() == one.boot.matrix()[0].tobytes()
