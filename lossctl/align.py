@@ -1,7 +1,7 @@
 """Reading a plan's sources into aligned Arrow record batches: one file, a dataset, or files joined by --key."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -9,7 +9,7 @@ from lossctl.errors import InputError
 from lossctl.plan import Plan
 
 
-def arrow_batches(plan: Plan) -> Iterator[list[Any]]:
+def arrow_batches(plan: Plan, inputs: Sequence[Any], info: dict[str, Any] | None = None) -> Iterator[list[Any]]:
     """Aligned Arrow batches, one per source: [rb0, rb1?]."""
     from lossctl import io
 
@@ -17,17 +17,17 @@ def arrow_batches(plan: Plan) -> Iterator[list[Any]]:
     need = needed_columns(plan)
     numeric = {k for k, v in need.items() if v}
     batch_rows = req.batch_rows or io.DEFAULT_BATCH_ROWS
-    if len(plan.sources) == 1:
-        src = plan.sources[0]
+    if len(inputs) == 1:
+        src = inputs[0]
         cols = [c for (s, c) in need if s == 0]
         for rb in io.iter_batches(src, cols, {c for (s, c) in numeric if s == 0}, batch_rows):
             yield [rb]
         return
     if req.key:
-        yield from _joined(plan, need, numeric, batch_rows)
+        yield from _joined(plan, inputs, need, numeric, batch_rows, info)
         return
     its = []
-    for i, src in enumerate(plan.sources):
+    for i, src in enumerate(inputs):
         cols = [c for (s, c) in need if s == i] or [src.columns[0]]
         its.append(io.iter_batches(src, cols, {c for (s, c) in numeric if s == i}, batch_rows))
     nsrc = len(its)  # DATA, DATA2 and/or a baseline file, aligned by position
@@ -47,9 +47,9 @@ def arrow_batches(plan: Plan) -> Iterator[list[Any]]:
                 j = next(i for i in range(1, nsrc) if counts[i] != counts[0])
                 raise InputError.at(
                     f"the {'two ' if nsrc == 2 else ''}files have different numbers of rows: {counts[0]} in "
-                    f"{plan.sources[0].name}, {counts[j]} in {plan.sources[j].name}; "
+                    f"{plan.source_names[0]}, {counts[j]} in {plan.source_names[j]}; "
                     "align them by position or join them with --key COL",
-                    source=plan.sources[j].name,
+                    source=plan.source_names[j],
                 )
             return
         k = min(b.num_rows for b in bufs)
@@ -104,7 +104,7 @@ def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         t.join()
 
 
-def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
+def _joined(plan: Plan, inputs: Sequence[Any], need, numeric, batch_rows, info: dict[str, Any] | None) -> Iterator[list[Any]]:
     """Rows of DATA and DATA2 with equal key values, in key order. Keys compare by value:
     integers, integral floats and digit strings are equal (7, 7.0, "7", "007")."""
     import pyarrow as pa
@@ -114,7 +114,7 @@ def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
 
     key = plan.request.key
     tables, keys = [], []
-    for i, src in enumerate(plan.sources):
+    for i, src in enumerate(inputs):
         if key not in src.columns:
             raise InputError.at(f"no key column '{key}'; columns: {', '.join(src.columns)}", source=src.name)
         cols = list(dict.fromkeys([key] + [c for (s, c) in need if s == i]))
@@ -125,7 +125,7 @@ def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
         keys.append(_key_values(t.column(key), src.name, key))
         tables.append(t.select([c for c in cols if (i, c) in need]) if any(s == i for s, _ in need) else t.select([key]))
     ks = _common_keys(keys)
-    for i, (src, k) in enumerate(zip(plan.sources, ks)):
+    for i, (src, k) in enumerate(zip(inputs, ks)):
         vc = pc.value_counts(k)
         dup = pc.filter(vc, pc.greater(vc.field("counts"), 1))
         if len(dup):
@@ -141,9 +141,10 @@ def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
     idxs = [np.flatnonzero(valid)]
     idxs += [np.asarray(w.filter(pa.array(valid)), dtype=np.int64) for w in wheres]
     matched = int(idxs[0].size)
-    plan.join_info = {"matched": matched, **{n: len(k) - matched for n, k in zip(_join_names(plan), ks)}}
+    if info is not None:
+        info["join"] = {"matched": matched, **{n: len(k) - matched for n, k in zip(_join_names(plan), ks)}}
     if matched == 0:
-        raise InputError.at(f"no key value of '{key}' occurs in both files", source=plan.sources[1].name)
+        raise InputError.at(f"no key value of '{key}' occurs in both files", source=plan.source_names[1])
     # rows in key order: deterministic whatever the files' orders
     order = np.asarray(pc.sort_indices(ks[0].take(pa.array(idxs[0]))))
     idxs = [idx[order] for idx in idxs]
@@ -157,7 +158,7 @@ def _joined(plan: Plan, need, numeric, batch_rows) -> Iterator[list[Any]]:
 
 def _join_names(plan: Plan) -> list[str]:
     """The join report's key for each source's unmatched keys."""
-    names = ["only_in_data", "only_in_data2"][:len(plan.sources) - bool(plan.request.baseline)]
+    names = ["only_in_data", "only_in_data2"][:len(plan.source_names) - bool(plan.request.baseline)]
     return names + ["only_in_baseline"] * bool(plan.request.baseline)
 
 

@@ -367,13 +367,9 @@ def _context(spec: registry.LossSpec, cols: dict[str, np.ndarray], n: int, grad:
         task = spec.task
         if len(spec.all_tasks) > 1 and "multiclass" in spec.all_tasks and p is not None and p.ndim == 2:
             task = "multiclass"
-    ctx = Context(task=task, grad=grad, rows_bound=n)
-    if p is not None and p.ndim == 2:
-        ctx.n_classes = p.shape[1]
     t = cols.get("target")
-    if t is not None and t.ndim == 2:
-        ctx.target_kind = "vector"
-    return ctx
+    return Context(task=task, grad=grad, rows_bound=n, n_classes=p.shape[1] if p is not None and p.ndim == 2 else None,
+                   target_kind="vector" if t is not None and t.ndim == 2 else "scalar")
 
 
 def _one(call, cols, w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows) -> LossResult:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -13,16 +13,16 @@ from lossctl.plan import Job, Plan, options
 from lossctl.driver import Accumulated, accumulate
 
 
-def run(plan: Plan) -> Report:
+def run(plan: Plan, inputs: Sequence[Any]) -> Report:
     """Evaluate a plan on its sources: its states, then its report."""
-    return build_report(plan, accumulate(plan))
+    return build_report(plan, accumulate(plan, inputs))
 
 
 def build_report(plan: Plan, acc: Accumulated) -> Report:
     opts = options(plan)
-    plan._boot = None  # type: ignore[attr-defined]
-    results = _results(plan, acc.states, opts)
-    comparisons = _comparisons(plan, acc.states, results, opts)
+    results = [result_for(j, s, opts) for j, s in zip(plan.jobs, acc.states)]
+    boot = _add_ci(plan, acc.states, results, opts) if opts.ci else None
+    comparisons = _comparisons(plan, acc.states, results, opts, boot)
     groups = None
     hidden = 0
     if plan.by:
@@ -35,8 +35,8 @@ def build_report(plan: Plan, acc: Accumulated) -> Report:
         results=results,
         comparisons=comparisons,
         groups=groups,
-        sources=list(getattr(plan, "source_names", None) or [s.name for s in plan.sources]),
-        bindings=getattr(plan, "bindings", None) or bindings_of(plan),
+        sources=list(plan.source_names),
+        bindings=dict(plan.bindings),
         warnings=list(plan.notes),
         join=acc.join,
         hidden_groups=hidden,
@@ -80,7 +80,7 @@ def _picture(plan: Plan, cols: dict[str, np.ndarray]) -> dict[str, Any] | None:
             if job.call.text in seen or not job.call.spec.row_mean or job.call.spec.roles[-1].name != "pred":
                 continue
             seen.add(job.call.text)
-            k = job.kernel_factory()
+            k = job.kernel(plan.ctx)
             b = Batch({"target": np.zeros_like(xs), "pred": xs}, xs.size)
             curves.append((job.call.text, k.per_row(b, False)[0]))
         return {"kind": "regression", "models": list(zip(labels, residuals)), "xs": xs, "curves": curves}
@@ -127,16 +127,10 @@ def result_for(job: Job, st: State, opts: Options, in_slice: bool = False) -> Lo
     )
 
 
-def _results(plan: Plan, states: list[State], opts: Options) -> list[LossResult]:
-    results = [result_for(j, s, opts) for j, s in zip(plan.jobs, states)]
-    if opts.ci:
-        _add_ci(plan, states, results, opts)
-    return results
-
-
-def _add_ci(plan: Plan, states: list[State], results: list[LossResult], opts: Options, seed_offset: int = 0) -> None:
-    """Each result's percentile interval, from one resampling of the set's units (``plan._boot``),
-    which ``_comparisons`` then reads for the paired deltas: drawn once for every job and delta."""
+def _add_ci(plan: Plan, states: list[State], results: list[LossResult], opts: Options,
+            seed_offset: int = 0) -> tuple[Resampling, dict[int, Callable[[np.ndarray], np.ndarray]]] | None:
+    """Each result's percentile interval, from one resampling of the set's units, which it
+    returns for ``_comparisons``' paired deltas: drawn once for every job and delta."""
     mats: list[np.ndarray | None] = []
     fns: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
     method = None
@@ -152,13 +146,13 @@ def _add_ci(plan: Plan, states: list[State], results: list[LossResult], opts: Op
     if first is None or first.shape[0] < 2:
         for i in fns:  # --ci was asked for: say why there is none
             results[i].notes.append("no bootstrap interval: it needs at least 2 rows")
-        return
+        return None
     boot = Resampling(mats, opts.bootstrap, opts.seed + seed_offset)
     for i, fn in fns.items():
         v = _replicates(lambda: fn(boot.totals(i)))
         results[i].ci = percentile_interval(v, opts.ci)
         results[i].ci_method = method
-    plan._boot = (boot, fns)  # type: ignore[attr-defined]
+    return boot, fns
 
 
 def _replicates(fn: Callable[[], Any]) -> np.ndarray:
@@ -167,15 +161,15 @@ def _replicates(fn: Callable[[], Any]) -> np.ndarray:
 
 
 def _comparisons(plan: Plan, states: list[State], results: list[LossResult], opts: Options,
-                 seed_offset: int = 0) -> list[Comparison]:
+                 boot: tuple[Resampling, dict[int, Callable[[np.ndarray], np.ndarray]]] | None = None,
+                 ) -> list[Comparison]:
     """Each prediction set after the first against the first, loss by loss; with --ci the
     interval of the delta comes from a paired bootstrap: the resampling of the results' own
-    intervals (``plan._boot``), the same resample of rows for both."""
+    intervals (``boot``, from :func:`_add_ci`), the same resample of rows for both."""
     if len(plan.pred_labels) < 2:
         return []
     out = []
     npred = len(plan.pred_labels)
-    boot = getattr(plan, "_boot", None)
     for li in range(len(plan.jobs) // npred):
         base = li * npred
         for pi in range(1, npred):
@@ -208,13 +202,10 @@ def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple
             hidden += 1
             continue
         res = [result_for(j, s, opts, in_slice=True) for j, s in zip(plan.jobs, sts)]
-        plan._boot = None  # type: ignore[attr-defined]  # no other slice's units
-        if opts.ci:
-            _add_ci(plan, sts, res, opts, seed_offset=gi + 1)
-        cmp = _comparisons(plan, sts, res, opts, seed_offset=gi + 1)
+        boot = _add_ci(plan, sts, res, opts, seed_offset=gi + 1) if opts.ci else None
+        cmp = _comparisons(plan, sts, res, opts, boot)
         value = k[0] if len(k) == 1 else list(k)
         groups.append(Group(by=label, value=value, rows=group_rows[k], results=res, comparisons=cmp))
-    plan._boot = None  # type: ignore[attr-defined]
     if len(groups) > 1:  # mark the worst slice (largest loss) of each loss and prediction set
         for j in range(len(plan.jobs)):
             finite = [g for g in groups if g.results[j].value == g.results[j].value]
@@ -287,16 +278,15 @@ def _slice_results_of(plan: Plan, sl: Any, opts: Options) -> tuple[list[Group], 
         res = list(res)
         cmp: list[Comparison] = []
         if opts.ci or several:
-            plan._boot = None  # type: ignore[attr-defined]  # no other slice's units
             sts: list[State] = []
+            boot = None  # (each slice its own units)
             if opts.ci:
                 sts = [state(g, ji) for ji in range(len(plan.jobs))]
-                _add_ci(plan, sts, res, opts, seed_offset=seeds[g])
+                boot = _add_ci(plan, sts, res, opts, seed_offset=seeds[g])
             if several:
-                cmp = _comparisons(plan, sts, res, opts, seed_offset=seeds.get(g, 0))
+                cmp = _comparisons(plan, sts, res, opts, boot)
             made.pop(g, None)
         groups.append(Group(label, values[g], n, res, comparisons=cmp))
-    plan._boot = None  # type: ignore[attr-defined]
     if len(groups) > 1:  # mark the worst slice (largest loss) of each loss and prediction set
         for j, col in enumerate(columns):
             v = np.array([r.value for r in col], dtype=float)
@@ -332,17 +322,3 @@ def _sort_key(k: tuple) -> tuple:
         return (2, 0, str(x))
 
     return tuple(one(x) for x in k)
-
-
-def bindings_of(plan: Plan) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for job in plan.jobs:
-        for role, sel in job.binding.roles.items():
-            if role in ("pred",) and len(plan.pred_labels) > 1:
-                continue
-            out.setdefault(role, sel.columns if sel.vector else sel.columns[0])
-    if len(plan.pred_labels) > 1:
-        out["pred"] = list(plan.pred_labels)
-    if plan.weight:
-        out["weight"] = plan.weight.columns[0]
-    return out

@@ -11,11 +11,11 @@ and gradient samples do not depend on where the data was cut.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lossctl.engine import Batch, DecomposableState, Options, State
+from lossctl.engine import Batch, Context, DecomposableState, Options, State
 from lossctl.errors import InputError, UsageError
 from lossctl.feed import Feeder
 from lossctl.plan import Job, Plan, options
@@ -27,7 +27,7 @@ def unmergeable(plan: Any) -> tuple[str, str] | None:
     and ``merge`` read too), on fresh states, before any row is read."""
     o = options(plan)
     for job in plan.jobs:
-        st = new_state(job, o)
+        st = new_state(job, plan.ctx, o)
         if hasattr(st, "grouped") and st.grouped is None:
             # a per-image state learns it is one from its first rows: the binding says it now
             st.grouped = "group" in job.binding.roles
@@ -38,7 +38,8 @@ def unmergeable(plan: Any) -> tuple[str, str] | None:
 
 
 def run_shard(
-    plan: Any,
+    plan: Plan,
+    inputs: Sequence[Any],
     row_offset: int = 0,
     *,
     input_offset: int = 0,
@@ -54,11 +55,12 @@ def run_shard(
     found = unmergeable(plan)
     if found is not None:
         raise UsageError(f"--emit-state: {found[0]}: {found[1]}")
-    return accumulate(plan, row_offset, progress, sample, input_offset=input_offset, whole=whole)
+    return accumulate(plan, inputs, row_offset, progress, sample, input_offset=input_offset, whole=whole)
 
 
-def new_state(job: Job, opts: Options) -> State:
-    k = job.kernel_factory()
+def new_state(job: Job, ctx: Context, opts: Options) -> State:
+    """A fresh state of ``job``'s loss (the decomposable kernels wrapped in their common state)."""
+    k = job.kernel(ctx)
     if isinstance(k, State):
         return k
     return DecomposableState(k, opts)
@@ -79,7 +81,7 @@ class Accumulated:
 
 
 def accumulate(
-    plan: Plan, row_offset: int = 0, progress: Callable[[int], None] | None = None, sample: bool = False,
+    plan: Plan, inputs: Sequence[Any], row_offset: int = 0, progress: Callable[[int], None] | None = None, sample: bool = False,
     *, input_offset: int = 0, whole: bool = True,
 ) -> Accumulated:
     """Stream every batch through every state (and every slice's states).
@@ -91,12 +93,14 @@ def accumulate(
 
     opts = options(plan)
     sampler = RowSample() if sample and plan.jobs else None
-    states = [new_state(j, opts) for j in plan.jobs]
+    states = [new_state(j, plan.ctx, opts) for j in plan.jobs]
     kernels = [s.kernel for s in states if isinstance(s, DecomposableState)]
-    feeder = Feeder(plan, row_offset, input_offset)
 
-    if any(k.needs_prepass for k in kernels):
-        for jobs_b, _, _ in Feeder(plan, row_offset, input_offset).batches():
+    def feed() -> Feeder:  # one pass over the inputs
+        return Feeder(plan, inputs, row_offset, input_offset)
+
+    if any(k.needs_prepass for k in kernels):  # whole-data facts first (weight=balanced's class counts)
+        for jobs_b, _, _ in feed().batches():
             for s, b in zip(states, jobs_b):
                 if isinstance(s, DecomposableState) and s.kernel.needs_prepass:
                     s.kernel.validate(b)
@@ -104,13 +108,13 @@ def accumulate(
         for k in kernels:
             if k.needs_prepass:
                 k.end_prepass()
-        plan.ctx.prepass_done = True  # type: ignore[attr-defined]
 
     slices = None
     if plan.by:
         from lossctl.slices import Slices
 
-        slices = Slices(len(plan.by), states, [lambda j=j: new_state(j, opts) for j in plan.jobs], opts)
+        slices = Slices(len(plan.by), states, [lambda j=j: new_state(j, plan.ctx, opts) for j in plan.jobs], opts)
+    feeder = feed()
     for jobs_b, by_vals, _ in feeder.batches():
         for s, b in zip(states, jobs_b):
             validate_batch(s, b)
@@ -123,8 +127,8 @@ def accumulate(
                 sampler.update(cols, jobs_b[0].offset)
         if slices is not None:
             slices.update(jobs_b, by_vals)
-    if any(s.two_pass for s in states) or (slices is not None and slices.two_pass):
-        for jobs_b, by_vals, _ in Feeder(plan, row_offset, input_offset).batches():
+    if any(s.two_pass for s in states) or (slices is not None and slices.two_pass):  # (Dice gradients)
+        for jobs_b, by_vals, _ in feed().batches():
             for s, b in zip(states, jobs_b):
                 if s.two_pass:
                     s.update2(b)
@@ -135,19 +139,19 @@ def accumulate(
         check_rows(plan, used, feeder.dropped, feeder.weight_total)
     group_states: Any = slices.view() if slices is not None else {}
     group_rows = slices.rows_view() if slices is not None else {}
-    return Accumulated(states, group_states, group_rows, used, feeder.dropped, getattr(plan, "join_info", None),
+    return Accumulated(states, group_states, group_rows, used, feeder.dropped, feeder.info.get("join"),
                        sampler, feeder.weight_total)
 
 
 def check_rows(plan: Plan, used: int, dropped: int, weight_total: float) -> None:
     """What only the whole data can tell: rows were left, and weights that are not all 0."""
     if plan.weight is not None and used and weight_total == 0:
-        raise InputError.at("every weight is 0: there is nothing to average", source=plan.sources[plan.weight.src].name,
+        raise InputError.at("every weight is 0: there is nothing to average", source=plan.source_names[plan.weight.src],
                             column=plan.weight.columns[0])
     if used == 0:
         raise InputError.at(
             f"no rows left: --nan drop dropped all {dropped}" if dropped else "no rows to evaluate",
-            source=plan.sources[0].name,
+            source=plan.source_names[0],
         )
 
 

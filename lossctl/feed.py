@@ -1,7 +1,7 @@
 """Aligned Arrow batches → bound per-job Batches (roles to arrays), the NaN policy applied once, --by factors."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -25,8 +25,10 @@ def _widen(a: np.ndarray, memo: dict[int, np.ndarray]) -> np.ndarray:
 class Feeder:
     """Turns aligned Arrow batches into per-job Batches, applying the NaN policy once."""
 
-    def __init__(self, plan: Plan, row_offset: int = 0, input_offset: int = 0) -> None:
+    def __init__(self, plan: Plan, inputs: Sequence[Any], row_offset: int = 0, input_offset: int = 0) -> None:
         self.plan = plan
+        self.inputs = inputs
+        self.info: dict[str, Any] = {}  # what reading learnt: the --key join's counts
         self.dropped = 0
         self.rows = row_offset  # global index of the next row (shards start where the previous ended)
         self.weight_total = 0.0
@@ -35,7 +37,7 @@ class Feeder:
 
     def batches(self) -> Iterator[tuple[list[Batch], list[np.ndarray], np.ndarray | None]]:
         """Per aligned batch: one Batch per job, the --by columns' values, the --id values."""
-        reader = prefetch(arrow_batches(self.plan))
+        reader = prefetch(arrow_batches(self.plan, self.inputs, self.info))
         try:
             yield from self._convert(reader)
         finally:
@@ -44,7 +46,7 @@ class Feeder:
     def _convert(self, reader: Iterator[list[Any]]) -> Iterator[tuple[list[Batch], list[np.ndarray], np.ndarray | None]]:
         plan = self.plan
         req = plan.request
-        names = [s.name for s in plan.sources]
+        names = list(plan.source_names)
         for parts in reader:
             n_in = parts[0].num_rows
             cache: dict[tuple[int, tuple[str, ...], bool], np.ndarray] = {}
@@ -152,7 +154,7 @@ class Feeder:
         j = int(np.flatnonzero(~same[i])[0]) if same.ndim > 1 else 0
         va, vb = (a[i, j], b[i, j]) if same.ndim > 1 else (a[i], b[i])
         va, vb = (v.item() if hasattr(v, "item") else v for v in (va, vb))
-        names = [s.name for s in self.plan.sources]
+        names = self.plan.source_names
         raise InputError.at(
             f"the baseline's target differs from {names[a_sel.src]}'s ({va!r} there); the baseline must "
             "hold predictions for the same rows (--key COL aligns them by a key)",
@@ -190,7 +192,7 @@ class Feeder:
         if pa.types.is_dictionary(t):
             idx, dictionary = col.indices, col.dictionary
         else:  # (decimals, dates, extension types … as their text first: what dictionary_encode takes)
-            enc = label_array(col, "--by", self.plan.sources[sel.src].name, sel.columns[0]).dictionary_encode()
+            enc = label_array(col, "--by", self.plan.source_names[sel.src], sel.columns[0]).dictionary_encode()
             idx, dictionary = enc.indices, enc.dictionary
         values = self._by_values(dictionary, sel)
         codes = index_codes(idx)
@@ -210,7 +212,7 @@ class Feeder:
         import pyarrow as pa
 
         plan = self.plan
-        source = plan.sources[sel.src].name
+        source = plan.source_names[sel.src]
         t = dictionary.type
         if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t) or pa.types.is_boolean(t):
             out = dictionary.to_pylist()  # (as labels_view reads them; without importing pyarrow.compute)
@@ -225,7 +227,7 @@ class Feeder:
             nan = np.isnan(vals)
             missing = nan if missing is None else (missing | nan)
             finite = vals[~missing]
-            if plan.sources[sel.src].fmt in ("csv", "tsv", "jsonl") and np.all(np.isfinite(finite)) \
+            if plan.source_formats[sel.src] in ("csv", "tsv", "jsonl") and np.all(np.isfinite(finite)) \
                     and np.all(finite == np.round(finite)):
                 vals = np.where(missing, 0, vals).astype(np.int64)
         out = vals.tolist()
@@ -241,7 +243,7 @@ class Feeder:
         and bytes as text). In a --by column a missing value (null, NaN) is None: a group
         of its own, whatever --nan says; elsewhere it is an input error."""
         plan = self.plan
-        source = plan.sources[sel.src].name
+        source = plan.source_names[sel.src]
         is_by = any(sel is s for s in plan.by)
         what = "--by" if is_by else "--id" if sel is plan.id else "label"
         col = label_array(rb.column(sel.columns[0]), what, source, sel.columns[0])
@@ -258,7 +260,7 @@ class Feeder:
             if is_by and nan.any():
                 missing = nan if missing is None else (missing | nan)
             finite = vals[~missing] if missing is not None else vals
-            if plan.sources[sel.src].fmt in ("csv", "tsv", "jsonl") and np.all(np.isfinite(finite)) \
+            if plan.source_formats[sel.src] in ("csv", "tsv", "jsonl") and np.all(np.isfinite(finite)) \
                     and np.all(finite == np.round(finite)):
                 # a text column that is also read as numbers (--by label): its values as the file
                 # writes them, 0 and 1 as in a Parquet int column, not 0.0 and 1.0

@@ -12,7 +12,7 @@ from lossctl.engine import Context
 from lossctl.errors import InputError, UsageError
 from lossctl.align import needed_columns
 from lossctl.arrays import to_matrix
-from lossctl.plan import BASELINE, NAN_POLICIES, REDUCTIONS, Job, Plan, Request, _unset_factory, pred_role
+from lossctl.plan import BASELINE, NAN_POLICIES, REDUCTIONS, Inputs, Job, Plan, Request, pred_role
 
 
 def _spaces(sources: Sequence[Any]):
@@ -44,7 +44,9 @@ def select_in(text: str, sources: Sequence[Any], prefer: int, role: str = "selec
     raise first_err  # the file the role is looked for in first: -t in DATA, -p in DATA2
 
 
-def prepare(req: Request) -> Plan:
+def prepare(req: Request) -> tuple[Plan, Inputs]:
+    """Open the request's inputs and plan the evaluation: the plan, and the opened inputs it
+    reads (close them when done: ``plan, inputs = prepare(req)``; ``with inputs: ...``)."""
     from lossctl import io
 
     if req.reduction not in REDUCTIONS:
@@ -77,7 +79,8 @@ def prepare(req: Request) -> Plan:
         base = io.open_source(req.baseline, req.input_format) if req.baseline else None
         if base is not None:
             sources.append(base)
-        return _plan_sources(req, sources[:len(paths)], calls, want_all, base)
+        plan, planned = _plan_sources(req, sources[:len(paths)], calls, want_all, base)
+        return plan, Inputs(planned)
     except BaseException:
         for s in sources:
             s.close()
@@ -85,23 +88,27 @@ def prepare(req: Request) -> Plan:
 
 
 def _plan_sources(req: Request, sources: list[Any], calls: list[registry.LossCall], want_all: bool,
-                  base: Any = None) -> Plan:
+                  base: Any = None) -> tuple[Plan, list[Any]]:
     """Several paths are one dataset when each holds every bound column; two between which
     the bound columns are split are targets and predictions. A bound column both of two
     such files hold is an error: it is never silently taken from one of them. A baseline file
     (lossctl check) comes last, whatever the paths make."""
     extra = [base] if base is not None else []
+
+    def on(srcs: list[Any]) -> tuple[Plan, list[Any]]:
+        return plan_on(req, srcs, list(calls), want_all), srcs
+
     if len(sources) == 1:
-        return plan_on(req, sources + extra, list(calls), want_all)
+        return on(sources + extra)
     if len(sources) > 2 or (not req.key and set(sources[0].columns) == set(sources[1].columns)):
-        return plan_on(req, [_as_dataset(sources)] + extra, list(calls), want_all)
+        return on([_as_dataset(sources)] + extra)
     plan = plan_on(req, sources + extra, list(calls), want_all)  # as targets and predictions
     bound = [(s, c) for (s, c) in needed_columns(plan) if c != req.key and s < 2]
     both = list(dict.fromkeys(c for s, c in bound if c in sources[1 - s].columns))
     if not both:
-        return plan
+        return plan, sources + extra
     if not req.key and len(both) == len({c for _, c in bound}):
-        return plan_on(req, [_as_dataset(sources)] + extra, list(calls), want_all)
+        return on([_as_dataset(sources)] + extra)
     a, b = sources[0].name, sources[1].name
     only = [f"'{c}' only in {sources[s].name}" for s, c in dict.fromkeys(bound) if c not in both]
     raise InputError.at(
@@ -233,30 +240,29 @@ def plan_on(req: Request, sources: list[Any], calls: list[registry.LossCall], wa
                 params["logits"] = True
                 logits_by_name = b.roles[prole].text
             job_call = registry.LossCall(call.spec, params, registry.format_call(call.spec, params))
-            jobs.append(Job(job_call, b, label, _unset_factory))
+            jobs.append(Job(job_call, b, label))
     equal: list[tuple[Selector, Selector, bool]] = []
     if req.baseline or req.baseline_pred:
         jobs, labels, equal = _with_baseline(req, all_sources, sources, jobs, labels, len(calls))
     if len(set(labels)) != len(labels):
         raise UsageError("the same prediction set is given twice with -p")
 
-    ctx = Context(task=task, grad=req.grad)
+    rows_bound = None
     if req.grad:
         from lossctl import io
 
-        ctx.rows_bound = io.rows_upper_bound(sources[0])  # exact top-1% gradient shares in one pass
-    plan = Plan(req, all_sources, task, inferred, jobs, labels, ctx, weight, by, idsel, equal=equal)
-    plan.notes.extend(notes)
+        rows_bound = io.rows_upper_bound(sources[0])  # exact top-1% gradient shares in one pass
+    n_classes, target_kind = _shape(jobs, all_sources)
+    ctx = Context(task=task, grad=req.grad, n_classes=n_classes, target_kind=target_kind, rows_bound=rows_bound)
     if signed_note:
-        plan.notes.append(signed_note)
+        notes.append(signed_note)
     if req.losses:
-        plan.notes.extend(_margin_on_probabilities(plan, peeks))
+        notes.extend(_margin_on_probabilities(req, jobs, all_sources, peeks))
     if logits_by_name:
-        plan.notes.append(f"read '{logits_by_name}' as logits (named like logits; --logits/--no-logits to say so)")
-    _shape_context(plan)
-    for job in plan.jobs:
-        spec = job.call.spec
-        job.kernel_factory = (lambda s=spec, p=job.call.params: s.factory(p, plan.ctx))
+        notes.append(f"read '{logits_by_name}' as logits (named like logits; --logits/--no-logits to say so)")
+    plan = Plan(req, tuple(s.name for s in all_sources), tuple(s.fmt for s in all_sources), task, inferred,
+                tuple(jobs), tuple(labels), ctx, weight, tuple(by), idsel, bindings_of(jobs, labels, weight),
+                tuple(notes), tuple(equal))
     if req.reduction != "mean":
         for job in plan.jobs:
             if not job.call.spec.row_mean:
@@ -300,7 +306,7 @@ def _with_baseline(req: Request, all_sources, sources, jobs: list[Job], labels: 
             raise UsageError(f"--baseline-pred {req.baseline_pred}: the candidate's own prediction column(s)")
         roles = dict(first.binding.roles)
         roles[prole] = sel
-        out.append(Job(first.call, Binding(roles), BASELINE, _unset_factory))
+        out.append(Job(first.call, Binding(roles), BASELINE))
         out.extend(jobs[li * npred:(li + 1) * npred])
         target = first.binding.roles.get("target")
         if req.baseline and target is not None and all(c in bfile.columns for c in target.columns) and \
@@ -365,18 +371,18 @@ def _binary_defaults(specs, req, sources, spaces_for, explicit, pred_sels, name,
     return specs, ""
 
 
-def _margin_on_probabilities(plan: Plan, peeks: dict) -> list[str]:
+def _margin_on_probabilities(req: Request, jobs: list[Job], sources: Sequence[Any], peeks: dict) -> list[str]:
     """A note for each prediction set that margin losses asked for by name read as scores
     although it holds probabilities: the number is a hinge of a probability, not of a margin."""
-    if plan.request.logits:
+    if req.logits:
         return []
     by_pred: dict[str, list[str]] = {}
     sels: dict[str, Selector] = {}
-    for job in plan.jobs:
+    for job in jobs:
         if not _is_margin(job.call.spec):
             continue
         p = job.binding.roles.get("pred")
-        if p is None or p.vector or (plan.request.logits is None and logits_hinted(p)):
+        if p is None or p.vector or (req.logits is None and logits_hinted(p)):
             continue
         by_pred.setdefault(job.pred, [])
         if job.call.spec.name not in by_pred[job.pred]:
@@ -384,7 +390,7 @@ def _margin_on_probabilities(plan: Plan, peeks: dict) -> list[str]:
         sels[job.pred] = p
     out = []
     for pred, names in by_pred.items():
-        v = _peek_cached(peeks, plan.sources, sels[pred])
+        v = _peek_cached(peeks, sources, sels[pred])
         v = v[np.isfinite(v)]
         if v.size and v.min() >= 0 and v.max() <= 1:
             out.append(
@@ -556,15 +562,32 @@ def _peek(src, sel: Selector, rows: int = 4096) -> np.ndarray:
     return np.empty(0)
 
 
-def _shape_context(plan: Plan) -> None:
+def _shape(jobs: list[Job], sources: Sequence[Any]) -> tuple[int | None, str]:
     """Number of classes and target kind, from the bound columns' widths."""
-    for job in plan.jobs:
+    n_classes, target_kind = None, "scalar"
+    for job in jobs:
         t = job.binding.roles.get("target")
         p = job.binding.roles.get(pred_role(job.call.spec))
         if p is not None and p.vector:
             w = p.width_hint
             if w is None:
-                w = _peek(plan.sources[p.src], p).shape[1]
-            plan.ctx.n_classes = w
+                w = _peek(sources[p.src], p).shape[1]
+            n_classes = w
         if t is not None and t.vector:
-            plan.ctx.target_kind = "vector"
+            target_kind = "vector"
+    return n_classes, target_kind
+
+
+def bindings_of(jobs: Sequence[Job], pred_labels: Sequence[str], weight: Selector | None) -> dict[str, Any]:
+    """Role → the column(s) bound to it, as a report shows them (every prediction set's label)."""
+    out: dict[str, Any] = {}
+    for job in jobs:
+        for role, sel in job.binding.roles.items():
+            if role in ("pred",) and len(pred_labels) > 1:
+                continue
+            out.setdefault(role, sel.columns if sel.vector else sel.columns[0])
+    if len(pred_labels) > 1:
+        out["pred"] = list(pred_labels)
+    if weight:
+        out["weight"] = weight.columns[0]
+    return out

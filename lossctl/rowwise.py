@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -33,22 +33,32 @@ def _scalar_grad(job: Job) -> bool:
     return len(roles) == 1 and roles[0] in job.binding.roles and not job.binding.roles[roles[0]].vector
 
 
-def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+def rowwise_notes(plan: Plan) -> list[str]:
+    """What per-row output leaves out: the gradient column of a loss whose gradient is a vector per row."""
+    if not plan.request.grad:
+        return []
+    multi = len(plan.pred_labels) > 1
+    return [f"{job.call.text + (f'@{job.pred}' if multi else '')}: no per-row gradient column: its gradient is a "
+            "vector for each row (--grad without --reduction none summarises it)"
+            for job in plan.jobs if not _scalar_grad(job)]
+
+
+def iter_rows(plan: Plan, inputs: Sequence[Any]) -> Iterator[tuple[list[str], list[np.ndarray]]]:
     """Per-row values (and gradients) for --reduction none, batch by batch.
 
     Under --nan drop a first ``row`` column gives each output row's input row number
     (from 1), so that the output still lines up with the input. A loss whose gradient
-    is a vector per row gets no SPEC.grad column, and a note says so.
+    is a vector per row gets no SPEC.grad column (:func:`rowwise_notes` says so).
     """
     req = plan.request
-    kernels = [j.kernel_factory() for j in plan.jobs]
+    kernels = [j.kernel(plan.ctx) for j in plan.jobs]
     header: list[str] = []
     numbered = req.nan == "drop"
     if numbered:
         header.append("row")
     if plan.id:
         header.append(plan.id.columns[0])
-    text_ids = bool(plan.id) and plan.sources[plan.id.src].fmt in ("csv", "tsv")
+    text_ids = bool(plan.id) and plan.source_formats[plan.id.src] in ("csv", "tsv")
     multi = len(plan.pred_labels) > 1
     # SPEC.grad only for losses whose gradient is one number per row (CLI.md)
     scalar = [_scalar_grad(job) for job in plan.jobs]
@@ -57,11 +67,8 @@ def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
         header.append(name)
         if req.grad and sc:
             header.append(name + ".grad")
-        elif req.grad:
-            plan.notes.append(f"{name}: no per-row gradient column: its gradient is a vector for each row "
-                              "(--grad without --reduction none summarises it)")
     if any(getattr(k, "needs_prepass", False) for k in kernels):
-        for jobs_b, _, _ in Feeder(plan).batches():
+        for jobs_b, _, _ in Feeder(plan, inputs).batches():
             for k, b in zip(kernels, jobs_b):
                 if getattr(k, "needs_prepass", False):
                     k.validate(b)
@@ -69,7 +76,7 @@ def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
         for k in kernels:
             if getattr(k, "needs_prepass", False):
                 k.end_prepass()
-    feeder = Feeder(plan)
+    feeder = Feeder(plan, inputs)
     for jobs_b, _, ids in feeder.batches():
         cols: list[np.ndarray] = []
         if numbered:
@@ -94,4 +101,4 @@ def iter_rows(plan: Plan) -> Iterator[tuple[list[str], list[np.ndarray]]]:
                 cols.append(g if g is not None and g.ndim == 1 else np.full(b.n, np.nan))
         yield header, cols
     if feeder.rows == feeder.row_offset and feeder.dropped:
-        raise InputError.at(f"no rows left: --nan drop dropped all {feeder.dropped}", source=plan.sources[0].name)
+        raise InputError.at(f"no rows left: --nan drop dropped all {feeder.dropped}", source=plan.source_names[0])

@@ -400,7 +400,7 @@ def test_a_file_deleted_or_unreadable_inside_a_dataset(how, tmp_path, monkeypatc
         with open(victim, "wb") as f:
             f.write(b"y,yhat\n1,2\n")
     if how in ("deleted-after-open", "unreadable-after-open"):
-        plan = prepare(Request(data=root, losses=["mse"]))
+        plan, inputs = prepare(Request(data=root, losses=["mse"]))
         try:
             if how == "deleted-after-open":
                 os.remove(victim)
@@ -414,9 +414,9 @@ def test_a_file_deleted_or_unreadable_inside_a_dataset(how, tmp_path, monkeypatc
 
                 monkeypatch.setattr(pyarrow.parquet, "ParquetFile", deny_pf)
             with pytest.raises(InputError) as e:
-                run_plan(plan)
+                run_plan(plan, inputs)
         finally:
-            plan.close()
+            inputs.close()
         assert victim in str(e.value) and len(str(e.value).splitlines()) == 1
         return
     r = run("eval", root, "-l", "mse", "-f", "json")

@@ -19,11 +19,11 @@ from conftest import SAMPLES
 
 
 def report(path, **kw):
-    plan = prepare(Request(data=path, **kw))
+    plan, inputs = prepare(Request(data=path, **kw))
     try:
-        return build_report(plan, accumulate(plan, sample=True))
+        return build_report(plan, accumulate(plan, inputs, sample=True))
     finally:
-        plan.close()
+        inputs.close()
 
 
 def table(rep, width=100, pictures=True):

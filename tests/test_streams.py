@@ -285,8 +285,8 @@ def test_rows_reach_stdout_batch_by_batch(tmp_path, monkeypatch):
     seen: list[bytes] = []
     original = lossctl.rowwise.iter_rows
 
-    def spy(plan):
-        for i, chunk in enumerate(original(plan)):
+    def spy(plan, inputs):
+        for i, chunk in enumerate(original(plan, inputs)):
             if i == 1:
                 seen.append(raw.getvalue())
             yield chunk

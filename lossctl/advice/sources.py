@@ -32,7 +32,7 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
     base = dataclasses.replace(req, losses=[], grad=False, reduction="mean", by=[], ci=None, id=None,
                                task=req.task or core.goal_task(goal))
     try:
-        plan = prepare(base)
+        plan, inputs = prepare(base)
     except InputError as e:
         if req.preds or "prediction" not in str(e):
             raise
@@ -52,7 +52,7 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
         state = evidence.for_task(plan.task, roles, req.logits, named)
         names = {role: sel.text for role, (_, sel) in chosen.items()}
         colnames = {role: list(sel.columns) for role, (_, sel) in chosen.items()}
-        feeder = Feeder(plan)
+        feeder = Feeder(plan, inputs)
         for jobs_b, _, _ in feeder.batches():
             if not jobs_b:
                 continue
@@ -62,7 +62,7 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
                                keep=b0.keep, column_names=colnames))
         if feeder.rows == 0:
             raise InputError.at(f"no rows left: --nan drop dropped all {feeder.dropped}" if feeder.dropped
-                                else "no rows to evaluate", source=plan.sources[0].name)
+                                else "no rows to evaluate", source=plan.source_names[0])
         task, inferred = plan.task, plan.task_inferred and req.task is None
         has_pred = any(r in roles for r in ("pred", "student", "x1", "anchor", "embedding", "mu", "lower"))
         advice = core.advise(task, state.result(), roles, goal=goal, coverage=coverage, task_inferred=inferred,
@@ -81,9 +81,9 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
             # the same opened sources (standard input is spooled once): a second pass over them
             if kind == "probability" and req.logits is None:
                 req = dataclasses.replace(req, logits=False)  # as the evidence read them, not by the name
-            core.check(advice, _file_evaluator(req, task, chosen, plan.sources))
+            core.check(advice, _file_evaluator(req, task, chosen, inputs))
     finally:
-        plan.close()
+        inputs.close()
     return advice
 
 
@@ -102,9 +102,8 @@ def _file_evaluator(req: Any, task: str, chosen: dict[str, tuple[int, Any]], sou
         try:
             overrides = {"logits": True} if r.logits else {}
             calls = [registry.parse_spec(s, overrides) for s in specs]
-            plan = plan_on(r, list(sources), calls, False)
-            plan.ctx.sample_grads = False
-            report = build_report(plan, accumulate(plan))
+            plan = plan_on(r, list(sources), calls, False).with_context(sample_grads=False)
+            report = build_report(plan, accumulate(plan, sources))
         except (InputError, UsageError) as e:
             if len(specs) == 1:
                 return {specs[0]: str(e)}

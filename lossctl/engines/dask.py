@@ -57,16 +57,16 @@ def check_request(req: Any) -> None:
     require()
 
 
-def check_plan(plan: Any) -> None:
+def check_plan(plan: Any, inputs: Any) -> None:
     """Refuse, before any task runs, a plan the engine would evaluate differently."""
     from lossctl import io
     from lossctl.driver import unmergeable
     from lossctl.align import needed_columns
 
-    if len(plan.sources) != 1:
+    if len(inputs) != 1:
         raise UsageError("--engine dask evaluates one dataset: a second data file (targets and predictions in two "
                          "files) needs --engine local")
-    src = plan.sources[0]
+    src = inputs[0]
     if src.fmt not in ("parquet", "dataset"):
         raise UsageError(f"--engine dask reads Parquet (a file, a directory or a glob of files); {src.name} is "
                          f"{src.fmt}: use --engine local")
@@ -96,11 +96,11 @@ class Fragment:
     stat: tuple[int, int | None]  # (size, mtime_ns) when planned
 
 
-def fragments(plan: Any, workers: int) -> list[Fragment]:
+def fragments(plan: Any, inputs: Any, workers: int) -> list[Fragment]:
     """One fragment per file; files split by row groups when there are fewer than twice the workers."""
     from lossctl import io
 
-    src = plan.sources[0]
+    src = inputs[0]
     files = list(zip(src.parts, src.part_keys)) if src.fmt == "dataset" else [(src, None)]
     groups = []
     for part, _ in files:
@@ -148,7 +148,8 @@ def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
     """A fragment's states: the shard driver on its rows, numbered from their place in the data."""
     global _TUNED
     from lossctl import statefile
-    from lossctl.driver import plan_from_wire, run_shard
+    from lossctl.driver import run_shard
+    from lossctl.plan import plan_from_wire
 
     if not _TUNED:  # the CLI's malloc settings, whatever the worker was started with
         from lossctl.cli import _tune_malloc
@@ -156,8 +157,8 @@ def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
         _tune_malloc()
         _TUNED = True
     _unchanged(frag)
-    plan = plan_from_wire(wire, [frag.src])
-    acc = run_shard(plan, frag.row_offset, input_offset=frag.row_offset, whole=False)
+    plan = plan_from_wire(wire)
+    acc = run_shard(plan, [frag.src], frag.row_offset, input_offset=frag.row_offset, whole=False)
     _unchanged(frag)
     return statefile.payload(plan, acc, frag.row_offset)
 
@@ -177,9 +178,9 @@ def _unchanged(frag: Fragment) -> None:
 
 def _merge(wire: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     from lossctl import statefile
-    from lossctl.driver import plan_from_wire
+    from lossctl.plan import plan_from_wire
 
-    plan = plan_from_wire(wire, [])
+    plan = plan_from_wire(wire)
     return statefile.merge_payloads(plan, a, b, rows_bound=plan.ctx.rows_bound)
 
 
@@ -195,24 +196,24 @@ class Engine:
     def check_request(self, req: Any) -> None:
         check_request(req)
 
-    def accumulate(self, plan: Any) -> Any:
-        return accumulate(plan, self.scheduler)
+    def accumulate(self, plan: Any, inputs: Any) -> Any:
+        return accumulate(plan, inputs, self.scheduler)
 
 
-def accumulate(plan: Any, scheduler: str | None = None) -> Any:
+def accumulate(plan: Any, inputs: Any, scheduler: str | None = None) -> Any:
     """Every state of ``plan``, computed by a Dask cluster: what the local ``accumulate`` returns."""
     from lossctl import statefile
-    from lossctl.driver import plan_wire
     from lossctl.driver import check_rows
+    from lossctl.plan import plan_wire
 
     require()
-    check_plan(plan)
+    check_plan(plan, inputs)
     wire = plan_wire(plan)
     with client_for(scheduler) as client:
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        frags = fragments(plan, workers)
+        frags = fragments(plan, inputs, workers)
         with client.as_current():
-            result = _run(client, wire, frags, plan.sources[0].name)
+            result = _run(client, wire, frags, plan.source_names[0])
     acc = statefile.from_payload(plan, result)
     check_rows(plan, acc.rows, acc.dropped, acc.weight_total)
     return acc
