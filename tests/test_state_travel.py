@@ -101,11 +101,9 @@ def _binds(loss: str, task: str, i: int) -> bool:
     from lossctl.planner import prepare
 
     try:
-        plan = prepare(_request(_path(task, i), FRAMES[task][i][2], loss, task))
-        try:
-            run_shard(plan) if unmergeable(plan) is None else None
-        finally:
-            plan.close()
+        plan, inputs = prepare(_request(_path(task, i), FRAMES[task][i][2], loss, task))
+        with inputs:
+            run_shard(plan, inputs) if unmergeable(plan) is None else None
     except LossctlError:
         return False
     return True
@@ -122,9 +120,8 @@ def _plan(loss: str | None, task: str, i: int | None = None, path: str | None = 
     from lossctl.planner import prepare
 
     i = _frame_of(loss, task) if i is None else i
-    plan = prepare(_request(path or _path(task, i), FRAMES[task][i][2], loss, task, **opts))
-    plan.ctx.top_keep = 2  # as --emit-state keeps
-    return plan
+    plan, inputs = prepare(_request(path or _path(task, i), FRAMES[task][i][2], loss, task, **opts))
+    return plan.with_context(top_keep=2), inputs  # (as --emit-state keeps)
 
 
 CASES = [(s.name, t) for s in registry.all_losses() for t in s.all_tasks]
@@ -164,10 +161,10 @@ def _text(s: State) -> str:
 
 
 def _fresh(plan, job) -> State:
-    from lossctl.driver import new_state as _new_state
+    from lossctl.driver import new_state
     from lossctl.plan import options
 
-    return _new_state(job, options(plan))
+    return new_state(job, plan.ctx, options(plan))
 
 
 ALLOWED_MODULES = ("lossctl.", "numpy", "builtins", "copyreg", "_codecs", "collections")
@@ -197,24 +194,22 @@ def _states(acc):
 @pytest.mark.parametrize("opts", OPTIONS, ids=_opt_id)
 @pytest.mark.parametrize("loss,task", CASES, ids=[f"{n}-{t}" for n, t in CASES])
 def test_every_state_round_trips_through_the_file_and_pickle(loss, task, opts):
-    plan = _plan(loss, task, **opts)
-    try:
+    plan, inputs = _plan(loss, task, **opts)
+    with inputs:
         found = unmergeable(plan)
         if found is not None:  # 4. the property says why; every driver refuses with it
             reason = found[1]
             with pytest.raises(UsageError, match="--emit-state: " + loss):
-                run_shard(plan)
+                run_shard(plan, inputs)
             from lossctl.driver import accumulate
 
-            acc = accumulate(plan)
+            acc = accumulate(plan, inputs)
             assert all(not s.mergeable for s in acc.states)
             with pytest.raises(UsageError) as e:
                 statefile.payload(plan, acc, 0)
             assert reason in str(e.value)
             return
-        acc = run_shard(plan)
-    finally:
-        plan.close()
+        acc = run_shard(plan, inputs)
     checked = 0
     for st in _states(acc):
         job = plan.jobs[checked % len(plan.jobs)]
@@ -256,13 +251,11 @@ def test_a_pickled_state_is_no_larger_than_its_state_file(tmp_path):
     from lossctl.planner import prepare
 
     losses = [s.name for s in registry.losses_for_task("regression") if "lower" not in {r.name for r in s.roles}]
-    plan = prepare(Request(data=str(path), target="y", preds=["yhat"], losses=losses, grad=True, ci=0.95,
-                           by=["grp"], task="regression"))
-    plan.ctx.top_keep = 2
-    try:
-        acc = run_shard(plan)
-    finally:
-        plan.close()
+    plan, inputs = prepare(Request(data=str(path), target="y", preds=["yhat"], losses=losses, grad=True, ci=0.95,
+                                   by=["grp"], task="regression"))
+    plan = plan.with_context(top_keep=2)
+    with inputs:
+        acc = run_shard(plan, inputs)
     assert any(type(s.kernel).__name__ == "HuberKernel" for s in acc.states)
     for st in _states(acc):
         size, file_size = len(pickle.dumps(st)), len(_text(st))
@@ -304,15 +297,13 @@ def test_drivers_read_the_declared_property(monkeypatch, tmp_path, capsys):
     and the CLI's --emit-state alike, with its reason; nothing else is consulted."""
     from lossctl import cli
 
-    plan = _plan("mse", "regression")
-    try:
+    plan, inputs = _plan("mse", "regression")
+    with inputs:
         assert unmergeable(plan) is None
         monkeypatch.setattr(DecomposableState, "unmergeable_reason", "a toy reason", raising=False)
         assert unmergeable(plan) == ("mse", "a toy reason")
         with pytest.raises(UsageError, match="--emit-state: mse: a toy reason"):
-            run_shard(plan)
-    finally:
-        plan.close()
+            run_shard(plan, inputs)
     state = tmp_path / "s.state"
     capsys.readouterr()
     code = cli.main(["eval", _path("regression", 0), "-l", "mse", "-t", "y", "-p", "yhat", "--emit-state",
@@ -366,12 +357,10 @@ def _mergeable_losses(task: str, i: int, opts: dict) -> list[str]:
     for spec in registry.losses_for_task(task):
         if not _binds(spec.name, task, i):
             continue
-        plan = _plan(spec.name, task, i, **opts)
-        try:
-            if unmergeable(plan) is None:
-                out.append(spec.name)
-        finally:
-            plan.close()
+        plan, inputs = _plan(spec.name, task, i, **opts)
+        inputs.close()
+        if unmergeable(plan) is None:
+            out.append(spec.name)
     return out
 
 
@@ -440,28 +429,23 @@ def test_random_splits_merged_in_any_order_give_one_run(tmp_path, monkeypatch, t
 
         req = _request(str(path), kw, None, task, **opts)
         req.losses = list(losses)
-        p = prepare(req)
-        p.ctx.top_keep = 2
-        return p
+        p, inputs = prepare(req)
+        return p.with_context(top_keep=2), inputs
 
-    one = with_losses(whole)
-    try:
-        from lossctl.driver import accumulate
+    from lossctl.driver import accumulate
 
-        ref = _report(one, accumulate(one))
-        payloads = []
-        for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
-            part = tmp_path / f"part{i}.parquet"
-            df.iloc[a:b].to_parquet(part, index=False)
-            shard = with_losses(part)
-            try:
-                payloads.append(statefile.payload(shard, run_shard(shard, a), a))
-            finally:
-                shard.close()
-        merged = _tree_merge(rng, one, payloads)
-        got = _report(one, statefile.from_payload(one, merged))
-    finally:
-        one.close()
+    one, inputs = with_losses(whole)
+    with inputs:
+        ref = _report(one, accumulate(one, inputs))
+    payloads = []
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        part = tmp_path / f"part{i}.parquet"
+        df.iloc[a:b].to_parquet(part, index=False)
+        shard, inputs = with_losses(part)
+        with inputs:
+            payloads.append(statefile.payload(shard, run_shard(shard, inputs, a), a))
+    merged = _tree_merge(rng, one, payloads)
+    got = _report(one, statefile.from_payload(one, merged))
     for doc in (ref, got):
         doc.pop("sources", None)
     lower = "top1_share is a lower bound: a merged shard pruned rows that may belong to the top 1%"
