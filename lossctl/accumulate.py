@@ -74,6 +74,13 @@ class Sum:
             c = c + np.where(np.abs(s) >= np.abs(xs), (s - t) + xs, (xs - t) + s)
         self.s, self.c, self.e = t, c, common
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # the raw float64 (and int64) bytes: exact to the bit, and a few bytes per sum (a slice's
+        # state is mostly its sums)
+        return (_sum_of, (self.s.astype(np.float64, copy=False).tobytes(),
+                          self.c.astype(np.float64, copy=False).tobytes(),
+                          None if self.e is None else self.e.astype(np.int64, copy=False).tobytes()))
+
     def merge(self, other: "Sum") -> None:
         self.add(other.s, other.e)
         self.add(other.c, other.e)
@@ -114,6 +121,15 @@ class Sum:
         if d.get("e") is not None:
             out.e = np.asarray(d["e"], dtype=np.int64)
         return out
+
+
+def _sum_of(s: bytes, c: bytes, e: bytes | None) -> Sum:
+    """The :class:`Sum` that ``Sum.__reduce__`` pickled."""
+    out = Sum(0)
+    out.s = np.frombuffer(s, dtype=np.float64).copy()
+    out.c = np.frombuffer(c, dtype=np.float64).copy()
+    out.e = None if e is None else np.frombuffer(e, dtype=np.int64).copy()
+    return out
 
 
 _KEYS: tuple[int, int, np.ndarray] | None = None
