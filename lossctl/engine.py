@@ -154,6 +154,12 @@ class Kernel:
         self.params = dict(params)
         self.ctx = ctx
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled by class name, parameters and context: the constructor runs on the other side (and
+        # makes its own buffers); what the kernel learnt from the data travels as its attributes
+        data = {k: v for k, v in self.__dict__.items() if k not in ("params", "ctx")}
+        return (_kernel_of, (type(self), self.params, self.ctx), data)
+
     # per-row statistics: a list of (n,) or (n, k) arrays, or float constants
     def stats(self, b: Batch, grad: bool) -> tuple[list[Any], dict[str, np.ndarray] | None]:
         raise NotImplementedError
@@ -207,6 +213,11 @@ class Kernel:
 
     def validate(self, b: Batch) -> None:
         """Check the domain of this loss's inputs (labels, probabilities)."""
+
+
+def _kernel_of(cls: type[Kernel], params: Mapping[str, Any], ctx: Context) -> Kernel:
+    """A pickled kernel, built again by its class from its parameters."""
+    return cls(params, ctx)
 
 
 class RowMeanKernel(Kernel):

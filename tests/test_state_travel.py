@@ -295,10 +295,20 @@ def test_the_states_of_many_slices_pickle_smaller_than_their_file(tmp_path):
 def test_the_huber_kernel_pickles_by_name():
     from lossctl.losses import regression
 
+    from lossctl.engine import Batch
+
     k = registry.get("huber").factory({"delta": 1.5}, _ctx())
     assert type(k) is regression.HuberKernel and type(k).__module__ == "lossctl.losses.regression"
-    back = pickle.loads(pickle.dumps(k))
+    y = np.linspace(-3, 3, 50_000)
+    sums, _ = k.sums_and_grads(Batch({"target": y, "pred": y[::-1].copy()}, y.size))  # fills its buffers
+    data = pickle.dumps(k)
+    assert len(data) < 1000  # the class's name and the parameters, not 50,000-row buffers
+    back, names = _load(data)
+    assert "lossctl.losses.regression.HuberKernel" in names
     assert type(back) is type(k) and back.params == {"delta": 1.5} and back.kw == {"delta": 1.5}
+    assert back.ctx == k.ctx and not back._buffer._arrays
+    again, _ = back.sums_and_grads(Batch({"target": y, "pred": y[::-1].copy()}, y.size))
+    assert again.tobytes() == sums.tobytes()
 
 
 def _ctx():
