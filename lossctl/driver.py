@@ -11,7 +11,7 @@ and gradient samples do not depend on where the data was cut.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -80,15 +80,35 @@ class Accumulated:
     weight_total: float = 0.0
 
 
-def accumulate(
-    plan: Plan, inputs: Sequence[Any], row_offset: int = 0, progress: Callable[[int], None] | None = None, sample: bool = False,
-    *, input_offset: int = 0, whole: bool = True,
-) -> Accumulated:
-    """Stream every batch through every state (and every slice's states).
+class Pass(Protocol):
+    """One pass over a plan's rows: per batch, one Batch per job, the --by columns' values
+    and the --id values (:class:`lossctl.feed.Feeder` over files; the library's arrays)."""
 
-    ``input_offset`` is the input rows before the first (a fragment's place in its dataset,
-    for messages); ``whole=False`` leaves the checks that need every row to the caller
-    (:func:`check_rows`), for a fragment of a larger run."""
+    rows: int  # the global index of the row after the last one read
+    dropped: int
+    weight_total: float
+    info: dict[str, Any]
+
+    def batches(self) -> Iterator[tuple[list[Batch], list[Any], Any]]: ...
+
+
+@dataclass
+class Driven:
+    """What :func:`drive` returns: the jobs' states, the slices' states, the rows sampled
+    for pictures, and the main pass (its row, drop and weight counts)."""
+
+    states: list[State]
+    slices: Any
+    sample: Any
+    main: Pass
+
+
+def drive(plan: Plan, open_pass: Callable[[], Pass], progress: Callable[[int], None] | None = None,
+          sample: bool = False) -> Driven:
+    """The one loop: every batch of ``open_pass()`` through every job's state (and every
+    slice's), with the passes the losses need: a pre-pass for whole-data facts before the
+    main pass (``weight=balanced``'s class counts), a second pass after it (Dice-family
+    gradients, which need the totals)."""
     from lossctl.accumulate import RowSample
 
     opts = options(plan)
@@ -96,11 +116,8 @@ def accumulate(
     states = [new_state(j, plan.ctx, opts) for j in plan.jobs]
     kernels = [s.kernel for s in states if isinstance(s, DecomposableState)]
 
-    def feed() -> Feeder:  # one pass over the inputs
-        return Feeder(plan, inputs, row_offset, input_offset)
-
     if any(k.needs_prepass for k in kernels):  # whole-data facts first (weight=balanced's class counts)
-        for jobs_b, _, _ in feed().batches():
+        for jobs_b, _, _ in open_pass().batches():
             for s, b in zip(states, jobs_b):
                 if isinstance(s, DecomposableState) and s.kernel.needs_prepass:
                     s.kernel.validate(b)
@@ -114,8 +131,8 @@ def accumulate(
         from lossctl.slices import Slices
 
         slices = Slices(len(plan.by), states, [lambda j=j: new_state(j, plan.ctx, opts) for j in plan.jobs], opts)
-    feeder = feed()
-    for jobs_b, by_vals, _ in feeder.batches():
+    main = open_pass()
+    for jobs_b, by_vals, _ in main.batches():
         for s, b in zip(states, jobs_b):
             validate_batch(s, b)
             s.update(b)
@@ -128,12 +145,27 @@ def accumulate(
         if slices is not None:
             slices.update(jobs_b, by_vals)
     if any(s.two_pass for s in states) or (slices is not None and slices.two_pass):  # (Dice gradients)
-        for jobs_b, by_vals, _ in feed().batches():
+        for jobs_b, by_vals, _ in open_pass().batches():
             for s, b in zip(states, jobs_b):
                 if s.two_pass:
                     s.update2(b)
             if slices is not None:
                 slices.update2(jobs_b, by_vals)
+    return Driven(states, slices, sampler, main)
+
+
+def accumulate(
+    plan: Plan, inputs: Sequence[Any], row_offset: int = 0, progress: Callable[[int], None] | None = None,
+    sample: bool = False, *, input_offset: int = 0, whole: bool = True,
+) -> Accumulated:
+    """Every state of ``plan`` over its inputs (and every slice's states): :func:`drive` on
+    passes of a :class:`~lossctl.feed.Feeder`.
+
+    ``input_offset`` is the input rows before the first (a fragment's place in its dataset,
+    for messages); ``whole=False`` leaves the checks that need every row to the caller
+    (:func:`check_rows`), for a fragment of a larger run."""
+    d = drive(plan, lambda: Feeder(plan, inputs, row_offset, input_offset), progress, sample)
+    states, slices, sampler, feeder = d.states, d.slices, d.sample, d.main
     used = feeder.rows - row_offset
     if whole:
         check_rows(plan, used, feeder.dropped, feeder.weight_total)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from lossctl.errors import InputError
+from lossctl.engine import Batch
 from lossctl.feed import Feeder
 from lossctl.plan import Job, Plan, pred_role
 
@@ -43,6 +44,34 @@ def rowwise_notes(plan: Plan) -> list[str]:
             for job in plan.jobs if not _scalar_grad(job)]
 
 
+def row_values(kernels: Sequence[Any], open_pass: Callable[[], Any], main: Any, grads: Sequence[bool]) -> Iterator[
+        tuple[list[Batch], Any, list[tuple[np.ndarray, dict[str, np.ndarray] | None]]]]:
+    """Per batch of ``main`` (after a pre-pass over ``open_pass()`` where a kernel needs one):
+    the jobs' Batches, the --id values, and each job's per-row losses and gradients
+    (``grads[j]``: whether job j's), multiplied by the rows' weights."""
+    if any(getattr(k, "needs_prepass", False) for k in kernels):
+        for jobs_b, _, _ in open_pass().batches():
+            for k, b in zip(kernels, jobs_b):
+                if getattr(k, "needs_prepass", False):
+                    k.validate(b)
+                    k.prepass(b)
+        for k in kernels:
+            if getattr(k, "needs_prepass", False):
+                k.end_prepass()
+    for jobs_b, _, ids in main.batches():
+        out = []
+        for k, b, want in zip(kernels, jobs_b, grads):
+            k.validate(b)
+            loss, g = k.per_row(b, want)
+            w = b.weight
+            if w is not None:
+                loss = loss * w
+                if g is not None:
+                    g = {r: v * (w if v.ndim == 1 else w[:, None]) for r, v in g.items()}
+            out.append((loss, g))
+        yield jobs_b, ids, out
+
+
 def iter_rows(plan: Plan, inputs: Sequence[Any]) -> Iterator[tuple[list[str], list[np.ndarray]]]:
     """Per-row values (and gradients) for --reduction none, batch by batch.
 
@@ -67,17 +96,9 @@ def iter_rows(plan: Plan, inputs: Sequence[Any]) -> Iterator[tuple[list[str], li
         header.append(name)
         if req.grad and sc:
             header.append(name + ".grad")
-    if any(getattr(k, "needs_prepass", False) for k in kernels):
-        for jobs_b, _, _ in Feeder(plan, inputs).batches():
-            for k, b in zip(kernels, jobs_b):
-                if getattr(k, "needs_prepass", False):
-                    k.validate(b)
-                    k.prepass(b)
-        for k in kernels:
-            if getattr(k, "needs_prepass", False):
-                k.end_prepass()
     feeder = Feeder(plan, inputs)
-    for jobs_b, _, ids in feeder.batches():
+    for jobs_b, ids, per_job in row_values(kernels, lambda: Feeder(plan, inputs), feeder,
+                                           [req.grad and sc for sc in scalar]):
         cols: list[np.ndarray] = []
         if numbered:
             b0 = jobs_b[0]
@@ -86,18 +107,10 @@ def iter_rows(plan: Plan, inputs: Sequence[Any]) -> Iterator[tuple[list[str], li
         if plan.id:
             ids = ids if ids is not None else np.empty(0)
             cols.append(_typed_text(ids) if text_ids else ids)
-        for k, b, sc in zip(kernels, jobs_b, scalar):
-            k.validate(b)
-            loss, grads = k.per_row(b, req.grad and sc)
-            if b.weight is not None:
-                loss = loss * b.weight
+        for b, sc, (loss, grads) in zip(jobs_b, scalar, per_job):
             cols.append(loss)
             if req.grad and sc:
-                g = None
-                if grads and len(grads) == 1:
-                    (g,) = grads.values()
-                    if b.weight is not None:
-                        g = g * b.weight
+                g = next(iter(grads.values())) if grads and len(grads) == 1 else None
                 cols.append(g if g is not None and g.ndim == 1 else np.full(b.n, np.nan))
         yield header, cols
     if feeder.rows == feeder.row_offset and feeder.dropped:
