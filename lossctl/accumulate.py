@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -132,17 +133,19 @@ def _sum_of(s: bytes, c: bytes, e: bytes | None) -> Sum:
     return out
 
 
-_KEYS: tuple[int, int, np.ndarray] | None = None
+# the last batch's row keys, per thread: every loss of a batch asks for the same keys, and the
+# states of one process may be filled by several threads at once (a Dask worker's tasks)
+_LAST = threading.local()
 
 
 def row_keys(offset: int, n: int) -> np.ndarray:
-    """splitmix64 of the row indices offset..offset+n−1, cached for the last batch
+    """splitmix64 of the row indices offset..offset+n−1, cached for this thread's last batch
     (every loss of a batch asks for the same keys)."""
-    global _KEYS
-    if _KEYS is not None and _KEYS[0] == offset and _KEYS[1] == n:
-        return _KEYS[2]
+    got = getattr(_LAST, "keys", None)
+    if got is not None and got[0] == offset and got[1] == n:
+        return got[2]
     keys = splitmix64(np.arange(offset, offset + n, dtype=np.uint64))
-    _KEYS = (offset, n, keys)
+    _LAST.keys = (offset, n, keys)
     return keys
 
 

@@ -574,3 +574,21 @@ def test_state_merges_are_associative(n, k, seed, loss, weighted):
     errs = _close(json.loads(json.dumps(ref)), json.loads(json.dumps(got)))
     assert not errs, errs
     assert pieces[0].boot.matrix()[0].tobytes() == one.boot.matrix()[0].tobytes()
+
+
+def test_the_row_key_cache_is_per_thread():
+    """The last batch's row keys are cached per thread, not per process: a Dask worker fills
+    several tasks' states at once, and a key array from another thread's batch would be read
+    between the check and the return."""
+    import threading
+
+    from lossctl import accumulate
+
+    got = {}
+    t = threading.Thread(target=lambda: got.update(other=accumulate.row_keys(7, 5)))
+    t.start()
+    t.join()
+    mine = accumulate.row_keys(7, 5)
+    assert mine is not got["other"] and mine.tobytes() == got["other"].tobytes()
+    assert accumulate.row_keys(7, 5) is mine  # (cached within a thread)
+    assert accumulate.row_keys(7, 5).tobytes() == accumulate.splitmix64(np.arange(7, 12, dtype=np.uint64)).tobytes()
