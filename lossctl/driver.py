@@ -23,20 +23,17 @@ from lossctl.plan import Job, Plan, options
 
 def unmergeable(plan: Any) -> tuple[str, str] | None:
     """(loss, reason) for the first loss whose state cannot travel from one shard to
-    another, else None. Decided as ``--emit-state`` decides it (the state's ``to_dict``),
-    on fresh states, before any row is read."""
-    from lossctl import statefile
-
+    another, else None: the state's declared ``unmergeable_reason`` (what ``--emit-state``
+    and ``merge`` read too), on fresh states, before any row is read."""
     o = options(plan)
     for job in plan.jobs:
         st = new_state(job, plan.ctx, o)
         if hasattr(st, "grouped") and st.grouped is None:
             # a per-image state learns it is one from its first rows: the binding says it now
             st.grouped = "group" in job.binding.roles
-        try:
-            statefile._state_dict(st, job.call.text)
-        except UsageError as e:
-            return job.call.text, str(e)
+        reason = st.unmergeable_reason
+        if reason is not None:
+            return job.call.text, reason
     return None
 
 
@@ -57,7 +54,7 @@ def run_shard(
 
     found = unmergeable(plan)
     if found is not None:
-        raise UsageError(found[1])
+        raise UsageError(f"--emit-state: {found[0]}: {found[1]}")
     return accumulate(plan, inputs, row_offset, progress, sample, input_offset=input_offset, whole=whole)
 
 
