@@ -674,6 +674,11 @@ class WassersteinState(State):
     """
 
     decomposable = False
+    unmergeable_reason = ("its state cannot be saved to a file: exact W₁ keeps every sample (sorted runs, spilled "
+                          "to a temporary folder past a few million values), not sums that a shard could send")
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"wasserstein: {self.unmergeable_reason}")  # its runs may be files on this machine
 
     def __init__(self, params: dict[str, Any], ctx: Context) -> None:
         self.ctx = ctx

@@ -388,6 +388,9 @@ class MinedTripletState(State):
     batches, not one run over the concatenated rows.
     """
 
+    unmergeable_reason = ("its state cannot be saved to a file: triplets are mined within batches of "
+                          "consecutive rows, which a cut between shards would change")
+
     def __init__(self, params: Mapping[str, Any], ctx: Context) -> None:
         self.params = dict(params)
         self.batch_size = int(params["batch_size"])

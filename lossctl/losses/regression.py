@@ -334,9 +334,16 @@ class Elementwise(FusedSums, RowMeanKernel):
 
 def _kernel(name: str, fn, grad_fn, keys: tuple[str, ...] = (), uses_abs: bool = True,
             fused=None, r_in_grad: bool = False) -> type[Elementwise]:
-    return type(name, (Elementwise,), {"fn": staticmethod(fn), "grad_fn": staticmethod(grad_fn), "keys": keys,
-                                       "uses_abs": uses_abs, "r_in_grad": r_in_grad,
-                                       "fused": staticmethod(fused) if fused else None})
+    """An Elementwise kernel class named ``name`` and bound to that name in this module, so
+    that it (and a state holding one) pickles by reference with the standard ``pickle``."""
+    if name in globals():
+        raise ValueError(f"kernel class name {name!r} is taken in {__name__}")
+    cls = type(name, (Elementwise,), {"fn": staticmethod(fn), "grad_fn": staticmethod(grad_fn), "keys": keys,
+                                      "uses_abs": uses_abs, "r_in_grad": r_in_grad,
+                                      "fused": staticmethod(fused) if fused else None,
+                                      "__module__": __name__, "__qualname__": name})
+    globals()[name] = cls
+    return cls
 
 
 class RMSEKernel(Elementwise):

@@ -552,13 +552,20 @@ class SegmentationState(DecomposableState):
         t = self._gfinal[bg.gids[bg.codes]]
         return self.kernel.output_grad(b, t, self.n / len(self.ids))
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def unmergeable_reason(self) -> str | None:  # type: ignore[override]
         if self.grouped:
-            raise UsageError(
-                "--emit-state: per-image segmentation states (an image id column bound, by --col group or by its "
-                "name) cannot be saved to a file yet; evaluate whole files, or shards whose image id column is "
-                "left out (the global Dice over all pixels merges)"
-            )
+            return ("per-image segmentation states (an image id column bound, by --col group or by its name) "
+                    "cannot be saved to a file yet; evaluate whole files, or shards whose image id column is "
+                    "left out (the global Dice over all pixels merges)")
+        return super().unmergeable_reason
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = super().__getstate__()
+        d["_gfinal"] = None  # the second pass's copy of the per-image table
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["classes"] = self.kernel.C
         return d
