@@ -389,7 +389,7 @@ class _ArrayPass:
 
 def _one(call, cols, w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows) -> LossResult:
     """One loss on arrays: a plan of one job, driven and assembled as the CLI's are."""
-    from lossctl.assemble import _add_ci, result_for
+    from lossctl.outcome import _add_ci, result_for
     from lossctl.binding import Binding
     from lossctl.driver import drive
     from lossctl.plan import Job, Plan, Request, options

@@ -572,7 +572,8 @@ def judge(plan: Any, acc: Any, s: Settings, texts: list[str]) -> GateReport:
     """Verdicts from the accumulated states of a gate run (overall and per slice)."""
     from lossctl import registry
     from lossctl.plan import BASELINE, options
-    from lossctl.assemble import _sort_key, run_notes
+    from lossctl.assemble import run_notes
+    from lossctl.slice_results import _sort_key
 
     opts = options(plan)
     npred = len(plan.pred_labels)
@@ -634,7 +635,7 @@ def _project(plan, acc, ordered, seeds, by_all, by, opts) -> dict[tuple, tuple[l
     """The slices of ``by`` (a subset of the run's --by columns): the run's own slices when
     they are the same columns, else its finer slices merged."""
     from lossctl.driver import new_state
-    from lossctl.assemble import _sort_key
+    from lossctl.slice_results import _sort_key
 
     if list(by) == by_all:
         return {k: (acc.group_states[k], acc.group_rows[k], seeds[k]) for k in ordered}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lossctl.engine import Options, State
+from lossctl.outcome import _add_ci, _comparisons, result_for
 from lossctl.results import Comparison, Group, LossColumn, SliceGroups
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 def _group_results(plan: Plan, group_states, group_rows, opts: Options) -> tuple[list[Group] | SliceGroups, int]:
     """One Group per slice (sorted by value, a missing value last), each with its results
     and, with several prediction sets, its own comparisons and paired intervals."""
-    from lossctl.assemble import _add_ci, _comparisons, result_for  # (assemble imports this module)
 
     sl = getattr(group_states, "slices", None)
     if sl is not None:
@@ -49,7 +49,6 @@ def _slice_results(plan: Plan, sl: Any, opts: Options) -> tuple[SliceGroups, int
     group at once; a result object (from a state per group) only where a result needs one
     (gradients, intervals, extras, sums beyond the double range, per-group states)."""
     from lossctl.engine import Kernel
-    from lossctl.assemble import _add_ci, _comparisons, result_for  # (assemble imports this module)
     from lossctl.slices import VectorJob
 
     label = ",".join(s.text for s in plan.by)
