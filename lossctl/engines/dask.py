@@ -14,8 +14,10 @@ the report exactly as the local engine would.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import uuid
@@ -84,22 +86,29 @@ def check_plan(plan: Any) -> None:
 # ------------------------------------------------------------------ fragments
 
 
+ROWS_PER_TASK = 10_000_000  # rows a task reads, at most, unless there are more rows than workers × this
+
+
 @dataclasses.dataclass
 class Fragment:
-    """Rows a task reads: a file, or a run of its row groups, and where they start in the data."""
+    """Rows a task reads: a run of files, or of one file's row groups, and where they start in the data."""
 
     index: int
-    name: str  # the file, as messages name it
+    name: str  # its first file, as messages name it
     src: Any  # the Source the task reads (a copy of the client's, narrowed to this fragment)
     row_offset: int
     rows: int
-    stat: tuple[int, int | None]  # (size, mtime_ns) when planned
+    files: list[tuple[str, str, tuple[int, int | None]]]  # each file read: name, path, (size, mtime_ns) when planned
 
 
-def fragments(plan: Any, workers: int) -> list[Fragment]:
-    """One fragment per file; files split by row groups when there are fewer than twice the workers."""
+def fragments(plan: Any, workers: int, rows_per_task: int | None = None) -> list[Fragment]:
+    """The data cut at row-group boundaries into contiguous runs of about equal rows: one per worker
+    (or a multiple of the workers, runs of at most ``rows_per_task`` rows), fewer where there are
+    fewer row groups. A task's fixed costs (its states, its top-1% candidates kept for the whole
+    data, their merge) are paid once per run rather than once per file."""
     from lossctl import io
 
+    rows_per_task = max(1, rows_per_task or ROWS_PER_TASK)
     src = plan.sources[0]
     files = list(zip(src.parts, src.part_keys)) if src.fmt == "dataset" else [(src, None)]
     groups = []
@@ -107,34 +116,44 @@ def fragments(plan: Any, workers: int) -> list[Fragment]:
         md = io.parquet_file(part.path).metadata
         groups.append([md.row_group(i).num_rows for i in range(md.num_row_groups)])
     total = sum(sum(g) for g in groups)
-    split = len(files) < 2 * workers
-    per = math.ceil(total / (2 * workers)) if split else None
+    pieces = [(f, i, n) for f, sizes in enumerate(groups) for i, n in enumerate(sizes) if n]
+    if not pieces:
+        return []
+    workers = max(1, workers)
+    n_tasks = min(len(pieces), workers * max(1, math.ceil(total / (workers * rows_per_task))))
+    # cut k at the row-group boundary nearest k/n_tasks of the rows, each run at least one row group
+    ends = list(itertools.accumulate(n for _, _, n in pieces))  # rows up to and including piece j
+    cuts = [0]
+    for k in range(1, n_tasks):
+        goal = k * total / n_tasks
+        j = bisect.bisect_left(ends, goal)  # ends[j] ≥ goal: cut after piece j, or before it
+        j = j + 1 if j < len(ends) and (j == 0 or ends[j] - goal < goal - ends[j - 1]) else j
+        cuts.append(min(max(j, cuts[-1] + 1), len(pieces) - (n_tasks - k)))
+    cuts.append(len(pieces))
+    runs = [pieces[a:b] for a, b in zip(cuts, cuts[1:])]
     out: list[Fragment] = []
     offset = 0
-    for (part, keys), sizes in zip(files, groups):
-        stat = io.file_stat(part.path)
-        pieces: list[tuple[int, int, int]] = []  # (first row group, end, rows)
-        if per is None:
-            pieces.append((0, len(sizes), sum(sizes)))
+    for run in runs:
+        by_file: dict[int, list[int]] = {}  # file → [first row group, end, rows]
+        for f, i, n in run:
+            r = by_file.setdefault(f, [i, i, 0])
+            r[1], r[2] = i + 1, r[2] + n
+        parts, keys, names = [], [], []
+        for f, (a, b, n) in by_file.items():
+            part, key = files[f]
+            rg = None if (a, b) == (0, len(groups[f])) else (a, b)
+            parts.append(dataclasses.replace(part, row_groups=rg, num_rows=n, rows_bound=n))
+            keys.append(key)
+            names.append(part.name)
+        rows = sum(n for _, _, n in run)
+        if src.fmt == "dataset":
+            fsrc = dataclasses.replace(src, path=names, parts=parts, part_keys=keys, num_rows=rows, rows_bound=rows,
+                                       conflicts={}, lacking={})
         else:
-            start, rows = 0, 0
-            for i, n in enumerate(sizes):
-                rows += n
-                if rows >= per or i == len(sizes) - 1:
-                    pieces.append((start, i + 1, rows))
-                    start, rows = i + 1, 0
-        for a, b, rows in pieces:
-            if rows == 0:
-                continue
-            rg = None if (a, b) == (0, len(sizes)) else (a, b)
-            if keys is None:
-                fsrc = dataclasses.replace(src, row_groups=rg, num_rows=rows, rows_bound=rows)
-            else:
-                one = dataclasses.replace(part, row_groups=rg, num_rows=rows, rows_bound=rows)
-                fsrc = dataclasses.replace(src, path=[part.name], parts=[one], part_keys=[keys], num_rows=rows,
-                                           rows_bound=rows, conflicts={}, lacking={})
-            out.append(Fragment(len(out), part.name, fsrc, offset, rows, stat))
-            offset += rows
+            fsrc = parts[0]
+        stats = [(name, files[f][0].path, io.file_stat(files[f][0].path)) for f, name in zip(by_file, names)]
+        out.append(Fragment(len(out), names[0], fsrc, offset, rows, stats))
+        offset += rows
     return out
 
 
@@ -165,14 +184,15 @@ def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
 def _unchanged(frag: Fragment) -> None:
     from lossctl import io
 
-    try:
-        now = io.file_stat(frag.name)
-    except OSError as e:
-        raise InputError.at(f"cannot read it any more ({e.strerror or e}): it changed after the run was planned",
-                            source=frag.name) from None
-    if now != frag.stat:
-        raise InputError.at("the file changed after the run was planned (its size or modification time differ); "
-                            "run again", source=frag.name)
+    for name, path, stat in frag.files:
+        try:
+            now = io.file_stat(path)
+        except OSError as e:
+            raise InputError.at(f"cannot read it any more ({e.strerror or e}): it changed after the run was planned",
+                                source=name) from None
+        if now != stat:
+            raise InputError.at("the file changed after the run was planned (its size or modification time differ); "
+                                "run again", source=name)
 
 
 def _merge(wire: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +277,10 @@ def _explain(e: BaseException, frag: Fragment) -> BaseException:
     if isinstance(e, LossctlError):
         return e
     if isinstance(e, KilledWorker):
-        return InputError.at("a Dask worker died while evaluating this file (out of memory, or killed)",
+        more = len(frag.files) - 1
+        which = "this file" if not more else \
+            f"this file or the {more} after it, up to {frag.files[-1][0]}" if more > 1 else f"this file or {frag.files[-1][0]}"
+        return InputError.at(f"a Dask worker died while evaluating {which} (out of memory, or killed)",
                              source=frag.name)
     return e
 
