@@ -632,3 +632,28 @@ def test_fragments_are_contiguous_runs_of_about_equal_rows(tmp_path):
     halves = cut(one, 2)  # one file: its row groups in two runs
     assert [(f.rows, f.src.row_groups) for f in halves] == [(500, (0, 5)), (500, (5, 10))]
     assert [(f.rows, f.src.row_groups) for f in cut(one, 1)] == [(1000, None)]
+
+
+@needs_dask
+def test_preload_warms_a_worker_before_its_first_task():
+    """`dask worker ADDR --preload lossctl.engines.dask`: the worker imports lossctl's reader, driver and
+    losses and sets lossctl's malloc thresholds when it starts (the first run on a fresh cluster would
+    pay for them), without importing pandas."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    def imported():
+        import sys
+
+        return {m: m in sys.modules for m in ("lossctl.losses", "lossctl.driver", "lossctl.statefile", "pyarrow.parquet",
+                                               "pandas")}
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.CRITICAL,
+                      preload=["lossctl.engines.dask"]) as cluster, Client(cluster, set_as_default=False) as client:
+        (found,) = client.run(imported).values()
+        warm = client.run(lambda: __import__("lossctl.engines.dask", fromlist=["_WARM"])._WARM)
+    assert found == {"lossctl.losses": True, "lossctl.driver": True, "lossctl.statefile": True,
+                     "pyarrow.parquet": True, "pandas": False}
+    assert list(warm.values()) == [True]

@@ -160,20 +160,38 @@ def fragments(plan: Any, workers: int, rows_per_task: int | None = None) -> list
 # ------------------------------------------------------------------ what runs on a worker
 
 
-_TUNED = False
+_WARM = False
+
+
+def _warm() -> None:
+    """What every task needs, once per worker process: lossctl's reader, driver and losses imported,
+    and the CLI's malloc settings (whatever the worker was started with: distributed's nanny sets
+    MALLOC_TRIM_THRESHOLD_, which makes lossctl's batches slower)."""
+    global _WARM
+    if _WARM:
+        return
+    import pyarrow.parquet  # noqa: F401
+
+    from lossctl import driver, io, pipeline, registry, statefile  # noqa: F401
+    from lossctl.cli import _tune_malloc
+
+    registry.all_losses()
+    _tune_malloc()
+    _WARM = True
+
+
+def dask_setup(worker: Any = None) -> None:
+    """``dask worker ADDRESS --preload lossctl.engines.dask``: each worker warms up when it starts
+    (imports, malloc settings), so that the first run on a fresh cluster does not pay for it."""
+    _warm()
 
 
 def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
     """A fragment's states: the shard driver on its rows, numbered from their place in the data."""
-    global _TUNED
     from lossctl import statefile
     from lossctl.driver import plan_from_wire, run_shard
 
-    if not _TUNED:  # the CLI's malloc settings, whatever the worker was started with
-        from lossctl.cli import _tune_malloc
-
-        _tune_malloc()
-        _TUNED = True
+    _warm()
     _unchanged(frag)
     plan = plan_from_wire(wire, [frag.src])
     acc = run_shard(plan, frag.row_offset, input_offset=frag.row_offset, whole=False)
