@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from lossctl import registry
-from lossctl.engine import Batch, Context, DecomposableState, Options, State
+from lossctl.engine import Batch, Context, State
 from lossctl.errors import InputError, UsageError
 from lossctl.results import LossResult
 
@@ -367,64 +367,50 @@ def _context(spec: registry.LossSpec, cols: dict[str, np.ndarray], n: int, grad:
         task = spec.task
         if len(spec.all_tasks) > 1 and "multiclass" in spec.all_tasks and p is not None and p.ndim == 2:
             task = "multiclass"
-    ctx = Context(task=task, grad=grad, rows_bound=n)
-    if p is not None and p.ndim == 2:
-        ctx.n_classes = p.shape[1]
     t = cols.get("target")
-    if t is not None and t.ndim == 2:
-        ctx.target_kind = "vector"
-    return ctx
+    return Context(task=task, grad=grad, rows_bound=n, n_classes=p.shape[1] if p is not None and p.ndim == 2 else None,
+                   target_kind="vector" if t is not None and t.ndim == 2 else "scalar")
+
+
+class _ArrayPass:
+    """One pass over arrays in batches of ``step`` rows: the driver's :class:`~lossctl.driver.Pass`."""
+
+    def __init__(self, cols: dict[str, np.ndarray], w: np.ndarray | None, n: int, step: int) -> None:
+        self.cols, self.w, self.n, self.step = cols, w, n, step
+        self.rows = self.dropped = 0
+        self.weight_total = 0.0
+        self.info: dict[str, Any] = {}
+
+    def batches(self) -> Iterator[tuple[list[Batch], list[Any], Any]]:
+        for start in range(0, self.n, self.step):
+            stop = min(self.n, start + self.step)
+            w = None if self.w is None else self.w[start:stop]
+            self.rows = stop
+            yield [Batch({r: _wide(a[start:stop]) for r, a in self.cols.items()}, stop - start, w, start, "", {},
+                         input_start=start)], [], None
 
 
 def _one(call, cols, w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows) -> LossResult:
+    """One loss on arrays: a plan of one job, driven and assembled as the CLI's are."""
+    from lossctl.assemble import _add_ci, result_for
+    from lossctl.binding import Binding
+    from lossctl.driver import drive
+    from lossctl.plan import Job, Plan, Request, options
+
     spec = call.spec
     ctx = _context(spec, cols, n, grad, task)
     if reduction == "sum" and not spec.row_mean:
         raise UsageError(f"{spec.name} is not a mean over rows, so reduction='sum' does not apply to it")
-    opts = Options(grad=grad, ci=ci, bootstrap=bootstrap, seed=seed, reduction=reduction)
-    kernel = spec.factory(call.params, ctx)
-    state: State = kernel if isinstance(kernel, State) else DecomposableState(kernel, opts)
+    req = Request(data="", losses=[call.text], grad=grad, reduction=reduction, ci=ci, bootstrap=bootstrap, seed=seed,
+                  batch_rows=batch_rows)
+    job = Job(call, Binding(), "pred")
+    plan = Plan(req, ("",), ("arrays",), ctx.task, False, (job,), ("pred",), ctx, None, (), None, {})
     step = int(batch_rows or max(n, 1))
-
-    def batches():
-        for start in range(0, n, step):
-            stop = min(n, start + step)
-            yield Batch({r: _wide(a[start:stop]) for r, a in cols.items()}, stop - start,
-                        None if w is None else w[start:stop], start, "", {}, input_start=start)
-
-    k = getattr(state, "kernel", None)
-    if k is not None and k.needs_prepass:
-        for b in batches():
-            k.validate(b)
-            k.prepass(b)
-        k.end_prepass()
-    for b in batches():
-        if k is not None:
-            k.validate(b)
-        elif hasattr(state, "validate"):
-            state.validate(b)
-        state.update(b)
-    if state.two_pass:
-        for b in batches():
-            state.update2(b)
-    r = state.result()
-    res = LossResult(
-        loss=spec.name, spec=call.text, params=dict(call.params), pred="pred", value=float(r.get("value", np.nan)),
-        n=int(r.get("n", 0)), reduction=reduction, grad=r.get("grad"), grad_by_role=r.get("grad_by_role"),
-        grad_sample=r.get("grad_sample"), extra=r.get("extra", {}), notes=list(r.get("notes", [])),
-    )
-    if ci:  # the notes the CLI gives when it has no interval
-        if not (isinstance(state, DecomposableState) and state.boot is not None):
-            res.notes.append("no bootstrap interval: this loss is not a function of row sums")
-        elif state.boot.count < 2:
-            res.notes.append("no bootstrap interval: it needs at least 2 rows")
-        else:
-            from lossctl.engine import bootstrap_values, percentile_interval
-
-            mat, method = state.boot.matrix()
-            fn = state.boot_fn()
-            (vals,) = bootstrap_values([mat], [lambda t: fn(t[0])], bootstrap, seed)
-            res.ci, res.ci_method = percentile_interval(vals, ci), method
+    states = drive(plan, lambda: _ArrayPass(cols, w, n, step)).states
+    opts = options(plan)
+    res = result_for(job, states[0], opts)
+    if ci:
+        _add_ci(plan, states, [res], opts)
     return res
 
 
@@ -459,16 +445,10 @@ def per_row(
     k = spec.factory(call.params, _context(spec, cols, n, True, task))
     if isinstance(k, State) or not hasattr(k, "per_row"):
         raise UsageError(f"{spec.name} has no per-row values; use evaluate()")
-    b = Batch({r: _wide(a) for r, a in cols.items()}, n, w, 0, "", {})
-    k.validate(b)
-    if k.needs_prepass:
-        k.prepass(b)
-        k.end_prepass()
-    loss_rows, grads = k.per_row(b, True)
-    if w is not None:
-        loss_rows = loss_rows * w
-        if grads is not None:
-            grads = {r: g * (w if g.ndim == 1 else w[:, None]) for r, g in grads.items()}
+    from lossctl.rowwise import row_values
+
+    main = _ArrayPass(cols, w, n, max(n, 1))
+    ((_, _, ((loss_rows, grads),)),) = row_values([k], lambda: _ArrayPass(cols, w, n, max(n, 1)), main, [True])
     return loss_rows, grads
 
 

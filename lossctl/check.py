@@ -499,9 +499,9 @@ def verdict(op: str, value: float, bound: float, excess_ci: tuple[float, float] 
 
 
 def build_request(s: Settings):
-    """The pipeline request of a gate run: the asserted losses, the candidate and the baseline."""
+    """The request of a gate run: the asserted losses, the candidate and the baseline."""
     from lossctl import registry
-    from lossctl.pipeline import Request
+    from lossctl.plan import Request
 
     if not s.assertions:
         raise UsageError("nothing to check: give --assert \"SPEC OP BOUND\" or [[check]] tables in a config "
@@ -528,28 +528,28 @@ def build_request(s: Settings):
 def run(s: Settings, progress: Callable[[Any], Any] | None = None, engine: Any = None) -> GateReport:
     """Evaluate every assertion of ``s`` in one pass over the data (on ``engine``, such as
     lossctl.engines.dask.Engine, where one is given)."""
-    from lossctl.pipeline import accumulate, prepare
+    from lossctl.driver import accumulate
+    from lossctl.planner import prepare
 
     req, texts = build_request(s)
     if engine is not None:
         engine.check_request(req)
-    plan = prepare(req)
-    try:
-        bar = progress(plan) if progress is not None and engine is None else None
+    plan, inputs = prepare(req)
+    with inputs:
+        bar = progress(inputs) if progress is not None and engine is None else None
         try:
-            acc = engine.accumulate(plan) if engine is not None else accumulate(plan, 0, bar)
+            acc = engine.accumulate(plan, inputs) if engine is not None else accumulate(plan, inputs, 0, bar)
         finally:
             if bar is not None:
                 bar.close()
         return judge(plan, acc, s, texts)
-    finally:
-        plan.close()
 
 
 def judge(plan: Any, acc: Any, s: Settings, texts: list[str]) -> GateReport:
     """Verdicts from the accumulated states of a gate run (overall and per slice)."""
     from lossctl import registry
-    from lossctl.pipeline import BASELINE, _sort_key, options, run_notes
+    from lossctl.plan import BASELINE, options
+    from lossctl.assemble import _sort_key, run_notes
 
     opts = options(plan)
     npred = len(plan.pred_labels)
@@ -561,7 +561,7 @@ def judge(plan: Any, acc: Any, s: Settings, texts: list[str]) -> GateReport:
     for a in s.assertions:
         li = index[registry.parse_spec(a.spec, overrides).text]
         pairs.append((li * npred if has_base else None, li * npred + (1 if has_base else 0)))
-    warnings = list(plan.notes) + run_notes(plan, acc.dropped, acc.join, [src.name for src in plan.sources])
+    warnings = list(plan.notes) + run_notes(plan, acc.dropped, acc.join, list(plan.source_names))
 
     boots: dict[int, Any] = {}  # one resampling per set of states, shared by its assertions
     overall = _judge_set(plan, s, s.assertions, pairs, acc.states, acc.rows, None, None, opts.seed, warnings,
@@ -603,14 +603,15 @@ def judge(plan: Any, acc: Any, s: Settings, texts: list[str]) -> GateReport:
         slices.append(summary)
     return GateReport(
         task=plan.task, rows=acc.rows, checks=checks, strict=s.strict, ci=s.ci, slices=slices,
-        warnings=list(dict.fromkeys(warnings)), sources=[src.name for src in plan.sources], has_baseline=has_base,
+        warnings=list(dict.fromkeys(warnings)), sources=list(plan.source_names), has_baseline=has_base,
     )
 
 
 def _project(plan, acc, ordered, seeds, by_all, by, opts) -> dict[tuple, tuple[list[Any], int, int]]:
     """The slices of ``by`` (a subset of the run's --by columns): the run's own slices when
     they are the same columns, else its finer slices merged."""
-    from lossctl.pipeline import _new_state, _sort_key
+    from lossctl.driver import new_state
+    from lossctl.assemble import _sort_key
 
     if list(by) == by_all:
         return {k: (acc.group_states[k], acc.group_rows[k], seeds[k]) for k in ordered}
@@ -619,7 +620,7 @@ def _project(plan, acc, ordered, seeds, by_all, by, opts) -> dict[tuple, tuple[l
     for k in ordered:
         sub = tuple(k[i] for i in pos)
         if sub not in merged:
-            merged[sub] = ([_new_state(j, opts) for j in plan.jobs], 0)
+            merged[sub] = ([new_state(j, plan.ctx, opts) for j in plan.jobs], 0)
         states, rows = merged[sub]
         for mine, theirs in zip(states, acc.group_states[k]):
             try:

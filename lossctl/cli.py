@@ -221,7 +221,11 @@ def eval_cmd(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or notes on stderr.")] = False,
 ) -> None:
     """Compute losses (and with --grad their gradient summaries) for one or more prediction sets."""
-    from lossctl.pipeline import Request, accumulate, build_report, iter_rows, prepare
+    from lossctl.plan import Request
+    from lossctl.driver import accumulate
+    from lossctl.assemble import build_report
+    from lossctl.rowwise import iter_rows
+    from lossctl.planner import prepare
 
     form = _default_format(fmt, output)
     if batch_rows is not None and batch_rows < 1:
@@ -251,35 +255,36 @@ def eval_cmd(
     dask_engine = _engine(engine, scheduler, req)
     if dask_engine is not None and emit_state:
         raise UsageError("--emit-state writes one shard's states; --engine dask merges every file's itself")
-    plan = prepare(req)
+    plan, inputs = prepare(req)
     try:
         if reduction == "none":
             from lossctl.render import write_rows
+            from lossctl.rowwise import rowwise_notes
 
             with _output(output, stream=True) as out:  # a pipe or a terminal gets each batch as it is done
-                write_rows(iter_rows(plan), form, out)
-            _notes(plan.notes, quiet)
+                write_rows(iter_rows(plan, inputs), form, out)
+            _notes([*plan.notes, *rowwise_notes(plan)], quiet)
             return
-        if emit_state:
-            plan.ctx.top_keep = 2  # gradient top-1% candidates to spare for the merge
+        # gradient top-1% candidates to spare for the merge; only the table draws the histogram
+        plan = plan.with_context(top_keep=2 if emit_state else plan.ctx.top_keep,
+                                 sample_grads=form == "table" or bool(emit_state))
         from lossctl import progress as prog
 
         bar = None
         if prog.wanted(quiet) and dask_engine is None:
-            src = plan.sources[0]
+            src = inputs[0]
             bar = prog.Progress(src.num_rows, src.size_bytes, os.path.basename(src.name) or src.name)
-        plan.ctx.sample_grads = form == "table" or bool(emit_state)  # only the table draws the histogram
         try:
             # pictures on a terminal, with NO_COLOR too (their shapes carry them without colour)
             want_sample = form == "table" and _is_tty(sys.stdout) and not output
             if dask_engine is not None:
-                acc = dask_engine.accumulate(plan)
+                acc = dask_engine.accumulate(plan, inputs)
             elif emit_state:  # a shard: its losses must merge (refused before reading)
                 from lossctl.driver import run_shard
 
-                acc = run_shard(plan, row_offset, progress=bar, sample=want_sample)
+                acc = run_shard(plan, inputs, row_offset, progress=bar, sample=want_sample)
             else:
-                acc = accumulate(plan, row_offset, bar, sample=want_sample)
+                acc = accumulate(plan, inputs, row_offset, bar, sample=want_sample)
         finally:
             if bar is not None:
                 bar.close()
@@ -290,7 +295,7 @@ def eval_cmd(
             state = statefile.encode(statefile.dump(plan, acc, row_offset))
         report = build_report(plan, acc)
     finally:
-        plan.close()
+        inputs.close()
     _show(report, form, output, quiet, state=(emit_state, state) if emit_state else None)
 
 
@@ -343,7 +348,7 @@ def merge_cmd(
 ) -> None:
     """Combine shard state files into exactly the result of one run over all shards."""
     from lossctl import statefile
-    from lossctl.pipeline import build_report
+    from lossctl.assemble import build_report
 
     form = _default_format(fmt, output)
     _guard_outputs(list(states), output=output)
@@ -407,12 +412,12 @@ def check_cmd(
     _guard_outputs([settings.data, settings.data2, settings.baseline], output=output, junit=junit)
     dask_engine = _engine(engine, scheduler)
 
-    def bar(plan):
+    def bar(inputs):
         from lossctl import progress as prog
 
         if not prog.wanted(quiet):
             return None
-        src = plan.sources[0]
+        src = inputs[0]
         return prog.Progress(src.num_rows, src.size_bytes, os.path.basename(src.name) or src.name)
 
     report = gate_mod.run(settings, bar, engine=dask_engine) if dask_engine is not None else gate_mod.run(settings, bar)
@@ -472,7 +477,7 @@ def recommend_cmd(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No notes on stderr.")] = False,
 ) -> None:
     """Measure the evidence the selection guides turn on; rank the losses that fit, with reasons."""
-    from lossctl.pipeline import Request
+    from lossctl.plan import Request
     from lossctl.advice.render import FORMATS as REC_FORMATS
     from lossctl.advice.render import render as render_advice
     from lossctl.advice.sources import run_request

@@ -119,9 +119,9 @@ class Batch:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """What a kernel may need to know beyond its parameters."""
+    """What a kernel may need to know beyond its parameters (part of a plan: frozen)."""
 
     task: str
     grad: bool = False
@@ -133,7 +133,7 @@ class Context:
     # json/csv output, where nothing shows it (a quarter of the --grad cost)
     sample_grads: bool = True
     # filled in by a pre-pass for kernels that need whole-file facts (balanced weights)
-    prepass: dict[str, Any] = field(default_factory=dict)
+    prepass: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 class Kernel:

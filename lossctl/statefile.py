@@ -63,8 +63,6 @@ def _state_dict(s: State, spec: str) -> dict[str, Any]:
 
 
 def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
-    from lossctl.pipeline import _bindings
-
     req = plan.request
     p = payload(plan, acc, row_offset)
     doc = {
@@ -73,14 +71,14 @@ def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
         "lossctl_version": __version__,
         "task": plan.task,
         "task_inferred": plan.task_inferred,
-        "sources": [s.name for s in plan.sources],
+        "sources": list(plan.source_names),
         "context": {"n_classes": plan.ctx.n_classes, "target_kind": plan.ctx.target_kind},
         "options": {"grad": req.grad, "ci": req.ci, "bootstrap": req.bootstrap, "seed": req.seed,
                     "reduction": req.reduction, "min_rows": req.min_rows, "key": req.key},
         "jobs": [{"spec": j.call.text, "params": j.call.params, "pred": j.pred} for j in plan.jobs],
         "pred_labels": plan.pred_labels,
         "by": [s.text for s in plan.by],
-        "bindings": _bindings(plan),
+        "bindings": dict(plan.bindings),
         "rows": p["rows"],
         "dropped_rows": p["dropped_rows"],
         "row_offset": row_offset,
@@ -107,13 +105,14 @@ def payload(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:
 
 
 def from_payload(plan: Any, p: dict[str, Any]) -> Any:
-    """The :class:`~lossctl.pipeline.Accumulated` a payload describes, its states built from ``plan``."""
-    from lossctl.pipeline import Accumulated, _new_state, options
+    """The :class:`~lossctl.driver.Accumulated` a payload describes, its states built from ``plan``."""
+    from lossctl.driver import Accumulated, new_state
+    from lossctl.plan import options
 
     o = options(plan)
 
     def load(sd: list[dict[str, Any]]) -> list[State]:
-        return [_new_state(job, o).load(d) for job, d in zip(plan.jobs, sd)]
+        return [new_state(job, plan.ctx, o).load(d) for job, d in zip(plan.jobs, sd)]
 
     groups = {tuple(g["key"]): load(g["states"]) for g in p["groups"]}
     rows = {tuple(g["key"]): g["rows"] for g in p["groups"]}
@@ -258,8 +257,9 @@ _CONTEXT_KEYS = ("n_classes", "target_kind")
 
 def merge(paths: list[str]):
     """Read state files, check they describe the same evaluation, merge them exactly."""
-    from lossctl.pipeline import Accumulated, Job, Plan, Request
-    from lossctl.binding import Binding
+    from lossctl.driver import Accumulated
+    from lossctl.binding import Binding, Selector
+    from lossctl.plan import Job, Plan, Request
 
     if not paths:
         raise UsageError("merge needs at least one state file")
@@ -311,15 +311,16 @@ def merge(paths: list[str]):
         except (UsageError, TypeError, ValueError) as e:
             raise InputError.at(f"damaged state file: loss {j['spec']!r}: {e}", source=paths[0]) from None
         call = registry.LossCall(call.spec, params, j["spec"])
-        jobs.append(Job(call, Binding(), j["pred"], lambda s=call.spec, p=params: s.factory(p, ctx)))
-    plan = Plan(req, [], first["task"], first["task_inferred"], jobs, first["pred_labels"], ctx, None,
-                [_Label(b) for b in first["by"]], None)
+        jobs.append(Job(call, Binding(), j["pred"]))
+    notes = []
     if len(versions) > 1:
-        plan.notes.append(f"the shards were written by lossctl {', '.join(versions)} "
-                          f"(state format {VERSION} is the same)")
-    plan.source_names = [s for d in docs for s in d["sources"]]  # type: ignore[attr-defined]
-    plan.bindings = first.get("bindings") or {}  # type: ignore[attr-defined]
-    from lossctl.pipeline import _new_state, options
+        notes.append(f"the shards were written by lossctl {', '.join(versions)} (state format {VERSION} is the same)")
+    names = tuple(s for d in docs for s in d["sources"])
+    plan = Plan(req, names, ("state",) * len(names), first["task"], first["task_inferred"], tuple(jobs),
+                tuple(first["pred_labels"]), ctx, None, tuple(Selector(b, [b], vector=False) for b in first["by"]),
+                None, first.get("bindings") or {}, tuple(notes))
+    from lossctl.driver import new_state
+    from lossctl.plan import options
 
     o = options(plan)
 
@@ -328,7 +329,7 @@ def merge(paths: list[str]):
             raise InputError.at(f"damaged state file: {len(jobs)} loss states expected", source=path)
         out = []
         for job, d in zip(jobs, sd):
-            st = _new_state(job, o)
+            st = new_state(job, ctx, o)
             try:
                 st.load(d)
             except KeyError as e:
@@ -371,19 +372,11 @@ def merge(paths: list[str]):
     offsets = sorted((d["row_offset"], d["rows"]) for d in docs)
     contiguous = all(a[0] + a[1] == b[0] for a, b in zip(offsets, offsets[1:])) and offsets[0][0] == 0
     if opts["ci"] and not contiguous:
-        plan.notes.append("bootstrap intervals of merged shards equal a single run's only when each shard was "
-                          "emitted with --row-offset set to its first row in the whole data")
+        plan = plan.with_notes("bootstrap intervals of merged shards equal a single run's only when each shard "
+                               "was emitted with --row-offset set to its first row in the whole data")
     return plan, Accumulated(states, groups, group_rows, rows, dropped, None)
 
 
 def _show(x: Any) -> str:
     text = json.dumps(_encode(x), separators=(",", ":"))
     return text if len(text) <= 60 else text[:57] + "…"
-
-
-class _Label:
-    """Stands in for a --by selector when the plan comes from state files."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.columns = [text]

@@ -290,12 +290,12 @@ def test_schemas_that_differ_in_a_dataset(cli, tmp_path):
 
 
 def test_internal_error_exits_3(cli, reg, monkeypatch):
-    import lossctl.pipeline
+    import lossctl.driver
 
     def boom(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(lossctl.pipeline, "accumulate", boom)
+    monkeypatch.setattr(lossctl.driver, "accumulate", boom)
     r = cli("eval", reg)
     assert r.code == 3 and "internal error" in r.err and "kaboom" in r.err and "Traceback" not in r.err
     with pytest.raises(RuntimeError):

@@ -271,33 +271,35 @@ def test_input_error_is_the_local_engines_earliest(tmp_path, capsys, address):
 
 @needs_dask
 def test_file_changed_since_planning(tmp_path, client):
-    from lossctl.driver import plan_wire
+    from lossctl.plan import plan_wire
     from lossctl.engines import dask as engine
     from lossctl.errors import InputError
-    from lossctl.pipeline import Request, prepare
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
 
     d = write_dataset(_reg_df(300), tmp_path / "ds")
-    plan = prepare(Request(data=str(d), target="y", preds=["p"]))
-    frags = engine.fragments(plan, 2)
+    plan, inputs = prepare(Request(data=str(d), target="y", preds=["p"]))
+    frags = engine.fragments(plan, inputs, 2)
     st = os.stat(d / "part-2.parquet")
     os.utime(d / "part-2.parquet", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     with client.as_current():
         with pytest.raises(InputError, match="part-2.parquet: the file changed after the run was planned"):
-            engine._run(client, plan_wire(plan), frags, plan.sources[0].name)
-    plan.close()
+            engine._run(client, plan_wire(plan), frags, plan.source_names[0])
+    inputs.close()
 
 
 @needs_dask
 def test_no_pandas_on_the_workers(client, reg_dir):
     """A task reads its fragment with lossctl's Arrow reader: with pandas made unimportable on
     the workers (whatever else loaded it there before), every task still runs."""
-    from lossctl.driver import plan_wire
+    from lossctl.plan import plan_wire
     from lossctl.engines import dask as engine
-    from lossctl.pipeline import Request, prepare
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
 
-    plan = prepare(Request(data=str(reg_dir), target="y", preds=["p"], grad=True, by=["g"], ci=0.9, bootstrap=20))
-    wire, frags = plan_wire(plan), engine.fragments(plan, 2)
-    plan.close()
+    plan, inputs = prepare(Request(data=str(reg_dir), target="y", preds=["p"], grad=True, by=["g"], ci=0.9, bootstrap=20))
+    wire, frags = plan_wire(plan), engine.fragments(plan, inputs, 2)
+    inputs.close()
 
     def without_pandas(wire, frags):
         import sys
@@ -327,16 +329,17 @@ def test_payload_pickled_is_no_larger_than_the_state_file(tmp_path):
     """States travel as the state file's data: pickled, at most 1.2× the JSON state file."""
     from lossctl import statefile
     from lossctl.driver import run_shard
-    from lossctl.pipeline import Request, prepare
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
 
     pq.write_table(pa.Table.from_pandas(_reg_df(36_000), preserve_index=False), tmp_path / "f.parquet")
     req = Request(data=str(tmp_path / "f.parquet"), target="y", preds=["p", "q"], grad=True, ci=0.9, by=["g"],
                   losses=["mse", "mae", "huber"])
-    plan = prepare(req)
-    acc = run_shard(plan, 0)
+    plan, inputs = prepare(req)
+    acc = run_shard(plan, inputs, 0)
     sent = len(pickle.dumps(statefile.payload(plan, acc, 0), protocol=pickle.HIGHEST_PROTOCOL))
     on_file = len(json.dumps(statefile.dump(plan, acc, 0), separators=(",", ":")))
-    plan.close()
+    inputs.close()
     assert sent <= 1.2 * on_file, (sent, on_file)
     assert on_file > 100_000  # the states hold row candidates and bootstrap blocks, not just sums
 
@@ -574,17 +577,18 @@ def test_whole_data_checks_are_made_on_the_total(tmp_path, capsys, address, chan
 def test_merged_states_keep_candidates_for_the_whole_data_only(tmp_path):
     """Each fragment keeps top-1% candidates for the whole dataset's rows; their union keeps
     as many, not the sum of the fragments' (which would double at each level of the tree)."""
-    from lossctl.driver import plan_wire
+    from lossctl.plan import plan_wire
     from lossctl.engines import dask as engine
-    from lossctl.pipeline import Request, prepare
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
 
     d = tmp_path / "ds"
     d.mkdir()
     for i in range(4):
         pq.write_table(pa.Table.from_pandas(_reg_df(60_000, seed=i), preserve_index=False), d / f"f{i}.parquet")
-    plan = prepare(Request(data=str(d), target="y", preds=["p"], grad=True, losses=["mse"]))
-    wire, frags = plan_wire(plan), engine.fragments(plan, 2, rows_per_task=1)  # a task per file
-    plan.close()
+    plan, inputs = prepare(Request(data=str(d), target="y", preds=["p"], grad=True, losses=["mse"]))
+    wire, frags = plan_wire(plan), engine.fragments(plan, inputs, 2, rows_per_task=1)  # a task per file
+    inputs.close()
     assert len(frags) == 4
     n = 240_000
     parts = [engine._task(wire, f) for f in frags]
@@ -599,7 +603,8 @@ def test_fragments_are_contiguous_runs_of_about_equal_rows(tmp_path):
     """A task per worker (fixed costs paid once per run, not per file), cut at row-group boundaries;
     a multiple of the workers when the runs would pass ROWS_PER_TASK; every row once, in order."""
     from lossctl.engines import dask as engine
-    from lossctl.pipeline import Request, prepare
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
 
     d = tmp_path / "ds"
     d.mkdir()
@@ -610,11 +615,11 @@ def test_fragments_are_contiguous_runs_of_about_equal_rows(tmp_path):
     pq.write_table(pa.Table.from_pandas(_reg_df(1000), preserve_index=False), one, row_group_size=100)
 
     def cut(path, workers, rows_per_task=None):
-        plan = prepare(Request(data=str(path), target="y", preds=["p"]))
+        plan, inputs = prepare(Request(data=str(path), target="y", preds=["p"]))
         try:
-            frags = engine.fragments(plan, workers, rows_per_task)
+            frags = engine.fragments(plan, inputs, workers, rows_per_task)
         finally:
-            plan.close()
+            inputs.close()
         assert [f.index for f in frags] == list(range(len(frags)))
         assert [f.row_offset for f in frags] == [sum(g.rows for g in frags[:i]) for i in range(len(frags))]
         return frags

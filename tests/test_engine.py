@@ -245,7 +245,7 @@ def test_float32_columns_are_computed_in_float64(cli, tmp_path):
 
 
 def test_library_evaluate_is_not_shadowed_by_a_submodule():
-    import lossctl.pipeline  # noqa: F401
+    import lossctl.assemble  # noqa: F401
 
     assert callable(lossctl.evaluate)
     assert lossctl.evaluate([1.0], [2.0], "mse").value == 1.0

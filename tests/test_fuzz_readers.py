@@ -374,7 +374,9 @@ def test_a_file_deleted_or_unreadable_inside_a_dataset(how, tmp_path, monkeypatc
     import pyarrow.parquet
 
     from lossctl.errors import InputError
-    from lossctl.pipeline import Request, prepare, run as run_plan
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
+    from lossctl.assemble import run as run_plan
 
     root, _, _ = _dataset(str(tmp_path))
     victim = os.path.join(root, "part-1.parquet")
@@ -398,7 +400,7 @@ def test_a_file_deleted_or_unreadable_inside_a_dataset(how, tmp_path, monkeypatc
         with open(victim, "wb") as f:
             f.write(b"y,yhat\n1,2\n")
     if how in ("deleted-after-open", "unreadable-after-open"):
-        plan = prepare(Request(data=root, losses=["mse"]))
+        plan, inputs = prepare(Request(data=root, losses=["mse"]))
         try:
             if how == "deleted-after-open":
                 os.remove(victim)
@@ -412,9 +414,9 @@ def test_a_file_deleted_or_unreadable_inside_a_dataset(how, tmp_path, monkeypatc
 
                 monkeypatch.setattr(pyarrow.parquet, "ParquetFile", deny_pf)
             with pytest.raises(InputError) as e:
-                run_plan(plan)
+                run_plan(plan, inputs)
         finally:
-            plan.close()
+            inputs.close()
         assert victim in str(e.value) and len(str(e.value).splitlines()) == 1
         return
     r = run("eval", root, "-l", "mse", "-f", "json")

@@ -419,7 +419,7 @@ def test_a_lower_bound_from_any_state_is_noted():
     # summary as it is; the note is added where results are assembled
     from types import SimpleNamespace
 
-    from lossctl import pipeline, registry
+    from lossctl import assemble, registry
     from lossctl.engine import Options
 
     desc = np.sort(np.abs(np.random.default_rng(9).standard_t(2, N_BIG)))[::-1]
@@ -427,7 +427,7 @@ def test_a_lower_bound_from_any_state_is_noted():
     st = SimpleNamespace(grad=gs, result=lambda: {"value": 1.0, "n": N_BIG, "grad": gs.result()})
     spec = registry.get("mse")
     job = SimpleNamespace(call=registry.LossCall(spec, {}, "mse"), pred="p")
-    res = pipeline._result_for(job, st, Options(grad=True))
+    res = assemble.result_for(job, st, Options(grad=True))
     assert res.grad["top1_share_lower_bound"] is True
     assert res.notes == [gs.top1_note()] and "lower bound" in res.notes[0]
 

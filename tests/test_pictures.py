@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 
 from lossctl import pictures
-from lossctl.pipeline import Request, accumulate, build_report, prepare
+from lossctl.plan import Request
+from lossctl.driver import accumulate
+from lossctl.assemble import build_report
+from lossctl.planner import prepare
 from lossctl.render import render_report
 
 from conftest import SAMPLES
@@ -21,11 +24,11 @@ COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|9[0-7]|4[0-9]|10[0-7])[0-9;]*m")  # S
 
 
 def report(path, **kw):
-    plan = prepare(Request(data=str(path), **kw))
+    plan, inputs = prepare(Request(data=str(path), **kw))
     try:
-        return build_report(plan, accumulate(plan, sample=True))
+        return build_report(plan, accumulate(plan, inputs, sample=True))
     finally:
-        plan.close()
+        inputs.close()
 
 
 def drawn(rep, width: int, color: bool = False) -> str:

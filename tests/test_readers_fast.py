@@ -221,7 +221,7 @@ def test_wide_parquet_cross_entropy_through_the_pipeline(tmp_path, capsys, monke
     oracle's (log-sum-exp in float64), in byte-capped batches as in one piece."""
     from scipy.special import logsumexp
 
-    from lossctl import pipeline
+    from lossctl import feed
     from lossctl.cli import main
 
     path = tmp_path / "wide.parquet"
@@ -229,8 +229,8 @@ def test_wide_parquet_cross_entropy_through_the_pipeline(tmp_path, capsys, monke
     z64 = z.astype(np.float64)
     expect = float(np.mean(logsumexp(z64, axis=1) - z64[np.arange(len(y)), y]))
     seen = []
-    real = pipeline._to_matrix
-    monkeypatch.setattr(pipeline, "_to_matrix", lambda *a: seen.append(r := real(*a)) or r)
+    real = feed.to_matrix
+    monkeypatch.setattr(feed, "to_matrix", lambda *a: seen.append(r := real(*a)) or r)
     values = []
     for batch_bytes in (lio.BATCH_BYTES, 1 << 30):
         monkeypatch.setattr(lio, "BATCH_BYTES", batch_bytes)
@@ -253,20 +253,20 @@ def test_stacked_columns_match_column_by_column():
 
     from lossctl.errors import InputError
     from lossctl.binding import Selector
-    from lossctl.pipeline import _stacked, _to_matrix
+    from lossctl.arrays import stacked, to_matrix
 
     big = 2**53 + 1
     arrays = [pa.array([1, None, big], pa.int64()), pa.array([0.5, 2.5, None], pa.float32()),
               pa.chunked_array([[1.25], [None, -3.0]], pa.float64()), pa.array([7, 8, 9], pa.uint8())]
-    got = _stacked(arrays)
+    got = stacked(arrays)
     assert got.dtype == np.float64 and got.shape == (3, 4)
     expect = np.array([[1.0, 0.5, 1.25, 7.0], [np.nan, 2.5, np.nan, 8.0], [float(big), np.nan, -3.0, 9.0]])
     assert np.array_equal(got, expect, equal_nan=True)
-    assert _stacked([pa.array([True, False]), pa.array([1.0, 2.0])]) is None
+    assert stacked([pa.array([True, False]), pa.array([1.0, 2.0])]) is None
     sel = Selector(text="p*", src=0, columns=["a", "b"], vector=True)
     with pytest.raises(InputError, match="not a number"):
-        _to_matrix([pa.array(["1", "x"]), pa.array([1.0, 2.0])], sel, "f.csv", 0)
-    assert np.array_equal(_to_matrix([pa.array([True, False]), pa.array([1.0, 2.0])], sel, "f.csv", 0),
+        to_matrix([pa.array(["1", "x"]), pa.array([1.0, 2.0])], sel, "f.csv", 0)
+    assert np.array_equal(to_matrix([pa.array([True, False]), pa.array([1.0, 2.0])], sel, "f.csv", 0),
                           [[1.0, 1.0], [0.0, 2.0]])
 
 

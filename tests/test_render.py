@@ -9,18 +9,21 @@ import pandas as pd
 import pytest
 
 from lossctl import registry
-from lossctl.pipeline import Request, accumulate, build_report, prepare
+from lossctl.plan import Request
+from lossctl.driver import accumulate
+from lossctl.assemble import build_report
+from lossctl.planner import prepare
 from lossctl.render import markdown, render_report, sparkline
 
 from conftest import SAMPLES
 
 
 def report(path, **kw):
-    plan = prepare(Request(data=path, **kw))
+    plan, inputs = prepare(Request(data=path, **kw))
     try:
-        return build_report(plan, accumulate(plan, sample=True))
+        return build_report(plan, accumulate(plan, inputs, sample=True))
     finally:
-        plan.close()
+        inputs.close()
 
 
 def table(rep, width=100, pictures=True):

@@ -17,16 +17,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from lossctl import slices
-from lossctl.pipeline import Request, prepare, run
+from lossctl.plan import Request
+from lossctl.planner import prepare
+from lossctl.assemble import run
 
 
 def _run(monkeypatch, vectorise: bool, **kw):
     monkeypatch.setattr(slices, "VECTORISE", vectorise)
-    plan = prepare(Request(**kw))
+    plan, inputs = prepare(Request(**kw))
     try:
-        return run(plan)
+        return run(plan, inputs)
     finally:
-        plan.close()
+        inputs.close()
 
 
 def both(monkeypatch, **kw):
@@ -275,19 +277,19 @@ def test_states_that_are_not_sums_keep_a_state_per_group(monkeypatch, tmp_path):
 
 def test_group_states_view_serves_state_files_and_checks(monkeypatch, tmp_path):
     """The Mapping of states per group (state files, check's projections) holds the table's sums."""
-    from lossctl.pipeline import accumulate
+    from lossctl.driver import accumulate
 
     path = regression_file(tmp_path / "r.parquet", 4000, 6, seed=9)
     monkeypatch.setattr(slices, "VECTORISE", True)
-    plan = prepare(Request(data=path, target="y", preds=["yhat"], losses=["mse", "mae"], by=["g", "s"],
+    plan, inputs = prepare(Request(data=path, target="y", preds=["yhat"], losses=["mse", "mae"], by=["g", "s"],
                            batch_rows=900))
-    acc = accumulate(plan)
-    plan.close()
+    acc = accumulate(plan, inputs)
+    inputs.close()
     monkeypatch.setattr(slices, "VECTORISE", False)
-    plan2 = prepare(Request(data=path, target="y", preds=["yhat"], losses=["mse", "mae"], by=["g", "s"],
+    plan2, inputs2 = prepare(Request(data=path, target="y", preds=["yhat"], losses=["mse", "mae"], by=["g", "s"],
                             batch_rows=900))
-    ref = accumulate(plan2)
-    plan2.close()
+    ref = accumulate(plan2, inputs2)
+    inputs2.close()
     assert set(acc.group_states) == set(ref.group_states)
     assert acc.group_rows == dict(ref.group_rows)
     for k in ref.group_states:
@@ -311,11 +313,11 @@ def test_per_image_segmentation_goes_through_the_slices_table(tmp_path):
     prob = np.clip(0.6 * mask + 0.4 * rng.random(n), 0, 1)
     path = tmp_path / "seg.parquet"
     pq.write_table(pa.table({"image_id": ids, "mask": mask, "prob": prob}), path)
-    plan = prepare(Request(data=str(path), losses=["dice", "tversky:alpha=0.3,beta=0.7"], batch_rows=20000))
+    plan, inputs = prepare(Request(data=str(path), losses=["dice", "tversky:alpha=0.3,beta=0.7"], batch_rows=20000))
     try:
-        rep = run(plan)
+        rep = run(plan, inputs)
     finally:
-        plan.close()
+        inputs.close()
     order = list(dict.fromkeys(ids.tolist()))
     for res, fn in zip(rep.results, (S.dice, lambda y, p: S.tversky(y, p, alpha=0.3, beta=0.7))):
         per = res.extra["per_image"]

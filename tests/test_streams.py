@@ -276,22 +276,22 @@ def test_rows_reach_stdout_batch_by_batch(tmp_path, monkeypatch):
     """Before the second batch is computed, the first batch's rows have left lossctl (written and flushed)."""
     import io
 
-    import lossctl.pipeline
+    import lossctl.rowwise
     from lossctl.cli import main
 
     raw = io.BytesIO()
     stdout = io.TextIOWrapper(raw, encoding="utf-8", newline="", line_buffering=False)  # block-buffered, as a pipe
     monkeypatch.setattr(sys, "stdout", stdout)
     seen: list[bytes] = []
-    original = lossctl.pipeline.iter_rows
+    original = lossctl.rowwise.iter_rows
 
-    def spy(plan):
-        for i, chunk in enumerate(original(plan)):
+    def spy(plan, inputs):
+        for i, chunk in enumerate(original(plan, inputs)):
             if i == 1:
                 seen.append(raw.getvalue())
             yield chunk
 
-    monkeypatch.setattr(lossctl.pipeline, "iter_rows", spy)
+    monkeypatch.setattr(lossctl.rowwise, "iter_rows", spy)
     data = _write(tmp_path / "d.csv", 250)
     code = main(["eval", data, "--reduction", "none", "-f", "csv", "-l", "mse", "--batch-rows", "100", "-q"])
     stdout.flush()

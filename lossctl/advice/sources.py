@@ -1,8 +1,8 @@
 """Drivers: the same evidence and check from files (the CLI) or from arrays (the library).
 
-Files go through ``lossctl.pipeline``: ``prepare`` binds the columns exactly as
+Files go through ``lossctl.planner``: ``prepare`` binds the columns exactly as
 ``eval`` does (same task inference, same conventional names, same errors), its
-``_Feeder`` yields the bound batches, and the empirical check is an ordinary
+``Feeder`` yields the bound batches, and the empirical check is an ordinary
 ``eval --grad`` run of the recommended specs.
 """
 from __future__ import annotations
@@ -25,13 +25,14 @@ LIB_BATCH = 1 << 17
 
 def run_request(req: Any, *, goal: str | None = None, coverage: float | None = None, check: bool = True) -> core.Advice:
     """Measure, rank and (where predictions are given) check, for a pipeline Request."""
-    from lossctl.pipeline import _Feeder, prepare
+    from lossctl.feed import Feeder
+    from lossctl.planner import prepare
 
     core.check_options(goal, coverage, req.task)
     base = dataclasses.replace(req, losses=[], grad=False, reduction="mean", by=[], ci=None, id=None,
                                task=req.task or core.goal_task(goal))
     try:
-        plan = prepare(base)
+        plan, inputs = prepare(base)
     except InputError as e:
         if req.preds or "prediction" not in str(e):
             raise
@@ -51,7 +52,7 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
         state = evidence.for_task(plan.task, roles, req.logits, named)
         names = {role: sel.text for role, (_, sel) in chosen.items()}
         colnames = {role: list(sel.columns) for role, (_, sel) in chosen.items()}
-        feeder = _Feeder(plan)
+        feeder = Feeder(plan, inputs)
         for jobs_b, _, _ in feeder.batches():
             if not jobs_b:
                 continue
@@ -61,7 +62,7 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
                                keep=b0.keep, column_names=colnames))
         if feeder.rows == 0:
             raise InputError.at(f"no rows left: --nan drop dropped all {feeder.dropped}" if feeder.dropped
-                                else "no rows to evaluate", source=plan.sources[0].name)
+                                else "no rows to evaluate", source=plan.source_names[0])
         task, inferred = plan.task, plan.task_inferred and req.task is None
         has_pred = any(r in roles for r in ("pred", "student", "x1", "anchor", "embedding", "mu", "lower"))
         advice = core.advise(task, state.result(), roles, goal=goal, coverage=coverage, task_inferred=inferred,
@@ -80,14 +81,16 @@ def run_request(req: Any, *, goal: str | None = None, coverage: float | None = N
             # the same opened sources (standard input is spooled once): a second pass over them
             if kind == "probability" and req.logits is None:
                 req = dataclasses.replace(req, logits=False)  # as the evidence read them, not by the name
-            core.check(advice, _file_evaluator(req, task, chosen, plan.sources))
+            core.check(advice, _file_evaluator(req, task, chosen, inputs))
     finally:
-        plan.close()
+        inputs.close()
     return advice
 
 
 def _file_evaluator(req: Any, task: str, chosen: dict[str, tuple[int, Any]], sources: list[Any]):
-    from lossctl.pipeline import _plan, accumulate, build_report
+    from lossctl.planner import plan_on
+    from lossctl.driver import accumulate
+    from lossctl.assemble import build_report
 
     def run(eval_task: str, specs: list[str]) -> dict[str, Any]:
         r = dataclasses.replace(req, losses=list(specs), task=eval_task, grad=True, reduction="mean", by=[],
@@ -99,9 +102,8 @@ def _file_evaluator(req: Any, task: str, chosen: dict[str, tuple[int, Any]], sou
         try:
             overrides = {"logits": True} if r.logits else {}
             calls = [registry.parse_spec(s, overrides) for s in specs]
-            plan = _plan(r, list(sources), calls, False)
-            plan.ctx.sample_grads = False
-            report = build_report(plan, accumulate(plan))
+            plan = plan_on(r, list(sources), calls, False).with_context(sample_grads=False)
+            report = build_report(plan, accumulate(plan, sources))
         except (InputError, UsageError) as e:
             if len(specs) == 1:
                 return {specs[0]: str(e)}
@@ -118,12 +120,13 @@ def _targets_only(req: Any, goal: str | None, coverage: float | None, err: Input
     """No prediction column: judge from the target's distribution."""
     from lossctl import io
     from lossctl.binding import generic_matches
-    from lossctl.pipeline import _select, _to_matrix
+    from lossctl.planner import select_in
+    from lossctl.arrays import to_matrix
 
     src = io.open_source(req.data, req.input_format)
     try:
         if req.target:
-            tsel = _select(req.target, [src], 0, "-t/--target")
+            tsel = select_in(req.target, [src], 0, "-t/--target")
         else:
             found = generic_matches("target", [(0, src.columns, src.types)], set())
             if len(found) != 1:
@@ -133,7 +136,7 @@ def _targets_only(req: Any, goal: str | None, coverage: float | None, err: Input
         task = req.task
         rows = dropped = 0
         for rb in io.iter_batches(src, tsel.columns, set(tsel.columns), req.batch_rows or io.DEFAULT_BATCH_ROWS):
-            y = _to_matrix([rb.column(c) for c in tsel.columns], tsel, src.name, rows + dropped)
+            y = to_matrix([rb.column(c) for c in tsel.columns], tsel, src.name, rows + dropped)
             bad = ~np.isfinite(y) if y.ndim == 1 else ~np.isfinite(y).all(axis=1)
             keep = None
             if bad.any():

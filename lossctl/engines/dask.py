@@ -1,9 +1,9 @@
 """``--engine dask``: a Parquet dataset evaluated by the workers of a Dask cluster.
 
-The client plans once (the pipeline's ``prepare``: columns, task, losses; the Parquet
+The client plans once (the planner's ``prepare``: columns, task, losses; the Parquet
 footers: row counts, hence each fragment's first row in the whole data), then sends one
-task per file, or per run of row groups when there are fewer files than twice the
-workers. Each task opens its fragment with lossctl's own Arrow reader (no DataFrame
+task per worker: a contiguous run of files or row groups of about equal rows (a multiple
+of the workers for large data, :data:`ROWS_PER_TASK`). Each task opens its fragment with lossctl's own Arrow reader (no DataFrame
 layer), runs the shard driver (:func:`lossctl.driver.run_shard`) with the fragment's
 global row offset, and returns its states as plain data (:func:`lossctl.statefile.payload`:
 no classes, no scratch buffers). The payloads are added pairwise on the workers, in
@@ -59,16 +59,16 @@ def check_request(req: Any) -> None:
     require()
 
 
-def check_plan(plan: Any) -> None:
+def check_plan(plan: Any, inputs: Any) -> None:
     """Refuse, before any task runs, a plan the engine would evaluate differently."""
     from lossctl import io
     from lossctl.driver import unmergeable
-    from lossctl.pipeline import _needed
+    from lossctl.align import needed_columns
 
-    if len(plan.sources) != 1:
+    if len(inputs) != 1:
         raise UsageError("--engine dask evaluates one dataset: a second data file (targets and predictions in two "
                          "files) needs --engine local")
-    src = plan.sources[0]
+    src = inputs[0]
     if src.fmt not in ("parquet", "dataset"):
         raise UsageError(f"--engine dask reads Parquet (a file, a directory or a glob of files); {src.name} is "
                          f"{src.fmt}: use --engine local")
@@ -80,7 +80,7 @@ def check_plan(plan: Any) -> None:
         raise UsageError(f"--engine dask cannot evaluate {loss}: its state does not merge across files "
                          f"({reason}); use --engine local")
     if src.fmt == "dataset":
-        io._check_dataset_columns(src, [c for (_, c) in _needed(plan)])
+        io._check_dataset_columns(src, [c for (_, c) in needed_columns(plan)])
 
 
 # ------------------------------------------------------------------ fragments
@@ -101,7 +101,7 @@ class Fragment:
     files: list[tuple[str, str, tuple[int, int | None]]]  # each file read: name, path, (size, mtime_ns) when planned
 
 
-def fragments(plan: Any, workers: int, rows_per_task: int | None = None) -> list[Fragment]:
+def fragments(plan: Any, inputs: Any, workers: int, rows_per_task: int | None = None) -> list[Fragment]:
     """The data cut at row-group boundaries into contiguous runs of about equal rows: one per worker
     (or a multiple of the workers, runs of at most ``rows_per_task`` rows), fewer where there are
     fewer row groups. A task's fixed costs (its states, its top-1% candidates kept for the whole
@@ -109,7 +109,7 @@ def fragments(plan: Any, workers: int, rows_per_task: int | None = None) -> list
     from lossctl import io
 
     rows_per_task = max(1, rows_per_task or ROWS_PER_TASK)
-    src = plan.sources[0]
+    src = inputs[0]
     files = list(zip(src.parts, src.part_keys)) if src.fmt == "dataset" else [(src, None)]
     groups = []
     for part, _ in files:
@@ -172,7 +172,7 @@ def _warm() -> None:
         return
     import pyarrow.parquet  # noqa: F401
 
-    from lossctl import driver, io, pipeline, registry, statefile  # noqa: F401
+    from lossctl import driver, io, plan, registry, slices, statefile  # noqa: F401
     from lossctl.cli import _tune_malloc
 
     registry.all_losses()
@@ -189,12 +189,13 @@ def dask_setup(worker: Any = None) -> None:
 def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
     """A fragment's states: the shard driver on its rows, numbered from their place in the data."""
     from lossctl import statefile
-    from lossctl.driver import plan_from_wire, run_shard
+    from lossctl.driver import run_shard
+    from lossctl.plan import plan_from_wire
 
     _warm()
     _unchanged(frag)
-    plan = plan_from_wire(wire, [frag.src])
-    acc = run_shard(plan, frag.row_offset, input_offset=frag.row_offset, whole=False)
+    plan = plan_from_wire(wire)
+    acc = run_shard(plan, [frag.src], frag.row_offset, input_offset=frag.row_offset, whole=False)
     _unchanged(frag)
     return statefile.payload(plan, acc, frag.row_offset)
 
@@ -215,9 +216,9 @@ def _unchanged(frag: Fragment) -> None:
 
 def _merge(wire: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     from lossctl import statefile
-    from lossctl.driver import plan_from_wire
+    from lossctl.plan import plan_from_wire
 
-    plan = plan_from_wire(wire, [])
+    plan = plan_from_wire(wire)
     return statefile.merge_payloads(plan, a, b, rows_bound=plan.ctx.rows_bound)
 
 
@@ -233,9 +234,9 @@ class Engine:
     def check_request(self, req: Any) -> None:
         check_request(req)
 
-    def accumulate(self, plan: Any) -> Any:
+    def accumulate(self, plan: Any, inputs: Any) -> Any:
         _quick_exit()
-        return accumulate(plan, self.scheduler)
+        return accumulate(plan, inputs, self.scheduler)
 
 
 def _quick_exit() -> None:
@@ -249,20 +250,20 @@ def _quick_exit() -> None:
     atexit.register(gc.freeze)
 
 
-def accumulate(plan: Any, scheduler: str | None = None) -> Any:
+def accumulate(plan: Any, inputs: Any, scheduler: str | None = None) -> Any:
     """Every state of ``plan``, computed by a Dask cluster: what the local ``accumulate`` returns."""
     from lossctl import statefile
-    from lossctl.driver import plan_wire
-    from lossctl.pipeline import check_rows
+    from lossctl.driver import check_rows
+    from lossctl.plan import plan_wire
 
     require()
-    check_plan(plan)
+    check_plan(plan, inputs)
     wire = plan_wire(plan)
     with client_for(scheduler) as client:
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        frags = fragments(plan, workers)
+        frags = fragments(plan, inputs, workers)
         with client.as_current():
-            result = _run(client, wire, frags, plan.sources[0].name)
+            result = _run(client, wire, frags, plan.source_names[0])
     acc = statefile.from_payload(plan, result)
     check_rows(plan, acc.rows, acc.dropped, acc.weight_total)
     return acc
