@@ -3,11 +3,11 @@
 The client plans once (the planner's ``prepare``: columns, task, losses; the Parquet
 footers: row counts, hence each fragment's first row in the whole data), then sends one
 task per worker: a contiguous run of files or row groups of about equal rows (a multiple
-of the workers for large data, :data:`ROWS_PER_TASK`). Each task opens its fragment with lossctl's own Arrow reader (no DataFrame
-layer), runs the shard driver (:func:`lossctl.driver.run_shard`) with the fragment's
-global row offset, and returns its states as plain data (:func:`lossctl.statefile.payload`:
-no classes, no scratch buffers). The payloads are added pairwise on the workers, in
-dataset order; only states cross the network, and the client turns the last one into
+of the workers for large data, :data:`ROWS_PER_TASK`). Each task opens its fragment with
+lossctl's own Arrow reader (no DataFrame layer), runs the shard driver
+(:func:`lossctl.driver.run_shard`) with the fragment's global row offset, and returns its
+states as plain data (:func:`lossctl.statefile.payload`: no classes, no scratch buffers).
+The payloads are added pairwise on the workers, in dataset order; only states cross the network, and the client turns the last one into
 the report exactly as the local engine would.
 
 ``dask`` and ``distributed`` are imported here only, inside the functions that need them.
@@ -309,8 +309,9 @@ def _explain(e: BaseException, frag: Fragment) -> BaseException:
         return e
     if isinstance(e, KilledWorker):
         more = len(frag.files) - 1
-        which = "this file" if not more else \
-            f"this file or the {more} after it, up to {frag.files[-1][0]}" if more > 1 else f"this file or {frag.files[-1][0]}"
+        last = frag.files[-1][0]
+        which = ("this file" if not more else f"this file or {last}" if more == 1
+                 else f"this file or the {more} after it, up to {last}")
         return InputError.at(f"a Dask worker died while evaluating {which} (out of memory, or killed)",
                              source=frag.name)
     return e
