@@ -24,7 +24,7 @@ __all__ = [
 
 # submodules reachable as attributes after a bare `import lossctl` (lossctl.api.per_row,
 # lossctl.errors.InputError), imported on first use
-_SUBMODULES = ("api", "errors", "results", "registry", "losses", "engine", "accumulate")
+_SUBMODULES = ("api", "errors", "results", "registry", "losses", "engine", "accumulate", "options")
 
 
 def __getattr__(name: str) -> Any:

@@ -145,6 +145,17 @@ def _joined(plan: Plan, inputs: Sequence[Any], need, numeric, batch_rows, info: 
         info["join"] = {"matched": matched, **{n: len(k) - matched for n, k in zip(_join_names(plan), ks)}}
     if matched == 0:
         raise InputError.at(f"no key value of '{key}' occurs in both files", source=plan.source_names[1])
+    if plan.request.strict_key:
+        for i, (src, k) in enumerate(zip(inputs, ks)):
+            if len(k) > matched:
+                mask = np.ones(len(k), dtype=bool)
+                mask[idxs[i]] = False
+                first = int(np.flatnonzero(mask)[0])
+                others = " and ".join(s.name for s in inputs if s is not src)
+                raise InputError.at(
+                    f"--strict-key: {len(k) - matched} value{'s' * (len(k) - matched > 1)} of key '{key}' "
+                    f"{'have' if len(k) - matched > 1 else 'has'} no match in {others}",
+                    source=src.name, column=key, row=first + 1, value=k[first].as_py())
     # rows in key order: deterministic whatever the files' orders
     order = np.asarray(pc.sort_indices(ks[0].take(pa.array(idxs[0]))))
     idxs = [idx[order] for idx in idxs]

@@ -99,18 +99,13 @@ def _spec_texts(loss: Any) -> list[str]:
     return texts
 
 
-def _check_options(reduction: str, ci: Any, bootstrap: Any, batch_rows: Any, task: Any) -> None:
-    if reduction not in ("mean", "sum"):
-        raise UsageError("evaluate() reduces: use reduction='mean' or 'sum' (per-row values: lossctl.per_row)")
-    if ci is not None and (isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1):
-        raise UsageError(f"ci must be a level in (0, 1), such as 0.95. Got {ci!r} instead.")
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 1:
-        raise UsageError(f"bootstrap must be a whole number of replicates ≥ 1. Got {bootstrap!r} instead.")
-    if batch_rows is not None and (isinstance(batch_rows, bool) or not isinstance(batch_rows, (int, np.integer))
-                                   or batch_rows < 1):
-        raise UsageError(f"batch_rows must be a whole number ≥ 1 (or None: one batch). Got {batch_rows!r} instead.")
-    if task is not None and task not in registry.TASKS:
-        raise UsageError(f"unknown task {task!r}; valid tasks: {', '.join(registry.TASKS)}")
+def _check_options(reduction: Any, ci: Any, bootstrap: Any, batch_rows: Any, task: Any, *, grad: Any = False,
+                   seed: Any = 0) -> dict[str, Any]:
+    """The library's options checked as every entry point checks them (lossctl.options), as plain values."""
+    from lossctl.options import LIBRARY, EvalOptions
+
+    return EvalOptions.validated(LIBRARY, reduces=True, reduction=reduction, ci=ci, bootstrap=bootstrap, batch_rows=batch_rows,
+                                 task=task, grad=grad, seed=seed).plain()
 
 
 def _given_in_text(text: str, key: str) -> bool:
@@ -339,7 +334,9 @@ def evaluate(
     result does not depend on it. Bad inputs raise :class:`~lossctl.errors.InputError`,
     bad options :class:`~lossctl.errors.UsageError` (both ``ValueError``).
     """
-    _check_options(reduction, ci, bootstrap, batch_rows, task)
+    o = _check_options(reduction, ci, bootstrap, batch_rows, task, grad=grad, seed=seed)
+    reduction, task, ci, bootstrap, batch_rows, seed = (o[k] for k in ("reduction", "task", "ci", "bootstrap",
+                                                                       "batch_rows", "seed"))
     y, yhat = _match_columns(y, yhat)
     if loss is None:
         for role, pos in (("target", y), ("pred", yhat)):
@@ -433,7 +430,7 @@ def per_row(
     """
     if not isinstance(loss, str):
         raise UsageError(f"per_row takes one loss SPEC string. Got {loss!r} instead.")
-    _check_options("mean", None, 1, None, task)
+    task = _check_options("mean", None, 1, None, task)["task"]
     y, yhat = _match_columns(y, yhat)
     (call,), raw = _bind([loss], y, yhat, roles)
     spec = call.spec

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from lossctl.errors import UsageError
+from lossctl.options import EvalOptions
+
+_DEFAULTS = EvalOptions()  # the defaults of the options a gate run shares with eval
 
 OPS = ("<=", ">=", "<", ">")
 VERDICTS = ("pass", "fail", "inconclusive")
@@ -117,7 +120,7 @@ def parse_assertion(text: str, *, by: tuple[str, ...] | None = None, min_rows: i
 
 _DATA_KEYS: dict[str, tuple[type, ...]] = {
     "path": (str,), "data2": (str,), "target": (str,), "pred": (str,), "baseline": (str,), "baseline_pred": (str,),
-    "key": (str,), "weight": (str,), "task": (str,), "nan": (str,), "input_format": (str,), "col": (dict,),
+    "key": (str,), "strict_key": (bool,), "weight": (str,), "task": (str,), "nan": (str,), "input_format": (str,), "col": (dict,),
 }
 _TOP_KEYS: dict[str, tuple[type, ...]] = {
     "data": (dict,), "check": (list,), "ci": (float, int), "bootstrap": (int,), "seed": (int,), "strict": (bool,),
@@ -128,6 +131,9 @@ _CHECK_KEYS: dict[str, tuple[type, ...]] = {
     "by": (str, list), "min_rows": (int,),
 }
 _PATH_KEYS = ("path", "data2", "baseline")
+# the config's keys that are evaluation options (lossctl.options.EvalOptions): option → key
+_OPTION_KEYS = {"ci": "ci", "bootstrap": "bootstrap", "seed": "seed", "min_rows": "min_rows", "logits": "logits",
+                "task": "data.task", "nan": "data.nan", "input_format": "data.input_format"}
 
 
 @dataclass
@@ -189,6 +195,7 @@ def _config_from(table: Any, path: str, prefix: str) -> Config:
     for role, sel in data.get("col", {}).items():
         if not isinstance(sel, str):
             raise UsageError(f"{path}: {prefix}data.col.{role} must be a string (columns). Got {sel!r} instead")
+    _check_options(table, data, path, prefix)
     cfg.data = data
     cfg.options = {k: v for k, v in table.items() if k not in ("data", "check")}
     if "by" in cfg.options:
@@ -213,6 +220,20 @@ def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, tuple[type, ...]
             raise UsageError(f"{path}: {prefix}{k} must be {want}. Got {v!r} instead")
 
 
+def _check_options(table: Mapping[str, Any], data: Mapping[str, Any], path: str, prefix: str) -> None:
+    """The evaluation options the config gives, checked as every entry point checks them; a bad
+    value is an error naming the file and the key."""
+    from lossctl.options import config_spelling
+
+    values = {}
+    for opt, key in _OPTION_KEYS.items():
+        table_name, _, name = key.rpartition(".")
+        src = data if table_name == "data" else table
+        if name in src:
+            values[opt] = src[name]
+    EvalOptions.validated(config_spelling(path, {opt: prefix + key for opt, key in _OPTION_KEYS.items()}), **values)
+
+
 def _by_list(v: Any, path: str, where: str) -> tuple[str, ...]:
     items = [v] if isinstance(v, str) else v
     if not items or not all(isinstance(x, str) and x for x in items):
@@ -233,8 +254,10 @@ def _checks_of(chk: Mapping[str, Any], path: str, where: str) -> list[Assertion]
         raise UsageError(f"{path}: {where} ({chk['loss']}) has no bound: give max, min or max_vs_baseline")
     by = _columns(_by_list(chk["by"], path, where + ".by")) if "by" in chk else None
     min_rows = chk.get("min_rows")
-    if min_rows is not None and min_rows < 1:
-        raise UsageError(f"{path}: {where}.min_rows must be at least 1. Got {min_rows} instead")
+    if min_rows is not None:
+        from lossctl.options import config_spelling
+
+        EvalOptions.validated(config_spelling(path, {"min_rows": where + ".min_rows"}), min_rows=min_rows)
     out = []
     for k in bounds:
         if k == "max_vs_baseline":
@@ -274,17 +297,18 @@ class Settings:
     cols: dict[str, str] = field(default_factory=dict)
     weight: str | None = None
     key: str | None = None
+    strict_key: bool = False
     task: str | None = None
     logits: bool | None = None
-    nan: str = "error"
+    nan: str = _DEFAULTS.nan.value
     baseline: str | None = None
     baseline_pred: str | None = None
     by: tuple[str, ...] = ()
-    min_rows: int = 1
+    min_rows: int = _DEFAULTS.min_rows
     min_rows_flag: bool = False  # --min-rows given: it overrides every check's min_rows
     ci: float | None = None
-    bootstrap: int = 1000
-    seed: int = 0
+    bootstrap: int = _DEFAULTS.bootstrap
+    seed: int = _DEFAULTS.seed
     strict: bool = False
     input_format: str | None = None
     batch_rows: int | None = None
@@ -303,6 +327,7 @@ def settings(config: Config | None, flags: Mapping[str, Any], assertions: Sequen
         for k in ("weight", "key", "task", "baseline", "baseline_pred", "input_format"):
             setattr(s, k, d.get(k))
         s.nan = d.get("nan", s.nan)
+        s.strict_key = d.get("strict_key", s.strict_key)
         o = config.options
         for k in ("ci", "bootstrap", "seed", "strict", "min_rows", "logits"):
             if k in o:
@@ -512,13 +537,11 @@ def build_request(s: Settings):
         first = next(a for a in s.assertions if a.vs_baseline)
         raise UsageError(f"'{first.text}' compares with a baseline: give --baseline FILE (its predictions for the "
                          "same rows) or --baseline-pred COL (a column of DATA)")
-    if s.min_rows < 1:
-        raise UsageError(f"--min-rows must be at least 1. Got {s.min_rows} instead.")
     overrides = {"logits": True} if s.logits else {}
     texts = list(dict.fromkeys(registry.parse_spec(a.spec, overrides).text for a in s.assertions))
     by = list(dict.fromkeys(c for a in s.assertions for c in (a.by if a.by is not None else s.by)))
     return Request(
-        data=s.data, data2=s.data2, key=s.key, target=s.target, preds=[s.pred] if s.pred else [], cols=dict(s.cols),
+        data=s.data, data2=s.data2, key=s.key, strict_key=s.strict_key, target=s.target, preds=[s.pred] if s.pred else [], cols=dict(s.cols),
         weight=s.weight, task=s.task, losses=texts, logits=s.logits, nan=s.nan, by=by, ci=s.ci,
         bootstrap=s.bootstrap, seed=s.seed, input_format=s.input_format, batch_rows=s.batch_rows,
         baseline=s.baseline, baseline_pred=s.baseline_pred,

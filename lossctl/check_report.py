@@ -8,7 +8,7 @@ from typing import TextIO
 from lossctl.check import CheckResult, GateReport
 from lossctl.render import _md, _plain_width, dumps, fmt_num
 
-FORMATS = ("table", "json", "markdown")
+from lossctl.options import REPORT_FORMATS as FORMATS  # noqa: E402 - declared once, in lossctl.options
 ANNOTATION_LIMIT = 10  # GitHub shows at most 10 error annotations per step
 
 

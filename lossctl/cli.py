@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Annotated, Optional, TextIO
+from typing import Annotated, Any, Optional, TextIO
 
 import typer
 
 from lossctl import __version__
 from lossctl.errors import ExitStatus, LossctlError, UsageError
+from lossctl.options import (CLI, ENGINES, FORMATS, INPUT_FORMATS, NAN_POLICIES, REDUCTIONS, REPORT_FORMATS, TASKS,
+                             Engine, EvalOptions)
 
 class _PipeClosed(BaseException):
     """Standard output's reader went away (``| head``): a quiet exit 0.
@@ -66,16 +68,72 @@ DEBUG_HELP = "On an internal error, show the traceback (also LOSSCTL_DEBUG=1)."
 REPORT = ("please report it with the command you ran, this version, and the output of the same command "
           "run again with --debug")
 
-# Help metavars by option, so that no option reads as <list[str]>; an option declared
-# with its own metavar keeps it, and one not listed here shows its type (TEXT, INTEGER).
-_METAVARS = {
-    "--loss": "SPEC", "--target": "COLS", "--pred": "COLS", "--col": "ROLE=COLS", "--weight": "COL",
-    "--key": "COL", "--task": "TASK", "--reduction": "mean|sum|none", "--nan": "error|drop", "--by": "COL",
-    "--min-rows": "N", "--ci": "LEVEL", "--bootstrap": "B", "--seed": "S", "--id": "COL", "--format": "FORMAT",
-    "--output": "FILE", "--input-format": "FORMAT", "--batch-rows": "N", "--emit-state": "FILE",
-    "--row-offset": "N", "--config": "FILE", "--baseline": "FILE", "--baseline-pred": "COL", "--junit": "FILE",
-    "--assert": "CHECK", "--goal": "GOAL", "--coverage": "C", "--engine": "local|dask", "--scheduler": "ADDRESS",
+# Every option of eval, check and recommend, declared once: its flags, its metavar in
+# the help (so that no option reads as <list[str]>) and its help text; the choices and
+# defaults come from lossctl.options. A command that says an option its own way gives
+# _option its own help (what it judges, what it writes). An option declared without a
+# metavar here shows its type (TEXT, INTEGER).
+_D = EvalOptions()
+
+
+def _choices(values: tuple[str, ...], sep: str = " | ") -> str:
+    return sep.join(values)
+
+
+_OPTIONS: dict[str, tuple[tuple[str, ...], Optional[str], str]] = {
+    "--loss": (("-l", "--loss"), "SPEC", "Loss SPEC: NAME or NAME:key=value,... (repeatable); 'all' for every loss of the task."),
+    "--target": (("-t", "--target"), "COLS", "Target column(s): a name, a comma list or a glob."),
+    "--pred": (("-p", "--pred"), "COLS", "Prediction column(s); repeat to compare prediction sets (models)."),
+    "--col": (("--col",), "ROLE=COLS", "Bind another role: ROLE=COLUMNS (repeatable)."),
+    "--weight": (("-w", "--weight"), "COL", "Sample-weight column."),
+    "--key": (("--key",), "COL", "Join DATA and DATA2 on this column instead of by position."),
+    "--strict-key": (("--strict-key",), None, "With --key: a key value without a match in every file is an error (else counted and reported)."),
+    "--task": (("--task",), "TASK", f"{_choices(TASKS, '|')} (inferred when omitted)."),
+    "--logits": (("--logits/--no-logits",), None, "Scores are logits."),
+    "--reduction": (("--reduction",), _choices(REDUCTIONS, "|"), f"{_choices(REDUCTIONS)} (one output row per input row)."),
+    "--grad": (("--grad",), None, "Summarise the gradient of each loss w.r.t. the model output."),
+    "--nan": (("--nan",), _choices(NAN_POLICIES, "|"), f"{_choices(NAN_POLICIES)}: what to do with rows holding NaN or ±inf."),
+    "--by": (("--by",), "COL", "Slice results by this column (repeatable for a cross)."),
+    "--min-rows": (("--min-rows",), "N", "Hide slices with fewer rows."),
+    "--ci": (("--ci",), "LEVEL", "Bootstrap confidence level, e.g. 0.95."),
+    "--bootstrap": (("--bootstrap",), "B", "Bootstrap resamples."),
+    "--seed": (("--seed",), "S", "Seed of the bootstrap."),
+    "--id": (("--id",), "COL", "Carry this column into --reduction none output."),
+    "--format": (("-f", "--format"), "FORMAT", f"{_choices(REPORT_FORMATS)} (table on a terminal, json otherwise)."),
+    "--output": (("-o", "--output"), "FILE", "Write results to FILE (atomically) instead of stdout."),
+    "--input-format": (("--input-format",), "FORMAT", f"{_choices(INPUT_FORMATS)}, when the name does not say."),
+    "--batch-rows": (("--batch-rows",), "N", "Rows per record batch (results do not depend on it)."),
+    "--emit-state": (("--emit-state",), "FILE", "Also write each loss's sufficient statistics to FILE, for 'lossctl merge'."),
+    "--row-offset": (("--row-offset",), "N", "With --emit-state: this shard's first row in the whole data (makes merged bootstrap intervals exact)."),
+    "--engine": (("--engine",), _choices(ENGINES, "|"), f"{_choices(ENGINES)}: where the work runs (dask: a Parquet dataset on a Dask cluster; needs lossctl[dask])."),
+    "--scheduler": (("--scheduler",), "ADDRESS", "With --engine dask: the ADDRESS of a running Dask scheduler (else a LocalCluster on 127.0.0.1 for the run)."),
+    "--quiet": (("-q", "--quiet"), None, "No progress bar or notes on stderr."),
+    "--config": (("--config",), "FILE", "TOML config ([data], [[check]]); else lossctl.toml or [tool.lossctl] in pyproject.toml here."),
+    "--baseline": (("--baseline",), "FILE", "A file with the baseline's predictions for the same rows (same column names, or --baseline-pred)."),
+    "--baseline-pred": (("--baseline-pred",), "COL", "The baseline's prediction column(s): in the --baseline file, else in DATA."),
+    "--junit": (("--junit",), "FILE", "Also write a JUnit XML report to FILE."),
+    "--assert": (("--assert",), "CHECK", '"SPEC OP BOUND" (repeatable): OP <, <=, >, >=; BOUND a number, baseline, baseline * K or baseline + K.'),
+    "--goal": (("--goal",), "GOAL", "What the data cannot show: intervals | margin | boosting | quality | simple | small-objects | vae | distillation."),
+    "--coverage": (("--coverage",), "C", "Central interval wanted, e.g. 0.9: the quantile τ pair (implies --goal intervals)."),
 }
+_METAVARS = {long: metavar for long, (_, metavar, _) in _OPTIONS.items() if metavar}
+
+
+def _option(long: str, help: Optional[str] = None, **kwargs: Any) -> Any:
+    """The option LONG as _OPTIONS declares it; ``help`` where a command says it its own way."""
+    flags, _, text = _OPTIONS[long]
+    return typer.Option(*flags, help=text if help is None else help, **kwargs)
+
+
+# the options that read the same in every command that has them
+Target = Annotated[Optional[str], _option("--target")]
+TaskOpt = Annotated[Optional[str], _option("--task")]
+Nan = Annotated[str, _option("--nan")]
+InputFormatOpt = Annotated[Optional[str], _option("--input-format")]
+Scheduler = Annotated[Optional[str], _option("--scheduler")]
+Quiet = Annotated[bool, _option("--quiet")]
+ReportFormat = Annotated[Optional[str], _option("--format")]
+
 # A larger --batch-rows means "as large as possible": results do not depend on it, and
 # readers size their blocks from it in int32 (16M rows is already 128 MB per float column).
 MAX_BATCH_ROWS = 1 << 24
@@ -115,11 +173,11 @@ def _output(path: Optional[str], *, stream: bool = False):
     """Write to a temporary file, then rename it onto PATH; without PATH, to stdout.
 
     Either everything is written, or nothing is: an error half-way leaves no
-    half-written file (lossctl.io.open_output). On stdout, results are held until
+    half-written file (lossctl.output.open_output). On stdout, results are held until
     complete, or with ``stream=True`` (per-row output) written as they come, so that
     a pipe or a terminal answers at once.
     """
-    from lossctl.io import open_output
+    from lossctl.output import open_output
 
     return open_output(path, stream=stream)
 
@@ -158,8 +216,6 @@ def _guard_outputs(inputs: list[Optional[str]], **outputs: Optional[str]) -> Non
 
 
 def _default_format(fmt: Optional[str], output: Optional[str]) -> str:
-    from lossctl.render import FORMATS
-
     if fmt is None:
         if output:
             ext = os.path.splitext(output)[1].lower().lstrip(".")
@@ -193,32 +249,33 @@ DataPaths = Annotated[list[str], typer.Argument(
 @app.command("eval")
 def eval_cmd(
     data: DataPaths,
-    loss: Annotated[list[str], typer.Option("-l", "--loss", help="Loss SPEC: NAME or NAME:key=value,... (repeatable); 'all' for every loss of the task.")] = [],
-    target: Annotated[Optional[str], typer.Option("-t", "--target", help="Target column(s): a name, a comma list or a glob.")] = None,
-    pred: Annotated[list[str], typer.Option("-p", "--pred", help="Prediction column(s); repeat to compare prediction sets (models).")] = [],
-    col: Annotated[list[str], typer.Option("--col", help="Bind another role: ROLE=COLUMNS (repeatable), e.g. --col anchor='a_*'.")] = [],
-    weight: Annotated[Optional[str], typer.Option("-w", "--weight", help="Sample-weight column.")] = None,
-    key: Annotated[Optional[str], typer.Option("--key", help="Join DATA and DATA2 on this column instead of by position.")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="regression|binary|multiclass|segmentation|metric|distribution (inferred when omitted).")] = None,
-    logits: Annotated[Optional[bool], typer.Option("--logits/--no-logits", help="Scores are logits (sets logits=true on every loss that has it).", show_default=False)] = None,
-    reduction: Annotated[str, typer.Option("--reduction", help="mean | sum | none (one output row per input row).")] = "mean",
-    grad: Annotated[bool, typer.Option("--grad", help="Summarise the gradient of each loss w.r.t. the model output.")] = False,
-    nan: Annotated[str, typer.Option("--nan", help="error | drop: what to do with rows holding NaN or ±inf.")] = "error",
-    by: Annotated[list[str], typer.Option("--by", help="Slice results by this column (repeatable for a cross).")] = [],
-    min_rows: Annotated[int, typer.Option("--min-rows", help="Hide slices with fewer rows.")] = 1,
-    ci: Annotated[Optional[float], typer.Option("--ci", help="Bootstrap confidence level, e.g. 0.95.")] = None,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
-    id_col: Annotated[Optional[str], typer.Option("--id", help="Carry this column into --reduction none output.")] = None,
-    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table | json | jsonl | csv | tsv | markdown (table on a terminal, json otherwise).")] = None,
-    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write results to FILE (atomically) instead of stdout.")] = None,
-    input_format: Annotated[Optional[str], typer.Option("--input-format", help="csv | tsv | parquet | feather | jsonl, when the name does not say.")] = None,
-    batch_rows: Annotated[Optional[int], typer.Option("--batch-rows", help="Rows per record batch (results do not depend on it).")] = None,
-    emit_state: Annotated[Optional[str], typer.Option("--emit-state", help="Also write each loss's sufficient statistics to FILE, for 'lossctl merge'.")] = None,
-    row_offset: Annotated[int, typer.Option("--row-offset", help="With --emit-state: this shard's first row in the whole data (makes merged bootstrap intervals exact).")] = 0,
-    engine: Annotated[str, typer.Option("--engine", help="local | dask: where the work runs (dask: a Parquet dataset on a Dask cluster; needs lossctl[dask]).")] = "local",
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="With --engine dask: the ADDRESS of a running Dask scheduler (else a LocalCluster on 127.0.0.1 for the run).")] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or notes on stderr.")] = False,
+    loss: Annotated[list[str], _option("--loss")] = [],
+    target: Target = None,
+    pred: Annotated[list[str], _option("--pred")] = [],
+    col: Annotated[list[str], _option("--col", "Bind another role: ROLE=COLUMNS (repeatable), e.g. --col anchor='a_*'.")] = [],
+    weight: Annotated[Optional[str], _option("--weight")] = None,
+    key: Annotated[Optional[str], _option("--key")] = None,
+    strict_key: Annotated[bool, _option("--strict-key")] = False,
+    task: TaskOpt = None,
+    logits: Annotated[Optional[bool], _option("--logits", "Scores are logits (sets logits=true on every loss that has it).", show_default=False)] = None,
+    reduction: Annotated[str, _option("--reduction")] = _D.reduction.value,
+    grad: Annotated[bool, _option("--grad")] = _D.grad,
+    nan: Nan = _D.nan.value,
+    by: Annotated[list[str], _option("--by")] = [],
+    min_rows: Annotated[int, _option("--min-rows")] = _D.min_rows,
+    ci: Annotated[Optional[float], _option("--ci")] = None,
+    bootstrap: Annotated[int, _option("--bootstrap")] = _D.bootstrap,
+    seed: Annotated[int, _option("--seed")] = _D.seed,
+    id_col: Annotated[Optional[str], _option("--id")] = None,
+    fmt: Annotated[Optional[str], _option("--format", f"{_choices(FORMATS)} (table on a terminal, json otherwise).")] = None,
+    output: Annotated[Optional[str], _option("--output")] = None,
+    input_format: InputFormatOpt = None,
+    batch_rows: Annotated[Optional[int], _option("--batch-rows")] = None,
+    emit_state: Annotated[Optional[str], _option("--emit-state")] = None,
+    row_offset: Annotated[int, _option("--row-offset")] = _D.row_offset,
+    engine: Annotated[str, _option("--engine")] = _D.engine.value,
+    scheduler: Scheduler = None,
+    quiet: Quiet = False,
 ) -> None:
     """Compute losses (and with --grad their gradient summaries) for one or more prediction sets."""
     from lossctl.plan import Request
@@ -228,14 +285,13 @@ def eval_cmd(
     from lossctl.planner import prepare
 
     form = _default_format(fmt, output)
-    if batch_rows is not None and batch_rows < 1:
-        raise UsageError(f"--batch-rows must be at least 1. Got {batch_rows} instead.")
+    EvalOptions.validated(CLI, task=task, logits=logits, reduction=reduction, grad=grad, nan=nan, min_rows=min_rows,
+                          ci=ci, bootstrap=bootstrap, seed=seed, input_format=input_format, batch_rows=batch_rows,
+                          row_offset=row_offset, engine=engine)
     if batch_rows is not None:
         batch_rows = min(batch_rows, MAX_BATCH_ROWS)  # results do not depend on it; readers take int32/int64
-    if min_rows < 1:
-        raise UsageError(f"--min-rows must be at least 1. Got {min_rows} instead.")
     req = Request(
-        data=data[0], data2=data[1] if len(data) > 1 else None, more=data[2:], key=key, target=target, preds=list(pred), cols=_parse_cols(col), weight=weight,
+        data=data[0], data2=data[1] if len(data) > 1 else None, more=data[2:], key=key, strict_key=strict_key, target=target, preds=list(pred), cols=_parse_cols(col), weight=weight,
         task=task, losses=list(loss), logits=logits, reduction=reduction, grad=grad, nan=nan, by=list(by),
         min_rows=min_rows, ci=ci, bootstrap=bootstrap, seed=seed, input_format=input_format,
         batch_rows=batch_rows, id=id_col,
@@ -247,10 +303,6 @@ def eval_cmd(
                          "rows: use one or the other")
     if emit_state and reduction == "none":
         raise UsageError("--emit-state needs reduced results, not --reduction none")
-    if row_offset < 0:
-        raise UsageError(f"--row-offset must be at least 0. Got {row_offset} instead.")
-    if seed < 0:
-        raise UsageError(f"--seed must be at least 0. Got {seed} instead.")
     _guard_outputs(list(data), output=output, emit_state=emit_state)
     dask_engine = _engine(engine, scheduler, req)
     if dask_engine is not None and emit_state:
@@ -301,11 +353,10 @@ def eval_cmd(
 
 def _engine(engine: str, scheduler: Optional[str], req=None):
     """The Dask engine for --engine dask (having refused what ``req`` asks and it does not take), else None."""
-    if engine not in ("local", "dask"):
-        raise UsageError(f"unknown engine '{engine}'; valid engines: local, dask")
-    if scheduler is not None and engine != "dask":
+    engine = EvalOptions.validated(CLI, engine=engine).engine
+    if scheduler is not None and engine is not Engine.DASK:
         raise UsageError("--scheduler names a Dask scheduler: it needs --engine dask")
-    if engine == "local":
+    if engine is Engine.LOCAL:
         return None
     from lossctl.engines import dask as dask_engine
 
@@ -317,7 +368,7 @@ def _engine(engine: str, scheduler: Optional[str], req=None):
 
 def _show(report, form: str, output: Optional[str], quiet: bool, state: Optional[tuple[str, str]] = None) -> None:
     """Render the report to OUTPUT (or stdout), and the state text to its file: both, or neither."""
-    from lossctl.io import open_outputs
+    from lossctl.output import open_outputs
     from lossctl.render import render_report
 
     targets = [(output, False)] + ([(state[0], False)] if state else [])
@@ -342,7 +393,7 @@ def _notes(notes, quiet: bool) -> None:  # type: ignore[no-untyped-def]
 @app.command("merge")
 def merge_cmd(
     states: Annotated[list[str], typer.Argument(help="State files written by 'lossctl eval --emit-state'.", show_default=False)],
-    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table | json | jsonl | csv | tsv | markdown.")] = None,
+    fmt: Annotated[Optional[str], _option("--format", f"{_choices(FORMATS)}.")] = None,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write results to FILE (atomically).")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No notes on stderr.")] = False,
 ) -> None:
@@ -363,32 +414,34 @@ def merge_cmd(
 def check_cmd(
     data: Annotated[Optional[str], typer.Argument(help="The data, as for eval (else path in the config's [data] table).", show_default=False)] = None,
     data2: Annotated[Optional[str], typer.Argument(help="A second file holding the candidate's predictions, as for eval.", show_default=False)] = None,
-    assertion: Annotated[list[str], typer.Option("--assert", help='"SPEC OP BOUND" (repeatable): OP <, <=, >, >=; BOUND a number, baseline, baseline * K or baseline + K.')] = [],
-    baseline: Annotated[Optional[str], typer.Option("--baseline", help="A file with the baseline's predictions for the same rows (same column names, or --baseline-pred).")] = None,
-    baseline_pred: Annotated[Optional[str], typer.Option("--baseline-pred", help="The baseline's prediction column(s): in the --baseline file, else in DATA.")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", help="TOML config ([data], [[check]]); else lossctl.toml or [tool.lossctl] in pyproject.toml here.")] = None,
+    assertion: Annotated[list[str], _option("--assert")] = [],
+    baseline: Annotated[Optional[str], _option("--baseline")] = None,
+    baseline_pred: Annotated[Optional[str], _option("--baseline-pred")] = None,
+    config: Annotated[Optional[str], _option("--config")] = None,
     strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="An inconclusive check (its interval straddles the bound) fails.", show_default=False)] = None,
-    junit: Annotated[Optional[str], typer.Option("--junit", help="Also write a JUnit XML report to FILE.")] = None,
-    target: Annotated[Optional[str], typer.Option("-t", "--target", help="Target column(s): a name, a comma list or a glob.")] = None,
-    pred: Annotated[list[str], typer.Option("-p", "--pred", help="The candidate's prediction column(s).")] = [],
-    col: Annotated[list[str], typer.Option("--col", help="Bind another role: ROLE=COLUMNS (repeatable).")] = [],
-    weight: Annotated[Optional[str], typer.Option("-w", "--weight", help="Sample-weight column.")] = None,
-    key: Annotated[Optional[str], typer.Option("--key", help="Align DATA2 and the baseline file with DATA on this column instead of by position.")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="regression|binary|multiclass|segmentation|metric|distribution (inferred when omitted).")] = None,
-    logits: Annotated[Optional[bool], typer.Option("--logits/--no-logits", help="Scores are logits.", show_default=False)] = None,
-    nan: Annotated[Optional[str], typer.Option("--nan", help="error | drop: what to do with rows holding NaN or ±inf.", show_default=False)] = None,
-    by: Annotated[list[str], typer.Option("--by", help="Check every slice of this column too (repeatable for a cross).")] = [],
-    min_rows: Annotated[Optional[int], typer.Option("--min-rows", help="Slices with fewer rows are listed as too small to judge [default: 1].", show_default=False)] = None,
-    ci: Annotated[Optional[float], typer.Option("--ci", help="Judge on bootstrap intervals at this level, e.g. 0.95.")] = None,
-    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help="Bootstrap resamples [default: 1000].", show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the bootstrap [default: 0].", show_default=False)] = None,
-    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table | json | markdown (table on a terminal, json otherwise).")] = None,
-    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the report to FILE (atomically) instead of stdout.")] = None,
-    input_format: Annotated[Optional[str], typer.Option("--input-format", help="csv | tsv | parquet | feather | jsonl, when the name does not say.")] = None,
-    batch_rows: Annotated[Optional[int], typer.Option("--batch-rows", help="Rows per record batch (verdicts do not depend on it).")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="local | dask: where the work runs (dask: a Parquet dataset on a Dask cluster, the baseline as a column of it; needs lossctl[dask]).")] = "local",
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="With --engine dask: the ADDRESS of a running Dask scheduler (else a LocalCluster on 127.0.0.1 for the run).")] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or notes on stderr.")] = False,
+    junit: Annotated[Optional[str], _option("--junit")] = None,
+    target: Target = None,
+    pred: Annotated[list[str], _option("--pred", "The candidate's prediction column(s).")] = [],
+    col: Annotated[list[str], _option("--col")] = [],
+    weight: Annotated[Optional[str], _option("--weight")] = None,
+    key: Annotated[Optional[str], _option("--key", "Align DATA2 and the baseline file with DATA on this column instead of by position.")] = None,
+    strict_key: Annotated[Optional[bool], _option("--strict-key", show_default=False)] = None,
+    task: TaskOpt = None,
+    logits: Annotated[Optional[bool], _option("--logits", show_default=False)] = None,
+    # None: not given, so that the config's value (else the default) holds
+    nan: Annotated[Optional[str], _option("--nan", show_default=False)] = None,
+    by: Annotated[list[str], _option("--by", "Check every slice of this column too (repeatable for a cross).")] = [],
+    min_rows: Annotated[Optional[int], _option("--min-rows", f"Slices with fewer rows are listed as too small to judge [default: {_D.min_rows}].", show_default=False)] = None,
+    ci: Annotated[Optional[float], _option("--ci", "Judge on bootstrap intervals at this level, e.g. 0.95.")] = None,
+    bootstrap: Annotated[Optional[int], _option("--bootstrap", f"Bootstrap resamples [default: {_D.bootstrap}].", show_default=False)] = None,
+    seed: Annotated[Optional[int], _option("--seed", f"Seed of the bootstrap [default: {_D.seed}].", show_default=False)] = None,
+    fmt: ReportFormat = None,
+    output: Annotated[Optional[str], _option("--output", "Write the report to FILE (atomically) instead of stdout.")] = None,
+    input_format: InputFormatOpt = None,
+    batch_rows: Annotated[Optional[int], _option("--batch-rows", "Rows per record batch (verdicts do not depend on it).")] = None,
+    engine: Annotated[str, _option("--engine", f"{_choices(ENGINES)}: where the work runs (dask: a Parquet dataset on a Dask cluster, the baseline as a column of it; needs lossctl[dask]).")] = _D.engine.value,
+    scheduler: Scheduler = None,
+    quiet: Quiet = False,
 ) -> int:
     """CI gate: evaluate, compare with thresholds and/or a baseline; exit 1 when a check fails."""
     import time
@@ -400,12 +453,13 @@ def check_cmd(
     form = _default_format(fmt, output)
     if form not in check_report.FORMATS:
         raise UsageError(f"check writes {', '.join(check_report.FORMATS)}, not {form}")
-    if batch_rows is not None and batch_rows < 1:
-        raise UsageError(f"--batch-rows must be at least 1. Got {batch_rows} instead.")
+    given = dict(task=task, logits=logits, nan=nan, min_rows=min_rows, ci=ci, bootstrap=bootstrap, seed=seed,
+                 input_format=input_format, batch_rows=batch_rows, engine=engine)
+    EvalOptions.validated(CLI, **{k: v for k, v in given.items() if v is not None})  # the config's are checked as read
     if len(pred) > 1:
         raise UsageError("check judges one candidate: give one -p (the baseline comes from --baseline or --baseline-pred)")
     flags = dict(data=data, data2=data2, target=target, pred=pred[0] if pred else None, cols=_parse_cols(col) or None,
-                 weight=weight, key=key, task=task, logits=logits, nan=nan, baseline=baseline,
+                 weight=weight, key=key, strict_key=strict_key or None, task=task, logits=logits, nan=nan, baseline=baseline,
                  baseline_pred=baseline_pred, by=list(by) or None, min_rows=min_rows, ci=ci, bootstrap=bootstrap,
                  seed=seed, strict=strict, input_format=input_format, batch_rows=batch_rows)
     settings = gate_mod.settings(gate_mod.find_config(config), flags, list(assertion))
@@ -456,25 +510,25 @@ def check_cmd(
 def recommend_cmd(
     data: Data,
     data2: Annotated[Optional[str], typer.Argument(help="A second file holding the predictions; rows align by position or by --key.", show_default=False)] = None,
-    target: Annotated[Optional[str], typer.Option("-t", "--target", help="Target column(s): a name, a comma list or a glob.")] = None,
-    pred: Annotated[list[str], typer.Option("-p", "--pred", help="Prediction column(s), one set; optional: without them the target's distribution is judged.")] = [],
-    col: Annotated[list[str], typer.Option("--col", help="Bind another role: ROLE=COLUMNS (repeatable), e.g. --col embedding='e_*'.")] = [],
-    weight: Annotated[Optional[str], typer.Option("-w", "--weight", help="Sample-weight column (used by the empirical check).")] = None,
-    key: Annotated[Optional[str], typer.Option("--key", help="Join DATA and DATA2 on this column instead of by position.")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="regression|binary|multiclass|segmentation|metric|distribution (inferred when omitted).")] = None,
-    goal: Annotated[Optional[str], typer.Option("--goal", help="What the data cannot show: intervals | margin | boosting | quality | simple | small-objects | vae | distillation.")] = None,
-    coverage: Annotated[Optional[float], typer.Option("--coverage", help="Central interval wanted, e.g. 0.9: the quantile τ pair (implies --goal intervals).")] = None,
-    logits: Annotated[Optional[bool], typer.Option("--logits/--no-logits", help="Scores are logits.", show_default=False)] = None,
-    nan: Annotated[str, typer.Option("--nan", help="error | drop: what to do with rows holding NaN or ±inf.")] = "error",
-    id_col: Annotated[Optional[str], typer.Option("--id", help="Image id column (segmentation): foreground share per image.")] = None,
+    target: Target = None,
+    pred: Annotated[list[str], _option("--pred", "Prediction column(s), one set; optional: without them the target's distribution is judged.")] = [],
+    col: Annotated[list[str], _option("--col", "Bind another role: ROLE=COLUMNS (repeatable), e.g. --col embedding='e_*'.")] = [],
+    weight: Annotated[Optional[str], _option("--weight", "Sample-weight column (used by the empirical check).")] = None,
+    key: Annotated[Optional[str], _option("--key")] = None,
+    task: TaskOpt = None,
+    goal: Annotated[Optional[str], _option("--goal")] = None,
+    coverage: Annotated[Optional[float], _option("--coverage")] = None,
+    logits: Annotated[Optional[bool], _option("--logits", show_default=False)] = None,
+    nan: Nan = _D.nan.value,
+    id_col: Annotated[Optional[str], _option("--id", "Image id column (segmentation): foreground share per image.")] = None,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Evaluate each recommended loss on the data (a second pass).")] = True,
-    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table | json | markdown (table on a terminal, json otherwise).")] = None,
-    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write the advice to FILE (atomically) instead of stdout.")] = None,
-    input_format: Annotated[Optional[str], typer.Option("--input-format", help="csv | tsv | parquet | feather | jsonl, when the name does not say.")] = None,
-    batch_rows: Annotated[Optional[int], typer.Option("--batch-rows", help="Rows per record batch (the advice does not depend on it).")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="local (dask is not available for recommend yet).")] = "local",
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="With --engine dask: a Dask scheduler's ADDRESS.")] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No notes on stderr.")] = False,
+    fmt: ReportFormat = None,
+    output: Annotated[Optional[str], _option("--output", "Write the advice to FILE (atomically) instead of stdout.")] = None,
+    input_format: InputFormatOpt = None,
+    batch_rows: Annotated[Optional[int], _option("--batch-rows", "Rows per record batch (the advice does not depend on it).")] = None,
+    engine: Annotated[str, _option("--engine", f"{Engine.LOCAL} ({Engine.DASK} is not available for recommend yet).")] = _D.engine.value,
+    scheduler: Annotated[Optional[str], _option("--scheduler", "With --engine dask: a Dask scheduler's ADDRESS.")] = None,
+    quiet: Annotated[bool, _option("--quiet", "No notes on stderr.")] = False,
 ) -> None:
     """Measure the evidence the selection guides turn on; rank the losses that fit, with reasons."""
     from lossctl.plan import Request
@@ -488,8 +542,8 @@ def recommend_cmd(
     form = _default_format(fmt, output)
     if form not in REC_FORMATS:
         raise UsageError(f"recommend writes {', '.join(REC_FORMATS)}, not {form}")
-    if batch_rows is not None and batch_rows < 1:
-        raise UsageError(f"--batch-rows must be at least 1. Got {batch_rows} instead.")
+    EvalOptions.validated(CLI, task=task, logits=logits, nan=nan, input_format=input_format, batch_rows=batch_rows,
+                          engine=engine)
     if len(pred) > 1:
         raise UsageError("recommend judges one prediction set: give -p once (compare models with 'lossctl eval')")
     cols = _parse_cols(col)
@@ -512,13 +566,14 @@ def recommend_cmd(
 @app.command("list")
 def list_cmd(
     task: Annotated[Optional[str], typer.Option("--task", help="Only the losses of this task.")] = None,
-    fmt: Annotated[Optional[str], typer.Option("-f", "--format", help="table | json | markdown.")] = None,
+    fmt: Annotated[Optional[str], _option("--format", f"{_choices(REPORT_FORMATS)}.")] = None,
 ) -> None:
     """The catalogue: every loss with its task, roles, parameters and properties."""
     from lossctl import catalog
 
+    EvalOptions.validated(CLI, task=task)
     form = _default_format(fmt, None)
-    if form not in ("table", "json", "markdown"):
+    if form not in REPORT_FORMATS:
         raise UsageError(f"list writes table, json or markdown, not {form}")
     with _output(None) as out:
         catalog.render_list(task, form, out, color=_color(sys.stdout))
@@ -533,7 +588,7 @@ def explain_cmd(
     from lossctl import catalog
 
     form = _default_format(fmt or "table", None)  # text, even in a pipe: it is for reading
-    if form not in ("table", "json", "markdown"):
+    if form not in REPORT_FORMATS:
         raise UsageError(f"explain writes text (table), json or markdown, not {form}")
     with _output(None) as out:
         catalog.render_explain(loss, form, out, color=_color(sys.stdout))
@@ -746,7 +801,7 @@ def _guard_std_streams() -> tuple:
 
     Started with stderr closed (``2>&-``), Python's print(file=sys.stderr) would write
     to stdout: messages go to /dev/null instead. Started with stdout closed (``>&-``),
-    results are an error (exit 2, lossctl.io.stdout_writer), and descriptor 1 is held
+    results are an error (exit 2, lossctl.output.stdout_writer), and descriptor 1 is held
     by /dev/null so that no file lossctl opens can take its place.
     """
     saved = (sys.stdout, sys.stderr)

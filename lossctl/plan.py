@@ -9,12 +9,7 @@ from typing import Any, Mapping
 from lossctl import registry
 from lossctl.binding import Binding, Selector
 from lossctl.engine import Context, Options
-
-
-NAN_POLICIES = ("error", "drop")
-
-
-REDUCTIONS = ("mean", "sum", "none")
+from lossctl.options import NAN_POLICIES, REDUCTIONS  # noqa: F401 - declared in lossctl.options; importable here
 
 
 @dataclass
@@ -46,6 +41,7 @@ class Request:
     # alone); evaluated in the same pass as an extra prediction set labelled BASELINE, listed first
     baseline: str | None = None
     baseline_pred: str | None = None
+    strict_key: bool = False  # --strict-key: a key without a match in every file is an error
 
 
 BASELINE = "baseline"

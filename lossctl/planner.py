@@ -12,7 +12,7 @@ from lossctl.engine import Context
 from lossctl.errors import InputError, UsageError
 from lossctl.align import needed_columns
 from lossctl.arrays import to_matrix
-from lossctl.plan import BASELINE, NAN_POLICIES, REDUCTIONS, Inputs, Job, Plan, Request, pred_role
+from lossctl.plan import BASELINE, Inputs, Job, Plan, Request, pred_role
 
 
 def _spaces(sources: Sequence[Any]):
@@ -48,17 +48,12 @@ def prepare(req: Request) -> tuple[Plan, Inputs]:
     """Open the request's inputs and plan the evaluation: the plan, and the opened inputs it
     reads (close them when done: ``plan, inputs = prepare(req)``; ``with inputs: ...``)."""
     from lossctl import io
+    from lossctl.options import CLI, EvalOptions
 
-    if req.reduction not in REDUCTIONS:
-        raise UsageError(f"unknown reduction '{req.reduction}'; valid: {', '.join(REDUCTIONS)}")
-    if req.nan not in NAN_POLICIES:
-        raise UsageError(f"unknown --nan policy '{req.nan}'; valid: {', '.join(NAN_POLICIES)}")
-    if req.task is not None and req.task not in registry.TASKS:
-        raise UsageError(f"unknown task '{req.task}'; valid tasks: {', '.join(registry.TASKS)}")
-    if req.ci is not None and not (0 < req.ci < 1):
-        raise UsageError(f"--ci must be a level in (0, 1), such as 0.95. Got {req.ci} instead.")
-    if req.bootstrap < 1:
-        raise UsageError(f"--bootstrap must be at least 1. Got {req.bootstrap} instead.")
+    # the request's options, checked as the command line's (check's config values were checked as read)
+    EvalOptions.validated(CLI, reduction=req.reduction, nan=req.nan, task=req.task, grad=req.grad, logits=req.logits,
+                          ci=req.ci, bootstrap=req.bootstrap, seed=req.seed, min_rows=req.min_rows,
+                          batch_rows=req.batch_rows, input_format=req.input_format)
     paths = [req.data] + ([req.data2] if req.data2 else []) + list(req.more)
     if paths.count("-") + (req.baseline == "-") > 1:
         raise UsageError("standard input can be read only once: give - once")

@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from lossctl.errors import UsageError
 
-TASKS = ("regression", "binary", "multiclass", "segmentation", "metric", "distribution")
+from lossctl.options import TASKS  # noqa: E402 - the tasks are an enumeration of lossctl.options
 
 ParamKind = Literal["float", "int", "bool", "choice", "floats"]
 # what a model hands a loss: a regression value, an interval's bounds, a probability,

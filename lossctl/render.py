@@ -11,7 +11,7 @@ import numpy as np
 
 from lossctl.results import GRAD_KEYS, Comparison, Group, LossResult, Report, group_value_json, nonfinite_label
 
-FORMATS = ("table", "json", "jsonl", "csv", "tsv", "markdown")
+from lossctl.options import FORMATS  # noqa: E402 - declared once, in lossctl.options
 
 # a number smaller than this share of its row's scale is rounding noise (a gradient mean of
 # 8.65e-20 beside a mean |g| of 0.4): the views print it as 0, JSON and CSV keep it exact

@@ -172,7 +172,7 @@ def encode(doc: dict[str, Any]) -> str:
 
 
 def write(path: str, doc: dict[str, Any]) -> None:
-    from lossctl.io import open_output
+    from lossctl.output import open_output
 
     text = encode(doc)
     with open_output(path) as f:

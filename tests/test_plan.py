@@ -107,7 +107,7 @@ def test_rowwise_notes_do_not_change_the_plan():
 # those at its own level or below, never above (lazy imports inside functions included).
 LAYERS = {
     "errors": 0, "registry": 1, "binding": 2, "engine": 2, "accumulate": 2, "results": 2,
-    "plan": 3, "io": 3, "arrays": 3, "planner": 4, "align": 4, "slices": 5, "feed": 5, "driver": 6,
+    "plan": 3, "io": 3, "output": 3, "arrays": 3, "planner": 4, "align": 4, "slices": 5, "feed": 5, "driver": 6,
     "statefile": 7, "assemble": 8, "rowwise": 8,
 }
 
@@ -143,3 +143,13 @@ def test_the_split_modules_are_each_readable_in_one_sitting():
         with open(os.path.join(ROOT, "lossctl", f"{mod}.py"), encoding="utf-8") as f:
             assert sum(1 for _ in f) <= 650, mod
     assert not os.path.exists(os.path.join(ROOT, "lossctl", "pipeline.py"))
+
+
+def test_the_reader_module_writes_nothing():
+    """Results are written by lossctl/output.py; lossctl/io.py only reads."""
+    src = open(os.path.join(ROOT, "lossctl", "io.py"), encoding="utf-8").read()
+    for name in ("def open_output", "class StagedOutput", "def stdout_writer"):
+        assert name not in src
+    import lossctl.output as out
+
+    assert callable(out.open_output) and callable(out.open_outputs) and callable(out.stdout_writer)

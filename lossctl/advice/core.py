@@ -130,10 +130,13 @@ def _jsonable(x: Any) -> Any:
 
 
 def check_options(goal: str | None, coverage: float | None, task: str | None) -> None:
+    """recommend's own options (the goals are the rules' data), and the task as every entry point checks it."""
+    from lossctl.options import EvalOptions, check_level
+
     if goal is not None and goal not in R.GOALS:
         raise UsageError(f"unknown goal '{goal}'; valid goals: {', '.join(R.GOALS)}")
-    if coverage is not None and not (0 < coverage < 1):
-        raise UsageError(f"--coverage must be a level in (0, 1), such as 0.9. Got {coverage} instead.")
+    check_level("--coverage", coverage, 0.9)
+    EvalOptions.validated(task=task)
     if goal is not None and task is not None and task not in R.GOALS[goal]:
         valid = [g for g, ts in R.GOALS.items() if task in ts]
         raise UsageError(f"goal '{goal}' is for {'/'.join(R.GOALS[goal])} tasks, not {task}; "

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from lossctl.advice.core import Advice
 
-FORMATS = ("table", "json", "markdown")
+from lossctl.options import REPORT_FORMATS as FORMATS  # noqa: E402 - declared once, in lossctl.options
 WIDTH = 80
 
 

@@ -23,71 +23,116 @@ LIB_BATCH = 1 << 17
 # ------------------------------------------------------------------ files
 
 
-def run_request(req: Any, *, goal: str | None = None, coverage: float | None = None, check: bool = True) -> core.Advice:
-    """Measure, rank and (where predictions are given) check, for a pipeline Request."""
+@dataclasses.dataclass(frozen=True)
+class EvidenceSpec:
+    """What the evidence pass reads, as plain data (it travels to a Dask worker): the task,
+    the roles bound, how the scores are read, and for each role the job whose Batch holds
+    it, with the names messages give it."""
+
+    task: str
+    roles: frozenset[str]
+    logits: bool | None
+    named: bool  # the prediction is named like logits
+    jobs: tuple[tuple[str, int], ...]  # (role, the index of a job that binds it)
+    names: tuple[tuple[str, str], ...]
+    columns: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def evidence_spec(plan: Any, logits: bool | None) -> tuple[EvidenceSpec, dict[str, tuple[int, Any]]]:
+    """The evidence pass of ``plan`` (and, by role, the job index and selector it reads)."""
+    from lossctl.binding import logits_hinted
+
+    chosen: dict[str, tuple[int, Any]] = {}
+    for i, job in enumerate(plan.jobs):
+        for role, sel in job.binding.roles.items():
+            cur = chosen.get(role)
+            if cur is None or len(sel.columns) > len(cur[1].columns):
+                chosen[role] = (i, sel)
+    named = "pred" in chosen and logits_hinted(chosen["pred"][1])
+    spec = EvidenceSpec(plan.task, frozenset(chosen), logits, named,
+                        tuple((role, i) for role, (i, _) in chosen.items()),
+                        tuple((role, sel.text) for role, (_, sel) in chosen.items()),
+                        tuple((role, tuple(sel.columns)) for role, (_, sel) in chosen.items()))
+    return spec, chosen
+
+
+def evidence_pass(plan: Any, inputs: Any, spec: EvidenceSpec, row_offset: int = 0, input_offset: int = 0) -> tuple[Any, Any]:
+    """The evidence state of the rows of ``inputs`` (one pass; rows keyed by their index in the
+    whole data, so that the states of parts merge into the state of the whole), and the pass."""
     from lossctl.feed import Feeder
+
+    state = evidence.for_task(spec.task, set(spec.roles), spec.logits, spec.named)
+    names = dict(spec.names)
+    colnames = {role: list(c) for role, c in spec.columns}
+    feeder = Feeder(plan, inputs, row_offset, input_offset)
+    for jobs_b, _, _ in feeder.batches():
+        if not jobs_b:
+            continue
+        b0 = jobs_b[0]
+        cols = {role: jobs_b[i].cols[role] for role, i in spec.jobs}
+        state.update(Batch(cols, b0.n, b0.weight, b0.offset, b0.source, names, input_start=b0.input_start,
+                           keep=b0.keep, column_names=colnames))
+    return state, feeder
+
+
+def run_request(req: Any, *, goal: str | None = None, coverage: float | None = None, check: bool = True,
+                engine: Any = None) -> core.Advice:
+    """Measure, rank and (where predictions are given) check, for a Request: locally, or on
+    ``engine`` (lossctl.engines.dask.Engine), which computes the evidence and the check's
+    states on its workers."""
     from lossctl.planner import prepare
 
     core.check_options(goal, coverage, req.task)
     base = dataclasses.replace(req, losses=[], grad=False, reduction="mean", by=[], ci=None, id=None,
                                task=req.task or core.goal_task(goal))
+    if engine is not None:
+        engine.check_request(base)
     try:
         plan, inputs = prepare(base)
     except InputError as e:
         if req.preds or "prediction" not in str(e):
             raise
+        if engine is not None:
+            raise UsageError("recommend --engine dask judges predictions: give -p (the target's distribution "
+                             "alone needs --engine local)") from None
         return _targets_only(base, goal, coverage, e)
     try:
         core.check_options(goal, coverage, plan.task)
-        chosen: dict[str, tuple[int, Any]] = {}
-        for i, job in enumerate(plan.jobs):
-            for role, sel in job.binding.roles.items():
-                cur = chosen.get(role)
-                if cur is None or len(sel.columns) > len(cur[1].columns):
-                    chosen[role] = (i, sel)
-        roles = set(chosen)
-        from lossctl.binding import logits_hinted
-
-        named = "pred" in chosen and logits_hinted(chosen["pred"][1])
-        state = evidence.for_task(plan.task, roles, req.logits, named)
-        names = {role: sel.text for role, (_, sel) in chosen.items()}
-        colnames = {role: list(sel.columns) for role, (_, sel) in chosen.items()}
-        feeder = Feeder(plan, inputs)
-        for jobs_b, _, _ in feeder.batches():
-            if not jobs_b:
-                continue
-            b0 = jobs_b[0]
-            cols = {role: jobs_b[i].cols[role] for role, (i, _) in chosen.items()}
-            state.update(Batch(cols, b0.n, b0.weight, b0.offset, b0.source, names, input_start=b0.input_start,
-                               keep=b0.keep, column_names=colnames))
-        if feeder.rows == 0:
-            raise InputError.at(f"no rows left: --nan drop dropped all {feeder.dropped}" if feeder.dropped
+        spec, chosen = evidence_spec(plan, req.logits)
+        if engine is None:
+            state, feeder = evidence_pass(plan, inputs, spec)
+            rows, dropped = feeder.rows, feeder.dropped
+        else:
+            state, rows, dropped = engine.evidence(plan, inputs, spec)
+        if rows == 0:
+            raise InputError.at(f"no rows left: --nan drop dropped all {dropped}" if dropped
                                 else "no rows to evaluate", source=plan.source_names[0])
+        roles = set(spec.roles)
         task, inferred = plan.task, plan.task_inferred and req.task is None
         has_pred = any(r in roles for r in ("pred", "student", "x1", "anchor", "embedding", "mu", "lower"))
         advice = core.advise(task, state.result(), roles, goal=goal, coverage=coverage, task_inferred=inferred,
                              has_pred=has_pred)
-        advice.rows = feeder.rows
+        advice.rows = rows
         advice.bindings = {role: (sel.columns if sel.vector else sel.columns[0]) for role, (_, sel) in chosen.items()}
         kind = advice.evidence.get("score_kind")
-        if named and req.logits is None and kind == "probability":
+        if spec.named and req.logits is None and kind == "probability":
             advice.notes.append(f"'{chosen['pred'][1].text}' is named like logits, but every score lies in [0, 1]: "
                                 "read as probabilities (--logits to read them as logits)")
         if req.weight:
             advice.notes.append("the evidence counts every row once; the weights enter the empirical check")
-        if feeder.dropped:
-            advice.notes.append(f"--nan drop: dropped {feeder.dropped} rows with missing or infinite values")
+        if dropped:
+            advice.notes.append(f"--nan drop: dropped {dropped} rows with missing or infinite values")
         if check and has_pred:
             # the same opened sources (standard input is spooled once): a second pass over them
             if kind == "probability" and req.logits is None:
                 req = dataclasses.replace(req, logits=False)  # as the evidence read them, not by the name
-            core.check(advice, _file_evaluator(req, task, chosen, inputs))
+            core.check(advice, _file_evaluator(req, task, chosen, inputs, engine))
     finally:
         inputs.close()
     return advice
 
 
-def _file_evaluator(req: Any, task: str, chosen: dict[str, tuple[int, Any]], sources: list[Any]):
+def _file_evaluator(req: Any, task: str, chosen: dict[str, tuple[int, Any]], sources: list[Any], engine: Any = None):
     from lossctl.planner import plan_on
     from lossctl.driver import accumulate
     from lossctl.assemble import build_report
@@ -103,7 +148,8 @@ def _file_evaluator(req: Any, task: str, chosen: dict[str, tuple[int, Any]], sou
             overrides = {"logits": True} if r.logits else {}
             calls = [registry.parse_spec(s, overrides) for s in specs]
             plan = plan_on(r, list(sources), calls, False).with_context(sample_grads=False)
-            report = build_report(plan, accumulate(plan, sources))
+            acc = engine.accumulate(plan, sources) if engine is not None else accumulate(plan, sources)
+            report = build_report(plan, acc)
         except (InputError, UsageError) as e:
             if len(specs) == 1:
                 return {specs[0]: str(e)}
