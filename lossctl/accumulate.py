@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -74,6 +75,13 @@ class Sum:
             c = c + np.where(np.abs(s) >= np.abs(xs), (s - t) + xs, (xs - t) + s)
         self.s, self.c, self.e = t, c, common
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # the raw float64 (and int64) bytes: exact to the bit, and a few bytes per sum (a slice's
+        # state is mostly its sums)
+        return (_sum_of, (self.s.astype(np.float64, copy=False).tobytes(),
+                          self.c.astype(np.float64, copy=False).tobytes(),
+                          None if self.e is None else self.e.astype(np.int64, copy=False).tobytes()))
+
     def merge(self, other: "Sum") -> None:
         self.add(other.s, other.e)
         self.add(other.c, other.e)
@@ -116,17 +124,28 @@ class Sum:
         return out
 
 
-_KEYS: tuple[int, int, np.ndarray] | None = None
+def _sum_of(s: bytes, c: bytes, e: bytes | None) -> Sum:
+    """The :class:`Sum` that ``Sum.__reduce__`` pickled."""
+    out = Sum(0)
+    out.s = np.frombuffer(s, dtype=np.float64).copy()
+    out.c = np.frombuffer(c, dtype=np.float64).copy()
+    out.e = None if e is None else np.frombuffer(e, dtype=np.int64).copy()
+    return out
+
+
+# the last batch's row keys, per thread: every loss of a batch asks for the same keys, and the
+# states of one process may be filled by several threads at once (a Dask worker's tasks)
+_LAST = threading.local()
 
 
 def row_keys(offset: int, n: int) -> np.ndarray:
-    """splitmix64 of the row indices offset..offset+n−1, cached for the last batch
+    """splitmix64 of the row indices offset..offset+n−1, cached for this thread's last batch
     (every loss of a batch asks for the same keys)."""
-    global _KEYS
-    if _KEYS is not None and _KEYS[0] == offset and _KEYS[1] == n:
-        return _KEYS[2]
+    got = getattr(_LAST, "keys", None)
+    if got is not None and got[0] == offset and got[1] == n:
+        return got[2]
     keys = splitmix64(np.arange(offset, offset + n, dtype=np.uint64))
-    _KEYS = (offset, n, keys)
+    _LAST.keys = (offset, n, keys)
     return keys
 
 
@@ -180,6 +199,23 @@ class GradSummary:
         self._d: np.ndarray | None = None  # scratch for g − ḡ, reused from batch to batch
         # every figure held is for g·2^-exp: 0 unless Σg² left the double range (gradients near 1e154 or 1e-170)
         self.exp = 0
+
+    # -- pickling: the data, not the scratch (``_d``) nor the candidates buffer's spare room
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_d"] = None
+        d["_buf"] = self._buf[: self._n].copy()
+        d["_cap"] = self._buf.size  # (the room is remade: pruning happens when it would have)
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        d = dict(d)
+        cap, top = d.pop("_cap", 0), d["_buf"]
+        if cap > top.size:
+            buf = np.empty(cap)
+            buf[: top.size] = top
+            d["_buf"] = buf
+        self.__dict__.update(d)
 
     # -- updating
     def update(self, g: np.ndarray, offset: int | np.ndarray = 0) -> None:

@@ -445,7 +445,9 @@ def per_row(
     from lossctl.rowwise import row_values
 
     main = _ArrayPass(cols, w, n, max(n, 1))
-    ((_, _, ((loss_rows, grads),)),) = row_values([k], lambda: _ArrayPass(cols, w, n, max(n, 1)), main, [True])
+    pre = spec.needs("prepass", call.params, grad=True, outputs=(p.shape[1] if (p := cols.get("pred")) is not None
+                                                                and p.ndim == 2 else 1))
+    ((_, _, ((loss_rows, grads),)),) = row_values([k], [pre], lambda: _ArrayPass(cols, w, n, max(n, 1)), main, [True])
     return loss_rows, grads
 
 

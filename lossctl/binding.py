@@ -22,7 +22,7 @@ GENERIC_NAMES: dict[str, tuple[str, ...]] = {
     "pred": (
         "y_pred", "pred", "prediction", "predictions", "yhat", "y_hat", "score", "scores", "logit", "logits",
         "prob", "proba", "probability", "output", "p", "y_pred_*", "pred_*", "prob_*", "proba_*", "logit_*",
-        "score_*", "p_*",
+        "score_*", "p_*", "p[0-9]*",
     ),
     "weight": ("weight", "weights", "sample_weight", "w"),
 }

@@ -23,20 +23,17 @@ from lossctl.plan import Job, Plan, options
 
 def unmergeable(plan: Any) -> tuple[str, str] | None:
     """(loss, reason) for the first loss whose state cannot travel from one shard to
-    another, else None. Decided as ``--emit-state`` decides it (the state's ``to_dict``),
-    on fresh states, before any row is read."""
-    from lossctl import statefile
-
+    another, else None: the state's declared ``unmergeable_reason`` (what ``--emit-state``
+    and ``merge`` read too), on fresh states, before any row is read."""
     o = options(plan)
     for job in plan.jobs:
         st = new_state(job, plan.ctx, o)
         if hasattr(st, "grouped") and st.grouped is None:
             # a per-image state learns it is one from its first rows: the binding says it now
             st.grouped = "group" in job.binding.roles
-        try:
-            statefile._state_dict(st, job.call.text)
-        except UsageError as e:
-            return job.call.text, str(e)
+        reason = st.unmergeable_reason
+        if reason is not None:
+            return job.call.text, reason
     return None
 
 
@@ -57,7 +54,7 @@ def run_shard(
 
     found = unmergeable(plan)
     if found is not None:
-        raise UsageError(found[1])
+        raise UsageError(f"--emit-state: {found[0]}: {found[1]}")
     return accumulate(plan, inputs, row_offset, progress, sample, input_offset=input_offset, whole=whole)
 
 
@@ -117,17 +114,21 @@ def drive(plan: Plan, open_pass: Callable[[], Pass], progress: Callable[[int], N
     opts = options(plan)
     sampler = RowSample() if sample and plan.jobs else None
     states = [new_state(j, plan.ctx, opts) for j in plan.jobs]
-    kernels = [s.kernel for s in states if isinstance(s, DecomposableState)]
+    pre = [needs(plan, j, "prepass") for j in plan.jobs]
+    second = [needs(plan, j, "second") for j in plan.jobs]
+    for s, p, q in zip(states, pre, second):  # the declarations are what the states do (a test checks every loss)
+        assert p == bool(getattr(getattr(s, "kernel", None), "needs_prepass", False)) and q == s.two_pass, \
+            f"{type(s).__name__}: its declared passes differ from what its state does"
 
-    if any(k.needs_prepass for k in kernels):  # whole-data facts first (weight=balanced's class counts)
+    if any(pre):  # whole-data facts first (weight=balanced's class counts)
         for jobs_b, _, _ in open_pass().batches():
-            for s, b in zip(states, jobs_b):
-                if isinstance(s, DecomposableState) and s.kernel.needs_prepass:
+            for s, b, p in zip(states, jobs_b, pre):
+                if p:
                     s.kernel.validate(b)
                     s.kernel.prepass(b)
-        for k in kernels:
-            if k.needs_prepass:
-                k.end_prepass()
+        for s, p in zip(states, pre):
+            if p:
+                s.kernel.end_prepass()
 
     slices = None
     if plan.by:
@@ -147,14 +148,19 @@ def drive(plan: Plan, open_pass: Callable[[], Pass], progress: Callable[[int], N
                 sampler.update(cols, jobs_b[0].offset)
         if slices is not None:
             slices.update(jobs_b, by_vals)
-    if any(s.two_pass for s in states) or (slices is not None and slices.two_pass):  # (Dice gradients)
+    if any(second):  # gradients from the totals (the Dice family's, wasserstein's)
         for jobs_b, by_vals, _ in open_pass().batches():
-            for s, b in zip(states, jobs_b):
-                if s.two_pass:
+            for s, b, q in zip(states, jobs_b, second):
+                if q:
                     s.update2(b)
             if slices is not None:
                 slices.update2(jobs_b, by_vals)
     return Driven(states, slices, sampler, main)
+
+
+def needs(plan: Plan, job: Job, kind: str) -> bool:
+    """Whether ``job`` needs a pass of ``kind`` ("prepass", "second") in this plan, as its loss declares."""
+    return job.call.spec.needs(kind, job.call.params, grad=plan.ctx.grad, outputs=plan.ctx.n_classes or 1)
 
 
 def accumulate(

@@ -154,6 +154,12 @@ class Kernel:
         self.params = dict(params)
         self.ctx = ctx
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled by class name, parameters and context: the constructor runs on the other side (and
+        # makes its own buffers); what the kernel learnt from the data travels as its attributes
+        data = {k: v for k, v in self.__dict__.items() if k not in ("params", "ctx")}
+        return (_kernel_of, (type(self), self.params, self.ctx), data)
+
     # per-row statistics: a list of (n,) or (n, k) arrays, or float constants
     def stats(self, b: Batch, grad: bool) -> tuple[list[Any], dict[str, np.ndarray] | None]:
         raise NotImplementedError
@@ -207,6 +213,11 @@ class Kernel:
 
     def validate(self, b: Batch) -> None:
         """Check the domain of this loss's inputs (labels, probabilities)."""
+
+
+def _kernel_of(cls: type[Kernel], params: Mapping[str, Any], ctx: Context) -> Kernel:
+    """A pickled kernel, built again by its class from its parameters."""
+    return cls(params, ctx)
 
 
 class RowMeanKernel(Kernel):
@@ -434,10 +445,22 @@ class BootUnits:
         self.buckets += other.buckets
         self.count += other.count
 
+    def _one_block(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The rows held as one block (the same matrix), not one per batch: what travels."""
+        if len(self.rows) > 1:
+            return [np.vstack(self.rows)], [np.concatenate(self.idx)]
+        return self.rows, self.idx
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["rows"], d["idx"] = self._one_block()
+        return d
+
     def to_dict(self) -> dict[str, Any]:
         if self.buckets is not None:
             return {"count": self.count, "buckets": self.buckets.tolist()}
-        return {"count": self.count, "rows": [m.tolist() for m in self.rows], "idx": [[int(i) for i in x] for x in self.idx]}
+        rows, idx = self._one_block()
+        return {"count": self.count, "rows": [m.tolist() for m in rows], "idx": [[int(i) for i in x] for x in idx]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BootUnits":
@@ -600,10 +623,24 @@ class Options:
 
 
 class State:
-    """What the engine drives for one (loss, prediction set[, group])."""
+    """What the engine drives for one (loss, prediction set[, group]).
+
+    A state that can travel (to a state file, to another process) and be merged with the
+    state of another part of the data says so through one property, ``unmergeable_reason``
+    (None, or why not, in a few words a driver puts after the loss's name); ``mergeable``
+    is its negation. Every driver (``--emit-state``, ``merge``, ``--engine dask``) reads it,
+    before any row is read. A mergeable state pickles with the standard ``pickle`` module
+    as its data only (its kernel by class name and parameters, no scratch buffers).
+    """
 
     two_pass = False
     decomposable = False
+    # the default for a state that has not said how it travels
+    unmergeable_reason: str | None = "its state cannot be saved to a file yet"
+
+    @property
+    def mergeable(self) -> bool:
+        return self.unmergeable_reason is None
 
     def update(self, b: Batch) -> None:
         raise NotImplementedError
@@ -619,9 +656,7 @@ class State:
 
     def to_dict(self) -> dict[str, Any]:
         """The state's sufficient statistics, for ``--emit-state`` (JSON-able)."""
-        from lossctl.errors import UsageError
-
-        raise UsageError("--emit-state: its state cannot be saved to a file yet")
+        raise UsageError(f"--emit-state: {self.unmergeable_reason}")
 
     def load(self, d: dict[str, Any]) -> "State":
         raise NotImplementedError
@@ -733,14 +768,24 @@ class DecomposableState(State):
         if self.boot is not None and other.boot is not None:
             self.boot.merge(other.boot)
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def unmergeable_reason(self) -> str | None:  # type: ignore[override]
         if self.two_pass:
-            from lossctl.errors import UsageError
+            return (f"with --grad, the gradient of {type(self.kernel).__name__} needs a second pass over the whole "
+                    "data, which a shard cannot do; emit the state without --grad")
+        if self.kernel.needs_prepass:
+            return "this loss needs whole-data facts (balanced class weights): give the weights explicitly"
+        return None
 
-            raise UsageError(
-                f"--emit-state with --grad: the gradient of {type(self.kernel).__name__} needs a second pass over "
-                "the whole data, which a shard cannot do; emit the state without --grad"
-            )
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_final"] = None  # the second pass's copy of the totals, remade from them
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        reason = self.unmergeable_reason
+        if reason is not None:
+            raise UsageError(f"--emit-state: {reason}")
         return {
             "kind": "decomposable",
             "n": self.n,

@@ -8,182 +8,50 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Mapping
 
 from lossctl.errors import UsageError
 
-from lossctl.options import TASKS  # noqa: E402 - the tasks are an enumeration of lossctl.options
-
-ParamKind = Literal["float", "int", "bool", "choice", "floats"]
-# what a model hands a loss: a regression value, an interval's bounds, a probability,
-# a logit, an unbounded decision value (margin), an embedding, a distribution (or its
-# logits: "logit" covers them), a Gaussian posterior's (mu, logvar)
-OutputKind = Literal["value", "interval", "probability", "logit", "margin", "embedding", "distribution", "posterior"]
-Minimiser = Literal["", "mean", "median", "mean-median", "quantile", "probability", "decision", "overlap",
-                    "distribution", "embedding", "prior"]
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A real interval with open or closed ends, as scikit-learn's ``Interval``."""
-
-    low: float = -math.inf
-    high: float = math.inf
-    closed: Literal["both", "left", "right", "neither"] = "neither"
-
-    def __contains__(self, x: float) -> bool:
-        lo_ok = x >= self.low if self.closed in ("both", "left") else x > self.low
-        hi_ok = x <= self.high if self.closed in ("both", "right") else x < self.high
-        return lo_ok and hi_ok
-
-    def __str__(self) -> str:
-        left = "[" if self.closed in ("both", "left") else "("
-        right = "]" if self.closed in ("both", "right") else ")"
-        return f"{left}{_fmt(self.low)}, {_fmt(self.high)}{right}"
-
-
-def _fmt(x: float) -> str:
-    if x == math.inf:
-        return "inf"
-    if x == -math.inf:
-        return "-inf"
-    return f"{x:g}"
-
-
-@dataclass(frozen=True)
-class Param:
-    """One hyper-parameter: its type, default, valid range and help."""
-
-    name: str
-    kind: ParamKind
-    default: Any
-    help: str
-    interval: Interval | None = None
-    choices: tuple[Any, ...] = ()
-    # values accepted besides the interval (focal's alpha = -1 means "none")
-    extra_values: tuple[Any, ...] = ()
-    # for list-valued parameters, string keywords accepted instead of a list
-    keywords: tuple[str, ...] = ()
-
-    def describe_range(self) -> str:
-        if self.kind == "bool":
-            return "true|false"
-        if self.kind == "choice":
-            return "|".join(str(c) for c in self.choices)
-        parts = []
-        if self.interval is not None:
-            parts.append(str(self.interval))
-        parts += [str(v) for v in self.extra_values]
-        if self.kind == "floats":
-            parts = ["list of numbers" + (f" in {self.interval}" if self.interval else "")]
-            if self.interval is not None or self.extra_values:  # where coerce() takes one number too
-                parts.append(f"a number in {self.interval}" if self.interval else "a number")
-            parts += [str(v) for v in self.extra_values] + list(self.keywords)
-        return " or ".join(parts) if parts else self.kind
-
-
-@dataclass(frozen=True)
-class Role:
-    """An input of a loss: a scalar column or a vector of columns."""
-
-    name: str
-    vector: bool | None = False  # False: one column; True: several; None: either
-    required: bool = True
-    help: str = ""
-    # conventional column names; a trailing '*' is a prefix glob for vector roles
-    names: tuple[str, ...] = ()
-    # only the names above, never the generic target/pred names
-    names_only: bool = False
-    # values are labels (an image id): read as they are, never as numbers
-    categorical: bool = False
-    # binary labels may be −1/+1 (margin losses), not only 0/1
-    signed: bool = False
-
-
-@dataclass(frozen=True)
-class Properties:
-    """What ``list``, ``explain`` and ``recommend`` say about a loss."""
-
-    formula: str
-    gradient: str
-    convex: bool | None
-    differentiable: str  # "everywhere" or where it is not
-    robust: Literal["no", "bounded-influence", "yes"]
-    estimates: str
-    output: str
-    cost: Literal["low", "medium", "high"]
-    use_when: str
-    avoid_when: str
-    references: tuple[str, ...]
-    conventions: str = ""
-    outlier_note: str = ""
-    # typed tags that `recommend` reads (the free-text fields above are for people):
-    # the kinds of model output the loss takes, what its minimiser estimates, and
-    # whether it is built for class imbalance ("weights": through a class-weight
-    # parameter; "yes": by its form, as focal and Dice are)
-    takes: tuple[OutputKind, ...] = ()
-    minimiser: Minimiser = ""
-    imbalance: Literal["no", "weights", "yes"] = "no"
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """A loss, declared once: name, roles, parameters, maths and properties.
-
-    ``factory(params, ctx)`` returns the object the streaming engine drives (see
-    :mod:`lossctl.engine`); ``row_mean`` says whether the value is a (weighted) mean
-    of per-row losses, which is what ``--reduction sum|none`` need.
-    """
-
-    name: str
-    task: str
-    roles: tuple[Role, ...]
-    params: tuple[Param, ...]
-    factory: Callable[..., Any]
-    properties: Properties
-    aliases: tuple[str, ...] = ()
-    tasks: tuple[str, ...] = ()  # further tasks it fits (focal: binary and multiclass)
-    default_for: tuple[str, ...] = ()
-    row_mean: bool = True
-    grad_roles: tuple[str, ...] = ("pred",)
-    summary: str = ""
-    example: str = ""
-    # the spec's name for a form of another loss with other roles (the spec's "triplet mined"
-    # is triplet_mined, variant_of="triplet"): `-l triplet:mining=hard`, or `-l triplet` on a
-    # file whose columns bind only the variant's roles, select it
-    variant_of: str = ""
-
-    @property
-    def all_tasks(self) -> tuple[str, ...]:
-        return (self.task,) + tuple(t for t in self.tasks if t != self.task)
-
-    def param(self, name: str) -> Param:
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)
-
-    def defaults(self) -> dict[str, Any]:
-        return {p.name: p.default for p in self.params}
-
+# the declared data of every loss; re-exported here, where the rest of lossctl reads them
+from lossctl.spec import (  # noqa: E402,F401
+    BINARY, CATEGORICAL, CLASS, DISTRIBUTION, NONNEGATIVE, POSITIVE, PROBABILITY, REAL, SIGNED, TASKS,
+    Domain, DomainKind, Interval, LossCall, LossSpec, Minimiser, OutputKind, Param, ParamKind, Pass, PassKind,
+    Properties, Role, check_domain, heredoc,
+)
 
 _REGISTRY: dict[str, LossSpec] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register(spec: LossSpec) -> LossSpec:
+def _add(spec: LossSpec, names: dict[str, LossSpec], aliases: dict[str, str]) -> None:
     for name in (spec.name, *spec.aliases):
-        if name in _REGISTRY or name in _ALIASES:
+        if name in names or name in aliases:
             raise ValueError(f"loss name {name!r} registered twice")
-    _REGISTRY[spec.name] = spec
+    names[spec.name] = spec
     for alias in spec.aliases:
-        _ALIASES[alias] = spec.name
-    return spec
+        aliases[alias] = spec.name
+
+
+def build(specs: tuple[LossSpec, ...] | list[LossSpec]) -> tuple[dict[str, LossSpec], dict[str, str]]:
+    """The name and alias tables of ``specs``, in their order; a name or alias declared
+    twice is refused (ValueError)."""
+    names: dict[str, LossSpec] = {}
+    aliases: dict[str, str] = {}
+    for spec in specs:
+        _add(spec, names, aliases)
+    return names, aliases
 
 
 def _load() -> None:
-    import lossctl.losses  # noqa: F401  (registers every loss)
+    """Fill the tables from :data:`lossctl.losses.ALL`, once (lazily: ``lossctl --help``
+    imports no loss module, hence no numpy)."""
+    if _REGISTRY:
+        return
+    from lossctl.losses import ALL
+
+    names, aliases = build(ALL)
+    _ALIASES.update(aliases)
+    _REGISTRY.update(names)
 
 
 def all_losses() -> list[LossSpec]:
@@ -219,19 +87,6 @@ def get(name: str) -> LossSpec:
 
 
 # ---------------------------------------------------------------- loss specs
-
-@dataclass(frozen=True)
-class LossCall:
-    """A loss with its parameters bound: what ``--loss SPEC`` denotes."""
-
-    spec: LossSpec
-    params: Mapping[str, Any]
-    text: str  # the SPEC as the user would write it, e.g. "huber:delta=1.5"
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
 
 _SPEC_ITEM = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\[[^\]]*\]|[^,]*)\s*(?:,|$)")
 
@@ -386,12 +241,8 @@ def split_list(text: str) -> list[str]:
 
 
 __all__ = [
-    "Interval", "Param", "Role", "Properties", "LossSpec", "LossCall", "register",
+    "Interval", "Param", "Role", "Properties", "LossSpec", "LossCall", "Domain", "Pass", "build",
     "get", "all_losses", "losses_for_task", "default_losses", "parse_spec", "TASKS",
     "format_call", "format_value", "coerce",
 ]
 
-
-def heredoc(command: str, data: str) -> str:
-    """An example that runs as it stands after ``pip install``: its data in a shell here-document."""
-    return f"{command} <<'EOF'\n{data}EOF"

@@ -8,6 +8,7 @@ import numpy as np
 
 from lossctl.errors import InputError
 from lossctl.engine import Batch
+from lossctl.driver import needs
 from lossctl.feed import Feeder
 from lossctl.plan import Job, Plan, pred_role
 
@@ -44,19 +45,21 @@ def rowwise_notes(plan: Plan) -> list[str]:
             for job in plan.jobs if not _scalar_grad(job)]
 
 
-def row_values(kernels: Sequence[Any], open_pass: Callable[[], Any], main: Any, grads: Sequence[bool]) -> Iterator[
+def row_values(kernels: Sequence[Any], prepass: Sequence[bool], open_pass: Callable[[], Any], main: Any,
+               grads: Sequence[bool]) -> Iterator[
         tuple[list[Batch], Any, list[tuple[np.ndarray, dict[str, np.ndarray] | None]]]]:
-    """Per batch of ``main`` (after a pre-pass over ``open_pass()`` where a kernel needs one):
+    """Per batch of ``main`` (after a pre-pass over ``open_pass()`` where a job's loss declares
+    one: ``prepass[j]``):
     the jobs' Batches, the --id values, and each job's per-row losses and gradients
     (``grads[j]``: whether job j's), multiplied by the rows' weights."""
-    if any(getattr(k, "needs_prepass", False) for k in kernels):
+    if any(prepass):
         for jobs_b, _, _ in open_pass().batches():
-            for k, b in zip(kernels, jobs_b):
-                if getattr(k, "needs_prepass", False):
+            for k, b, p in zip(kernels, jobs_b, prepass):
+                if p:
                     k.validate(b)
                     k.prepass(b)
-        for k in kernels:
-            if getattr(k, "needs_prepass", False):
+        for k, p in zip(kernels, prepass):
+            if p:
                 k.end_prepass()
     for jobs_b, _, ids in main.batches():
         out = []
@@ -97,7 +100,8 @@ def iter_rows(plan: Plan, inputs: Sequence[Any]) -> Iterator[tuple[list[str], li
         if req.grad and sc:
             header.append(name + ".grad")
     feeder = Feeder(plan, inputs)
-    for jobs_b, ids, per_job in row_values(kernels, lambda: Feeder(plan, inputs), feeder,
+    prepass = [needs(plan, j, "prepass") for j in plan.jobs]
+    for jobs_b, ids, per_job in row_values(kernels, prepass, lambda: Feeder(plan, inputs), feeder,
                                            [req.grad and sc for sc in scalar]):
         cols: list[np.ndarray] = []
         if numbered:

@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from lossctl import __version__, registry
-from lossctl.engine import Context, DecomposableState, State
+from lossctl.engine import Context, State
 from lossctl.errors import InputError, UsageError, clip
 
 FORMAT = "lossctl-state"
@@ -51,15 +51,10 @@ def _decode(x: Any) -> Any:
 
 
 def _state_dict(s: State, spec: str) -> dict[str, Any]:
-    try:
-        d = s.to_dict()
-    except UsageError as e:  # name the loss, not the class that holds its state
-        raise UsageError(f"--emit-state: {spec}: {str(e).removeprefix('--emit-state: ')}") from None
-    if isinstance(s, DecomposableState) and s.kernel.needs_prepass:
-        raise UsageError(
-            "--emit-state: this loss needs whole-data facts (balanced class weights): give the weights explicitly"
-        )
-    return d
+    reason = s.unmergeable_reason  # (the one property every driver reads: the loss is named here)
+    if reason is not None:
+        raise UsageError(f"--emit-state: {spec}: {reason}")
+    return s.to_dict()
 
 
 def dump(plan: Any, acc: Any, row_offset: int) -> dict[str, Any]:

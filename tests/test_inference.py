@@ -371,3 +371,19 @@ def test_value_rules_tell_one_prediction_set_from_several(k, n, seed):
     assert task_from_values(yr, yr[:, None] + rng.normal(size=(n, k)), k, logits=False).several_sets
     # class logits are multiclass whatever their rows sum to
     assert task_from_values(y, rng.normal(size=(n, k)), k, logits=True).task == "multiclass"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_numbered_probability_columns_without_a_separator_are_found(cli, tmp_path, models, fmt):
+    """p0, p1, p2 (predict_proba written column by column, no underscore) are one prediction
+    set found by name, as p_0, p_1, p_2 are: multiclass, scored as scikit-learn's log_loss."""
+    m = models["iris"]
+    path = tmp_path / f"iris.{fmt}"
+    frame = _frame("y", m["y"], {f"p{k}": m["proba"][:, k] for k in range(3)})
+    frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
+    r = cli("eval", path, "-f", "json")
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert doc["task"] == "multiclass" and doc["bindings"]["pred"] == ["p0", "p1", "p2"]
+    ce = next(x for x in doc["results"] if x["loss"] == "cross_entropy")
+    assert close(ce["value"], log_loss(m["y"], m["proba"]), rel=1e-10)

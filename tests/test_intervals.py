@@ -232,7 +232,9 @@ def test_rows_are_hashed_once_per_batch_for_every_state(cli, tmp_path, monkeypat
         return real(x)
 
     monkeypatch.setattr(acc, "splitmix64", counting)
-    monkeypatch.setattr(acc, "_KEYS", None)
+    import threading
+
+    monkeypatch.setattr(acc, "_LAST", threading.local())  # (no row keys cached from an earlier test)
     import lossctl.engine as engine
 
     monkeypatch.setattr(engine, "splitmix64", counting)

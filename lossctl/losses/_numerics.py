@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -120,6 +121,9 @@ class Scratch:
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (Scratch, ())  # buffers, not data: a pickled kernel gets an empty one
 
     def __call__(self, name: str, n: int, dtype: type = np.float64) -> np.ndarray:
         a = self._arrays.get(name)

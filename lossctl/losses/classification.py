@@ -18,7 +18,10 @@ import numpy as np
 from lossctl.engine import Batch, Context, RowMeanKernel
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import BLOCK, EPS, FusedSums, Scratch, blockwise, blockwise_many, dot, log_sigmoid
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
+from lossctl.spec import (
+    BINARY, CLASS, DISTRIBUTION, PROBABILITY, REAL, SIGNED, Interval, LossSpec, Param, Pass, Properties,
+    Role, check_domain, heredoc,
+)
 
 ROW_SUM_TOL = 1e-6  # a probability or label row must sum to 1 within this
 
@@ -442,12 +445,8 @@ def _one_column(b: Batch, role: str, loss: str) -> np.ndarray:
 
 
 def _check_probs(b: Batch, p: np.ndarray, loss: str) -> None:
-    bad = (p < 0) | (p > 1)
-    if bad.any():
-        raise b.fail(
-            f"{loss} reads probabilities, which must lie in [0, 1] (for logits pass logits=true or --logits)",
-            "pred", bad, p,
-        )
+    check_domain(b, "pred", PROB_PRED.domain,
+                 f"{loss} reads probabilities, which must lie in [0, 1] (for logits pass logits=true or --logits)", p)
 
 
 # said where −1 labels meet a {0,1} loss: the default binary set holds both kinds
@@ -455,9 +454,8 @@ _SIGNED_HINT = "; for −1/+1 labels use the margin losses (-l hinge -l exponent
 
 
 def _check_binary_labels(b: Batch, y: np.ndarray, loss: str) -> None:
-    bad = (y != 0) & (y != 1)
-    if bad.any():
-        raise b.fail(f"{loss} needs labels 0 or 1" + _SIGNED_HINT * bool(np.any(y[bad] == -1)), "target", bad, y)
+    check_domain(b, "target", BIN_TARGET.domain,
+                 lambda bad: f"{loss} needs labels 0 or 1" + _SIGNED_HINT * bool(np.any(bad == -1)), y)
 
 
 def _pred_classes(b: Batch, loss: str) -> np.ndarray:
@@ -493,10 +491,8 @@ def _class_targets(b: Batch, c: int, loss: str, *, soft: bool = True) -> np.ndar
         # several models' predictions read as one vector of class scores: say so
         hint = (f"; if the {c} prediction columns are {c} models' predictions, give one -p per model "
                 "(and --task regression)")
-        bad = (y != np.floor(y)) | (y < 0)
-        if bad.any():
-            raise b.fail(f"class index must be a whole number in 0..{c - 1}" + hint, "target", bad, y)
-        bad = y >= c
+        check_domain(b, "target", MC_TARGET.domain, f"class index must be a whole number in 0..{c - 1}" + hint, y)
+        bad = y >= c  # (the upper bound alone: the domain's check above has seen the rest)
         if bad.any():
             raise b.fail(f"class index ≥ number of prediction columns ({c})" + hint, "target", bad, y)
         return y
@@ -564,10 +560,8 @@ class BCEKernel(FusedSums, RowMeanKernel):
 
     def validate(self, b: Batch) -> None:
         y, p = _one_column(b, "target", "bce"), _one_column(b, "pred", "bce")
-        bad = (y < 0) | (y > 1)
-        if bad.any():
-            raise b.fail("bce needs labels in [0, 1] (0/1, or soft labels)" + _SIGNED_HINT * bool(np.any(y[bad] == -1)),
-                         "target", bad, y)
+        check_domain(b, "target", BCE_TARGET.domain,
+                     lambda bad: "bce needs labels in [0, 1] (0/1, or soft labels)" + _SIGNED_HINT * bool(np.any(bad == -1)), y)
         if not self.params["logits"]:
             _check_probs(b, p, "bce")
 
@@ -622,9 +616,7 @@ class MarginKernel(RowMeanKernel):
     def validate(self, b: Batch) -> None:
         y = _one_column(b, "target", self.name)
         _one_column(b, "pred", self.name)
-        bad = (y != 1) & (y != -1) & (y != 0)
-        if bad.any():
-            raise b.fail(f"{self.name} needs labels −1/+1 (or 0/1, 0 read as −1)", "target", bad, y)
+        check_domain(b, "target", MARGIN_TARGET.domain, f"{self.name} needs labels −1/+1 (or 0/1, 0 read as −1)", y)
         present = [v for v in (0.0, -1.0) if (y == v).any()]
         if len(self.seen | set(present)) == 2:
             # the first row where 0 and −1 have both appeared (in this batch or an earlier one)
@@ -891,20 +883,24 @@ EPS_PARAM = Param(
 MARGIN = Param("margin", "float", 1.0, "the margin m: rows with y·f ≥ m cost nothing (0 gives the perceptron loss)",
                Interval(0, math.inf, "left"))
 
-BCE_TARGET = Role("target", help="label y ∈ {0,1}, or a soft label in [0,1]")
-BIN_TARGET = Role("target", help="label y ∈ {0,1}")
-MARGIN_TARGET = Role("target", help="label y ∈ {−1,+1}; 0/1 labels are read with 0 as −1", signed=True)
-PROB_PRED = Role("pred", help="probability p of the positive class, or its logit z with logits=true")
-SCORE_PRED = Role("pred", help="score f: a decision value or logit, used as given (no sigmoid)")
-MC_TARGET = Role("target", vector=None, help="class index 0..C−1, or C one-hot / soft-label columns")
-MC_PRED = Role("pred", vector=True, help="C columns: class probabilities (rows sum to 1), or logits with logits=true")
-MC_SCORES = Role("pred", vector=True, help="C columns of class scores (logits or decision values), used as given")
-FOCAL_TARGET = Role("target", vector=None, help="binary: y ∈ {0,1}; multiclass: class index or C one-hot / soft-label columns")
-FOCAL_PRED = Role("pred", vector=None, help="binary: one probability (or logit) column; multiclass: C probability (or logit) columns")
+BCE_TARGET = Role("target", help="label y ∈ {0,1}, or a soft label in [0,1]", domain=PROBABILITY)
+BIN_TARGET = Role("target", help="label y ∈ {0,1}", domain=BINARY)
+MARGIN_TARGET = Role("target", help="label y ∈ {−1,+1}; 0/1 labels are read with 0 as −1", domain=SIGNED)
+PROB_PRED = Role("pred", help="probability p of the positive class, or its logit z with logits=true",
+                 domain=PROBABILITY, logit_domain=REAL)
+SCORE_PRED = Role("pred", help="score f: a decision value or logit, used as given (no sigmoid)", domain=REAL)
+MC_TARGET = Role("target", vector=None, help="class index 0..C−1, or C one-hot / soft-label columns", domain=CLASS)
+MC_PRED = Role("pred", vector=True, help="C columns: class probabilities (rows sum to 1), or logits with logits=true",
+               domain=DISTRIBUTION, logit_domain=REAL)
+MC_SCORES = Role("pred", vector=True, help="C columns of class scores (logits or decision values), used as given", domain=REAL)
+FOCAL_TARGET = Role("target", vector=None, help="binary: y ∈ {0,1}; multiclass: class index or C one-hot / soft-label columns",
+                    domain=CLASS)
+FOCAL_PRED = Role("pred", vector=None, help="binary: one probability (or logit) column; multiclass: C probability (or logit) columns",
+                  domain=DISTRIBUTION, logit_domain=REAL)
 
 
 def _spec(name: str, kernel: type, props: Properties, **kw: Any) -> LossSpec:
-    return register(LossSpec(name=name, factory=lambda p, ctx, k=kernel: k(p, ctx), properties=props, **kw))
+    return LossSpec(name=name, factory=lambda p, ctx, k=kernel: k(p, ctx), properties=props, **kw)
 
 
 _EXAMPLE_Y_PROB = (  # the examples' data (a test runs every example)
@@ -935,7 +931,7 @@ _EXAMPLE_LABEL_LOGIT_0_LOGIT_1 = (  # the examples' data (a test runs every exam
 )
 
 
-_spec(
+SPEC_BCE = _spec(
     "bce", BCEKernel,
     Properties(
         takes=("probability", "logit"), minimiser="probability", imbalance="weights",
@@ -972,7 +968,7 @@ _spec(
     summary="binary cross-entropy (log loss)",
     example=heredoc("lossctl eval - -l bce --grad", _EXAMPLE_Y_PROB),
 )
-_spec(
+SPEC_HINGE = _spec(
     "hinge", HingeKernel,
     Properties(
         takes=("margin", "logit"), minimiser="decision", imbalance="no",
@@ -995,7 +991,7 @@ _spec(
     summary="hinge (SVM) loss",
     example=heredoc("lossctl eval - -l hinge --grad", _EXAMPLE_Y_SCORE),
 )
-_spec(
+SPEC_SQUARED_HINGE = _spec(
     "squared_hinge", SquaredHingeKernel,
     Properties(
         takes=("margin", "logit"), minimiser="decision", imbalance="no",
@@ -1014,7 +1010,7 @@ _spec(
     summary="squared hinge loss",
     example=heredoc("lossctl eval - -l squared_hinge", _EXAMPLE_Y_SCORE),
 )
-_spec(
+SPEC_EXPONENTIAL = _spec(
     "exponential", ExponentialKernel,
     Properties(
         takes=("margin", "logit"), minimiser="decision", imbalance="no",
@@ -1035,7 +1031,7 @@ _spec(
     summary="exponential (AdaBoost) loss",
     example=heredoc("lossctl eval - -l exponential", _EXAMPLE_Y_SCORE),
 )
-_spec(
+SPEC_FOCAL = _spec(
     "focal", FocalKernel,
     Properties(
         takes=("probability", "logit"), minimiser="probability", imbalance="yes",
@@ -1081,7 +1077,7 @@ _spec(
     default_for=(BIN, MC), summary="focal loss (binary and multiclass)",
     example=heredoc("lossctl eval - -l focal:gamma=2,alpha=0.25 --grad", _EXAMPLE_Y_PROB),
 )
-_spec(
+SPEC_CROSS_ENTROPY = _spec(
     "cross_entropy", CrossEntropyKernel,
     Properties(
         takes=("probability", "logit"), minimiser="probability", imbalance="weights",
@@ -1118,10 +1114,11 @@ _spec(
         EPS_PARAM,
     ),
     aliases=("cce",), default_for=(MC,),
+    passes=(Pass("prepass", param=("weight", "balanced"), why="balanced class weights need the whole data's class counts"),),
     summary="categorical (softmax) cross-entropy",
     example=heredoc("lossctl eval - -l cross_entropy:weight=balanced --grad", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
 )
-_spec(
+SPEC_MULTI_HINGE = _spec(
     "multi_hinge", MultiHingeKernel,
     Properties(
         takes=("margin", "logit"), minimiser="decision", imbalance="no",
@@ -1153,4 +1150,16 @@ _spec(
     ),
     default_for=(MC,), summary="multi-class hinge loss (Weston–Watkins or Crammer–Singer)",
     example=heredoc("lossctl eval - -l multi_hinge:variant=cs", _EXAMPLE_LABEL_LOGIT_0_LOGIT_1),
+)
+
+
+# every loss of this family, in the order `lossctl list` shows them (lossctl.losses.ALL)
+LOSSES: tuple[LossSpec, ...] = (
+    SPEC_BCE,
+    SPEC_HINGE,
+    SPEC_SQUARED_HINGE,
+    SPEC_EXPONENTIAL,
+    SPEC_FOCAL,
+    SPEC_CROSS_ENTROPY,
+    SPEC_MULTI_HINGE,
 )

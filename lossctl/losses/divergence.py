@@ -23,7 +23,9 @@ from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import Batch, Context, RowMeanKernel, State
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import log_softmax, softmax
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
+from lossctl.spec import (
+    CLASS, DISTRIBUTION, REAL, Interval, LossSpec, Param, Pass, Properties, Role, check_domain, heredoc,
+)
 
 LOG2 = math.log(2.0)
 # a row of P or Q is a distribution when its sum is within this of 1 (LOSSES.md)
@@ -393,9 +395,7 @@ class DistillKernel(_RowKernel):
             if y.ndim != 1:
                 raise InputError.at("the target of distill is one class column (0..C−1)", source=b.source or None)
             c = s.shape[1]
-            bad = (y != np.floor(y)) | (y < 0) | (y >= c)
-            if bad.any():
-                raise b.fail(f"class label outside 0..{c - 1}", "target", bad, values=y)
+            check_domain(b, "target", DISTILL_TARGET.domain.classes(c), f"class label outside 0..{c - 1}", y)
 
     def _compute(self, b: Batch, grad: bool):
         t, s = _as_rows(b, "teacher"), _as_rows(b, "student")
@@ -674,6 +674,11 @@ class WassersteinState(State):
     """
 
     decomposable = False
+    unmergeable_reason = ("its state cannot be saved to a file: exact W₁ keeps every sample (sorted runs, spilled "
+                          "to a temporary folder past a few million values), not sums that a shard could send")
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"wasserstein: {self.unmergeable_reason}")  # its runs may be files on this machine
 
     def __init__(self, params: dict[str, Any], ctx: Context) -> None:
         self.ctx = ctx
@@ -792,13 +797,13 @@ class WassersteinState(State):
 DIST = "distribution"
 
 P_ROLE = Role("target", vector=True, help="target distribution P (C columns per row, each row sums to 1)",
-              names=("p_*", "p_true_*", "target_p_*"))
+              names=("p_*", "p_true_*", "target_p_*"), domain=DISTRIBUTION)
 Q_ROLE = Role("pred", vector=True, help="predicted distribution Q (C columns; logits with logits=true)",
-              names=("q_*", "q_pred_*", "pred_q_*"))
+              names=("q_*", "q_pred_*", "pred_q_*"), domain=DISTRIBUTION, logit_domain=REAL)
 # js and tv read probabilities only: their Q binds by its own names (or -p), never to the
 # generic prediction names, which include logit_* (kl reads those as logits)
 Q_PROB_ROLE = Role("pred", vector=True, help="predicted distribution Q (C columns of probabilities)",
-                   names=Q_ROLE.names, names_only=True)
+                   names=Q_ROLE.names, names_only=True, domain=DISTRIBUTION)
 NORMALIZE = Param("normalize", "bool", False,
                   "divide each row of P and Q by its sum (else rows must sum to 1 within 1e-6)")
 BASE = Param("base", "float", math.e, "logarithm base: e gives nats, 2 gives bits (not 1)", Interval(0, math.inf))
@@ -807,6 +812,9 @@ BASE = Param("base", "float", math.e, "logarithm base: e gives nats, 2 gives bit
 def _factory(kernel: type):
     return lambda params, ctx, k=kernel: k(params, ctx)
 
+
+DISTILL_TARGET = Role("target", required=False, help="optional true class 0..C−1 for the hard-label term",
+                      names=("label", "labels", "y", "y_true", "target", "class"), names_only=True, domain=CLASS)
 
 _EXAMPLE_P_0_P_1_P_2 = (  # the examples' data (a test runs every example)
     "p_0,p_1,p_2,q_0,q_1,q_2\n"
@@ -838,7 +846,7 @@ _EXAMPLE_TEACHER_0_TEACHER_1_TEACHER_2 = (  # the examples' data (a test runs ev
 )
 
 
-register(LossSpec(
+SPEC_KL = LossSpec(
     name="kl", task=DIST, roles=(P_ROLE, Q_ROLE),
     params=(
         Param("logits", "bool", False, "Q columns are logits (softmax applied, log-sum-exp form)"),
@@ -867,8 +875,8 @@ register(LossSpec(
     ),
     aliases=("kl_div", "kld"), default_for=(DIST,), summary="Kullback–Leibler divergence KL(P‖Q) per row",
     example=heredoc("lossctl eval - -l kl:base=2 --grad", _EXAMPLE_P_0_P_1_P_2),
-))
-register(LossSpec(
+)
+SPEC_JS = LossSpec(
     name="js", task=DIST, roles=(P_ROLE, Q_PROB_ROLE), params=(BASE, NORMALIZE),
     factory=_factory(JSKernel),
     properties=Properties(
@@ -889,8 +897,8 @@ register(LossSpec(
     ),
     aliases=("jensen_shannon", "jsd"), default_for=(DIST,), summary="Jensen–Shannon divergence per row",
     example=heredoc("lossctl eval - -l js:base=2", _EXAMPLE_P_0_P_1_P_2),
-))
-register(LossSpec(
+)
+SPEC_TV = LossSpec(
     name="tv", task=DIST, roles=(P_ROLE, Q_PROB_ROLE), params=(NORMALIZE,),
     factory=_factory(TVKernel),
     properties=Properties(
@@ -907,14 +915,14 @@ register(LossSpec(
     ),
     aliases=("total_variation",), default_for=(DIST,), summary="total variation distance per row",
     example=heredoc("lossctl eval - -l tv --grad", _EXAMPLE_P_0_P_1_P_2),
-))
-register(LossSpec(
+)
+SPEC_WASSERSTEIN = LossSpec(
     name="wasserstein", task=DIST,
     roles=(
         Role("target", help="samples of the target distribution (one column)",
-             names=("target_sample", "p_sample", "y_sample")),
+             names=("target_sample", "p_sample", "y_sample"), domain=REAL),
         Role("pred", help="samples of the predicted distribution (one column)",
-             names=("pred_sample", "q_sample", "yhat_sample")),
+             names=("pred_sample", "q_sample", "yhat_sample"), domain=REAL),
     ),
     params=(),
     factory=lambda params, ctx: WassersteinState(params, ctx),
@@ -944,15 +952,20 @@ register(LossSpec(
         ),
     ),
     aliases=("w1", "emd", "earth_movers"), default_for=(DIST,), row_mean=False,
+    passes=(Pass("second", grad=True, why="each ŷᵢ is located in the whole data's sorted samples"),),
+    merges=False,
+    merge_note="exact W₁ sorts the whole of both samples (spilling sorted runs to a temporary folder): "
+               "its state is not saved to a file",
     summary="1-D Wasserstein-1 distance between the target and prediction samples",
     example=heredoc("lossctl eval - -w weight --grad", _EXAMPLE_TARGET_SAMPLE_PRED_SAMPLE_WEIGHT),
-))
-register(LossSpec(
+)
+SPEC_VAE_KL = LossSpec(
     name="vae_kl", task=DIST,
     roles=(
-        Role("mu", vector=None, help="the encoder's means μ (J columns)", names=("mu_*", "mu", "z_mean_*", "z_mean")),
+        Role("mu", vector=None, help="the encoder's means μ (J columns)", names=("mu_*", "mu", "z_mean_*", "z_mean"),
+             domain=REAL),
         Role("logvar", vector=None, help="the encoder's log-variances log σ² (J columns)",
-             names=("logvar_*", "log_var_*", "logvar", "log_var", "z_log_var_*")),
+             names=("logvar_*", "log_var_*", "logvar", "log_var", "z_log_var_*"), domain=REAL),
     ),
     params=(),
     factory=_factory(VAEKLKernel),
@@ -975,14 +988,15 @@ register(LossSpec(
     grad_roles=("mu", "logvar"), default_for=(DIST,),
     summary="KL of a diagonal Gaussian posterior to N(0, I)",
     example=heredoc("lossctl eval - --grad", _EXAMPLE_MU_0_MU_1_LOGVAR_0),
-))
-register(LossSpec(
+)
+SPEC_DISTILL = LossSpec(
     name="distill", task=DIST,
     roles=(
-        Role("teacher", vector=True, help="the teacher's logits (C columns)", names=("teacher_*", "t_logit_*")),
-        Role("student", vector=True, help="the student's logits (C columns)", names=("student_*", "s_logit_*")),
-        Role("target", required=False, help="optional true class 0..C−1 for the hard-label term",
-             names=("label", "labels", "y", "y_true", "target", "class"), names_only=True),
+        Role("teacher", vector=True, help="the teacher's logits (C columns)", names=("teacher_*", "t_logit_*"),
+             domain=REAL),
+        Role("student", vector=True, help="the student's logits (C columns)", names=("student_*", "s_logit_*"),
+             domain=REAL),
+        DISTILL_TARGET,
     ),
     params=(
         Param("temperature", "float", 2.0, "softmax temperature T for both teacher and student", Interval(0, math.inf)),
@@ -1011,4 +1025,15 @@ register(LossSpec(
     aliases=("kd", "distillation"), grad_roles=("student",), default_for=(DIST,),
     summary="knowledge-distillation loss (soft teacher targets + hard labels)",
     example=heredoc("lossctl eval - -l distill:temperature=4,alpha=0.7 --grad", _EXAMPLE_TEACHER_0_TEACHER_1_TEACHER_2),
-))
+)
+
+
+# every loss of this family, in the order `lossctl list` shows them (lossctl.losses.ALL)
+LOSSES: tuple[LossSpec, ...] = (
+    SPEC_KL,
+    SPEC_JS,
+    SPEC_TV,
+    SPEC_WASSERSTEIN,
+    SPEC_VAE_KL,
+    SPEC_DISTILL,
+)

@@ -16,7 +16,7 @@ import numpy as np
 from lossctl.accumulate import GradSummary, Sum
 from lossctl.engine import Batch, Context, RowMeanKernel, State
 from lossctl.errors import InputError
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
+from lossctl.spec import BINARY, CATEGORICAL, REAL, Interval, LossSpec, Param, Properties, Role, check_domain, heredoc
 
 Mining = Literal["hard", "semihard", "all"]
 
@@ -348,10 +348,7 @@ class ContrastiveKernel(RowMeanKernel):
 
     def validate(self, b: Batch) -> None:
         _check_widths(b, ("x1", "x2"), "contrastive")
-        y = b["target"]
-        bad = (y != 0) & (y != 1)
-        if bad.any():
-            raise b.fail("contrastive targets are 1 (similar) or 0 (dissimilar)", "target", bad)
+        check_domain(b, "target", PAIR_TARGET.domain, "contrastive targets are 1 (similar) or 0 (dissimilar)")
 
     def rows(self, b: Batch, grad: bool):
         x1, x2, y = _as_matrix(b["x1"]), _as_matrix(b["x2"]), np.asarray(b["target"], dtype=np.float64)
@@ -390,6 +387,9 @@ class MinedTripletState(State):
     into batches of its own, so the merged value equals one run over the shards'
     batches, not one run over the concatenated rows.
     """
+
+    unmergeable_reason = ("its state cannot be saved to a file: triplets are mined within batches of "
+                          "consecutive rows, which a cut between shards would change")
 
     def __init__(self, params: Mapping[str, Any], ctx: Context) -> None:
         self.params = dict(params)
@@ -579,6 +579,9 @@ def _normalize_param() -> Param:
     return Param("normalize", "bool", False, "L2-normalise each embedding before the distances")
 
 
+PAIR_TARGET = Role("target", help="1 if the pair is similar, 0 if dissimilar",
+                   names=("similar", "same", "is_similar", "is_same", "match", "pair_label"), domain=BINARY)
+
 _EXAMPLE_X1_0_X1_1_X2_0 = (  # the examples' data (a test runs every example)
     "x1_0,x1_1,x2_0,x2_1,similar\n"
     "0.1,0.9,0.2,0.8,1\n"
@@ -608,14 +611,13 @@ _EXAMPLE_EMB_0_EMB_1_LABEL = (  # the examples' data (a test runs every example)
 )
 
 
-register(LossSpec(
+SPEC_CONTRASTIVE = LossSpec(
     name="contrastive",
     task=METRIC,
     roles=(
-        Role("x1", vector=True, help="first embedding of the pair (D columns)", names=("x1_*", "x1")),
-        Role("x2", vector=True, help="second embedding of the pair (D columns, as x1)", names=("x2_*", "x2")),
-        Role("target", help="1 if the pair is similar, 0 if dissimilar",
-             names=("similar", "same", "is_similar", "is_same", "match", "pair_label")),
+        Role("x1", vector=True, help="first embedding of the pair (D columns)", names=("x1_*", "x1"), domain=REAL),
+        Role("x2", vector=True, help="second embedding of the pair (D columns, as x1)", names=("x2_*", "x2"), domain=REAL),
+        PAIR_TARGET,
     ),
     params=(Param("margin", "float", 1.0, "dissimilar pairs closer than this are penalised (usual range 0.5–2.0)",
                   MARGIN_RANGE),),
@@ -644,15 +646,15 @@ register(LossSpec(
     grad_roles=("x1", "x2"),
     summary="contrastive loss of labelled pairs",
     example=heredoc("lossctl eval - -l contrastive:margin=1 --grad", _EXAMPLE_X1_0_X1_1_X2_0),
-))
+)
 
-register(LossSpec(
+SPEC_TRIPLET = LossSpec(
     name="triplet",
     task=METRIC,
     roles=(
-        Role("anchor", vector=True, help="anchor embedding (D columns)", names=("anchor_*", "anchor")),
-        Role("positive", vector=True, help="embedding of the anchor's class", names=("positive_*", "positive", "pos_*")),
-        Role("negative", vector=True, help="embedding of another class", names=("negative_*", "negative", "neg_*")),
+        Role("anchor", vector=True, help="anchor embedding (D columns)", names=("anchor_*", "anchor"), domain=REAL),
+        Role("positive", vector=True, help="embedding of the anchor's class", names=("positive_*", "positive", "pos_*"), domain=REAL),
+        Role("negative", vector=True, help="embedding of another class", names=("negative_*", "negative", "neg_*"), domain=REAL),
     ),
     params=(
         Param("margin", "float", 0.2, "required gap between d(a,n) and d(a,p) (usual range 0.2–1.0)", MARGIN_RANGE),
@@ -690,18 +692,18 @@ register(LossSpec(
     grad_roles=("anchor", "positive", "negative"),
     summary="triplet margin loss of explicit triplets",
     example=heredoc("lossctl eval - -l triplet:squared=false --grad", _EXAMPLE_ANCHOR_0_ANCHOR_1_POSITIVE_0),
-))
+)
 
-register(LossSpec(
+SPEC_TRIPLET_MINED = LossSpec(
     name="triplet_mined",
     variant_of="triplet",
     task=METRIC,
     aliases=("mined_triplet",),
     roles=(
         Role("embedding", vector=True, help="the embedding of each row (D columns or a list column)",
-             names=("embedding", "embeddings", "emb", "embedding_*", "emb_*")),
+             names=("embedding", "embeddings", "emb", "embedding_*", "emb_*"), domain=REAL),
         Role("target", help="class label of each row (numbers or strings)",
-             names=("label", "class", "y", "labels", "class_id"), categorical=True),
+             names=("label", "class", "y", "labels", "class_id"), domain=CATEGORICAL),
     ),
     params=(
         Param("mining", "choice", "hard", "which triplets each batch contributes", choices=("hard", "semihard", "all")),
@@ -754,6 +756,17 @@ register(LossSpec(
     default_for=(METRIC,),
     row_mean=False,
     grad_roles=("embedding",),
+    merges=False,
+    merge_note="triplets are mined within batches of consecutive rows, which a shard boundary would cut: "
+               "its state is not saved to a file",
     summary="triplet loss mined in batches of labelled embeddings (hard, semihard, all)",
     example=heredoc("lossctl eval - -l triplet_mined:mining=semihard --grad", _EXAMPLE_EMB_0_EMB_1_LABEL),
-))
+)
+
+
+# every loss of this family, in the order `lossctl list` shows them (lossctl.losses.ALL)
+LOSSES: tuple[LossSpec, ...] = (
+    SPEC_CONTRASTIVE,
+    SPEC_TRIPLET,
+    SPEC_TRIPLET_MINED,
+)

@@ -12,7 +12,7 @@ from lossctl.accumulate import Scaled
 from lossctl.losses._numerics import BLOCK, TINY, FusedSums, Scratch, blockwise, dot, ldexp, sumsq
 
 FUSED_BLOCK = 1 << 17  # rows per fused block: one per 131,072-row batch (measured best of 2¹⁵..2¹⁷)
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
+from lossctl.spec import REAL, Interval, LossSpec, Param, Pass, Properties, Role, heredoc
 
 LOG2 = math.log(2.0)
 
@@ -334,9 +334,16 @@ class Elementwise(FusedSums, RowMeanKernel):
 
 def _kernel(name: str, fn, grad_fn, keys: tuple[str, ...] = (), uses_abs: bool = True,
             fused=None, r_in_grad: bool = False) -> type[Elementwise]:
-    return type(name, (Elementwise,), {"fn": staticmethod(fn), "grad_fn": staticmethod(grad_fn), "keys": keys,
-                                       "uses_abs": uses_abs, "r_in_grad": r_in_grad,
-                                       "fused": staticmethod(fused) if fused else None})
+    """An Elementwise kernel class named ``name`` and bound to that name in this module, so
+    that it (and a state holding one) pickles by reference with the standard ``pickle``."""
+    if name in globals():
+        raise ValueError(f"kernel class name {name!r} is taken in {__name__}")
+    cls = type(name, (Elementwise,), {"fn": staticmethod(fn), "grad_fn": staticmethod(grad_fn), "keys": keys,
+                                      "uses_abs": uses_abs, "r_in_grad": r_in_grad,
+                                      "fused": staticmethod(fused) if fused else None,
+                                      "__module__": __name__, "__qualname__": name})
+    globals()[name] = cls
+    return cls
 
 
 class RMSEKernel(Elementwise):
@@ -470,16 +477,16 @@ class IntervalKernel(RowMeanKernel):
 
 # ---------------------------------------------------------------- registry
 
-TARGET = Role("target", vector=None, help="observed value y (K columns for K outputs)")
-PRED = Role("pred", vector=None, help="prediction ŷ (as many columns as the target)")
+TARGET = Role("target", vector=None, help="observed value y (K columns for K outputs)", domain=REAL)
+PRED = Role("pred", vector=None, help="prediction ŷ (as many columns as the target)", domain=REAL)
 REG = "regression"
 
 
 def _spec(name: str, kernel: type, props: Properties, params: tuple[Param, ...] = (), **kw: Any) -> LossSpec:
-    return register(LossSpec(
+    return LossSpec(
         name=name, task=REG, roles=kw.pop("roles", (TARGET, PRED)), params=params,
         factory=lambda p, ctx, k=kernel: k(p, ctx), properties=props, **kw,
-    ))
+    )
 
 
 _EXAMPLE_Y_YHAT = (  # the examples' data (a test runs every example)
@@ -500,7 +507,7 @@ _EXAMPLE_Y_LOWER_UPPER = (  # the examples' data (a test runs every example)
 )
 
 
-_spec(
+SPEC_MSE = _spec(
     "mse", _kernel("MSEKernel", _mse_r, _mse_grad_r, uses_abs=False, fused=_fz_mse, r_in_grad=True),
     Properties(
         takes=("value",), minimiser="mean", imbalance="no",
@@ -518,7 +525,7 @@ _spec(
     summary="mean squared error",
     example=heredoc("lossctl eval - -l mse --grad", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_RMSE = _spec(
     "rmse", RMSEKernel,
     Properties(
         takes=("value",), minimiser="mean", imbalance="no",
@@ -533,9 +540,11 @@ _spec(
         conventions="A function of the whole set (√ of a mean), so there is no per-row value: --reduction none/sum do not apply.",
     ),
     row_mean=False, summary="root mean squared error",
+    # each of K > 1 outputs has its own 1/RMSEₖ: the gradient needs the final sums
+    passes=(Pass("second", grad=True, multioutput=True, why="each output's gradient carries 1/RMSEₖ of the whole data"),),
     example=heredoc("lossctl eval - -l rmse", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_MAE = _spec(
     "mae", _kernel("MAEKernel", _mae_r, _mae_grad_r, fused=_fz_mae),
     Properties(
         takes=("value",), minimiser="median", imbalance="no",
@@ -552,7 +561,7 @@ _spec(
     aliases=("l1",), default_for=(REG,), summary="mean absolute error",
     example=heredoc("lossctl eval - -l mae --grad", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_HUBER = _spec(
     "huber", _kernel("HuberKernel", _huber_r, _huber_grad_r, ("delta",), fused=_fz_huber),
     Properties(
         takes=("value",), minimiser="mean-median", imbalance="no",
@@ -572,7 +581,7 @@ _spec(
     default_for=(REG,), summary="Huber loss",
     example=heredoc("lossctl eval - -l huber:delta=1.5 --grad", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_SMOOTH_L1 = _spec(
     "smooth_l1", _kernel("SmoothL1Kernel", _smooth_l1_r, _smooth_l1_grad_r, ("beta",), fused=_fz_smooth_l1),
     Properties(
         takes=("value",), minimiser="mean-median", imbalance="no",
@@ -590,7 +599,7 @@ _spec(
     summary="smooth L1 loss (torch)",
     example=heredoc("lossctl eval - -l smooth_l1:beta=0.5", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_QUANTILE = _spec(
     "quantile", _kernel("QuantileKernel", _pinball_r, _pinball_grad_r, ("tau",), fused=_fz_pinball),
     Properties(
         takes=("value",), minimiser="quantile", imbalance="no",
@@ -608,7 +617,7 @@ _spec(
     aliases=("pinball",), default_for=(REG,), summary="quantile (pinball) loss",
     example=heredoc("lossctl eval - -l quantile:tau=0.9", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_LOG_COSH = _spec(
     "log_cosh", _kernel("LogCoshKernel", _log_cosh_r, _log_cosh_grad_r, fused=_fz_log_cosh),
     Properties(
         takes=("value",), minimiser="mean-median", imbalance="no",
@@ -625,7 +634,7 @@ _spec(
     aliases=("logcosh",), summary="log-cosh loss",
     example=heredoc("lossctl eval - -l log_cosh", _EXAMPLE_Y_YHAT),
 )
-_spec(
+SPEC_INTERVAL = _spec(
     "interval", IntervalKernel,
     Properties(
         takes=("interval",), minimiser="quantile", imbalance="no",
@@ -644,10 +653,23 @@ _spec(
         Param("hi", "float", 0.95, "quantile level of the upper bound", Interval(0, 1)),
     ),
     roles=(
-        Role("target", help="observed value y"),
-        Role("lower", help="lower quantile prediction", names=("lower", "lo", "q_lo", "q_low", "pred_lower", "y_lower")),
-        Role("upper", help="upper quantile prediction", names=("upper", "hi", "q_hi", "q_high", "pred_upper", "y_upper")),
+        Role("target", help="observed value y", domain=REAL),
+        Role("lower", help="lower quantile prediction", names=("lower", "lo", "q_lo", "q_low", "pred_lower", "y_lower"), domain=REAL),
+        Role("upper", help="upper quantile prediction", names=("upper", "hi", "q_hi", "q_high", "pred_upper", "y_upper"), domain=REAL),
     ),
     grad_roles=("lower", "upper"), default_for=(REG,), summary="prediction-interval score",
     example=heredoc("lossctl eval -", _EXAMPLE_Y_LOWER_UPPER),
+)
+
+
+# every loss of this family, in the order `lossctl list` shows them (lossctl.losses.ALL)
+LOSSES: tuple[LossSpec, ...] = (
+    SPEC_MSE,
+    SPEC_RMSE,
+    SPEC_MAE,
+    SPEC_HUBER,
+    SPEC_SMOOTH_L1,
+    SPEC_QUANTILE,
+    SPEC_LOG_COSH,
+    SPEC_INTERVAL,
 )

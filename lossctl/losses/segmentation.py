@@ -25,7 +25,10 @@ import numpy as np
 from lossctl.engine import Batch, Context, DecomposableState, Kernel, Options
 from lossctl.errors import InputError, UsageError
 from lossctl.losses._numerics import EPS, clip_prob, log_softmax, sigmoid, softmax, softplus
-from lossctl.registry import Interval, LossSpec, Param, Properties, Role, heredoc, register
+from lossctl.spec import (
+    BINARY, CATEGORICAL, CLASS, DISTRIBUTION, REAL, Interval, LossSpec, Param, Pass, Properties, Role,
+    check_domain, heredoc,
+)
 
 SEG = "segmentation"
 DICE_EPS = 1e-6
@@ -111,9 +114,7 @@ class SegmentationKernel(Kernel):
         self.setup(c)
         tgt = b["target"]
         if not self.logits:
-            bad = (pred < 0) | (pred > 1)
-            if bad.any():
-                raise b.fail("probabilities must lie in [0, 1] (logits=true, or --logits, reads logits)", "pred", bad)
+            check_domain(b, "pred", PRED.domain, "probabilities must lie in [0, 1] (logits=true, or --logits, reads logits)")
             if c > 1:
                 s = np.sum(pred, axis=1, dtype=np.float64)
                 bad = np.abs(s - 1.0) > SUM_TOL
@@ -126,16 +127,10 @@ class SegmentationKernel(Kernel):
             tgt = tgt[:, 0]
         if tgt.ndim == 1:
             if c == 1:
-                bad = (tgt != 0) & (tgt != 1)
-                if bad.any():
-                    raise b.fail("mask values must be 0 or 1 (a one-channel prediction is binary)", "target", bad, values=tgt)
+                check_domain(b, "target", BINARY, "mask values must be 0 or 1 (a one-channel prediction is binary)", tgt)
             else:
-                bad = (tgt < 0) | (tgt > c - 1) | (tgt != np.floor(tgt))
-                if bad.any():
-                    raise b.fail(
-                        f"mask values must be class indices 0..{c - 1} (the prediction has {c} columns)",
-                        "target", bad, values=tgt,
-                    )
+                check_domain(b, "target", TARGET.domain.classes(c),
+                             f"mask values must be class indices 0..{c - 1} (the prediction has {c} columns)", tgt)
         else:
             if tgt.shape[1] != c:
                 raise InputError.at(
@@ -143,9 +138,7 @@ class SegmentationKernel(Kernel):
                     source=b.source or None, column=b.columns.get("target", "target"),
                     row=b.input_row(0) if b.n else None,
                 )
-            bad = (tgt != 0) & (tgt != 1)
-            if bad.any():
-                raise b.fail("one-hot mask values must be 0 or 1", "target", bad)
+            check_domain(b, "target", BINARY, "one-hot mask values must be 0 or 1")
             bad = np.sum(tgt, axis=1) != 1
             if bad.any():
                 raise b.fail("a one-hot mask row must have exactly one 1", "target", bad,
@@ -559,13 +552,20 @@ class SegmentationState(DecomposableState):
         t = self._gfinal[bg.gids[bg.codes]]
         return self.kernel.output_grad(b, t, self.n / len(self.ids))
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def unmergeable_reason(self) -> str | None:  # type: ignore[override]
         if self.grouped:
-            raise UsageError(
-                "--emit-state: per-image segmentation states (an image id column bound, by --col group or by its "
-                "name) cannot be saved to a file yet; evaluate whole files, or shards whose image id column is "
-                "left out (the global Dice over all pixels merges)"
-            )
+            return ("per-image segmentation states (an image id column bound, by --col group or by its name) "
+                    "cannot be saved to a file yet; evaluate whole files, or shards whose image id column is "
+                    "left out (the global Dice over all pixels merges)")
+        return super().unmergeable_reason
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = super().__getstate__()
+        d["_gfinal"] = None  # the second pass's copy of the per-image table
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["classes"] = self.kernel.C
         return d
@@ -665,9 +665,7 @@ def _native(v: Any) -> Any:
 
 def _evaluate(kernel_cls: type[SegmentationKernel], spec: str, target: Any, pred: Any,
               group: Any, sample_weight: Any, params: dict[str, Any], grad: bool):
-    from lossctl.registry import get
-
-    full = get(spec).defaults()
+    full = next(s for s in LOSSES if s.name == spec).defaults()
     full.update(params)
     ctx = Context(task=SEG, grad=False)
     k = kernel_cls(full, ctx)
@@ -763,15 +761,18 @@ TARGET = Role(
     "target", vector=None,
     help="the mask: a 0/1 column, an integer class column 0..C−1, or C one-hot columns",
     names=("mask", "label_mask", "y_mask", "gt_mask", "true_mask", "mask_*"),
+    domain=CLASS,
 )
 PRED = Role(
     "pred", vector=None,
     help="foreground probability (one column) or C class probabilities; logits with logits=true",
+    domain=DISTRIBUTION, logit_domain=REAL,
 )
 GROUP = Role(
-    "group", required=False, categorical=True,
+    "group", required=False,
     help="image id: one loss per image from its own sums, then their mean (MONAI batch=False)",
     names=("image_id", "img_id", "image", "img"),
+    domain=CATEGORICAL,
 )
 ROLES = (TARGET, PRED, GROUP)
 
@@ -787,6 +788,10 @@ P_AVERAGE = Param("average", "choice", "macro",
 P_WEIGHT = Param("weight", "floats", None,
                  "class weights, C numbers (or one per class kept without the background): the weighted sum "
                  "Σ w_c D_c (above 1 when Σ w_c > 1), normalised to sum to 1 with average=weighted")
+
+# the gradient needs the final sums (a second pass); per-image states do not travel yet
+SEG_PASSES = (Pass("second", grad=True, why="the gradient of a ratio of sums needs the final sums"),)
+SEG_MERGE_NOTE = "per-image states (an image id column bound) cannot be saved to a file yet"
 
 COMMON_CONVENTIONS = (
     "Without a group column the sums run over every pixel of the file (MONAI batch=True); with one "
@@ -825,7 +830,7 @@ _EXAMPLE_IMAGE_ID_MASK_PROB_0 = (  # the examples' data (a test runs every examp
 )
 
 
-register(LossSpec(
+SPEC_DICE = LossSpec(
     name="dice", task=SEG, roles=ROLES,
     params=(P_EPS, P_SQUARED, P_LOGITS, P_AVERAGE, P_BG, P_WEIGHT),
     factory=lambda p, ctx: SegmentationState(DiceKernel(p, ctx), ctx),
@@ -847,12 +852,12 @@ register(LossSpec(
         "The gradient keeps the ε terms that the form usually quoted drops.",
         outlier_note="bounded: a pixel's gradient is at most about 2/(S + ε) per unit of N",
     ),
-    default_for=(SEG,), row_mean=False,
+    default_for=(SEG,), row_mean=False, passes=SEG_PASSES, merges_grouped=False, merge_note=SEG_MERGE_NOTE,
     summary="Dice loss (soft Dice, per class then averaged)",
     example=heredoc("lossctl eval - -l dice --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
-))
+)
 
-register(LossSpec(
+SPEC_GENERALIZED_DICE = LossSpec(
     name="generalized_dice", task=SEG, roles=ROLES,
     params=(P_EPS, P_LOGITS, P_BG),
     factory=lambda p, ctx: SegmentationState(GeneralizedDiceKernel(p, ctx), ctx),
@@ -871,12 +876,12 @@ register(LossSpec(
         "ε is not scaled by the weights: with large images w_c(P_c + G_c) is small and ε counts (as in MONAI).",
         outlier_note="bounded",
     ),
-    default_for=(SEG,), row_mean=False,
+    default_for=(SEG,), row_mean=False, passes=SEG_PASSES, merges_grouped=False, merge_note=SEG_MERGE_NOTE,
     summary="generalized Dice loss (class weights 1/area²)",
     example=heredoc("lossctl eval - -l generalized_dice", _EXAMPLE_IMAGE_ID_MASK_PROB_0),
-))
+)
 
-register(LossSpec(
+SPEC_DICE_BCE = LossSpec(
     name="dice_bce", task=SEG, roles=ROLES,
     params=(
         Param("alpha", "float", 0.5, "weight of the Dice part; 1 − alpha weighs the BCE part", Interval(0, 1, "both")),
@@ -905,12 +910,12 @@ register(LossSpec(
         "their mean. The BCE gradient is taken at the clipped probability.",
         outlier_note="the BCE part grows without bound as a confident pixel is wrong",
     ),
-    default_for=(SEG,), row_mean=False,
+    default_for=(SEG,), row_mean=False, passes=SEG_PASSES, merges_grouped=False, merge_note=SEG_MERGE_NOTE,
     summary="Dice + binary cross-entropy",
     example=heredoc("lossctl eval - -l dice_bce:alpha=0.7 --grad", _EXAMPLE_IMAGE_ID_MASK_PROB),
-))
+)
 
-register(LossSpec(
+SPEC_TVERSKY = LossSpec(
     name="tversky", task=SEG, roles=ROLES,
     params=(
         Param("alpha", "float", 0.5, "weight of false positives Σp(1 − g)", Interval(0, math.inf, "left")),
@@ -932,10 +937,19 @@ register(LossSpec(
         "((TP + ε)/(TP + ½FP + ½FN + ε) = (2I + 2ε)/(P + G + 2ε)); MONAI's TverskyLoss has the same form.",
         outlier_note="bounded",
     ),
-    row_mean=False,
+    row_mean=False, passes=SEG_PASSES, merges_grouped=False, merge_note=SEG_MERGE_NOTE,
     summary="Tversky loss (weighted false positives / negatives)",
     example=heredoc("lossctl eval - -l tversky:alpha=0.3,beta=0.7", _EXAMPLE_IMAGE_ID_MASK_PROB),
-))
+)
+
+
+# every loss of this family, in the order `lossctl list` shows them (lossctl.losses.ALL)
+LOSSES: tuple[LossSpec, ...] = (
+    SPEC_DICE,
+    SPEC_GENERALIZED_DICE,
+    SPEC_DICE_BCE,
+    SPEC_TVERSKY,
+)
 
 __all__ = [
     "dice", "dice_grad", "generalized_dice", "generalized_dice_grad", "tversky", "tversky_grad",
