@@ -12,12 +12,14 @@ fresh process, round robin, best of REPEAT after one untimed round:
                    closed by the run)
   dask, running    ... --engine dask --scheduler ADDR: a scheduler and one single-threaded
                    worker per core started once by this script (`python -m dask scheduler`,
-                   `python -m dask worker`), all on 127.0.0.1
+                   `python -m dask worker --preload lossctl.engines.dask`), all on 127.0.0.1,
+                   kept running (warm) across the rounds
 
 for two workloads: `--grad`, and `--grad --ci 0.95 --by g` (the work that splits).
 Target (issue 14, on a 2-core machine): dask, running ≤ 1.5× local for `--grad`; the
 `--grad --ci --by` ratios are reported. The script checks that the JSON reports of the
-engines agree (largest relative difference of any number).
+engines agree (largest relative difference of any number), and prints the machine's load
+average before and after (the cases share the machine with whatever else runs on it).
 """
 from __future__ import annotations
 
@@ -77,7 +79,8 @@ def running_cluster(workers: int):
                                "--no-dashboard"], env=env, **quiet)]
     try:
         procs.append(subprocess.Popen([C.PYTHON, "-m", "dask", "worker", addr, "--nworkers", str(workers),
-                                       "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"], env=env, **quiet))
+                                       "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard",
+                                       "--preload", "lossctl.engines.dask"], env=env, **quiet))
         from distributed import Client
 
         with Client(addr, timeout="60s") as client:
@@ -111,6 +114,13 @@ def agreement(a: str, b: str) -> float:
     return max((C.rel_diff(x, db[k]) for k, x in da.items() if x == x), default=0.0)
 
 
+def load() -> str:
+    try:
+        return " / ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:  # not Linux
+        return "?"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=20_000_000)
@@ -124,6 +134,7 @@ def main() -> None:
         C.warm(f)
     base = [C.PYTHON, "-m", "lossctl", "eval", str(d), "-t", "y", "-p", "yhat", *LOSS_ARGS, "-f", "json", "-q"]
     print(f"# {C.machine_info()}; {args.rows:,} rows in {FILES} files; {workers} workers", file=sys.stderr)
+    before = load()
     out: dict = {"rows": args.rows, "files": FILES, "workers": workers, "workloads": {}}
     lines = []
     with running_cluster(workers) as addr:
@@ -147,6 +158,8 @@ def main() -> None:
                                      [C.target_line("dask, running / local (--grad)", run, "<=", 1.5, "14")]))
             out["workloads"][label] = {"seconds": {n: m.best for n, m in ms.items()}, "running_over_local": run,
                                        "new_over_local": new, "max_rel_diff": agree}
+    lines.append(f"\nload average (1 / 5 / 15 min): {before} before, {load()} after")
+    out["load_average"] = {"before": before, "after": load()}
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

@@ -122,11 +122,14 @@ def _reg_df(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 @needs_dask
-def test_slice_intervals_do_not_depend_on_batches_or_the_split(tmp_path, capsys, address):
-    """--by --ci intervals: the same with --batch-rows 997, with one task per file and split by row groups."""
+def test_slice_intervals_do_not_depend_on_batches_or_the_split(tmp_path, capsys, address, monkeypatch):
+    """--by --ci intervals: the same with --batch-rows 997, with a task per worker (runs of files, split by
+    row groups) and a task per file."""
+    from lossctl.engines import dask as engine
+
     df = _reg_df(40_000)  # past 2**15 rows: hashed bootstrap blocks
     d = write_dataset(df, tmp_path / "ds")
-    many = tmp_path / "many"  # 8 files ≥ 2 × 2 workers: one task per file
+    many = tmp_path / "many"  # 8 files: a task per file with ROWS_PER_TASK = 1
     many.mkdir()
     for i, part in enumerate(np.array_split(np.arange(len(df)), 8)):
         pq.write_table(pa.Table.from_pandas(df.iloc[part], preserve_index=False), many / f"f{i}.parquet")
@@ -135,6 +138,7 @@ def test_slice_intervals_do_not_depend_on_batches_or_the_split(tmp_path, capsys,
     ref = ok_json(capsys, "eval", d, *args)
     small = ok_json(capsys, "eval", d, *args, "--batch-rows", "997")
     split = ok_json(capsys, "eval", d, *args, "--engine", "dask", "--scheduler", address)
+    monkeypatch.setattr(engine, "ROWS_PER_TASK", 1)
     files = ok_json(capsys, "eval", many, *args, "--engine", "dask", "--scheduler", address)
     for doc in (small, split):
         assert close(ref, doc) == []
@@ -308,6 +312,14 @@ def test_no_pandas_on_the_workers(client, reg_dir):
             del sys.modules["pandas"]
             sys.modules.update(saved)
 
+    # an earlier test's cancelled task may still run on a worker (a thread cannot be stopped), and
+    # pyarrow imports pandas there on a column with nulls (pa.scalar): wait until the workers are idle
+    import time
+
+    deadline = time.monotonic() + 60
+    while any(client.run(lambda dask_worker: len(dask_worker.active_threads)).values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     rows = client.run(without_pandas, wire, frags)
     assert len(rows) == 2 and all(r == [f.rows for f in frags] for r in rows.values())
     assert sum(f.rows for f in frags) == 300
@@ -402,12 +414,19 @@ def test_sockets_of_the_run_cluster_are_on_loopback():
 
 
 @needs_dask
-def test_a_worker_that_dies_names_its_file(tmp_path, capsys, cluster, client):
-    """The worker reading the second file dies (as from the OOM killer): one line naming that file.
-    (The module's cluster allows no retries; the nanny starts a fresh worker.)"""
+@pytest.mark.parametrize("rows_per_task,needle", [
+    (1, "f1.parquet: a Dask worker died while evaluating this file ("),
+    (None, "f2.parquet: a Dask worker died while evaluating this file or the 2 after it, up to {d}/f4.parquet ("),
+], ids=["a-task-per-file", "a-task-per-worker"])
+def test_a_worker_that_dies_names_its_file(tmp_path, capsys, cluster, client, monkeypatch, rows_per_task, needle):
+    """The worker reading the second fragment dies (as from the OOM killer): one line naming its file, or
+    the files of its run (5 files of 100 rows on 2 workers: f0–f1 and f2–f4). (The module's cluster allows
+    no retries; the nanny starts a fresh worker.)"""
     from distributed.diagnostics.plugin import WorkerPlugin
 
-    class DieOnSecondFile(WorkerPlugin):
+    from lossctl.engines import dask as engine
+
+    class DieOnSecondFragment(WorkerPlugin):
         name = "lossctl-test-die"
 
         def transition(self, key, start, finish, **kwargs):
@@ -418,12 +437,14 @@ def test_a_worker_that_dies_names_its_file(tmp_path, capsys, cluster, client):
     d.mkdir()
     for i in range(5):
         pq.write_table(pa.Table.from_pandas(_reg_df(100, seed=i), preserve_index=False), d / f"f{i}.parquet")
-    client.register_plugin(DieOnSecondFile())
+    if rows_per_task:
+        monkeypatch.setattr(engine, "ROWS_PER_TASK", rows_per_task)
+    client.register_plugin(DieOnSecondFragment())
     try:
         one_line_error(*run(capsys, "eval", d, "-t", "y", "-p", "p", "-f", "json", "--engine", "dask", "--scheduler",
-                            cluster.scheduler_address), f"{d / 'f1.parquet'}: a Dask worker died")
+                            cluster.scheduler_address), f"{d}/{needle.format(d=d)}")
     finally:
-        client.unregister_worker_plugin(DieOnSecondFile.name)
+        client.unregister_worker_plugin(DieOnSecondFragment.name)
     client.wait_for_workers(2, timeout=60)
 
 
@@ -566,8 +587,9 @@ def test_merged_states_keep_candidates_for_the_whole_data_only(tmp_path):
     for i in range(4):
         pq.write_table(pa.Table.from_pandas(_reg_df(60_000, seed=i), preserve_index=False), d / f"f{i}.parquet")
     plan, inputs = prepare(Request(data=str(d), target="y", preds=["p"], grad=True, losses=["mse"]))
-    wire, frags = plan_wire(plan), engine.fragments(plan, inputs, 2)
+    wire, frags = plan_wire(plan), engine.fragments(plan, inputs, 2, rows_per_task=1)  # a task per file
     inputs.close()
+    assert len(frags) == 4
     n = 240_000
     parts = [engine._task(wire, f) for f in frags]
     assert all(p["states"][0]["grad"]["rows_bound"] == n for p in parts)
@@ -575,3 +597,83 @@ def test_merged_states_keep_candidates_for_the_whole_data_only(tmp_path):
         parts = [engine._merge(wire, parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
     g = parts[0]["states"][0]["grad"]
     assert g["rows_bound"] == n and len(g["top"]) <= n // 100 + n // 400 + 1024
+
+
+def test_fragments_are_contiguous_runs_of_about_equal_rows(tmp_path):
+    """A task per worker (fixed costs paid once per run, not per file), cut at row-group boundaries;
+    a multiple of the workers when the runs would pass ROWS_PER_TASK; every row once, in order."""
+    from lossctl.engines import dask as engine
+    from lossctl.plan import Request
+    from lossctl.planner import prepare
+
+    d = tmp_path / "ds"
+    d.mkdir()
+    for i in range(8):  # 8 files of 1,000 rows in row groups of 300
+        pq.write_table(pa.Table.from_pandas(_reg_df(1000, seed=i), preserve_index=False), d / f"f{i}.parquet",
+                       row_group_size=300)
+    one = tmp_path / "one.parquet"
+    pq.write_table(pa.Table.from_pandas(_reg_df(1000), preserve_index=False), one, row_group_size=100)
+
+    def cut(path, workers, rows_per_task=None):
+        plan, inputs = prepare(Request(data=str(path), target="y", preds=["p"]))
+        try:
+            frags = engine.fragments(plan, inputs, workers, rows_per_task)
+        finally:
+            inputs.close()
+        assert [f.index for f in frags] == list(range(len(frags)))
+        assert [f.row_offset for f in frags] == [sum(g.rows for g in frags[:i]) for i in range(len(frags))]
+        return frags
+
+    two = cut(d, 2)
+    assert [f.rows for f in two] == [4000, 4000]
+    assert [[Path(n).name for n, _, _ in f.files] for f in two] == [[f"f{i}.parquet" for i in r] for r in
+                                                                       (range(4), range(4, 8))]
+    assert all(p.row_groups is None for f in two for p in f.src.parts)  # whole files
+    three = cut(d, 3)  # runs cut inside files, at row groups
+    assert sum(f.rows for f in three) == 8000 and max(f.rows for f in three) - min(f.rows for f in three) <= 600
+    assert [p.row_groups for p in three[1].src.parts][0] is not None
+    assert len(cut(d, 2, rows_per_task=1500)) == 6  # 2 × ⌈8000 / 3000⌉
+    assert len(cut(d, 2, rows_per_task=1)) == 8 * 4  # every row group (300, 300, 300, 100)
+    halves = cut(one, 2)  # one file: its row groups in two runs
+    assert [(f.rows, f.src.row_groups) for f in halves] == [(500, (0, 5)), (500, (5, 10))]
+    assert [(f.rows, f.src.row_groups) for f in cut(one, 1)] == [(1000, None)]
+
+
+@needs_dask
+def test_preload_warms_a_worker_before_its_first_task():
+    """`dask worker ADDR --preload lossctl.engines.dask`: the worker imports lossctl's reader, driver and
+    losses and sets lossctl's malloc thresholds when it starts (the first run on a fresh cluster would
+    pay for them), without importing pandas."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    def imported():
+        import sys
+
+        return {m: m in sys.modules for m in ("lossctl.losses", "lossctl.driver", "lossctl.statefile", "pyarrow.parquet",
+                                               "pandas")}
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.CRITICAL,
+                      preload=["lossctl.engines.dask"]) as cluster, Client(cluster, set_as_default=False) as client:
+        (found,) = client.run(imported).values()
+        warm = client.run(lambda: __import__("lossctl.engines.dask", fromlist=["_WARM"])._WARM)
+    assert found == {"lossctl.losses": True, "lossctl.driver": True, "lossctl.statefile": True,
+                     "pyarrow.parquet": True, "pandas": False}
+    assert list(warm.values()) == [True]
+
+
+@needs_dask
+def test_objects_are_frozen_at_exit_only(reg_dir, address):
+    """Once distributed is imported, the collector's passes at interpreter exit take 0.1–0.4 s: the command
+    freezes every object at exit (not before: a process that runs the command in-process keeps collecting)."""
+    code = (f"import atexit, gc, json, sys; from lossctl.cli import main\n"
+            f"atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0))\n"
+            f"main(['eval', {str(reg_dir)!r}, '-t', 'y', '-p', 'p', '-f', 'json', '-q', '--engine', 'dask', "
+            f"'--scheduler', {address!r}])\n"
+            f"print('after the run', gc.get_freeze_count() > 0)\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-2:] == ["after the run False", "at exit True"]

@@ -1,21 +1,23 @@
 """``--engine dask``: a Parquet dataset evaluated by the workers of a Dask cluster.
 
-The client plans once (the pipeline's ``prepare``: columns, task, losses; the Parquet
+The client plans once (the planner's ``prepare``: columns, task, losses; the Parquet
 footers: row counts, hence each fragment's first row in the whole data), then sends one
-task per file, or per run of row groups when there are fewer files than twice the
-workers. Each task opens its fragment with lossctl's own Arrow reader (no DataFrame
-layer), runs the shard driver (:func:`lossctl.driver.run_shard`) with the fragment's
-global row offset, and returns its states as plain data (:func:`lossctl.statefile.payload`:
-no classes, no scratch buffers). The payloads are added pairwise on the workers, in
-dataset order; only states cross the network, and the client turns the last one into
+task per worker: a contiguous run of files or row groups of about equal rows (a multiple
+of the workers for large data, :data:`ROWS_PER_TASK`). Each task opens its fragment with
+lossctl's own Arrow reader (no DataFrame layer), runs the shard driver
+(:func:`lossctl.driver.run_shard`) with the fragment's global row offset, and returns its
+states as plain data (:func:`lossctl.statefile.payload`: no classes, no scratch buffers).
+The payloads are added pairwise on the workers, in dataset order; only states cross the network, and the client turns the last one into
 the report exactly as the local engine would.
 
 ``dask`` and ``distributed`` are imported here only, inside the functions that need them.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import uuid
@@ -84,22 +86,29 @@ def check_plan(plan: Any, inputs: Any) -> None:
 # ------------------------------------------------------------------ fragments
 
 
+ROWS_PER_TASK = 10_000_000  # rows a task reads, at most, unless there are more rows than workers × this
+
+
 @dataclasses.dataclass
 class Fragment:
-    """Rows a task reads: a file, or a run of its row groups, and where they start in the data."""
+    """Rows a task reads: a run of files, or of one file's row groups, and where they start in the data."""
 
     index: int
-    name: str  # the file, as messages name it
+    name: str  # its first file, as messages name it
     src: Any  # the Source the task reads (a copy of the client's, narrowed to this fragment)
     row_offset: int
     rows: int
-    stat: tuple[int, int | None]  # (size, mtime_ns) when planned
+    files: list[tuple[str, str, tuple[int, int | None]]]  # each file read: name, path, (size, mtime_ns) when planned
 
 
-def fragments(plan: Any, inputs: Any, workers: int) -> list[Fragment]:
-    """One fragment per file; files split by row groups when there are fewer than twice the workers."""
+def fragments(plan: Any, inputs: Any, workers: int, rows_per_task: int | None = None) -> list[Fragment]:
+    """The data cut at row-group boundaries into contiguous runs of about equal rows: one per worker
+    (or a multiple of the workers, runs of at most ``rows_per_task`` rows), fewer where there are
+    fewer row groups. A task's fixed costs (its states, its top-1% candidates kept for the whole
+    data, their merge) are paid once per run rather than once per file."""
     from lossctl import io
 
+    rows_per_task = max(1, rows_per_task or ROWS_PER_TASK)
     src = inputs[0]
     files = list(zip(src.parts, src.part_keys)) if src.fmt == "dataset" else [(src, None)]
     groups = []
@@ -107,55 +116,83 @@ def fragments(plan: Any, inputs: Any, workers: int) -> list[Fragment]:
         md = io.parquet_file(part.path).metadata
         groups.append([md.row_group(i).num_rows for i in range(md.num_row_groups)])
     total = sum(sum(g) for g in groups)
-    split = len(files) < 2 * workers
-    per = math.ceil(total / (2 * workers)) if split else None
+    pieces = [(f, i, n) for f, sizes in enumerate(groups) for i, n in enumerate(sizes) if n]
+    if not pieces:
+        return []
+    workers = max(1, workers)
+    n_tasks = min(len(pieces), workers * max(1, math.ceil(total / (workers * rows_per_task))))
+    # cut k at the row-group boundary nearest k/n_tasks of the rows, each run at least one row group
+    ends = list(itertools.accumulate(n for _, _, n in pieces))  # rows up to and including piece j
+    cuts = [0]
+    for k in range(1, n_tasks):
+        goal = k * total / n_tasks
+        j = bisect.bisect_left(ends, goal)  # ends[j] ≥ goal: cut after piece j, or before it
+        j = j + 1 if j < len(ends) and (j == 0 or ends[j] - goal < goal - ends[j - 1]) else j
+        cuts.append(min(max(j, cuts[-1] + 1), len(pieces) - (n_tasks - k)))
+    cuts.append(len(pieces))
+    runs = [pieces[a:b] for a, b in zip(cuts, cuts[1:])]
     out: list[Fragment] = []
     offset = 0
-    for (part, keys), sizes in zip(files, groups):
-        stat = io.file_stat(part.path)
-        pieces: list[tuple[int, int, int]] = []  # (first row group, end, rows)
-        if per is None:
-            pieces.append((0, len(sizes), sum(sizes)))
+    for run in runs:
+        by_file: dict[int, list[int]] = {}  # file → [first row group, end, rows]
+        for f, i, n in run:
+            r = by_file.setdefault(f, [i, i, 0])
+            r[1], r[2] = i + 1, r[2] + n
+        parts, keys, names = [], [], []
+        for f, (a, b, n) in by_file.items():
+            part, key = files[f]
+            rg = None if (a, b) == (0, len(groups[f])) else (a, b)
+            parts.append(dataclasses.replace(part, row_groups=rg, num_rows=n, rows_bound=n))
+            keys.append(key)
+            names.append(part.name)
+        rows = sum(n for _, _, n in run)
+        if src.fmt == "dataset":
+            fsrc = dataclasses.replace(src, path=names, parts=parts, part_keys=keys, num_rows=rows, rows_bound=rows,
+                                       conflicts={}, lacking={})
         else:
-            start, rows = 0, 0
-            for i, n in enumerate(sizes):
-                rows += n
-                if rows >= per or i == len(sizes) - 1:
-                    pieces.append((start, i + 1, rows))
-                    start, rows = i + 1, 0
-        for a, b, rows in pieces:
-            if rows == 0:
-                continue
-            rg = None if (a, b) == (0, len(sizes)) else (a, b)
-            if keys is None:
-                fsrc = dataclasses.replace(src, row_groups=rg, num_rows=rows, rows_bound=rows)
-            else:
-                one = dataclasses.replace(part, row_groups=rg, num_rows=rows, rows_bound=rows)
-                fsrc = dataclasses.replace(src, path=[part.name], parts=[one], part_keys=[keys], num_rows=rows,
-                                           rows_bound=rows, conflicts={}, lacking={})
-            out.append(Fragment(len(out), part.name, fsrc, offset, rows, stat))
-            offset += rows
+            fsrc = parts[0]
+        stats = [(name, files[f][0].path, io.file_stat(files[f][0].path)) for f, name in zip(by_file, names)]
+        out.append(Fragment(len(out), names[0], fsrc, offset, rows, stats))
+        offset += rows
     return out
 
 
 # ------------------------------------------------------------------ what runs on a worker
 
 
-_TUNED = False
+_WARM = False
+
+
+def _warm() -> None:
+    """What every task needs, once per worker process: lossctl's reader, driver and losses imported,
+    and the CLI's malloc settings (whatever the worker was started with: distributed's nanny sets
+    MALLOC_TRIM_THRESHOLD_, which makes lossctl's batches slower)."""
+    global _WARM
+    if _WARM:
+        return
+    import pyarrow.parquet  # noqa: F401
+
+    from lossctl import driver, io, plan, registry, slices, statefile  # noqa: F401
+    from lossctl.cli import _tune_malloc
+
+    registry.all_losses()
+    _tune_malloc()
+    _WARM = True
+
+
+def dask_setup(worker: Any = None) -> None:
+    """``dask worker ADDRESS --preload lossctl.engines.dask``: each worker warms up when it starts
+    (imports, malloc settings), so that the first run on a fresh cluster does not pay for it."""
+    _warm()
 
 
 def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
     """A fragment's states: the shard driver on its rows, numbered from their place in the data."""
-    global _TUNED
     from lossctl import statefile
     from lossctl.driver import run_shard
     from lossctl.plan import plan_from_wire
 
-    if not _TUNED:  # the CLI's malloc settings, whatever the worker was started with
-        from lossctl.cli import _tune_malloc
-
-        _tune_malloc()
-        _TUNED = True
+    _warm()
     _unchanged(frag)
     plan = plan_from_wire(wire)
     acc = run_shard(plan, [frag.src], frag.row_offset, input_offset=frag.row_offset, whole=False)
@@ -166,14 +203,15 @@ def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
 def _unchanged(frag: Fragment) -> None:
     from lossctl import io
 
-    try:
-        now = io.file_stat(frag.name)
-    except OSError as e:
-        raise InputError.at(f"cannot read it any more ({e.strerror or e}): it changed after the run was planned",
-                            source=frag.name) from None
-    if now != frag.stat:
-        raise InputError.at("the file changed after the run was planned (its size or modification time differ); "
-                            "run again", source=frag.name)
+    for name, path, stat in frag.files:
+        try:
+            now = io.file_stat(path)
+        except OSError as e:
+            raise InputError.at(f"cannot read it any more ({e.strerror or e}): it changed after the run was planned",
+                                source=name) from None
+        if now != stat:
+            raise InputError.at("the file changed after the run was planned (its size or modification time differ); "
+                                "run again", source=name)
 
 
 def _merge(wire: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +235,19 @@ class Engine:
         check_request(req)
 
     def accumulate(self, plan: Any, inputs: Any) -> Any:
+        _quick_exit()
         return accumulate(plan, inputs, self.scheduler)
+
+
+def _quick_exit() -> None:
+    """Skip the collector's passes over every object at interpreter exit (0.1–0.4 s once distributed
+    is imported: its modules hold hundreds of thousands of objects): they are frozen, at exit only
+    (the command's process ends there; an embedding process keeps collecting until then)."""
+    import atexit
+    import gc
+
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
 
 
 def accumulate(plan: Any, inputs: Any, scheduler: str | None = None) -> Any:
@@ -258,7 +308,11 @@ def _explain(e: BaseException, frag: Fragment) -> BaseException:
     if isinstance(e, LossctlError):
         return e
     if isinstance(e, KilledWorker):
-        return InputError.at("a Dask worker died while evaluating this file (out of memory, or killed)",
+        more = len(frag.files) - 1
+        last = frag.files[-1][0]
+        which = ("this file" if not more else f"this file or {last}" if more == 1
+                 else f"this file or the {more} after it, up to {last}")
+        return InputError.at(f"a Dask worker died while evaluating {which} (out of memory, or killed)",
                              source=frag.name)
     return e
 
