@@ -106,7 +106,7 @@ def test_rowwise_notes_do_not_change_the_plan():
 # data flows one way: sources → batches → states → report → renderer. A module may import
 # those at its own level or below, never above (lazy imports inside functions included).
 LAYERS = {
-    "errors": 0, "options": 0, "spec": 1, "registry": 1, "binding": 2, "engine": 2, "accumulate": 2, "results": 2,
+    "errors": 0, "options": 0, "runtime": 0, "spec": 1, "registry": 1, "binding": 2, "engine": 2, "accumulate": 2, "results": 2,
     "plan": 3, "io": 3, "output": 3, "arrays": 3, "planner": 4, "align": 4, "slices": 5, "feed": 5, "driver": 6,
     "statefile": 7, "outcome": 7, "slice_results": 7.5, "assemble": 8, "rowwise": 8,
 }

@@ -173,10 +173,10 @@ def _warm() -> None:
     import pyarrow.parquet  # noqa: F401
 
     from lossctl import driver, io, plan, registry, slices, statefile  # noqa: F401
-    from lossctl.cli import _tune_malloc
+    from lossctl.runtime import tune_malloc
 
     registry.all_losses()
-    _tune_malloc()
+    tune_malloc()
     _WARM = True
 
 
