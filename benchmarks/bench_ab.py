@@ -2,7 +2,8 @@
 
     python benchmarks/bench_ab.py --before REV [--after REV] [--repeat 5] [--rows 10000000] [--json OUT]
 
-Each revision is checked out in a temporary git worktree and run from it (PYTHONPATH),
+Each revision is checked out in a temporary git worktree and run from it (PYTHONPATH, and
+``python -P`` so that the working directory's lossctl is not the one imported),
 on the same cached data, in the same sitting. End-to-end cases are fresh `lossctl eval`
 processes, run round-robin (A B A B …, after one untimed round each); the best of
 ``--repeat`` counts. Kernel cases time ``lossctl.evaluate`` in a worker process per
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=("e2e", "kernels"))
     ap.add_argument("--json", metavar="OUT")
     a = ap.parse_args(argv)
+    if sys.version_info < (3, 11):
+        raise SystemExit("bench_ab.py needs Python 3.11 or later (python -P)")
     rows_out: list[tuple[str, float, float]] = []
     ok = True
     with tempfile.TemporaryDirectory(prefix="lossctl-ab-") as tmp:
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if a.only != "kernels":
                 for name, args in e2e_cases(a.rows):
-                    comps = [C.Competitor(f"{side}: {name}", [C.PYTHON, "-m", "lossctl", "eval", *args, "-f", "json", "-q"],
+                    comps = [C.Competitor(f"{side}: {name}", [C.PYTHON, "-P", "-m", "lossctl", "eval", *args, "-f", "json", "-q"],
                                           env={"PYTHONPATH": str(tree)}) for side, tree in trees.items()]
                     ms = C.measure(comps, a.repeat, verbose=False)
                     b, f = (ms[c.name] for c in comps)
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 best: dict[str, dict[str, float]] = {"before": {}, "after": {}}
                 for _ in range(a.rounds):
                     for side, tree in trees.items():
-                        p = subprocess.run([C.PYTHON, "-c", KERNEL_WORKER, str(a.kernel_rows), str(a.repeat)],
+                        p = subprocess.run([C.PYTHON, "-P", "-c", KERNEL_WORKER, str(a.kernel_rows), str(a.repeat)],
                                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)})
                         if p.returncode:
                             raise C.BenchError(p.stderr)
