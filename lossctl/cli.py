@@ -526,7 +526,7 @@ def recommend_cmd(
     output: Annotated[Optional[str], _option("--output", "Write the advice to FILE (atomically) instead of stdout.")] = None,
     input_format: InputFormatOpt = None,
     batch_rows: Annotated[Optional[int], _option("--batch-rows", "Rows per record batch (the advice does not depend on it).")] = None,
-    engine: Annotated[str, _option("--engine", f"{Engine.LOCAL} ({Engine.DASK} is not available for recommend yet).")] = _D.engine.value,
+    engine: Annotated[str, _option("--engine", f"{Engine.LOCAL} | {Engine.DASK}: where the evidence and the check are computed (dask: a Parquet dataset on a Dask cluster; needs lossctl[dask]).")] = _D.engine.value,
     scheduler: Annotated[Optional[str], _option("--scheduler", "With --engine dask: a Dask scheduler's ADDRESS.")] = None,
     quiet: Annotated[bool, _option("--quiet", "No notes on stderr.")] = False,
 ) -> None:
@@ -536,9 +536,7 @@ def recommend_cmd(
     from lossctl.advice.render import render as render_advice
     from lossctl.advice.sources import run_request
 
-    if _engine(engine, scheduler) is not None:
-        raise UsageError("recommend does not run on --engine dask yet (its evidence is not a state that merges "
-                         "across files): use --engine local, or recommend on a sample")
+    dask_engine = _engine(engine, scheduler)
     form = _default_format(fmt, output)
     if form not in REC_FORMATS:
         raise UsageError(f"recommend writes {', '.join(REC_FORMATS)}, not {form}")
@@ -552,7 +550,11 @@ def recommend_cmd(
     _guard_outputs([data, data2], output=output)
     req = Request(data=data, data2=data2, key=key, target=target, preds=list(pred), cols=cols,
                   weight=weight, task=task, logits=logits, nan=nan, input_format=input_format, batch_rows=batch_rows)
-    advice = run_request(req, goal=goal, coverage=coverage, check=check)
+    if dask_engine is None:
+        advice = run_request(req, goal=goal, coverage=coverage, check=check)
+    else:
+        with dask_engine.session():
+            advice = run_request(req, goal=goal, coverage=coverage, check=check, engine=dask_engine)
     with _output(output) as out:
         render_advice(advice, form, out)
     if not quiet:

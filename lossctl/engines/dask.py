@@ -59,8 +59,9 @@ def check_request(req: Any) -> None:
     require()
 
 
-def check_plan(plan: Any, inputs: Any) -> None:
-    """Refuse, before any task runs, a plan the engine would evaluate differently."""
+def check_plan(plan: Any, inputs: Any, states: bool = True) -> None:
+    """Refuse, before any task runs, a plan the engine would evaluate differently (``states``:
+    the jobs' states are computed, so each must merge across files)."""
     from lossctl import io
     from lossctl.driver import unmergeable
     from lossctl.align import needed_columns
@@ -72,7 +73,7 @@ def check_plan(plan: Any, inputs: Any) -> None:
     if src.fmt not in ("parquet", "dataset"):
         raise UsageError(f"--engine dask reads Parquet (a file, a directory or a glob of files); {src.name} is "
                          f"{src.fmt}: use --engine local")
-    found = unmergeable(plan)
+    found = unmergeable(plan) if states else None
     if found is not None:
         loss, reason = found
         reason = reason.split(": ", 1)[1] if reason.startswith("--emit-state") else reason
@@ -230,13 +231,42 @@ class Engine:
     """The engine as a command holds it: the request's refusals, then the run's states."""
 
     scheduler: str | None = None
+    _client: Any = dataclasses.field(default=None, repr=False)
 
     def check_request(self, req: Any) -> None:
         check_request(req)
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """One client (and without --scheduler one LocalCluster) for every run inside (recommend's
+        evidence and its check's evaluations)."""
+        if self._client is not None:
+            yield
+            return
+        require()
+        _quick_exit()
+        with client_for(self.scheduler) as client:
+            self._client = client
+            try:
+                yield
+            finally:
+                self._client = None
+
     def accumulate(self, plan: Any, inputs: Any) -> Any:
         _quick_exit()
-        return accumulate(plan, inputs, self.scheduler)
+        return accumulate(plan, inputs, self.scheduler, client=self._client)
+
+    def evidence(self, plan: Any, inputs: Any, spec: Any) -> tuple[Any, int, int]:
+        """recommend's evidence state of the dataset, measured file by file on the workers and
+        merged there: (state, rows, dropped rows)."""
+        if plan.request.nan == "drop":
+            raise UsageError("recommend --engine dask does not take --nan drop yet: the evidence keys rows by "
+                             "their place among the rows kept, unknown until earlier files are read; use "
+                             "--engine local")
+        _quick_exit()
+        with self.session():
+            out = _on_fragments(plan, inputs, self._client, (_evidence_task, _evidence_merge), extra=spec)
+        return out["state"], out["rows"], out["dropped"]
 
 
 def _quick_exit() -> None:
@@ -250,33 +280,64 @@ def _quick_exit() -> None:
     atexit.register(gc.freeze)
 
 
-def accumulate(plan: Any, inputs: Any, scheduler: str | None = None) -> Any:
-    """Every state of ``plan``, computed by a Dask cluster: what the local ``accumulate`` returns."""
+def accumulate(plan: Any, inputs: Any, scheduler: str | None = None, client: Any = None) -> Any:
+    """Every state of ``plan``, computed by a Dask cluster: what the local ``accumulate`` returns
+    (on ``client`` where one is open, else on one opened for this run)."""
     from lossctl import statefile
     from lossctl.driver import check_rows
-    from lossctl.plan import plan_wire
 
     require()
-    check_plan(plan, inputs)
-    wire = plan_wire(plan)
-    with client_for(scheduler) as client:
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
-        frags = fragments(plan, inputs, workers)
-        with client.as_current():
-            result = _run(client, wire, frags, plan.source_names[0])
+    if client is None:
+        with client_for(scheduler) as client:
+            result = _on_fragments(plan, inputs, client, (_task, _merge))
+    else:
+        result = _on_fragments(plan, inputs, client, (_task, _merge))
     acc = statefile.from_payload(plan, result)
     check_rows(plan, acc.rows, acc.dropped, acc.weight_total)
     return acc
 
 
-def _run(client: Any, wire: dict[str, Any], frags: list[Fragment], dataset: str) -> dict[str, Any]:
+def _on_fragments(plan: Any, inputs: Any, client: Any, fns: tuple[Any, Any], extra: Any = None) -> Any:
+    """``fns``' task on every fragment of the dataset, its merge pairwise on the workers."""
+    from lossctl.plan import plan_wire
+
+    check_plan(plan, inputs, states=fns[0] is _task)
+    wire = plan_wire(plan)
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    frags = fragments(plan, inputs, workers)
+    with client.as_current():
+        return _run(client, wire, frags, plan.source_names[0], fns, extra)
+
+
+def _evidence_task(wire: dict[str, Any], frag: Fragment, spec: Any) -> dict[str, Any]:
+    """recommend's evidence of a fragment, its rows keyed by their place in the dataset."""
+    from lossctl.advice.sources import evidence_pass
+    from lossctl.plan import plan_from_wire
+
+    _warm()
+    _unchanged(frag)
+    state, feeder = evidence_pass(plan_from_wire(wire), [frag.src], spec, frag.row_offset, frag.row_offset)
+    _unchanged(frag)
+    return {"state": state, "rows": feeder.rows - frag.row_offset, "dropped": feeder.dropped}
+
+
+def _evidence_merge(wire: dict[str, Any], a: dict[str, Any], b: dict[str, Any], spec: Any) -> dict[str, Any]:
+    a["state"].merge(b["state"])
+    return {"state": a["state"], "rows": a["rows"] + b["rows"], "dropped": a["dropped"] + b["dropped"]}
+
+
+def _run(client: Any, wire: dict[str, Any], frags: list[Fragment], dataset: str, fns: tuple[Any, Any] = (None, None),
+         extra: Any = None) -> Any:
     from distributed import as_completed, wait
 
+    task, merge = fns
+    task, merge = task or _task, merge or _merge
+    more = () if extra is None else (extra,)
     token = uuid.uuid4().hex[:12]
-    reads = [client.submit(_task, wire, f, key=f"lossctl-read-{f.index}-{token}", pure=False) for f in frags]
+    reads = [client.submit(task, wire, f, *more, key=f"lossctl-read-{f.index}-{token}", pure=False) for f in frags]
     level, merges, depth = list(reads), [], 0
     while len(level) > 1:  # a tree of pairwise merges, in dataset order
-        nxt = [client.submit(_merge, wire, level[i], level[i + 1], key=f"lossctl-merge-{depth}-{i // 2}-{token}",
+        nxt = [client.submit(merge, wire, level[i], level[i + 1], *more, key=f"lossctl-merge-{depth}-{i // 2}-{token}",
                              pure=False) for i in range(0, len(level) - 1, 2)]
         merges += nxt
         level = nxt + level[len(level) - len(level) % 2:]
