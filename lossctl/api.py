@@ -1,6 +1,7 @@
 """The library entry point: the same engine as the CLI, on numpy arrays."""
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Iterator, Sequence
 
@@ -9,6 +10,10 @@ import numpy as np
 from lossctl import registry
 from lossctl.engine import Batch, Context, State
 from lossctl.errors import InputError, UsageError
+from lossctl.binding import Binding
+from lossctl.driver import drive
+from lossctl.outcome import _add_ci, result_for
+from lossctl.plan import Job, Plan, Request, options
 from lossctl.results import LossResult
 
 # how the positional arguments are named in messages
@@ -102,10 +107,24 @@ def _spec_texts(loss: Any) -> list[str]:
 def _check_options(reduction: Any, ci: Any, bootstrap: Any, batch_rows: Any, task: Any, *, grad: Any = False,
                    seed: Any = 0) -> dict[str, Any]:
     """The library's options checked as every entry point checks them (lossctl.options), as plain values."""
+    args = (reduction, ci, bootstrap, batch_rows, task, grad, seed)
+    try:  # (memoised by value and type: the library checks them at every call; True is not 1 here)
+        return dict(_checked_options(tuple((v, type(v)) for v in args)))
+    except TypeError:  # an unhashable value: checked (and refused) without the memo
+        return _validated_options(*args)
+
+
+def _validated_options(reduction: Any, ci: Any, bootstrap: Any, batch_rows: Any, task: Any, grad: Any,
+                       seed: Any) -> dict[str, Any]:
     from lossctl.options import LIBRARY, EvalOptions
 
     return EvalOptions.validated(LIBRARY, reduces=True, reduction=reduction, ci=ci, bootstrap=bootstrap, batch_rows=batch_rows,
                                  task=task, grad=grad, seed=seed).plain()
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_options(typed: tuple[tuple[Any, type], ...]) -> tuple[tuple[str, Any], ...]:
+    return tuple(_validated_options(*(v for v, _ in typed)).items())
 
 
 def _given_in_text(text: str, key: str) -> bool:
@@ -389,11 +408,6 @@ class _ArrayPass:
 
 def _one(call, cols, w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows) -> LossResult:
     """One loss on arrays: a plan of one job, driven and assembled as the CLI's are."""
-    from lossctl.outcome import _add_ci, result_for
-    from lossctl.binding import Binding
-    from lossctl.driver import drive
-    from lossctl.plan import Job, Plan, Request, options
-
     spec = call.spec
     ctx = _context(spec, cols, n, grad, task)
     if reduction == "sum" and not spec.row_mean:

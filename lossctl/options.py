@@ -37,7 +37,7 @@ class _Choice(str, enum.Enum):
 
     @classmethod
     def values(cls) -> tuple[str, ...]:
-        return tuple(m.value for m in cls)
+        return tuple(cls._value2member_map_)  # (the members' values, in order; checked at every library call)
 
 
 class Reduction(_Choice):
@@ -254,20 +254,20 @@ class EvalOptions:
         a bad one is a UsageError that names it as ``spelling`` does. Each value is checked in
         the order of the fields; an unknown keyword is a bug of the caller (TypeError).
         ``reduces``: the caller reduces (lossctl.evaluate), so reduction 'none' is refused."""
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - _ORDER.keys()
         if unknown:
             raise TypeError(f"EvalOptions has no option {', '.join(sorted(unknown))}")
-        checked = {k: _check(k, v, spelling, reduces) for k, v in sorted(values.items(), key=lambda kv: _ORDER[kv[0]])}
         out = object.__new__(cls)
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        for k, v in {**defaults, **checked}.items():
-            object.__setattr__(out, k, v)
+        state = dict(_DEFAULTS)  # (the library checks its options at every call: no dataclasses.fields here)
+        for k, v in sorted(values.items(), key=lambda kv: _ORDER[kv[0]]):
+            state[k] = _check(k, v, spelling, reduces)
+        out.__dict__.update(state)
         return out
 
     def plain(self) -> dict[str, Any]:
         """The options as plain values (enum members as their strings): what a Request holds."""
-        return {f.name: (v.value if isinstance(v := getattr(self, f.name), _Choice) else v)
-                for f in dataclasses.fields(self)}
+        return {name: (v.value if isinstance(v := getattr(self, name), _Choice) else v) for name in _ORDER}
 
 
 _ORDER = {f.name: i for i, f in enumerate(dataclasses.fields(EvalOptions))}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EvalOptions)}
