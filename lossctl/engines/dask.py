@@ -232,6 +232,7 @@ class Engine:
 
     scheduler: str | None = None
     _client: Any = dataclasses.field(default=None, repr=False)
+    _stack: Any = dataclasses.field(default=None, repr=False)  # an open session's client, made when first needed
 
     def check_request(self, req: Any) -> None:
         check_request(req)
@@ -239,22 +240,32 @@ class Engine:
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """One client (and without --scheduler one LocalCluster) for every run inside (recommend's
-        evidence and its check's evaluations)."""
-        if self._client is not None:
+        evidence and its check's evaluations), connected when the first run needs it: what is
+        refused is refused before any connection."""
+        if self._stack is not None:
             yield
             return
-        require()
-        _quick_exit()
-        with client_for(self.scheduler) as client:
-            self._client = client
+        with contextlib.ExitStack() as stack:
+            self._stack = stack
             try:
                 yield
             finally:
-                self._client = None
+                self._stack = self._client = None
+
+    def _session_client(self) -> Any:
+        if self._stack is None:
+            return None
+        if self._client is None:
+            require()
+            self._client = self._stack.enter_context(client_for(self.scheduler))
+        return self._client
 
     def accumulate(self, plan: Any, inputs: Any) -> Any:
         _quick_exit()
-        return accumulate(plan, inputs, self.scheduler, client=self._client)
+        if self._stack is None:
+            return accumulate(plan, inputs, self.scheduler)
+        check_plan(plan, inputs)
+        return accumulate(plan, inputs, self.scheduler, client=self._session_client(), checked=True)
 
     def evidence(self, plan: Any, inputs: Any, spec: Any) -> tuple[Any, int, int]:
         """recommend's evidence state of the dataset, measured file by file on the workers and
@@ -264,8 +275,9 @@ class Engine:
                              "their place among the rows kept, unknown until earlier files are read; use "
                              "--engine local")
         _quick_exit()
+        check_plan(plan, inputs, states=False)
         with self.session():
-            out = _on_fragments(plan, inputs, self._client, (_evidence_task, _evidence_merge), extra=spec)
+            out = _on_fragments(plan, inputs, self._session_client(), (_evidence_task, _evidence_merge), extra=spec)
         return out["state"], out["rows"], out["dropped"]
 
 
@@ -280,13 +292,16 @@ def _quick_exit() -> None:
     atexit.register(gc.freeze)
 
 
-def accumulate(plan: Any, inputs: Any, scheduler: str | None = None, client: Any = None) -> Any:
+def accumulate(plan: Any, inputs: Any, scheduler: str | None = None, client: Any = None, checked: bool = False) -> Any:
     """Every state of ``plan``, computed by a Dask cluster: what the local ``accumulate`` returns
-    (on ``client`` where one is open, else on one opened for this run)."""
+    (on ``client`` where one is open, else on one opened for this run). What the engine
+    refuses is refused before any connection (``checked``: the caller has made the checks)."""
     from lossctl import statefile
     from lossctl.driver import check_rows
 
     require()
+    if not checked:
+        check_plan(plan, inputs)
     if client is None:
         with client_for(scheduler) as client:
             result = _on_fragments(plan, inputs, client, (_task, _merge))
@@ -298,10 +313,10 @@ def accumulate(plan: Any, inputs: Any, scheduler: str | None = None, client: Any
 
 
 def _on_fragments(plan: Any, inputs: Any, client: Any, fns: tuple[Any, Any], extra: Any = None) -> Any:
-    """``fns``' task on every fragment of the dataset, its merge pairwise on the workers."""
+    """``fns``' task on every fragment of the dataset, its merge pairwise on the workers (the
+    plan already checked: :func:`check_plan`)."""
     from lossctl.plan import plan_wire
 
-    check_plan(plan, inputs, states=fns[0] is _task)
     wire = plan_wire(plan)
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     frags = fragments(plan, inputs, workers)
