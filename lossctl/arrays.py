@@ -96,15 +96,17 @@ def float_view(arr: Any) -> np.ndarray:
     if not (pa.types.is_float64(arr.type) or pa.types.is_float32(arr.type)):
         # integers beyond 2**53 (and decimals) round to the nearest double, as the same number read from text does
         arr = arr.cast(pa.float64(), safe=False)
-    if arr.null_count:
-        import pyarrow.compute as pc  # only here: importing it costs 15-25 ms of start-up
-
-        arr = pc.fill_null(arr, pa.scalar(float("nan"), arr.type))
     dtype = np.float32 if pa.types.is_float32(arr.type) else np.float64
     buf = arr.buffers()[1]
     if buf is None:
         return np.empty(0, dtype=dtype)
-    return np.frombuffer(buf, dtype=dtype, count=len(arr), offset=arr.offset * dtype().itemsize)
+    values = np.frombuffer(buf, dtype=dtype, count=len(arr), offset=arr.offset * dtype().itemsize)
+    if arr.null_count:  # NaN where the validity bitmap says null (pyarrow's fill_null imports pandas: 0.2 s)
+        bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
+        valid = np.unpackbits(bits, bitorder="little")[arr.offset:arr.offset + len(arr)].view(bool)
+        values = values.copy()
+        values[~valid] = np.nan
+    return values
 
 
 def labels_view(arr: Any) -> np.ndarray:

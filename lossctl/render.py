@@ -62,8 +62,19 @@ def fmt_interval(lo: Any, hi: Any, digits: int = 4, *, signed: bool = False, sca
     return f"[{a}, {b}]"
 
 
+# Characters that Python's str.splitlines (and JavaScript) take for line breaks: escaped in
+# every JSON text lossctl writes, so that a JSON Lines reader splitting lines any way sees one
+# record a line (inside a JSON string they can only stand for themselves: the same value).
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def json_text(obj: Any, **kw: Any) -> str:
+    """``json.dumps(obj, ensure_ascii=False, **kw)`` with the line-break characters escaped."""
+    return json.dumps(obj, ensure_ascii=False, **kw).translate(_LINE_BREAKS)
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, allow_nan=False, ensure_ascii=False)
+    return json_text(obj, indent=2, allow_nan=False)
 
 
 # ------------------------------------------------------------------ eval
@@ -76,7 +87,7 @@ def render_report(
         _write_json(report, out)
     elif fmt == "jsonl":
         for row in _flat_rows(report):
-            out.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
+            out.write(json_text(row, allow_nan=False) + "\n")
     elif fmt in ("csv", "tsv"):
         _write_delimited(report, out, "\t" if fmt == "tsv" else ",")
     elif fmt == "markdown":
@@ -118,7 +129,7 @@ def _json_group_texts(groups: SliceGroups) -> list[str]:
     from lossctl.results import _head
 
     def enc(v: Any) -> str:
-        return json.dumps(v, ensure_ascii=False)
+        return json_text(v)
 
     n = len(groups)
     missing = groups.missing()
@@ -265,7 +276,7 @@ def _cell(v: Any) -> str:
     if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
     if isinstance(v, (list, tuple, dict)):
-        return json.dumps(v, allow_nan=False, ensure_ascii=False, default=_jsonable)
+        return json_text(v, allow_nan=False, default=_jsonable)
     if isinstance(v, float) or isinstance(v, np.floating):
         v = float(v)
         if math.isnan(v):
@@ -792,7 +803,7 @@ def write_rows(chunks: Iterable[tuple[list[str], list[np.ndarray]]], fmt: str, o
                         row[f"{h}_nonfinite"] = nonfinite_label(v)
                     else:
                         row[h] = v
-                lines.append(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
+                lines.append(json_text(row, allow_nan=False) + "\n")
             out.write("".join(lines))
         out.flush()
 

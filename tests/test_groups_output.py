@@ -407,3 +407,20 @@ def test_list_reads_on_a_narrow_terminal(width):
         assert " ".join(spec.properties.formula.split()) in flat  # nothing cut or folded mid-word
     wide = run_subprocess("list", "-f", "table", env={"COLUMNS": "200"})
     assert "┃ loss" in wide.out  # a wide terminal keeps the table
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_keys_holding_unicode_line_breaks_stay_one_record_a_line(cli, tmp_path, fmt):
+    """U+0085, U+2028 and U+2029 are line breaks to str.splitlines (and JavaScript): written
+    escaped, so that every JSON Lines reader sees one record a line (found by hypothesis)."""
+    path = tmp_path / "nel.parquet"
+    keys = ["\x85", "a\u2028b", "\u2029", None]
+    pq.write_table(pa.table({"c": keys, "y": [0.0, 1.0, 2.0, 3.0], "yhat": [0.5, 1.5, 2.0, 3.0]}), path)
+    r = cli("eval", str(path), "-t", "y", "-p", "yhat", "-l", "mse", "--by", "c", "-f", fmt)
+    assert r.code == 0, r.err
+    assert not any(ch in r.out for ch in ("\x85", "\u2028", "\u2029"))
+    if fmt == "jsonl":
+        rows = strict_lines(r.out)
+        assert sorted(str(x["group"]) for x in rows if "group" in x) == sorted(str(k) for k in keys)
+    else:
+        assert sorted(str(g["value"]) for g in strict(r.out)["groups"]) == sorted(str(k) for k in keys)

@@ -43,7 +43,9 @@ def _scalar_figures(ev: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def render(advice: Advice, fmt: str, out: TextIO, width: int = WIDTH) -> None:
     if fmt == "json":
-        out.write(json.dumps(advice.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+        from lossctl.render import json_text
+
+        out.write(json_text(advice.to_dict(), indent=2, allow_nan=False) + "\n")
     elif fmt == "markdown":
         out.write(markdown(advice))
     else:
