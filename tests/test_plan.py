@@ -97,7 +97,7 @@ def test_rowwise_notes_do_not_change_the_plan():
                                    reduction="none"))
     with inputs:
         rows = list(iter_rows(plan, inputs))
-    assert rows and plan.notes == () or "no per-row gradient" not in " ".join(plan.notes)
+    assert rows and not any("no per-row gradient" in n for n in plan.notes)
     assert any("no per-row gradient column" in n for n in rowwise_notes(plan))
 
 

@@ -341,12 +341,11 @@ def _evidence_merge(wire: dict[str, Any], a: dict[str, Any], b: dict[str, Any], 
     return {"state": a["state"], "rows": a["rows"] + b["rows"], "dropped": a["dropped"] + b["dropped"]}
 
 
-def _run(client: Any, wire: dict[str, Any], frags: list[Fragment], dataset: str, fns: tuple[Any, Any] = (None, None),
+def _run(client: Any, wire: dict[str, Any], frags: list[Fragment], dataset: str, fns: tuple[Any, Any] = (_task, _merge),
          extra: Any = None) -> Any:
     from distributed import as_completed, wait
 
     task, merge = fns
-    task, merge = task or _task, merge or _merge
     more = () if extra is None else (extra,)
     token = uuid.uuid4().hex[:12]
     reads = [client.submit(task, wire, f, *more, key=f"lossctl-read-{f.index}-{token}", pure=False) for f in frags]
