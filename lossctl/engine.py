@@ -664,6 +664,11 @@ class State:
 
 class DecomposableState(State):
     decomposable = True
+    # set by the vectorised slices (lossctl.slices.VectorJob): keep each batch's per-row
+    # statistics, written by the fused pass that sums them, in ``last_rows`` for the slices'
+    # group sums (the same values the slices would compute again)
+    share_rows = False
+    last_rows: tuple[Batch, list[Any], dict[str, np.ndarray] | None] | None = None
 
     def __init__(self, kernel: Kernel, opts: Options) -> None:
         self.kernel = kernel
@@ -684,7 +689,7 @@ class DecomposableState(State):
         if self.opts.reduction != "sum":
             # a fused reduction (and gradients) where the kernel has one: no per-row losses for the
             # sums, which are then the same with --ci and without
-            rows = self.kernel.sums_rows(b, want_grad) if self.boot is not None else None
+            rows = self.kernel.sums_rows(b, want_grad) if self.boot is not None or self.share_rows else None
             if rows is not None:
                 fused = rows[:2] if want_grad else rows[0]
             else:
@@ -699,6 +704,8 @@ class DecomposableState(State):
                     self._add_grads(grads, b)
                 if self.boot is not None:  # (after the gradients are consumed: the kernel reuses its buffers)
                     self._add_units(rows[2] if rows is not None else self.kernel.stats(b, False)[0], b)
+                if self.share_rows:
+                    self.last_rows = (b, rows[2], grads) if rows is not None else None
                 return
         stats, grads = self.kernel.stats(b, want_grad)
         sums = _sum_stats(stats, b.n)
@@ -718,6 +725,8 @@ class DecomposableState(State):
             self._add_grads(grads, b)
         if self.boot is not None:
             self._add_units(stats, b)
+        if self.share_rows:
+            self.last_rows = (b, stats, grads if want_grad else None)
 
     def _add_units(self, stats: list[Any], b: Batch) -> None:
         assert self.boot is not None
@@ -780,6 +789,8 @@ class DecomposableState(State):
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["_final"] = None  # the second pass's copy of the totals, remade from them
+        d.pop("share_rows", None)  # (the slices' scratch: not part of the state)
+        d.pop("last_rows", None)
         return d
 
     def to_dict(self) -> dict[str, Any]:

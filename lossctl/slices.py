@@ -450,6 +450,8 @@ class VectorJob:
 
     def __init__(self, state: Any, opts: Any) -> None:
         self.kernel = state.kernel  # the overall state's kernel: validated, pre-passed
+        self.overall = state  # whose update of the same batch leaves its per-row statistics
+        state.share_rows = True
         self.opts = opts
         self.table: GroupSums | None = None
         self.grads: dict[int, GradSummary] = {}
@@ -459,7 +461,11 @@ class VectorJob:
     def update(self, b: Any, bg: BatchGroups) -> None:
         k = self.kernel
         want_grad = bool(self.opts.grad)
-        stats, grads = k.stats(b, want_grad)
+        shared, self.overall.last_rows = self.overall.last_rows, None
+        if shared is not None and shared[0] is b and (shared[2] is not None or not want_grad):
+            stats, grads = shared[1], shared[2]
+        else:
+            stats, grads = k.stats(b, want_grad)
         cols = _columns(stats)
         x = group_sums(bg, stats)
         ex: np.ndarray | None = None

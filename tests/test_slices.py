@@ -275,6 +275,34 @@ def test_states_that_are_not_sums_keep_a_state_per_group(monkeypatch, tmp_path):
     assert a.groups[0].results[0].value > 0
 
 
+@pytest.mark.parametrize("opt", [{}, {"grad": True}, {"ci": 0.9, "bootstrap": 40}, {"reduction": "sum"}])
+def test_slices_take_the_per_row_statistics_of_the_overall_pass(monkeypatch, tmp_path, opt):
+    """A regression loss's per-row statistics are computed once a batch: the fused pass that sums
+    them for the whole data writes them for the slices too (no second ``stats`` call), and
+    the values stay the per-group path's; the overall states pickle without them."""
+    import pickle
+
+    from lossctl.driver import accumulate
+    from lossctl.losses.regression import Elementwise
+
+    path = regression_file(tmp_path / "r.parquet", 9000, 4, seed=3)
+    kw = dict(data=path, target="y", preds=["yhat"], losses=["mse", "mae"], by=["g"], batch_rows=2000, **opt)
+    calls = []
+    real = Elementwise.stats
+    monkeypatch.setattr(Elementwise, "stats", lambda self, b, grad: calls.append(b.n) or real(self, b, grad))
+    a, b = both(monkeypatch, **kw)
+    same_report(a, b)
+    calls.clear()
+    monkeypatch.setattr(slices, "VECTORISE", True)
+    plan, inputs = prepare(Request(**kw))
+    acc = accumulate(plan, inputs)
+    inputs.close()
+    # 5 batches × 2 losses: per-row statistics only where the overall pass has no fused form
+    assert len(calls) == (10 if opt.get("reduction") == "sum" else 0)
+    for st in acc.states:
+        assert "last_rows" not in pickle.loads(pickle.dumps(st)).__dict__
+
+
 def test_group_states_view_serves_state_files_and_checks(monkeypatch, tmp_path):
     """The Mapping of states per group (state files, check's projections) holds the table's sums."""
     from lossctl.driver import accumulate
