@@ -27,6 +27,21 @@ class Scaled(NamedTuple):
     exp: np.ndarray
 
 
+_INF = (math.inf, -math.inf)
+
+
+def _overflowed(t: np.ndarray, a: np.ndarray, b: np.ndarray, every: bool = False) -> Any:
+    """Where t = a + b is infinite although a and b are finite (the sum left the double
+    range): with ``every``, that mask (or None where nowhere), else whether anywhere."""
+    inf = np.isinf(t)
+    if not inf.any():
+        return None if every else False
+    over = inf & np.isfinite(a) & np.isfinite(b)
+    if every:
+        return over if over.any() else None
+    return bool(over.any())
+
+
 class Sum:
     """A vector of Neumaier-compensated float64 sums.
 
@@ -52,12 +67,17 @@ class Sum:
             for i, xi in enumerate(np.asarray(x, dtype=float).tolist()):
                 si = ss[i]
                 t = si + xi
+                if t in _INF and si not in _INF and xi not in _INF and si == si and xi == xi:
+                    return self._add_scaled(np.asarray(x, dtype=float), None)  # (nothing changed yet)
                 cs[i] += (si - t) + xi if abs(si) >= abs(xi) else (xi - t) + si
                 ss[i] = t
             self.s, self.c = np.array(ss), np.array(cs)
             return
         s = self.s
-        t = s + x
+        with np.errstate(over="ignore"):
+            t = s + x
+        if _overflowed(t, s, x):
+            return self._add_scaled(np.asarray(x, dtype=float), None)
         big = np.abs(s) >= np.abs(x)
         with np.errstate(invalid="ignore"):
             self.c += np.where(big, (s - t) + x, (x - t) + s)
@@ -69,9 +89,16 @@ class Sum:
         # a common exponent per component: the larger, unless one side is 0
         empty = (self.s == 0) & (self.c == 0)
         common = np.where(empty, theirs, np.where(x == 0, mine, np.maximum(mine, theirs)))
-        with np.errstate(under="ignore", over="ignore", invalid="ignore"):
-            s, c, xs = np.ldexp(self.s, mine - common), np.ldexp(self.c, mine - common), np.ldexp(x, theirs - common)
-            t = s + xs
+        for _ in range(2):
+            with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+                s, c, xs = np.ldexp(self.s, mine - common), np.ldexp(self.c, mine - common), np.ldexp(x, theirs - common)
+                t = s + xs
+            over = _overflowed(t, s, xs, every=True)
+            if over is None:
+                break
+            # two finite sums whose sum leaves the double range: halved (exactly), it cannot
+            common = common + over
+        with np.errstate(invalid="ignore"):
             c = c + np.where(np.abs(s) >= np.abs(xs), (s - t) + xs, (xs - t) + s)
         self.s, self.c, self.e = t, c, common
 

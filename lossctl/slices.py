@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from lossctl.accumulate import GradSummary, Sum
+from lossctl.accumulate import GradSummary, Sum, _overflowed
 
 CHUNK_BITS = 12
 CHUNK = 1 << CHUNK_BITS  # rows added sequentially into one partial sum at most
@@ -386,11 +386,14 @@ class GroupSums:
         self._grow(int(rows.max()) + 1)
         if e is None and self.e is None:  # (every statistic at once: the same operations, element by element)
             s, xt = self.s[:, rows], x.T
-            t = s + xt
-            with np.errstate(invalid="ignore"):
-                self.c[:, rows] += np.where(np.abs(s) >= np.abs(xt), (s - t) + xt, (xt - t) + s)
-            self.s[:, rows] = t
-            return
+            with np.errstate(over="ignore"):
+                t = s + xt
+            if not _overflowed(t, s, xt):
+                with np.errstate(invalid="ignore"):
+                    self.c[:, rows] += np.where(np.abs(s) >= np.abs(xt), (s - t) + xt, (xt - t) + s)
+                self.s[:, rows] = t
+                return
+            # a group's sum leaves the double range across batches: binary exponents from here on (Sum's)
         if self.e is None:
             self.e = np.zeros(self.s.shape, dtype=np.int64)
         tmp = Sum(rows.size * self.width)

@@ -270,6 +270,64 @@ def test_ordinary_sums_carry_no_exponent():
     assert r.value == pytest.approx(float(exact_sumsq(yhat - y) / y.size), rel=1e-14)
 
 
+@pytest.mark.parametrize("by", [False, True])
+def test_sums_that_leave_the_range_across_batches(cli, tmp_path, by):
+    """Every batch's Σr² is finite (10 rows of r² up to 1.2e307), the file's is not (about 3e309):
+    the totals take a binary exponent where they leave the double range, so the means are finite
+    and exact (mse and rmse were null: the sum across batches overflowed to inf); slices as well."""
+    y, yhat = _residuals(2.3e153, n=400, seed=8)
+    r = yhat - y
+    g = np.arange(r.size) % 3
+    path = tmp_path / "big.csv"
+    path.write_text("y,yhat,g\n" + "".join(f"{a!r},{b!r},{k}\n" for a, b, k in zip(y.tolist(), yhat.tolist(), g)))
+    args = ["eval", path, "-l", "mse", "-l", "rmse", "-l", "mae", "--batch-rows", 10, "-f", "json"]
+    out = cli(*args, *(["--by", "g"] if by else []))
+    assert out.code == 0, out.err
+    doc = out.json()
+    parts = [(None, doc["results"])] + [(int(grp["value"]), grp["results"]) for grp in doc.get("groups", [])]
+    assert len(parts) == (4 if by else 1)
+    for key, results in parts:
+        rr = r if key is None else r[g == key]
+        res = {x["loss"]: x["value"] for x in results}
+        ssq = exact_sumsq(rr)
+        assert res["mse"] == pytest.approx(float(ssq / rr.size), rel=1e-13)
+        assert res["rmse"] == pytest.approx(exact_sqrt(ssq / rr.size), rel=1e-13)
+        assert res["mae"] == pytest.approx(math.fsum(np.abs(rr).tolist()) / rr.size, rel=1e-13)
+
+
+@pytest.mark.parametrize("size", [2, 6])
+def test_compensated_sums_take_an_exponent_where_they_leave_the_range(size):
+    """Sum (a few totals as Python floats, more as numpy) and the slices' GroupSums: adding
+    finite sums whose total passes the double range gives that total as mant·2ᵉ, exactly as
+    far as doubles go; infinite terms stay infinite (no exponent)."""
+    from lossctl.accumulate import Sum
+    from lossctl.slices import GroupSums
+
+    big = np.full(size, 1.5e308)
+    s = Sum(size)
+    for _ in range(5):
+        s.add(big)
+    mant, exp = s.parts()
+    assert s.scaled and np.all(np.isfinite(mant))
+    assert [Fraction(float(m)) * Fraction(2) ** int(e) for m, e in zip(mant, exp)] == [5 * Fraction(1.5e308)] * size
+    other = Sum(size)
+    other.add(big)
+    other.merge(s)  # merging states whose sums are both near the top of the range
+    mant, exp = other.parts()
+    assert [Fraction(float(m)) * Fraction(2) ** int(e) for m, e in zip(mant, exp)] == [6 * Fraction(1.5e308)] * size
+    t = Sum(size)
+    t.add(np.full(size, np.inf))
+    t.add(big)
+    assert not t.scaled and np.all(t.value == np.inf)
+    table = GroupSums(size)
+    rows = np.array([0, 2])
+    for _ in range(3):
+        table.add(rows, np.full((2, size), 1.5e308))
+    for gi in rows:
+        mant, exp = table.row(int(gi)).parts()
+        assert [Fraction(float(m)) * Fraction(2) ** int(e) for m, e in zip(mant, exp)] == [3 * Fraction(1.5e308)] * size
+
+
 # ------------------------------------------------------------------ item 7: slices keep their rows' indices
 
 
