@@ -1,6 +1,7 @@
 """Exceptions and exit codes: one place maps every failure to what the shell sees."""
 from __future__ import annotations
 
+from bisect import bisect_right
 from enum import IntEnum
 
 
@@ -52,12 +53,21 @@ class InputError(LossctlError):
         count: int | None = None,
     ) -> "InputError":
         where = []
+        dataset = None
+        if source is not None and row is not None and source in _PARTS:
+            names, starts, local = _PARTS[source]
+            i = bisect_right(starts, row - 1) - 1
+            if 0 <= i < len(names) and row >= 1:  # the part file and its own row, then the dataset's row
+                dataset = f"row {row} of the dataset {source}"
+                source, row = names[i], row - starts[i] + local[i]
         if source is not None:
             where.append(source)
         if column is not None:
             where.append(f"column '{column}'")
         if row is not None:
             where.append(f"row {row}")
+        if dataset is not None:
+            where[-1] += f" ({dataset})"
         text = ", ".join(where)
         text = f"{text}: {message}" if text else message
         if value is not None:
@@ -65,6 +75,22 @@ class InputError(LossctlError):
         if count is not None and count > 1:
             text += f"; {count} rows like this found so far"  # counted so far, not the file's size
         return cls(text)
+
+
+# a dataset's part files and the dataset row each starts at (0-based), by dataset name:
+# an error at a row of the dataset names the part file and its row (lossctl.io registers them)
+_PARTS: dict[str, tuple[list[str], list[int], list[int]]] = {}
+
+
+def register_parts(dataset: str, parts: list[str], rows: list[int], first: int = 0,
+                   local: list[int] | None = None) -> None:
+    """The files of ``dataset`` read so far, with their rows read: from the dataset's row
+    ``first`` (0-based), each file from its row ``local[i]`` (a fragment of a distributed run)."""
+    starts, at = [], first
+    for n in rows:
+        starts.append(at)
+        at += n
+    _PARTS[dataset] = (list(parts), starts, list(local or [0] * len(parts))[:len(parts)])
 
 
 def clip(text: str, limit: int = 60) -> str:

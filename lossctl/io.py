@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from lossctl.errors import InputError
+from lossctl.errors import InputError, register_parts
 
 from lossctl.options import INPUT_FORMATS as FORMATS  # noqa: E402 - declared once, in lossctl.options
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
@@ -66,6 +66,7 @@ class Source:
     json_kinds: dict[str, str] = field(default_factory=dict)  # JSON Lines: int, float, bool, str… per column
     cr_only: bool = False  # text whose lines end in a lone carriage return
     row_groups: tuple[int, int] | None = None  # Parquet: only row groups [a, b) (a fragment of a distributed run)
+    first_row: int = 0  # the row, of the file or dataset this names, that its first row read is (0-based; a fragment's)
     _tmp: str | None = None
 
     def close(self) -> None:
@@ -1159,9 +1160,16 @@ def _dataset_batches(src: Source, columns: list[str], numeric: set[str], batch_r
     reads 4 files and 16 batches ahead.)"""
     pa = _pa()
     _check_dataset_columns(src, columns)
+    names: list[str] = []
+    rows: list[int] = []
     for part, keys in zip(src.parts, src.part_keys):
         in_file = [c for c in columns if c not in keys and c in part.columns]
+        names.append(part.name)
+        rows.append(0)
+        # an error at a row of the dataset names this file and the row in it
+        register_parts(src.name, names, rows, src.first_row, [p.first_row for p in src.parts])
         for b in iter_batches(part, in_file or part.columns[:1], numeric & set(in_file), batch_rows):
+            rows[-1] += b.num_rows
             arrays = []
             for c in columns:
                 t = src.types.get(c)

@@ -265,7 +265,27 @@ def test_input_error_is_the_local_engines_earliest(tmp_path, capsys, address):
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), d / f"f{i}.parquet", row_group_size=64)
     args = ["eval", d, "-t", "y", "-p", "p", "-f", "json"]
     local = run(capsys, *args)
-    one_line_error(*local, "row 219", "missing value")
+    one_line_error(*local, f"{d / 'f1.parquet'}, column 'p', row 19 (row 219 of the dataset", "missing value")
+    assert run(capsys, *args, "--engine", "dask", "--scheduler", address) == local
+
+
+@needs_dask
+def test_an_error_in_a_task_that_starts_inside_a_file_names_the_files_row(tmp_path, capsys, address, monkeypatch):
+    """Tasks of about 100 rows cut files of 200 rows at their 64-row groups: a bad value in the
+    third row group of f3 is named by its row in f3, as the local engine names it."""
+    from lossctl.engines import dask as engine
+
+    monkeypatch.setattr(engine, "ROWS_PER_TASK", 100)
+    d = tmp_path / "ds"
+    d.mkdir()
+    for i in range(5):
+        df = _reg_df(200, seed=i)
+        if i == 3:
+            df.loc[150, "p"] = np.inf
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), d / f"f{i}.parquet", row_group_size=64)
+    args = ["eval", d, "-t", "y", "-p", "p", "-f", "json"]
+    local = run(capsys, *args)
+    one_line_error(*local, f"{d / 'f3.parquet'}, column 'p', row 151 (row 751 of the dataset")
     assert run(capsys, *args, "--engine", "dask", "--scheduler", address) == local
 
 

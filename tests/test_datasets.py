@@ -81,6 +81,36 @@ def test_several_csv_paths_are_one_dataset(cli, tmp_path):
     assert r.json()["results"][0]["value"] == pytest.approx(_mse([1, 3, 4], [2, 3, 0]))
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("batch_rows", [None, 4])
+def test_a_bad_value_inside_a_dataset_names_its_file_and_row_there(cli, tmp_path, fmt, batch_rows):
+    """A missing prediction and a probability of 1.7 in the third file: the error names that
+    file and the value's row in it (as a reader of that file counts), then the dataset's row."""
+    d = tmp_path / "ds"
+    d.mkdir()
+    sizes = [7, 5, 9]
+    for i, n in enumerate(sizes):
+        p = np.linspace(0.1, 0.9, n)
+        if i == 2:
+            p[5] = np.nan
+            p[6] = 1.7
+        t = pa.table({"y": (np.arange(n) % 2).astype(float), "p": p})
+        if fmt == "parquet":
+            pq.write_table(t, d / f"part-{i}.parquet")
+        else:
+            (d / f"part-{i}.csv").write_text("y,p\n" + "".join(f"{a},{b!r}\n" for a, b in zip(t["y"].to_pylist(), p.tolist())))
+    paths = [d] if fmt == "parquet" else sorted(d.glob("*.csv"))
+    extra = [] if batch_rows is None else ["--batch-rows", batch_rows]
+    third = d / f"part-2.{fmt}"
+    r = cli("eval", *paths, "-t", "y", "-p", "p", "-l", "bce", *extra)
+    _one_line_error(r, f"{third}, column 'p', row 6 (row 18 of the dataset ", "missing value")
+    r = cli("eval", *paths, "-t", "y", "-p", "p", "-l", "bce", "--nan", "drop", *extra)
+    _one_line_error(r, f"{third}, column 'p', row 7 (row 19 of the dataset ", "got 1.7")
+    # a file read alone names its own rows only
+    r = cli("eval", third, "-t", "y", "-p", "p", "-l", "bce")
+    _one_line_error(r, f"{third}, column 'p', row 6: missing value")
+
+
 def test_a_dataset_that_only_some_files_complete_names_the_one_lacking(cli, tmp_path):
     a, b, c = (tmp_path / f"p{i}.parquet" for i in range(3))
     pq.write_table(pa.table({"y": [1.0], "yhat": [2.0]}), a)

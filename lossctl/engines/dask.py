@@ -143,13 +143,13 @@ def fragments(plan: Any, inputs: Any, workers: int, rows_per_task: int | None = 
         for f, (a, b, n) in by_file.items():
             part, key = files[f]
             rg = None if (a, b) == (0, len(groups[f])) else (a, b)
-            parts.append(dataclasses.replace(part, row_groups=rg, num_rows=n, rows_bound=n))
+            parts.append(dataclasses.replace(part, row_groups=rg, num_rows=n, rows_bound=n, first_row=sum(groups[f][:a])))
             keys.append(key)
             names.append(part.name)
         rows = sum(n for _, _, n in run)
         if src.fmt == "dataset":
             fsrc = dataclasses.replace(src, path=names, parts=parts, part_keys=keys, num_rows=rows, rows_bound=rows,
-                                       conflicts={}, lacking={})
+                                       conflicts={}, lacking={}, first_row=offset)
         else:
             fsrc = parts[0]
         stats = [(name, files[f][0].path, io.file_stat(files[f][0].path)) for f, name in zip(by_file, names)]
