@@ -305,6 +305,11 @@ def _standard_set(y: Any, yhat: Any, roles: dict[str, Any], task: str | None) ->
             specs = margin or specs
         elif kind == "proba":
             specs = [s for s in specs if s not in margin] or specs
+    if task == "multiclass" and numeric and p_arr.ndim == 2 and not logits:
+        # probabilities (as the command line's default set): multi_hinge would read them as class scores
+        v = p_arr[np.isfinite(p_arr)]
+        if v.size and v.min() >= 0 and v.max() <= 1:
+            specs = [s for s in specs if "probability" in s.properties.takes] or specs
     if not specs:
         raise UsageError(f"no loss of the {task} standard set takes the inputs {', '.join(sorted(given))}; pass loss=")
     return [s.name for s in specs], task, yhat

@@ -159,6 +159,7 @@ def plan_on(req: Request, sources: list[Any], calls: list[registry.LossCall], wa
         if len(common) == 1:
             task = next(iter(common))
     specific: list[registry.LossSpec] = []
+    peeks: dict = {}
     if task is None or not calls:
         for spec in registry.all_losses():
             if not spec.default_for or (task is not None and task not in spec.default_for):
@@ -171,10 +172,11 @@ def plan_on(req: Request, sources: list[Any], calls: list[registry.LossCall], wa
             # (an optional image_id column does not make a classifier's file a segmentation)
             if b is not None and any(r.required and r.name in b.roles and _by_own_name(r, b.roles[r.name])
                                      for r in spec.roles):
+                if pred_sels and _p_role(spec) and not _holds_its_domain(spec, _p_role(spec), b, sources, peeks):
+                    continue  # (-p logit_* beside predict_proba's p_*: no distribution Q, whatever P's name says)
                 specific.append(spec)
         if task is None and specific:
             task = specific[0].default_for[0] if specific[0].task not in specific[0].default_for else specific[0].task
-    peeks: dict = {}
     if task is None:
         task = _infer_from_data(req, sources, explicit, pred_sels, spaces_for, calls, peeks)
     notes: list[str] = []
@@ -194,6 +196,8 @@ def plan_on(req: Request, sources: list[Any], calls: list[registry.LossCall], wa
         chosen = bindable or defaults
         if task == "binary":
             chosen, signed_note = _binary_defaults(chosen, req, sources, spaces_for, explicit, pred_sels, name, peeks)
+        elif task == "multiclass":
+            chosen = _multiclass_defaults(chosen, req, sources, spaces_for, explicit, pred_sels, name, peeks)
         calls = [registry.parse_spec(s.name, {"logits": True} if req.logits else {}) for s in chosen]
     calls = [_variant_that_binds(c, spaces_for, explicit, pred_sels, name) for c in calls]
     for c in calls:
@@ -366,6 +370,43 @@ def _binary_defaults(specs, req, sources, spaces_for, explicit, pred_sels, name,
     return specs, ""
 
 
+def _holds_its_domain(spec: registry.LossSpec, role: str, b: Any, sources: Sequence[Any], peeks: dict) -> bool:
+    """Whether the first rows of the column bound to ``role`` lie in the role's domain, where
+    that domain is probabilities or distributions (values can then say what names cannot)."""
+    r = next((r for r in spec.roles if r.name == role), None)
+    sel = b.roles.get(role)
+    if r is None or sel is None or r.domain.kind not in ("probability", "distribution"):
+        return True
+    v = np.asarray(_peek_cached(peeks, sources, sel), dtype=float)
+    v = v[np.isfinite(v)]
+    return not bool(r.domain.outside(v).any())
+
+
+def _scores_only(spec: registry.LossSpec) -> bool:
+    """A multi-class margin loss (multi_hinge): it reads class scores as given, never probabilities."""
+    return spec.task == "multiclass" and "probability" not in spec.properties.takes
+
+
+def _multiclass_defaults(specs, req, sources, spaces_for, explicit, pred_sels, name, peeks):
+    """The default multi-class set, by what the prediction holds (as the binary one): on
+    probabilities (values in [0, 1], not logits) the losses that read probabilities; the
+    margin loss multi_hinge would read them as scores. Logits and other scores: every loss."""
+    margin = [s for s in specs if _scores_only(s)]
+    proba = [s for s in specs if not _scores_only(s)]
+    if not margin or not proba:
+        return specs
+    ex = dict(explicit)
+    if pred_sels:
+        ex.setdefault(pred_role(margin[0]), pred_sels[0])
+    b = bind_roles(margin[0], spaces_for, ex, name, required=False)
+    p = b.roles.get(pred_role(margin[0])) if b is not None else None
+    if p is None or _reads_logits(req, p, ()):
+        return specs
+    v = np.asarray(_peek_cached(peeks, sources, p), dtype=float)
+    v = v[np.isfinite(v)]
+    return proba if v.size and v.min() >= 0 and v.max() <= 1 else specs
+
+
 def _margin_on_probabilities(req: Request, jobs: list[Job], sources: Sequence[Any], peeks: dict) -> list[str]:
     """A note for each prediction set that margin losses asked for by name read as scores
     although it holds probabilities: the number is a hinge of a probability, not of a margin."""
@@ -374,10 +415,11 @@ def _margin_on_probabilities(req: Request, jobs: list[Job], sources: Sequence[An
     by_pred: dict[str, list[str]] = {}
     sels: dict[str, Selector] = {}
     for job in jobs:
-        if not _is_margin(job.call.spec):
+        multi = _scores_only(job.call.spec)
+        if not (_is_margin(job.call.spec) or multi):
             continue
-        p = job.binding.roles.get("pred")
-        if p is None or p.vector or (req.logits is None and logits_hinted(p)):
+        p = job.binding.roles.get(pred_role(job.call.spec))
+        if p is None or (p.vector and not multi) or (req.logits is None and logits_hinted(p)):
             continue
         by_pred.setdefault(job.pred, [])
         if job.call.spec.name not in by_pred[job.pred]:
@@ -388,6 +430,13 @@ def _margin_on_probabilities(req: Request, jobs: list[Job], sources: Sequence[An
         v = _peek_cached(peeks, sources, sels[pred])
         v = v[np.isfinite(v)]
         if v.size and v.min() >= 0 and v.max() <= 1:
+            if all(_scores_only(registry.get(n)) for n in names):
+                out.append(
+                    f"{', '.join(names)} computed on '{pred}' as class scores as given, but its values lie in "
+                    f"[0, 1] like probabilities: a margin loss is meant for decision values or logits "
+                    f"(cross_entropy and focal score probabilities)"
+                )
+                continue
             out.append(
                 f"{', '.join(names)} computed on '{pred}' as margin scores f as given (0/1 labels read as −1/+1), "
                 f"but its values lie in [0, 1] like probabilities: a margin loss is meant for decision values "

@@ -196,6 +196,34 @@ def test_margin_loss_by_name_on_probabilities_says_what_it_computed_on(cli, tmp_
     assert r.code == 0 and "margin scores" not in r.err
 
 
+def test_default_multiclass_set_follows_what_the_prediction_holds(cli, tmp_path, models):
+    """predict_proba: the losses that read probabilities (multi_hinge would read them as class
+    scores); decision_function read as logits: every loss. By name, multi_hinge on probabilities
+    is computed as asked, with a note; the library's default set is the command line's."""
+    import lossctl
+
+    m = models["iris"]
+    y, proba, dec = m["y"], m["proba"], m["decision"]
+    cols = {f"p_{k}": proba[:, k] for k in range(3)} | {f"logit_{k}": dec[:, k] for k in range(3)}
+    path = tmp_path / "iris.csv"
+    _frame("y", y, cols).to_csv(path, index=False)
+    r = cli("eval", path, "-p", "p_*", "-f", "json")
+    assert r.code == 0, r.err
+    assert [x["loss"] for x in r.json()["results"]] == ["focal", "cross_entropy"]
+    assert close(_results(r.json())[("cross_entropy", "p_*")], log_loss(y, proba), rel=1e-10)
+    r = cli("eval", path, "-p", "logit_*", "-f", "json")
+    assert [x["loss"] for x in r.json()["results"]] == ["focal", "cross_entropy", "multi_hinge"]
+    assert close(_results(r.json())[("cross_entropy", "logit_*")], log_loss(y, softmax(dec, axis=1)), rel=1e-10)
+    r = cli("eval", path, "-p", "logit_*", "-l", "multi_hinge:variant=cs", "-f", "json")
+    assert close(r.json()["results"][0]["value"], hinge_loss(y, dec)) and "class scores" not in r.err
+    r = cli("eval", path, "-p", "p_*", "-l", "multi_hinge:variant=cs", "-f", "json")
+    assert r.code == 0, r.err
+    assert close(r.json()["results"][0]["value"], hinge_loss(y, proba))
+    assert "multi_hinge computed on 'p_*' as class scores as given" in r.err and r.json()["warnings"]
+    assert [x.loss for x in lossctl.evaluate(y, proba)] == ["focal", "cross_entropy"]
+    assert [x.loss for x in lossctl.evaluate(y, dec, logits=True)] == ["focal", "cross_entropy", "multi_hinge"]
+
+
 # ------------------------------------------------------------------ item 18: column finding
 
 
