@@ -746,9 +746,75 @@ def _rich_groups(console: Any, report: Report) -> None:
             for text, worst in slice_cells(g, p, specs, sep="\n" if multi else " "):  # a delta below its value
                 cells.append(f"[bold red]{escape(text)}[/bold red]" if worst else escape(text))
             t.add_row(*cells, end_section=multi and i == len(preds) - 1 and gi < len(report.groups) - 1)
+    if not _fits(console, t):  # a narrow terminal: a row per loss, so that no number is folded
+        t = _long_groups(report, specs, preds, title)
+        if not _fits(console, t):  # narrower still: a line per loss
+            _group_lines(console, report, specs, preds, title)
+            return
     console.print(t)
     if report.hidden_groups:
         console.print(f"[dim]{_hidden_text(report.hidden_groups)}[/dim]")
+
+
+def _group_lines(console: Any, report: Report, specs: list[str], preds: list[str], title: str) -> None:
+    from rich.markup import escape
+
+    assert report.groups is not None
+    console.print(f"[dim]{escape(title)}[/dim]")
+    for g in report.groups:
+        console.print(f"[bold]{escape(group_text(g.value))}[/bold] · {g.rows:,} rows")
+        for p in preds:
+            for s, (text, worst) in zip(specs, slice_cells(g, p, specs)):
+                if text:
+                    line = escape(f"  {p + ' · ' if len(preds) > 1 else ''}{s} {text}")
+                    console.print(f"[bold red]{line}[/bold red]" if worst else line)
+    if report.hidden_groups:
+        console.print(f"[dim]{_hidden_text(report.hidden_groups)}[/dim]")
+
+
+def _long_groups(report: Report, specs: list[str], preds: list[str], title: str) -> Any:
+    """The slices a row per (slice, prediction set, loss): the value, and its delta within
+    the slice or its interval in a column of their own."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    assert report.groups is not None
+    multi = len(preds) > 1
+    t = Table(show_edge=False, header_style="bold", title=escape(title))
+    t.add_column(escape(report.groups[0].by), overflow="fold")
+    if multi:
+        t.add_column("model", overflow="fold")
+    t.add_column("rows", justify="right", no_wrap=True)
+    t.add_column("loss", overflow="fold")
+    t.add_column("value", justify="right", no_wrap=True)
+    has_ci = any(r.ci for g in report.groups for r in g.results)
+    if multi:
+        t.add_column("Δ", justify="right", no_wrap=True)
+    if has_ci:
+        t.add_column("CI" + (" (of Δ)" if multi else ""), justify="right", overflow="fold")
+    for gi, g in enumerate(report.groups):
+        res = {(r.spec, r.pred): r for r in g.results}
+        cmp = {(c.spec, c.pred): c for c in g.comparisons}
+        rows = [(p, s, res[(s, p)]) for p in preds for s in specs if (s, p) in res]
+        for k, (p, s, r) in enumerate(rows):
+            first_of_pred = k == 0 or rows[k - 1][0] != p
+            cells = [escape(group_text(g.value)) if k == 0 else ""]
+            if multi:
+                cells.append(escape(p) if first_of_pred else "")
+            cells += [f"{g.rows:,}" if k == 0 else "", escape(s)]
+            value = ("▲ " if r.worst else "") + fmt_num(r.value)
+            cells.append(f"[bold red]{escape(value)}[/bold red]" if r.worst else escape(value))
+            c = cmp.get((s, p))
+            if multi:
+                scale = max(abs(c.value), abs(c.baseline_value)) if c is not None and \
+                    math.isfinite(c.value) and math.isfinite(c.baseline_value) else None
+                cells.append(fmt_num(c.delta, 3, signed=True, scale=scale) if c is not None else "")
+            if has_ci:
+                lo_hi = c.ci if c is not None else r.ci
+                cells.append(escape(fmt_interval(lo_hi[0], lo_hi[1], 3, signed=c is not None,
+                                                 scale=r.value)) if lo_hi else "")
+            t.add_row(*cells, end_section=k == len(rows) - 1 and gi < len(report.groups) - 1)
+    return t
 
 
 BLOCKS = " ▁▂▃▄▅▆▇█"

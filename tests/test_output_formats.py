@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from lossctl.results import GRAD_KEYS, Comparison, Group, LossResult, Report
-from lossctl.render import markdown, render_report
+from lossctl.render import fmt_num, markdown, render_report
 
 from conftest import ROOT, SAMPLES
 
@@ -292,6 +292,42 @@ def test_table_keeps_loss_and_value_on_a_narrow_terminal():
         assert spec.replace(" ", "") in flat, width  # the loss is never cut to nothing
         assert "1.5000e+300" in text, width  # nor its value
         assert "1.235e+05" in text, width  # nor a gradient statistic
+
+
+@pytest.mark.parametrize("ci", [False, True])
+def test_slices_keep_every_number_whole_on_a_narrow_terminal(ci):
+    """Slices of two models: a row per slice where that fits, narrower a row per loss, narrower
+    still a line per loss; at no width is a value, a delta or an interval end folded or cut."""
+    preds, specs = ["ridge", "gbr"], ["mse", "mae", "huber", "quantile"]
+    groups, tokens = [], set()
+    for gi, key in enumerate(["F", "M"]):
+        results, comps = [], []
+        for k, s in enumerate(specs):
+            base = 3171.41 / (k + 1) + gi
+            for i, p in enumerate(preds):
+                v = base / (1 + 1.5 * i)
+                iv = (v * 0.877, v * 1.136) if ci else None
+                results.append(res(s, p, v, ci=iv, worst=gi == 0))
+                tokens.add(fmt_num(v))
+                if i:
+                    d = v - base
+                    dci = (d * 1.17, d * 0.84) if ci else None
+                    comps.append(Comparison(loss=s, spec=s, params={}, pred=p, baseline=preds[0], value=v,
+                                            baseline_value=base, ci=dci))
+                    tokens.add(fmt_num(d, 3, signed=True, scale=max(abs(v), abs(base))))
+        groups.append(Group(by="sex", value=key, rows=235 - 28 * gi, results=results, comparisons=comps))
+    rep = report_of(results=[res(s, p, 1.0) for s in specs for p in preds], groups=groups)
+    layouts = []
+    for width in (160, 100, 60, 52, 40):
+        text = plain(table(rep, width))
+        assert max(map(len, text.splitlines())) <= width
+        part = text.split("slices by sex", 1)[1]
+        words = set(re.split(r"[\s│┃()\[\],]+", part))
+        missing = [t for t in tokens if t not in words]
+        assert not missing, (width, missing)
+        layouts.append("wide" if re.search(r"┃\s*mse\s*┃", part) else "long" if re.search(r"┃\s*loss\s*┃", part)
+                       else "lines")
+    assert layouts == (["wide", "long", "lines", "lines", "lines"] if ci else ["wide", "wide", "long", "lines", "lines"])
 
 
 def test_table_comparison_headers_stay_distinguishable():
