@@ -734,3 +734,56 @@ def test_objects_are_frozen_at_exit_only(reg_dir, address):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[-2:] == ["after the run False", "at exit True"]
+
+
+# ------------------------------------------------------------------ workers running other code
+
+
+def _set_on_workers(client, code=None, version=None, old=False):
+    """Make every worker look like another lossctl: its code fingerprint, its version, or (old)
+    a lossctl from before the check (no _checked, no code_fingerprint in its engine module)."""
+    def setup(code, version, old):
+        import lossctl
+        from lossctl.engines import dask as mod
+
+        if "_test_saved" not in mod.__dict__:
+            mod._test_saved = {"version": lossctl.__version__, "checked": mod._checked,
+                               "fingerprint": mod.code_fingerprint}
+        saved = mod._test_saved
+        mod._CODE = code
+        lossctl.__version__ = version or saved["version"]
+        if old:  # (its tasks fail: here, as they would on an old worker, in a way that says nothing)
+            def _checked(fn, code, *args):
+                raise KeyError("a field this lossctl does not know")
+            mod._checked = _checked
+            del mod.code_fingerprint
+        else:
+            mod._checked, mod.code_fingerprint = saved["checked"], saved["fingerprint"]
+    client.run(setup, code, version, old)
+
+
+@needs_dask
+@pytest.mark.parametrize("case", ["other version", "other files", "older lossctl"])
+def test_a_worker_with_other_code_is_refused_with_one_line(tmp_path, capsys, client, address, case):
+    """A worker left running across an upgrade (or started from another checkout) would compute
+    with other code or fail with an internal error: the run stops with one line that says so."""
+    from lossctl.engines import dask as engine
+
+    d = write_dataset(_reg_df(600, seed=2), tmp_path / "ds")
+    args = ["eval", d, "-t", "y", "-p", "p", "-l", "mse", "--engine", "dask", "--scheduler", address]
+    mine = engine.code_fingerprint()
+    version = mine.split("+")[0]
+    try:
+        if case == "other version":
+            _set_on_workers(client, code="0.0.1+0123456789abcdef")
+            needle = f"runs lossctl 0.0.1 where the client runs {version}"
+        elif case == "other files":
+            _set_on_workers(client, code=f"{version}+0123456789abcdef")
+            needle = f"runs lossctl {version} with other files than the client's"
+        else:
+            _set_on_workers(client, version="0.0.9", old=True)
+            needle = f"runs lossctl 0.0.9 where this client runs {version}"
+        one_line_error(*run(capsys, *args), needle, "restart the workers")
+    finally:
+        _set_on_workers(client)
+    assert run(capsys, *args)[0] == 0  # the workers restored: the run goes through

@@ -178,6 +178,7 @@ def _warm() -> None:
 
     registry.all_losses()
     tune_malloc()
+    code_fingerprint()
     _WARM = True
 
 
@@ -185,6 +186,94 @@ def dask_setup(worker: Any = None) -> None:
     """``dask worker ADDRESS --preload lossctl.engines.dask``: each worker warms up when it starts
     (imports, malloc settings), so that the first run on a fresh cluster does not pay for it."""
     _warm()
+
+
+_CODE: str | None = None
+
+
+def code_fingerprint() -> str:
+    """lossctl's version and a hash of its files: a worker runs a task only with the same code as
+    the client that planned it (a worker left running across an upgrade would compute with the
+    old code, or fail in a way that says nothing)."""
+    global _CODE
+    if _CODE is None:
+        import hashlib
+
+        import lossctl
+
+        root = os.path.dirname(os.path.abspath(lossctl.__file__))
+        h = hashlib.sha1()
+        for d, dirs, files in os.walk(root):
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+            for f in sorted(files):
+                if f.endswith((".pyc", ".pyo")):
+                    continue
+                path = os.path.join(d, f)
+                with open(path, "rb") as fh:
+                    data = fh.read()
+                h.update(os.path.relpath(path, root).replace(os.sep, "/").encode() + b"\0")
+                h.update(len(data).to_bytes(8, "little") + data)
+        _CODE = f"{lossctl.__version__}+{h.hexdigest()[:16]}"
+    return _CODE
+
+
+def _checked(fn: Any, code: str, *args: Any) -> Any:
+    """``fn(*args)`` on a worker whose lossctl is the client's (``code``)."""
+    if code != code_fingerprint():
+        import socket
+
+        # (the message speaks from the client's side: this worker's code is the odd one)
+        mine, theirs = code_fingerprint(), code
+        v_mine, v_theirs = mine.split("+")[0], theirs.split("+")[0]
+        what = (f"lossctl {v_mine} where the client runs {v_theirs}" if v_mine != v_theirs
+                else f"lossctl {v_mine} with other files than the client's")
+        raise UsageError(f"--engine dask: a worker on {socket.gethostname()} runs {what}: start every worker with "
+                         "the client's lossctl (restart the workers after an upgrade)")
+    return fn(*args)
+
+
+def _worker_codes(client: Any) -> dict[str, str]:
+    """Each worker's lossctl (version and files), asked by a function shipped by value, which a
+    worker with any lossctl can run (or the exception it raises, as text)."""
+    def probe() -> str:
+        try:
+            from lossctl.engines import dask as mod
+
+            return mod.code_fingerprint()
+        except Exception as e:  # (a lossctl too old to have it: its version at least)
+            try:
+                import lossctl
+
+                return f"{lossctl.__version__}+?"
+            except Exception:
+                return f"none+{type(e).__name__}"
+
+    try:
+        return client.run(probe)
+    except Exception:  # (the cluster is gone: the original error says more)
+        return {}
+
+
+def _diagnosed(client: Any, e: BaseException) -> BaseException:
+    """``e``, or where a worker's lossctl is not the client's, a usage error that says so."""
+    if isinstance(e, LossctlError):
+        return e
+    mine = code_fingerprint()
+    odd = {w: c for w, c in _worker_codes(client).items() if c != mine}
+    if not odd:
+        return e
+    worker, code = sorted(odd.items())[0]
+    return UsageError(_stale_worker(worker, code, len(odd)))
+
+
+def _stale_worker(worker: str, code: str, n: int) -> str:
+    mine = code_fingerprint()
+    v_mine, v_theirs = mine.split("+")[0], code.split("+")[0]
+    what = (f"lossctl {v_theirs} where this client runs {v_mine}" if v_mine != v_theirs
+            else f"lossctl {v_theirs} with other files than this client's")
+    more = f" (and {n - 1} other worker{'s' * (n > 2)})" if n > 1 else ""
+    return (f"--engine dask: worker {worker}{more} runs {what}: start every worker with this lossctl "
+            "(restart the workers after an upgrade)")
 
 
 def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
@@ -348,11 +437,14 @@ def _run(client: Any, wire: dict[str, Any], frags: list[Fragment], dataset: str,
     task, merge = fns
     more = () if extra is None else (extra,)
     token = uuid.uuid4().hex[:12]
-    reads = [client.submit(task, wire, f, *more, key=f"lossctl-read-{f.index}-{token}", pure=False) for f in frags]
+    code = code_fingerprint()
+    reads = [client.submit(_checked, task, code, wire, f, *more, key=f"lossctl-read-{f.index}-{token}", pure=False)
+             for f in frags]
     level, merges, depth = list(reads), [], 0
     while len(level) > 1:  # a tree of pairwise merges, in dataset order
-        nxt = [client.submit(merge, wire, level[i], level[i + 1], *more, key=f"lossctl-merge-{depth}-{i // 2}-{token}",
-                             pure=False) for i in range(0, len(level) - 1, 2)]
+        nxt = [client.submit(_checked, merge, code, wire, level[i], level[i + 1], *more,
+                             key=f"lossctl-merge-{depth}-{i // 2}-{token}", pure=False)
+               for i in range(0, len(level) - 1, 2)]
         merges += nxt
         level = nxt + level[len(level) - len(level) % 2:]
         depth += 1
@@ -367,14 +459,21 @@ def _run(client: Any, wire: dict[str, Any], frags: list[Fragment], dataset: str,
             return final.result()
         except LossctlError:
             raise
-        except (TypeError, ValueError, AssertionError) as e:
-            raise InputError.at(f"the files' states do not merge: {e}", source=dataset) from None
+        except Exception as e:
+            d = _diagnosed(client, e)
+            if d is not e:
+                raise d from None
+            if isinstance(e, (TypeError, ValueError, AssertionError)):
+                raise InputError.at(f"the files' states do not merge: {e}", source=dataset) from None
+            raise
     # the earliest failing fragment in dataset order, once every one before it has finished
     client.cancel(merges + reads[failed + 1:])
     wait(reads[:failed])
     failed = next((i for i in range(failed) if reads[i].status == "error"), failed)
     client.cancel(reads[failed + 1:])
-    raise _explain(reads[failed].exception(), frags[failed])
+    e = reads[failed].exception()
+    d = _diagnosed(client, e)  # (a worker with other code first: it may well be what killed a worker)
+    raise d if d is not e else _explain(e, frags[failed])
 
 
 def _explain(e: BaseException, frag: Fragment) -> BaseException:
