@@ -545,3 +545,15 @@ def test_float32_inputs_are_widened_before_the_kernels():
         assert lossctl.evaluate(y, p32, "bce", **kw).value == pytest.approx(want, rel=1e-15), kw
     rows, _ = lossctl.per_row(y, p32, "bce")
     assert np.isfinite(rows).all() and rows.dtype == np.float64
+
+
+def test_dir_offers_the_api_and_not_the_packages_imports():
+    """Tab completion in a notebook (``dir(lossctl)``) lists the public API and submodules,
+    every one of which resolves, and not ``importlib`` or ``Any``."""
+    import lossctl
+
+    names = dir(lossctl)
+    assert set(lossctl.__all__) <= set(names)
+    assert "importlib" not in names and "Any" not in names and "annotations" not in names
+    for n in names:
+        assert getattr(lossctl, n) is not None, n
