@@ -166,11 +166,11 @@ def _bind(texts: list[str], y: Any, yhat: Any, kwargs: dict[str, Any]):
                 raise UsageError(f"'{role}' given twice: as {_POSITIONAL[role]} and as {role}=")
             raw[role] = v
     calls = []
-    for text in texts:
+    for text, plain in zip(texts, bare):
         for key in overrides:
             if _given_in_text(text, key):
                 raise UsageError(f"parameter '{key}' given twice: in the SPEC '{text}' and as {key}=")
-        call = registry.parse_spec(text, overrides)
+        call = registry.parse_spec(text, overrides) if overrides else plain
         if any(r.required and r.name not in raw for r in call.spec.roles):
             for v in registry.variants(call.spec):  # triplet with embedding= is the mined form
                 if all(r.name in raw for r in v.roles if r.required):
