@@ -377,8 +377,21 @@ def evaluate(
     calls, raw = _bind(texts, y, yhat, roles)
     nums, labels, n = _convert(calls, raw)
     w = _as_weight(weight, n) if weight is not None else None
-    out = [_one(c, _cols(c.spec, nums, labels), w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows)
-           for c in calls]
+    # losses that read the same arrays in the same context are one plan: one pass over the rows
+    # and, with ci, one resampling for all of them (the intervals are each loss's own, as alone)
+    sets: dict[Any, list[int]] = {}
+    cols_of = []
+    for i, c in enumerate(calls):
+        cols = _cols(c.spec, nums, labels)
+        cols_of.append(cols)
+        key = (_context(c.spec, cols, n, grad, task), tuple(sorted((r, id(a)) for r, a in cols.items())))
+        sets.setdefault(key, []).append(i)
+    out: list[Any] = [None] * len(calls)
+    for idx in sets.values():
+        got = _many([calls[i] for i in idx], cols_of[idx[0]], w, n, grad, reduction, ci, bootstrap, seed, task,
+                    batch_rows)
+        for i, r in zip(idx, got):
+            out[i] = r
     return out[0] if isinstance(loss, str) else out
 
 
@@ -396,8 +409,8 @@ def _context(spec: registry.LossSpec, cols: dict[str, np.ndarray], n: int, grad:
 class _ArrayPass:
     """One pass over arrays in batches of ``step`` rows: the driver's :class:`~lossctl.driver.Pass`."""
 
-    def __init__(self, cols: dict[str, np.ndarray], w: np.ndarray | None, n: int, step: int) -> None:
-        self.cols, self.w, self.n, self.step = cols, w, n, step
+    def __init__(self, cols: dict[str, np.ndarray], w: np.ndarray | None, n: int, step: int, jobs: int = 1) -> None:
+        self.cols, self.w, self.n, self.step, self.jobs = cols, w, n, step, jobs
         self.rows = self.dropped = 0
         self.weight_total = 0.0
         self.info: dict[str, Any] = {}
@@ -407,26 +420,27 @@ class _ArrayPass:
             stop = min(self.n, start + self.step)
             w = None if self.w is None else self.w[start:stop]
             self.rows = stop
-            yield [Batch({r: _wide(a[start:stop]) for r, a in self.cols.items()}, stop - start, w, start, "", {},
-                         input_start=start)], [], None
+            cols = {r: _wide(a[start:stop]) for r, a in self.cols.items()}
+            yield [Batch(dict(cols), stop - start, w, start, "", {}, input_start=start)
+                   for _ in range(self.jobs)], [], None
 
 
-def _one(call, cols, w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows) -> LossResult:
-    """One loss on arrays: a plan of one job, driven and assembled as the CLI's are."""
-    spec = call.spec
-    ctx = _context(spec, cols, n, grad, task)
-    if reduction == "sum" and not spec.row_mean:
-        raise UsageError(f"{spec.name} is not a mean over rows, so reduction='sum' does not apply to it")
-    req = Request(data="", losses=[call.text], grad=grad, reduction=reduction, ci=ci, bootstrap=bootstrap, seed=seed,
-                  batch_rows=batch_rows)
-    job = Job(call, Binding(), "pred")
-    plan = Plan(req, ("",), ("arrays",), ctx.task, False, (job,), ("pred",), ctx, None, (), None, {})
+def _many(calls, cols, w, n, grad, reduction, ci, bootstrap, seed, task, batch_rows) -> list[LossResult]:
+    """Losses on the same arrays: a plan of one job each, driven and assembled as the CLI's are."""
+    ctx = _context(calls[0].spec, cols, n, grad, task)
+    for call in calls:
+        if reduction == "sum" and not call.spec.row_mean:
+            raise UsageError(f"{call.spec.name} is not a mean over rows, so reduction='sum' does not apply to it")
+    req = Request(data="", losses=[c.text for c in calls], grad=grad, reduction=reduction, ci=ci, bootstrap=bootstrap,
+                  seed=seed, batch_rows=batch_rows)
+    jobs = tuple(Job(call, Binding(), "pred") for call in calls)
+    plan = Plan(req, ("",), ("arrays",), ctx.task, False, jobs, ("pred",), ctx, None, (), None, {})
     step = int(batch_rows or max(n, 1))
-    states = drive(plan, lambda: _ArrayPass(cols, w, n, step)).states
+    states = drive(plan, lambda: _ArrayPass(cols, w, n, step, len(jobs))).states
     opts = options(plan)
-    res = result_for(job, states[0], opts)
+    res = [result_for(job, st, opts) for job, st in zip(jobs, states)]
     if ci:
-        _add_ci(plan, states, [res], opts)
+        _add_ci(plan, states, res, opts)
     return res
 
 

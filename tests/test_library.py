@@ -557,3 +557,26 @@ def test_dir_offers_the_api_and_not_the_packages_imports():
     assert "importlib" not in names and "Any" not in names and "annotations" not in names
     for n in names:
         assert getattr(lossctl, n) is not None, n
+
+
+def test_several_losses_share_one_pass_and_one_resampling(monkeypatch):
+    """evaluate with a list of losses on the same arrays: one plan, one pass, one bootstrap
+    draw for all of them; every value, interval and gradient summary is the loss's own, bit
+    for bit as evaluated alone (the draw depends on the rows, not on the other losses)."""
+    import lossctl
+    from lossctl import outcome
+
+    rng = np.random.default_rng(11)
+    y = rng.normal(size=20_000)
+    p = y + rng.standard_t(3, size=y.size)
+    specs = ["mse", "mae", "huber:delta=0.5", "quantile:tau=0.8", "rmse", "log_cosh"]
+    drawn = []
+    real = outcome.Resampling
+    monkeypatch.setattr(outcome, "Resampling", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    together = lossctl.evaluate(y, p, specs, ci=0.9, bootstrap=200, seed=5, grad=True, batch_rows=3000)
+    assert len(drawn) == 1
+    for spec, r in zip(specs, together):
+        alone = lossctl.evaluate(y, p, spec, ci=0.9, bootstrap=200, seed=5, grad=True, batch_rows=3000)
+        assert (r.spec, r.value, r.ci, r.grad) == (alone.spec, alone.value, alone.ci, alone.grad)
+    assert len(drawn) == 1 + len(specs)
+    assert together[0].value == pytest.approx(np.mean((p - y) ** 2), rel=1e-13)
