@@ -128,7 +128,7 @@ _TOP_KEYS: dict[str, tuple[type, ...]] = {
 }
 _CHECK_KEYS: dict[str, tuple[type, ...]] = {
     "loss": (str,), "max": (float, int), "min": (float, int), "max_vs_baseline": (float, int, str),
-    "by": (str, list), "min_rows": (int,),
+    "assert": (str,), "by": (str, list), "min_rows": (int,),
 }
 _PATH_KEYS = ("path", "data2", "baseline")
 # the config's keys that are evaluation options (lossctl.options.EvalOptions): option → key
@@ -247,17 +247,25 @@ def _columns(by: Sequence[str]) -> tuple[str, ...]:
 
 
 def _checks_of(chk: Mapping[str, Any], path: str, where: str) -> list[Assertion]:
-    if "loss" not in chk:
-        raise UsageError(f"{path}: {where} has no 'loss'")
-    bounds = [k for k in chk if k in ("max", "min", "max_vs_baseline")]  # in the order written
-    if not bounds:
-        raise UsageError(f"{path}: {where} ({chk['loss']}) has no bound: give max, min or max_vs_baseline")
     by = _columns(_by_list(chk["by"], path, where + ".by")) if "by" in chk else None
     min_rows = chk.get("min_rows")
     if min_rows is not None:
         from lossctl.options import config_spelling
 
         EvalOptions.validated(config_spelling(path, {"min_rows": where + ".min_rows"}), min_rows=min_rows)
+    bounds = [k for k in chk if k in ("max", "min", "max_vs_baseline")]  # in the order written
+    if "assert" in chk:  # the --assert grammar: "SPEC OP BOUND"
+        if "loss" in chk or bounds:
+            given = ", ".join(k for k in ("loss", *bounds) if k in chk)
+            raise UsageError(f"{path}: {where} gives both assert and {given}: a check is one or the other")
+        try:
+            return [parse_assertion(chk["assert"], by=by, min_rows=min_rows)]
+        except UsageError as e:
+            raise UsageError(f"{path}: {where}.assert: {e}") from None
+    if "loss" not in chk:
+        raise UsageError(f"{path}: {where} has no 'loss' (or 'assert')")
+    if not bounds:
+        raise UsageError(f"{path}: {where} ({chk['loss']}) has no bound: give max, min or max_vs_baseline")
     out = []
     for k in bounds:
         if k == "max_vs_baseline":

@@ -498,7 +498,34 @@ by = "seg"
     assert doc["checks"][0]["value"] == 0 and doc["checks"][0]["baseline"] == pytest.approx(np.mean((base - y) ** 2))
 
 
+def test_config_checks_in_the_assert_grammar(cli, tmp_path, monkeypatch, pair):
+    """A [[check]] may be written as --assert is ("SPEC OP BOUND", with by and min_rows): the
+    same checks and verdicts as the loss/max_vs_baseline form and as the flags."""
+    d, b, y, cand, base, _ = pair
+    monkeypatch.chdir(ROOT)
+    head = '[data]\npath = "cand.csv"\nbaseline = "base.csv"\ntarget = "y"\npred = "yhat"\nkey = "id"\n'
+    as_assert = _toml(tmp_path / "a.toml", head + '[[check]]\nassert = "mse <= baseline * 1.05"\nby = "seg"\n'
+                      'min_rows = 100\n[[check]]\nassert = "huber:delta=0.5 <= 3"\n')
+    as_keys = _toml(tmp_path / "k.toml", head + '[[check]]\nloss = "mse"\nmax_vs_baseline = "5%"\nby = "seg"\n'
+                    'min_rows = 100\n[[check]]\nloss = "huber:delta=0.5"\nmax = 3\n')
+    a = cli("check", "--config", as_assert, "-f", "json")
+    k = cli("check", "--config", as_keys, "-f", "json")
+    assert a.code == k.code == 0, (a.err, k.err)
+    strip = lambda doc: [{x: c[x] for x in ("loss", "spec", "op", "bound", "value", "verdict", "group")}  # noqa: E731
+                         for c in doc["checks"]]
+    assert strip(a.json()) == strip(k.json())
+    assert [c["check"] for c in a.json()["checks"] if c["by"] is None] == ["mse <= baseline * 1.05",
+                                                                          "huber:delta=0.5 <= 3"]
+    assert a.json()["checks"][0]["bound"] == pytest.approx(1.05 * np.mean((base - y) ** 2), rel=1e-12)
+    flags = cli("check", d, "--baseline", b, "-t", "y", "-p", "yhat",
+                "--key", "id", "--assert", "huber:delta=0.5 <= 3", "-f", "json")
+    assert flags.json()["checks"][0]["value"] == a.json()["checks"][-1]["value"]
+
+
 @pytest.mark.parametrize("text, what", [
+    ('[[check]]\nassert = "mae << 3"\n', "check[1].assert: --assert 'mae << 3': 2 comparison operators"),
+    ('[[check]]\nassert = "mae < 3"\nmax = 4\n', "check[1] gives both assert and max"),
+    ('[[check]]\nassert = 3\n', "check[1].assert must be a string"),
     ('[data]\npath = "x.csv"\nfoo = 1\n', "unknown key 'data.foo'"),
     ('colour = "red"\n', "unknown key 'colour'"),
     ('[[check]]\nloss = "mse"\nmax = 1\nmaximum = 2\n', "unknown key 'check[1].maximum'"),
