@@ -404,18 +404,35 @@ def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[
 
     parse, convert = _csv_options(src, columns, numeric)
     names = list(src.columns)
-    with open(src.path, "rb") as f:
+    f = open(src.path, "rb")  # (kept open: its size is checked before each range is touched)
+    try:
         if os.fstat(f.fileno()).st_size == 0:
+            f.close()
             return
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except BaseException:
+        f.close()
+        raise
     size = len(mm)
     data = pa.py_buffer(mm)
     quoted_from = [size]  # where the first range holding a quote starts
 
+    def intact(upto: int) -> None:
+        # a page of the mapping past the end of a file truncated meanwhile would kill the process
+        # (SIGBUS): check the file still holds the bytes before reading them (a writer that
+        # truncates it while a range is being parsed can still do that; one that replaces the
+        # file by renaming leaves the mapped one whole)
+        now = os.fstat(f.fileno()).st_size
+        if now < upto:
+            raise InputError.at(f"the file was truncated while it was read (from {size:,} to {now:,} bytes); "
+                                "read it once it is written", source=src.name)
+
     def ranges() -> Iterator[tuple[int, int]]:
+        intact(min(size, HEAD_BYTES))
         nl = mm.find(b"\n")
         pos = size if nl < 0 else nl + 1  # after the header
         while pos < size:
+            intact(size)
             cut = min(size, pos + CSV_CHUNK_BYTES)
             if cut < size:
                 nl = mm.find(b"\n", cut)
@@ -428,6 +445,7 @@ def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[
 
     def read(rng: tuple[int, int]) -> Any:
         a, b = rng
+        intact(b)
         if b - a < 4096 and not mm[a:b].strip():
             return None
         threads = CSV_WORKERS == 1
@@ -464,6 +482,7 @@ def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[
         del data
         with contextlib.suppress(BufferError):
             mm.close()
+        f.close()
     if quoted_from[0] < size:
         with pa.OSFile(src.path) as f:
             f.seek(quoted_from[0])

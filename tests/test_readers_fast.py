@@ -301,3 +301,35 @@ def test_wide_parquet_peak_memory_follows_batches_not_row_groups(tmp_path):
     assert json.loads(r.stdout)["rows"] == n
     hwm_mb = int(r.stderr.split("HWM")[1].split()[0]) / 1024
     assert hwm_mb < 400, hwm_mb
+
+
+def test_a_csv_truncated_while_it_is_read_is_an_input_error_not_a_crash(tmp_path):
+    """A memory-mapped page past the end of a file truncated meanwhile kills the process (SIGBUS):
+    the range reader checks the file's size before touching a range, so a writer that cuts the
+    file between two ranges gets one clear line. (In a child process: without the check the
+    child dies, not the test run.)"""
+    import subprocess
+    import sys
+
+    path = tmp_path / "growing.csv"
+    path.write_text("y,yhat\n" + "".join(f"{i % 7}.25,{i % 5}.5\n" for i in range(200_000)))
+    script = f"""
+import os
+from lossctl import io as lio
+from lossctl.errors import InputError
+lio.PARALLEL_CSV_BYTES, lio.CSV_CHUNK_BYTES, lio.CSV_WORKERS = 1, 64 << 10, 1
+src = lio.open_source({str(path)!r})
+rows = 0
+try:
+    for i, b in enumerate(lio.iter_batches(src, ["y", "yhat"], {{"y", "yhat"}}, batch_rows=1000)):
+        rows += b.num_rows
+        if i == 0:
+            os.truncate({str(path)!r}, 1 << 20)  # ranges 1 and 2 (the one in flight) stay whole
+    print("read", rows)
+except InputError as e:
+    print("error", rows, e)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr[-500:])
+    assert r.stdout.startswith("error"), r.stdout
+    assert "growing.csv: the file was truncated while it was read" in r.stdout
