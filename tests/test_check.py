@@ -769,7 +769,8 @@ def test_the_readme_config_works(cli, tmp_path):
     r = cli("check", "--config", cfg, "-f", "json")
     assert r.code == 0, r.err
     doc = r.json()
-    assert [c["check"] for c in doc["checks"] if c["by"] is None] == ["mae <= baseline * 1.02", "huber:delta=10 <= 400"]
+    assert [c["check"] for c in doc["checks"] if c["by"] is None] == ["mae <= baseline * 1.02", "huber:delta=10 <= 400",
+                                                                      "mse <= baseline + 5"]
     assert doc["ci"] == 0.95 and {s["group"] for s in doc["skipped_slices"]} == {"west"}
 
 
