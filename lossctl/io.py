@@ -1162,12 +1162,25 @@ def _feather_batches(src: Source, columns: list[str], batch_rows: int) -> Iterat
     pa = _pa()
     if src.compression is None:
         try:
-            reader = pa.ipc.open_file(pa.memory_map(src.path))
-            batches = (reader.get_batch(i).select(columns) for i in range(reader.num_record_batches))
-            yield from _rechunk(batches, batch_rows)
-            return
+            mm = pa.memory_map(src.path)
+            reader = pa.ipc.open_file(mm)
         except pa.ArrowInvalid:
             pass
+        else:
+            size = mm.size()
+
+            def batches() -> Iterator[Any]:
+                for i in range(reader.num_record_batches):
+                    # the batches are views of the mapping: a file truncated meanwhile would kill the
+                    # process where a value past its new end is read (as for a mapped CSV)
+                    now = os.fstat(mm.fileno()).st_size
+                    if now < size:
+                        raise InputError.at(f"the file was truncated while it was read (from {size:,} to "
+                                            f"{now:,} bytes); read it once it is written", source=src.name)
+                    yield reader.get_batch(i).select(columns)
+
+            yield from _rechunk(batches(), batch_rows)
+            return
     stream = pa.ipc.open_stream(pa.input_stream(src.path, compression=src.compression))
     yield from _rechunk((b.select(columns) for b in stream), batch_rows)
 

@@ -303,16 +303,24 @@ def test_wide_parquet_peak_memory_follows_batches_not_row_groups(tmp_path):
     assert hwm_mb < 400, hwm_mb
 
 
-def test_a_csv_truncated_while_it_is_read_is_an_input_error_not_a_crash(tmp_path):
+@pytest.mark.parametrize("fmt", ["csv", "feather"])
+def test_a_file_truncated_while_it_is_read_is_an_input_error_not_a_crash(tmp_path, fmt):
     """A memory-mapped page past the end of a file truncated meanwhile kills the process (SIGBUS):
-    the range reader checks the file's size before touching a range, so a writer that cuts the
-    file between two ranges gets one clear line. (In a child process: without the check the
-    child dies, not the test run.)"""
+    the CSV range reader and the Feather reader check the file's size before touching a range or
+    a record batch, so a writer that cuts the file between two gets one clear line. (In a child
+    process: without the check the child dies, not the test run.)"""
     import subprocess
     import sys
 
-    path = tmp_path / "growing.csv"
-    path.write_text("y,yhat\n" + "".join(f"{i % 7}.25,{i % 5}.5\n" for i in range(200_000)))
+    import pyarrow as pa
+    import pyarrow.feather as pf
+
+    path = tmp_path / f"growing.{fmt}"
+    if fmt == "csv":
+        path.write_text("y,yhat\n" + "".join(f"{i % 7}.25,{i % 5}.5\n" for i in range(200_000)))
+    else:
+        x = np.arange(200_000) % 7 + 0.25
+        pf.write_feather(pa.table({"y": x, "yhat": x + 0.5}), path, chunksize=1000, compression="uncompressed")
     script = f"""
 import os
 from lossctl import io as lio
@@ -332,4 +340,4 @@ except InputError as e:
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, (r.returncode, r.stderr[-500:])
     assert r.stdout.startswith("error"), r.stdout
-    assert "growing.csv: the file was truncated while it was read" in r.stdout
+    assert f"growing.{fmt}: the file was truncated while it was read" in r.stdout
