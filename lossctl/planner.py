@@ -172,8 +172,12 @@ def plan_on(req: Request, sources: list[Any], calls: list[registry.LossCall], wa
             # (an optional image_id column does not make a classifier's file a segmentation)
             if b is not None and any(r.required and r.name in b.roles and _by_own_name(r, b.roles[r.name])
                                      for r in spec.roles):
-                if pred_sels and _p_role(spec) and not _holds_its_domain(spec, _p_role(spec), b, sources, peeks):
-                    continue  # (-p logit_* beside predict_proba's p_*: no distribution Q, whatever P's name says)
+                if spec.task == "distribution" and pred_sels and _p_role(spec) \
+                        and not _holds_its_domain(spec, _p_role(spec), b, sources, peeks):
+                    # -p logit_* beside predict_proba's p_*: no distribution Q, whatever P's name says
+                    # (a divergence's family reads distributions: js and tv take no logits; a
+                    # segmentation's pred may be logits, which its losses take)
+                    continue
                 specific.append(spec)
         if task is None and specific:
             task = specific[0].default_for[0] if specific[0].task not in specific[0].default_for else specific[0].task

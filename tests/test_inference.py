@@ -224,6 +224,28 @@ def test_default_multiclass_set_follows_what_the_prediction_holds(cli, tmp_path,
     assert [x.loss for x in lossctl.evaluate(y, dec, logits=True)] == ["focal", "cross_entropy", "multi_hinge"]
 
 
+def test_segmentation_logits_named_by_p_stay_segmentation(cli, tmp_path):
+    """A mask, an image id and logits given with -p: segmentation, the logits read as logits
+    (the values are not probabilities, and need not be: the segmentation losses take logits;
+    only a divergence's Q must hold distributions for p_*/q_* names to decide)."""
+    rng = np.random.default_rng(4)
+    n = 600
+    mask = (rng.random(n) < 0.3).astype(int)
+    z = rng.normal(0, 2, n) + 2.5 * mask
+    path = tmp_path / "seg.csv"
+    pd.DataFrame({"image_id": np.repeat(["a", "b", "c"], n // 3), "mask": mask, "logit": z}).to_csv(path, index=False)
+    r = cli("eval", path, "-p", "logit", "-f", "json")  # no -l: the task is told by the names and values
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert doc["task"] == "segmentation" and doc["results"][0]["spec"] == "dice:logits=true"
+    p = 1 / (1 + np.exp(-z))
+    per, eps = [], 1e-6  # LOSSES.md: one probability column is the foreground's Dice, ε = 1e-6, per image
+    for k in range(3):
+        m, q = mask[k * 200:(k + 1) * 200], p[k * 200:(k + 1) * 200]
+        per.append(1 - (2 * np.sum(m * q) + eps) / (np.sum(m) + np.sum(q) + eps))
+    assert close(doc["results"][0]["value"], float(np.mean(per)), rel=1e-9)
+
+
 # ------------------------------------------------------------------ item 18: column finding
 
 
