@@ -172,6 +172,13 @@ def plan_on(req: Request, sources: list[Any], calls: list[registry.LossCall], wa
             # (an optional image_id column does not make a classifier's file a segmentation)
             if b is not None and any(r.required and r.name in b.roles and _by_own_name(r, b.roles[r.name])
                                      for r in spec.roles):
+                if spec.task == "distribution" and not all(
+                        r.name in b.roles and (_by_own_name(r, b.roles[r.name]) or (pred_sels and r.name == _p_role(spec)))
+                        for r in spec.roles if r.required) \
+                        and generic_matches("target", spaces_for(registry.Role("target")), set()):
+                    # predict_proba's p_* beside class labels y (and logits found by their generic name):
+                    # a classifier's file, not a divergence between p_* and the logits
+                    continue
                 if spec.task == "distribution" and pred_sels and _p_role(spec) \
                         and not _holds_its_domain(spec, _p_role(spec), b, sources, peeks):
                     # -p logit_* beside predict_proba's p_*: no distribution Q, whatever P's name says

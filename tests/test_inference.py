@@ -222,6 +222,9 @@ def test_default_multiclass_set_follows_what_the_prediction_holds(cli, tmp_path,
     assert "multi_hinge computed on 'p_*' as class scores as given" in r.err and r.json()["warnings"]
     assert [x.loss for x in lossctl.evaluate(y, proba)] == ["focal", "cross_entropy"]
     assert [x.loss for x in lossctl.evaluate(y, dec, logits=True)] == ["focal", "cross_entropy", "multi_hinge"]
+    # no -p: two prediction sets by their names, neither chosen (p_* alone beside a y is no divergence's P)
+    r = cli("eval", path, "-f", "json")
+    assert r.code == 2 and r.out == "" and "ambiguous pred column: 'logit_*' or 'p_*'" in r.err, r.err
 
 
 def test_segmentation_logits_named_by_p_stay_segmentation(cli, tmp_path):
