@@ -157,7 +157,23 @@ def _get(name: str) -> registry.LossSpec:
         raise UsageError(f"unknown loss '{name}'.{hint} See 'lossctl list'.") from None
 
 
-def render_explain(name: str, fmt: str, out: TextIO, *, color: bool = False) -> None:
+def _wrapped(text: str, width: int) -> str:
+    """Lines longer than ``width`` wrapped at spaces, their continuations indented two more
+    than the line (a terminal folds mid-word otherwise); a word longer than a line stays whole."""
+    import textwrap
+
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip(" "))]
+        out += textwrap.wrap(line.strip(), width=width, initial_indent=indent, subsequent_indent=indent + "  ",
+                             break_long_words=False, break_on_hyphens=False)
+    return "\n".join(out)
+
+
+def render_explain(name: str, fmt: str, out: TextIO, *, color: bool = False, width: int | None = None) -> None:
     spec = _get(name)
     d = spec_json(spec)
     if fmt == "json":
@@ -195,6 +211,8 @@ def render_explain(name: str, fmt: str, out: TextIO, *, color: bool = False) -> 
     if fmt == "markdown":
         out.write(text.replace("\n  ", "\n") + (f"```sh\n{example}```\n" if example else ""))
         return
+    if width:  # (a terminal: the prose wrapped at words; the example as it stands, to be pasted)
+        text = _wrapped(text, width)
     out.write(text + example)
 
 

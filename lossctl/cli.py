@@ -592,8 +592,13 @@ def explain_cmd(
     form = _default_format(fmt or "table", None)  # text, even in a pipe: it is for reading
     if form not in REPORT_FORMATS:
         raise UsageError(f"explain writes text (table), json or markdown, not {form}")
+    width = None
+    if form == "table" and _is_tty(sys.stdout):
+        import shutil
+
+        width = max(20, shutil.get_terminal_size().columns)
     with _output(None) as out:
-        catalog.render_explain(loss, form, out, color=_color(sys.stdout))
+        catalog.render_explain(loss, form, out, color=_color(sys.stdout), width=width)
 
 
 # ------------------------------------------------------------------ entry point

@@ -125,3 +125,36 @@ def test_explain_examples_run(run_example):
     for spec in registry.all_losses():
         r = run_example(spec.example, "-f", "json")
         assert r.code == 0, (spec.name, r.err)
+
+
+@pytest.mark.parametrize("width", [40, 60, 100])
+def test_explain_wraps_its_prose_at_words_on_a_terminal(width):
+    """On a terminal explain's text is wrapped at spaces to the terminal's width (a terminal
+    folds mid-word: 'colu' / 'mns'); the words are the same, and the example, a shell command
+    to paste, is left as it stands."""
+    from lossctl import catalog
+
+    for spec in registry.all_losses():
+        plain, wrapped = io.StringIO(), io.StringIO()
+        catalog.render_explain(spec.name, "table", plain)
+        catalog.render_explain(spec.name, "table", wrapped, width=width)
+        example = f"{spec.example}\n" if spec.example else ""
+        a, b = plain.getvalue(), wrapped.getvalue()
+        assert a.endswith(example) and b.endswith(example)
+        prose_a, prose_b = a[: len(a) - len(example)], b[: len(b) - len(example)]
+        assert prose_a.split() == prose_b.split(), spec.name
+        for line in prose_b.splitlines():
+            assert len(line) <= width or " " not in line.strip(), (spec.name, line)
+
+
+def test_explain_on_a_terminal_takes_its_width(monkeypatch, capsys):
+    from lossctl import cli
+
+    monkeypatch.setattr(cli, "_is_tty", lambda stream: True)
+    monkeypatch.setenv("COLUMNS", "44")
+    assert cli.main(["explain", "huber"]) == 0
+    out = capsys.readouterr().out.split("## Example")[0]  # (the example is a command to paste, as it stands)
+    assert max(len(line) for line in out.splitlines()) <= 44
+    monkeypatch.setattr(cli, "_is_tty", lambda stream: False)  # a pipe: whole lines
+    assert cli.main(["explain", "huber"]) == 0
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) > 44
