@@ -6,7 +6,7 @@ import math
 from typing import TextIO
 
 from lossctl.check import CheckResult, GateReport
-from lossctl.render import _md, _plain_width, dumps, fmt_num
+from lossctl.render import _fits, _md, _plain_width, dumps, fmt_num
 
 from lossctl.options import REPORT_FORMATS as FORMATS  # noqa: E402 - declared once, in lossctl.options
 ANNOTATION_LIMIT = 10  # GitHub shows at most 10 error annotations per step
@@ -149,16 +149,24 @@ def _rich(gate: GateReport, out: TextIO, *, color: bool, width: int | None) -> N
                      overflow="fold", no_wrap=key in ("check", "verdict", "baseline", "mdd"),
                      min_width=12 if key == "bound" else None)
     style = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+    rows = []
     for c in gate.checks:
         row = cells(c, gate.strict, digits=4)
         if c.by is not None:  # a slice: under its check, ▲ marking the worst
             row["check"] = ("▲ " if c.worst else "  ") + c.slice_label
             row["verdict"] = row["verdict"].replace(" · worst", "")
+        rows.append((c, row))
         out_row = [escape(row[k]) for k, _ in cols]
         s = "bold red" if c.failed(gate.strict) else style[c.verdict]
         out_row[-1] = f"[{s}]{out_row[-1]}[/{s}]"
         t.add_row(*out_row)
-    console.print(t)
+    if _fits(console, t):
+        console.print(t)
+    else:  # a narrow terminal: a line per check, its verdict first (a table would drop columns)
+        for c, row in rows:
+            s = "bold red" if c.failed(gate.strict) else style[c.verdict]
+            rest = " · ".join(f"{head} {escape(row[k])}" for k, head in cols if k not in ("check", "verdict") and row[k])
+            console.print(f"{escape(row['check'])}: [{s}]{escape(row['verdict'])}[/{s}] · {rest}")
     console.print(("[bold green]" if gate.passed else "[bold red]") + escape(summary_line(gate)) + "[/]")
     for f in failures(gate):
         console.print(f"[red]✗ {escape(f)}[/red]")

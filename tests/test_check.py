@@ -648,6 +648,33 @@ def test_table_and_markdown_show_every_column(cli, pair):
     assert cli("check", d, "--assert", "mse <= 1", "-f", "csv").code == 2
 
 
+@pytest.mark.parametrize("width", [160, 60, 44])
+def test_table_keeps_every_verdict_and_number_on_a_narrow_terminal(pair, width):
+    """A table too wide for the terminal is a line per check, its verdict first: rich dropped
+    the value, delta and verdict columns at 50 columns, keeping check, bound, baseline and mdd."""
+    import io
+
+    from lossctl.check_report import cells, render
+
+    d, b, *_ = pair
+    gate = check.run(check.settings(None, {"data": d, "baseline": b, "ci": 0.9, "bootstrap": 200, "by": ["seg"]},
+                                    ["mse <= baseline", "mae < 0.6"]))
+    buf = io.StringIO()
+    render(gate, "table", buf, width=width)
+    text = buf.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    words = " ".join(text.split())  # (lines wrapped at spaces)
+    for c in gate.checks:
+        row = cells(c, gate.strict, digits=4)
+        for k in ("value", "delta", "mdd"):
+            for token in row[k].replace("[", " ").replace("]", " ").replace(",", " ").split():
+                assert token in words, (width, k, token)
+    verdicts = [w for w in words.split() if w.rstrip(":·") in ("pass", "fail", "inconclusive", "FAIL")]
+    assert len(verdicts) >= len(gate.checks), (width, words)
+    table = any(re.match(r"check\s+value", line) for line in text.splitlines())
+    assert table == (width == 160)  # the table where it fits, lines where it does not
+
+
 # ------------------------------------------------------------------ exit codes
 
 
