@@ -555,8 +555,13 @@ def recommend_cmd(
     else:
         with dask_engine.session():
             advice = run_request(req, goal=goal, coverage=coverage, check=check, engine=dask_engine)
+    width = 80  # (a file or a pipe: 80 columns, the same bytes wherever it runs)
+    if output is None and _is_tty(sys.stdout):
+        import shutil
+
+        width = max(40, min(80, shutil.get_terminal_size().columns))
     with _output(output) as out:
-        render_advice(advice, form, out)
+        render_advice(advice, form, out, width=width)
     if not quiet:
         for n in advice.notes:
             print(f"lossctl: note: {n}", file=sys.stderr)

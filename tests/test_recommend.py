@@ -288,6 +288,29 @@ def test_cli_table_fits_80_columns_and_markdown(cli, tmp_path):
     assert m.code == 0 and m.out.startswith("## lossctl recommend: regression") and "| 1 | `mae`" in m.out
 
 
+@pytest.mark.parametrize("width", [80, 50, 40])
+def test_table_fits_a_narrow_terminal_and_never_cuts_a_spec(cli, tmp_path, monkeypatch, width):
+    """On a terminal the text takes its width (at most 80; a pipe gets 80): lines wrapped at
+    words, and a SPEC longer than its column on a line of its own, whole (it was cut to
+    38 characters with "…", and the 72-character ranking lines were folded by the terminal)."""
+    from lossctl import cli as cli_mod
+
+    g = rng(19)
+    y = g.normal(size=4000)
+    e = g.normal(size=y.size)
+    e[:20] = 80.0  # gross outliers: a Huber with a derived δ leads, a long SPEC
+    path = _parquet(tmp_path, "reg.parquet", y=y, yhat=y + e)
+    monkeypatch.setattr(cli_mod, "_is_tty", lambda stream: True)
+    monkeypatch.setenv("COLUMNS", str(width))
+    r = cli("recommend", path, "-f", "table")
+    assert r.code == 0, r.err
+    assert max(len(line) for line in r.out.splitlines()) <= width
+    specs = [x["spec"] for x in cli("recommend", path, "-f", "json").json()["recommendations"]]
+    assert any(len(s) > width - 31 for s in specs) == (width == 40)  # (at 40 columns one is on its own line)
+    for s in specs:
+        assert any(line.split()[1:2] == [s] for line in r.out.splitlines() if line.strip()[:1].isdigit()), s
+
+
 def test_cli_batch_rows_and_row_order_do_not_change_the_output(cli, tmp_path):
     g = rng(10)
     y = g.normal(size=20_000)

@@ -63,15 +63,19 @@ def table(advice: Advice, width: int = WIDTH) -> str:
     head = f"lossctl recommend · {advice.task}{' (inferred)' if advice.task_inferred else ''} · {advice.rows:,} rows"
     if advice.goal:
         head += f" · goal {advice.goal}"
-    lines.append(head)
+    lines += _wrap(head, width, "", "  ")
     lines.append("")
     lines.append("Ranking (best first)")
-    lines.append(f"  {'#':>2}  {'loss':<38} {'score':>5}  {'value':>10}  {'top1% g':>8}")
+    sw = max(8, min(38, width - 31))  # the loss column: 38 characters in 80 columns, fewer in a narrow terminal
+    lines.append(f"  {'#':>2}  {'loss':<{sw}} {'score':>5} {'value':>10} {'top1% g':>7}")
     for i, r in enumerate(advice.recommendations, 1):
-        spec = r.spec if len(r.spec) <= 38 else r.spec[:37] + "…"
         top = r.grad.get("top1_share") if r.grad else None
-        lines.append(f"  {i:>2}  {spec:<38} {r.score:>5g}  {_num(r.value):>10}  "
-                     f"{(f'{top:.1%}' if top is not None else '—'):>8}")
+        figures = f"{r.score:>5g} {_num(r.value):>10} {(f'{top:.1%}' if top is not None else '—'):>7}"
+        if len(r.spec) <= sw:
+            lines.append(f"  {i:>2}  {r.spec:<{sw}} {figures}")
+        else:  # a SPEC longer than its column: on a line of its own, never cut
+            lines.append(f"  {i:>2}  {r.spec}")
+            lines.append(f"  {'':>2}  {'':<{sw}} {figures}")
         for reason in r.reasons:
             lines += _wrap(reason, width, "      why: ", "           ")
         for p, how in r.derivation.items():
