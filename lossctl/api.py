@@ -441,6 +441,10 @@ def _many(calls, cols, w, n, grad, reduction, ci, bootstrap, seed, task, batch_r
     res = [result_for(job, st, opts) for job, st in zip(jobs, states)]
     if ci:
         _add_ci(plan, states, res, opts)
+        from lossctl.engine import bootstrap_notes
+
+        for r in res:
+            r.notes += bootstrap_notes(ci, bootstrap, library=True)
     return res
 
 

@@ -583,6 +583,22 @@ def _take_ahead(m: int, replicates: int, seed: int) -> tuple[np.random.Generator
     return (box["rng"], box["counts"]) if "counts" in box else None
 
 
+TAIL_REPLICATES = 5  # replicates beyond each end of a percentile interval, at least, for ends that mean something
+
+
+def bootstrap_notes(level: float, replicates: int, library: bool = False) -> list[str]:
+    """A note where a percentile interval's ends rest on too few replicates: each end is an
+    order statistic of the B replicates, and with fewer than 5 beyond it the same resampling
+    noise that the interval measures moves the end itself (B = 1 gave an "interval" [x, x])."""
+    tail = replicates * (1 - level) / 2
+    if tail >= TAIL_REPLICATES:
+        return []
+    need = math.ceil(2 * TAIL_REPLICATES / (1 - level) - 1e-9)
+    ci, boot = (f"ci={level:g}", f"bootstrap={need}") if library else (f"--ci {level:g}", f"--bootstrap {need:,}")
+    return [f"{ci} from {replicates:,} bootstrap replicate{'s' * (replicates != 1)}: each end of an interval rests on "
+            f"{tail:.3g} replicates beyond it; give {boot} or more for ends that hold still"]
+
+
 def bootstrap_values(
     units: Sequence[np.ndarray],
     fns: Sequence[Callable[[list[np.ndarray]], Any]],

@@ -8,7 +8,7 @@ import numpy as np
 
 from lossctl import registry
 from lossctl.binding import Binding, Selector, binary_set, bind_roles, generic_matches, logits_hinted, select, task_from_values
-from lossctl.engine import Context
+from lossctl.engine import Context, bootstrap_notes
 from lossctl.errors import InputError, UsageError
 from lossctl.align import needed_columns
 from lossctl.arrays import to_matrix
@@ -270,6 +270,8 @@ def plan_on(req: Request, sources: list[Any], calls: list[registry.LossCall], wa
         notes.extend(_margin_on_probabilities(req, jobs, all_sources, peeks))
     if logits_by_name:
         notes.append(f"read '{logits_by_name}' as logits (named like logits; --logits/--no-logits to say so)")
+    if req.ci:
+        notes.extend(bootstrap_notes(req.ci, req.bootstrap))
     plan = Plan(req, tuple(s.name for s in all_sources), tuple(s.fmt for s in all_sources), task, inferred,
                 tuple(jobs), tuple(labels), ctx, weight, tuple(by), idsel, bindings_of(jobs, labels, weight),
                 tuple(notes), tuple(equal))

@@ -340,3 +340,33 @@ if __name__ == "__main__":  # (re)write the golden figures from the engine as it
         json.dump(gold, f, indent=1, sort_keys=True)
         f.write("\n")
     print({k: len(v) for k, v in gold.items()})
+
+
+@pytest.mark.parametrize("level, replicates, note", [
+    (0.9, 1, "give --bootstrap 100 or more"),
+    (0.999, 1000, "give --bootstrap 10,000 or more"),
+    (0.99, 1000, None),  # 5 replicates beyond each end: enough
+    (0.95, 1000, None),
+])
+def test_too_few_replicates_for_the_level_get_a_note(cli, tmp_path, level, replicates, note):
+    """A percentile interval's ends are order statistics of the replicates: with fewer than 5
+    beyond an end, resampling noise moves the end itself (--bootstrap 1 gave [x, x], not even
+    around the value). The interval is still computed as asked, with a note on stderr, in the
+    report's warnings and, from the library, in each result's notes."""
+    import pandas as pd
+
+    import lossctl
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=300)
+    path = tmp_path / "r.csv"
+    pd.DataFrame({"y": y, "yhat": y + rng.normal(size=300)}).to_csv(path, index=False)
+    r = cli("eval", path, "-l", "mse", "--ci", level, "--bootstrap", replicates, "-f", "json")
+    assert r.code == 0, r.err
+    assert r.json()["results"][0]["ci"] is not None
+    lib = lossctl.evaluate(y, pd.read_csv(path)["yhat"].to_numpy(), "mse", ci=level, bootstrap=replicates)
+    if note is None:
+        assert "bootstrap replicate" not in r.err and not lib.notes
+    else:
+        assert note in r.err and any(note in w for w in r.json()["warnings"])
+        assert any(f"give bootstrap={note.split()[2].replace(',', '')} or more" in n for n in lib.notes), lib.notes
