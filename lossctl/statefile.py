@@ -310,6 +310,10 @@ def merge(paths: list[str]):
     notes = []
     if len(versions) > 1:
         notes.append(f"the shards were written by lossctl {', '.join(versions)} (state format {VERSION} is the same)")
+    if req.ci:  # (as the single run says it)
+        from lossctl.engine import bootstrap_notes
+
+        notes.extend(bootstrap_notes(req.ci, req.bootstrap))
     names = tuple(s for d in docs for s in d["sources"])
     plan = Plan(req, names, ("state",) * len(names), first["task"], first["task_inferred"], tuple(jobs),
                 tuple(first["pred_labels"]), ctx, None, tuple(Selector(b, [b], vector=False) for b in first["by"]),
