@@ -610,6 +610,12 @@ def _fits(console: Any, t: Any) -> bool:
     return console.measure(t, options=console.options.update_width(1 << 20)).maximum <= console.width
 
 
+def _holds_words(console: Any, t: Any) -> bool:
+    """Whether the table fits the console with no word cut (its cells wrapped at spaces only):
+    its minimum width, every column as wide as its longest word."""
+    return console.measure(t, options=console.options.update_width(1 << 20)).minimum <= console.width
+
+
 def _rich_single(console: Any, report: Report) -> None:
     """One prediction set: a row per loss with its value, interval and gradient summary.
 
@@ -710,14 +716,40 @@ def _rich_comparison(console: Any, report: Report, preds: list[str]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(show_edge=False, header_style="bold", title="lower is better; ★ best per row")
+    title = "lower is better; ★ best per row"
+    t = Table(show_edge=False, header_style="bold", title=title)
     t.add_column("loss", overflow="fold")
     for p in preds:
         t.add_column(escape(p), justify="right", overflow="fold")  # never "mod…" for every model
-    for spec, cells in comparison_cells(report, preds):
+    rows = comparison_cells(report, preds)
+    for spec, cells in rows:
         t.add_row(escape(spec), *[f"[bold green]★ {escape(text)}[/bold green]" if best else escape(text)
                                   for text, best in cells])
-    console.print(t)
+    if _holds_words(console, t):
+        console.print(t)
+        return
+    # a terminal too narrow for a column per model (numbers were folded across lines): a row
+    # per loss and model, then, narrower still, a line each
+    t = Table(show_edge=False, header_style="bold", title=title.replace("per row", "per loss"))
+    t.add_column("loss", overflow="fold")
+    t.add_column("model", overflow="fold")
+    t.add_column("value", justify="right", overflow="fold")
+    for spec, cells in rows:
+        for i, (p, (text, best)) in enumerate(zip(preds, cells)):
+            if text:
+                t.add_row(escape(spec) if i == 0 else "", escape(p),
+                          f"[bold green]★ {escape(text)}[/bold green]" if best else escape(text),
+                          end_section=i == len(preds) - 1)
+    if _holds_words(console, t):
+        console.print(t)
+        return
+    console.print(f"[dim]{title.replace('per row', 'per loss')}[/dim]")
+    for spec, cells in rows:
+        console.print(f"[bold]{escape(spec)}[/bold]")
+        for p, (text, best) in zip(preds, cells):
+            if text:
+                line = escape(f"  {p}: {'★ ' if best else ''}{text}")
+                console.print(f"[bold green]{line}[/bold green]" if best else line)
 
 
 def _rich_groups(console: Any, report: Report) -> None:

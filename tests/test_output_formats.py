@@ -336,12 +336,44 @@ def test_table_comparison_headers_stay_distinguishable():
                     comparisons=[Comparison(loss="mse", spec="mse", params={}, pred=p, baseline=preds[0],
                                             value=1.0 + i, baseline_value=1.0, ci=(-1e-300, 1e300))
                                  for i, p in enumerate(preds) if i])
-    text = plain(table(rep, 80))
-    assert max(map(len, text.splitlines())) <= 80
+    text = plain(table(rep, 160))
+    assert max(map(len, text.splitlines())) <= 160
     assert "…" not in text  # folded, never truncated
     head = [line.split("┃") for line in text.splitlines() if "┃" in line]
     columns = ["".join(part[i].strip() for part in head) for i in range(len(head[0]))]
     assert columns == ["loss"] + preds
+    # too narrow for a column per model without cutting a word: a row per model, each name whole
+    text = plain(table(rep, 80))
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text
+    head = [line.split("┃") for line in text.splitlines() if "┃" in line]
+    assert [c.strip() for c in head[0]] == ["loss", "model", "value"]
+    rows = [line.split("│")[1].strip() for line in text.splitlines() if line.count("│") >= 2]
+    assert rows == preds
+
+
+@pytest.mark.parametrize("width", [120, 80, 52, 40])
+def test_comparison_keeps_every_number_whole_on_a_narrow_terminal(width):
+    """Six models with intervals and deltas: a column per model where every word fits, else a
+    row per model, else a line each; a value, a delta or an interval end is never cut across
+    lines (at 52 columns the table printed '3039.' over '06')."""
+    preds = ["ridge", "gbr", "m0", "m1", "m2", "m3"]
+    results, comps, tokens = [], [], set()
+    for k, spec in enumerate(["mse", "mae"]):
+        base = 3039.0615 / (k * 60 + 1)
+        for i, p in enumerate(preds):
+            v = base * (0.4 + 0.1 * i) if i else base
+            results.append(res(spec, p, v, ci=(v * 0.9, v * 1.1) if not i else None))
+            if i:
+                d = v - base
+                comps.append(Comparison(loss=spec, spec=spec, params={}, pred=p, baseline="ridge", value=v,
+                                        baseline_value=base, ci=(d * 1.1, d * 0.9)))
+    rep = report_of(results=results, comparisons=comps)
+    for r in results:
+        tokens.add(fmt_num(r.value))
+    text = plain(table(rep, width))
+    assert max(map(len, text.splitlines())) <= width
+    words = set(re.split(r"[\s│┃()\[\],★]+", text))
+    assert not [t for t in tokens if t not in words], width
 
 
 def test_table_does_not_read_data_as_markup():
