@@ -557,7 +557,11 @@ def _non_numeric(s: str) -> str | None:
         )
     if s.strip() == "":
         return None
-    return None if _NUMBER.fullmatch(s) else "not a number"
+    if _NUMBER.fullmatch(s):
+        return None
+    if _NUMBER.fullmatch(s.replace(",", ".", 1)) and s.count(",") == 1:  # 1,5: a decimal comma
+        return "not a number: a decimal comma? lossctl reads '.' as the decimal point"
+    return "not a number"
 
 
 # ---------------------------------------------------------------- JSON Lines
@@ -1262,7 +1266,7 @@ def _explain_reader_error(src: Source, e: BaseException, columns: list[str], num
             check = (lambda s: None if s.strip().lower() in ("true", "false", "1", "0", "")
                      else "not True/False (or 1/0) like the column's first rows")
         elif bad and col in numeric:
-            check = (lambda s, b=bad.group(1), c=check: "not a number" if s == b else c(s))
+            check = (lambda s, b=bad.group(1), c=check: (_non_numeric(s) or "not a number") if s == b else c(s))
         found = _csv_locate(src, col, check)
         if found:
             return found

@@ -341,3 +341,26 @@ except InputError as e:
     assert r.returncode == 0, (r.returncode, r.stderr[-500:])
     assert r.stdout.startswith("error"), r.stdout
     assert f"growing.{fmt}: the file was truncated while it was read" in r.stdout
+
+
+@pytest.mark.parametrize("text, name, column, value", [
+    ("y;yhat\n1,5;2\n2;2,5\n", "euro.csv", "y", "1,5"),  # a European file: ';' and decimal commas
+    ('y,yhat\n1,"2,5"\n', "quoted.csv", "yhat", "2,5"),
+    ("y\tyhat\n1\t2,5\n", "euro.tsv", "yhat", "2,5"),
+])
+@pytest.mark.parametrize("through_ranges", [False, True])
+def test_a_decimal_comma_is_named_as_such(tmp_path, ranges, capsys, text, name, column, value, through_ranges):
+    """'1,5' is not a number to lossctl: the error says a decimal comma is the likely cause (the
+    plain 'not a number' left a European user guessing); 'abc' keeps the plain message."""
+    from lossctl.cli import main
+
+    if through_ranges:
+        ranges(8)
+    path = _write(tmp_path, name, text)
+    assert main(["eval", path, "-l", "mse"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"lossctl: error: {path}, column '{column}', row 1: not a number: a decimal comma? lossctl reads "
+                   f"'.' as the decimal point (got '{value}')"), err
+    path = _write(tmp_path, "abc.csv", "y,yhat\n1,abc\n")
+    assert main(["eval", path, "-l", "mse"]) == 2
+    assert capsys.readouterr().err.strip().endswith("row 1: not a number (got 'abc')")
