@@ -59,9 +59,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
-
-
-def __dir__() -> list[str]:
     # what a notebook's tab completion offers: the API and the submodules, not this module's imports
     return sorted(set(__all__) | set(_SUBMODULES))

@@ -27,19 +27,14 @@ class Scaled(NamedTuple):
     exp: np.ndarray
 
 
-_INF = (math.inf, -math.inf)
-
-
-def _overflowed(t: np.ndarray, a: np.ndarray, b: np.ndarray, every: bool = False) -> Any:
+def _overflowed(t: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """Where t = a + b is infinite although a and b are finite (the sum left the double
-    range): with ``every``, that mask (or None where nowhere), else whether anywhere."""
+    range), or None where that happens nowhere (the usual case: one pass over t)."""
     inf = np.isinf(t)
     if not inf.any():
-        return None if every else False
+        return None
     over = inf & np.isfinite(a) & np.isfinite(b)
-    if every:
-        return over if over.any() else None
-    return bool(over.any())
+    return over if over.any() else None
 
 
 class Sum:
@@ -67,7 +62,7 @@ class Sum:
             for i, xi in enumerate(np.asarray(x, dtype=float).tolist()):
                 si = ss[i]
                 t = si + xi
-                if t in _INF and si not in _INF and xi not in _INF and si == si and xi == xi:
+                if math.isinf(t) and math.isfinite(si) and math.isfinite(xi):
                     return self._add_scaled(np.asarray(x, dtype=float), None)  # (nothing changed yet)
                 cs[i] += (si - t) + xi if abs(si) >= abs(xi) else (xi - t) + si
                 ss[i] = t
@@ -76,7 +71,7 @@ class Sum:
         s = self.s
         with np.errstate(over="ignore"):
             t = s + x
-        if _overflowed(t, s, x):
+        if _overflowed(t, s, x) is not None:
             return self._add_scaled(np.asarray(x, dtype=float), None)
         big = np.abs(s) >= np.abs(x)
         with np.errstate(invalid="ignore"):
@@ -93,7 +88,7 @@ class Sum:
             with np.errstate(under="ignore", over="ignore", invalid="ignore"):
                 s, c, xs = np.ldexp(self.s, mine - common), np.ldexp(self.c, mine - common), np.ldexp(x, theirs - common)
                 t = s + xs
-            over = _overflowed(t, s, xs, every=True)
+            over = _overflowed(t, s, xs)
             if over is None:
                 break
             # two finite sums whose sum leaves the double range: halved (exactly), it cannot

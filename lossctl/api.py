@@ -8,7 +8,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from lossctl import registry
-from lossctl.engine import Batch, Context, State
+from lossctl.engine import Batch, Context, State, bootstrap_notes
 from lossctl.errors import InputError, UsageError
 from lossctl.binding import Binding
 from lossctl.driver import drive
@@ -441,8 +441,6 @@ def _many(calls, cols, w, n, grad, reduction, ci, bootstrap, seed, task, batch_r
     res = [result_for(job, st, opts) for job, st in zip(jobs, states)]
     if ci:
         _add_ci(plan, states, res, opts)
-        from lossctl.engine import bootstrap_notes
-
         for r in res:
             r.notes += bootstrap_notes(ci, bootstrap, library=True)
     return res

@@ -165,6 +165,15 @@ def _is_tty(stream: TextIO) -> bool:
         return False
 
 
+def _tty_columns(stream: TextIO) -> int | None:
+    """The terminal's width where ``stream`` is a terminal ($COLUMNS first), else None."""
+    if not _is_tty(stream):
+        return None
+    import shutil
+
+    return shutil.get_terminal_size().columns
+
+
 def _color(stream: TextIO) -> bool:
     return _is_tty(stream) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
@@ -555,11 +564,8 @@ def recommend_cmd(
     else:
         with dask_engine.session():
             advice = run_request(req, goal=goal, coverage=coverage, check=check, engine=dask_engine)
-    width = 80  # (a file or a pipe: 80 columns, the same bytes wherever it runs)
-    if output is None and _is_tty(sys.stdout):
-        import shutil
-
-        width = max(40, min(80, shutil.get_terminal_size().columns))
+    cols = _tty_columns(sys.stdout) if output is None else None
+    width = 80 if cols is None else max(40, min(80, cols))  # (a file or a pipe: 80, the same bytes anywhere)
     with _output(output) as out:
         render_advice(advice, form, out, width=width)
     if not quiet:
@@ -597,11 +603,8 @@ def explain_cmd(
     form = _default_format(fmt or "table", None)  # text, even in a pipe: it is for reading
     if form not in REPORT_FORMATS:
         raise UsageError(f"explain writes text (table), json or markdown, not {form}")
-    width = None
-    if form == "table" and _is_tty(sys.stdout):
-        import shutil
-
-        width = max(20, shutil.get_terminal_size().columns)
+    cols = _tty_columns(sys.stdout) if form == "table" else None
+    width = None if cols is None else max(20, cols)
     with _output(None) as out:
         catalog.render_explain(loss, form, out, color=_color(sys.stdout), width=width)
 

@@ -384,6 +384,17 @@ def _csv_options(src: Source, columns: list[str], numeric: set[str]) -> tuple[An
     return parse, convert
 
 
+def _still_holds(src: Source, fd: int, size: int, upto: int) -> None:
+    """A memory-mapped file whose bytes up to ``upto`` are still there: reading a page of the
+    mapping past the end of a file truncated meanwhile would kill the process (SIGBUS). (A
+    writer that truncates it while a range is being read can still do that; one that replaces
+    the file by renaming leaves the mapped one whole.)"""
+    now = os.fstat(fd).st_size
+    if now < upto:
+        raise InputError.at(f"the file was truncated while it was read (from {size:,} to {now:,} bytes); "
+                            "read it once it is written", source=src.name)
+
+
 def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[Any]:
     """An uncompressed CSV memory-mapped and read as byte ranges cut at line ends.
 
@@ -418,14 +429,7 @@ def _csv_chunks(src: Source, columns: list[str], numeric: set[str]) -> Iterator[
     quoted_from = [size]  # where the first range holding a quote starts
 
     def intact(upto: int) -> None:
-        # a page of the mapping past the end of a file truncated meanwhile would kill the process
-        # (SIGBUS): check the file still holds the bytes before reading them (a writer that
-        # truncates it while a range is being parsed can still do that; one that replaces the
-        # file by renaming leaves the mapped one whole)
-        now = os.fstat(f.fileno()).st_size
-        if now < upto:
-            raise InputError.at(f"the file was truncated while it was read (from {size:,} to {now:,} bytes); "
-                                "read it once it is written", source=src.name)
+        _still_holds(src, f.fileno(), size, upto)
 
     def ranges() -> Iterator[tuple[int, int]]:
         intact(min(size, HEAD_BYTES))
@@ -1175,12 +1179,7 @@ def _feather_batches(src: Source, columns: list[str], batch_rows: int) -> Iterat
 
             def batches() -> Iterator[Any]:
                 for i in range(reader.num_record_batches):
-                    # the batches are views of the mapping: a file truncated meanwhile would kill the
-                    # process where a value past its new end is read (as for a mapped CSV)
-                    now = os.fstat(mm.fileno()).st_size
-                    if now < size:
-                        raise InputError.at(f"the file was truncated while it was read (from {size:,} to "
-                                            f"{now:,} bytes); read it once it is written", source=src.name)
+                    _still_holds(src, mm.fileno(), size, size)  # (the batches are views of the mapping)
                     yield reader.get_batch(i).select(columns)
 
             yield from _rechunk(batches(), batch_rows)

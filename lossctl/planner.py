@@ -172,18 +172,8 @@ def plan_on(req: Request, sources: list[Any], calls: list[registry.LossCall], wa
             # (an optional image_id column does not make a classifier's file a segmentation)
             if b is not None and any(r.required and r.name in b.roles and _by_own_name(r, b.roles[r.name])
                                      for r in spec.roles):
-                if spec.task == "distribution" and not all(
-                        r.name in b.roles and (_by_own_name(r, b.roles[r.name]) or (pred_sels and r.name == _p_role(spec)))
-                        for r in spec.roles if r.required) \
-                        and generic_matches("target", spaces_for(registry.Role("target")), set()):
-                    # predict_proba's p_* beside class labels y (and logits found by their generic name):
-                    # a classifier's file, not a divergence between p_* and the logits
-                    continue
-                if spec.task == "distribution" and pred_sels and _p_role(spec) \
-                        and not _holds_its_domain(spec, _p_role(spec), b, sources, peeks):
-                    # -p logit_* beside predict_proba's p_*: no distribution Q, whatever P's name says
-                    # (a divergence's family reads distributions: js and tv take no logits; a
-                    # segmentation's pred may be logits, which its losses take)
+                if spec.task == "distribution" and not _divergence_file(spec, b, pred_sels, spaces_for, sources,
+                                                                         peeks):
                     continue
                 specific.append(spec)
         if task is None and specific:
@@ -383,16 +373,29 @@ def _binary_defaults(specs, req, sources, spaces_for, explicit, pred_sels, name,
     return specs, ""
 
 
-def _holds_its_domain(spec: registry.LossSpec, role: str, b: Any, sources: Sequence[Any], peeks: dict) -> bool:
-    """Whether the first rows of the column bound to ``role`` lie in the role's domain, where
-    that domain is probabilities or distributions (values can then say what names cannot)."""
-    r = next((r for r in spec.roles if r.name == role), None)
-    sel = b.roles.get(role)
-    if r is None or sel is None or r.domain.kind not in ("probability", "distribution"):
-        return True
-    v = np.asarray(_peek_cached(peeks, sources, sel), dtype=float)
+def _divergence_file(spec: registry.LossSpec, b: Any, pred_sels: list, spaces_for: Any, sources: Sequence[Any],
+                     peeks: dict) -> bool:
+    """Whether a divergence bound by its roles' names (p_*, q_*) says what the file holds: not
+    predict_proba's p_* beside class labels y, Q found by a generic name (logits); nor a Q given
+    with -p that holds no distributions (-p logit_*). Values decide only for this family, whose
+    losses read distributions (a segmentation's prediction may be logits, which its losses take)."""
+    prole = _p_role(spec)
+    by_names = all(r.name in b.roles and (_by_own_name(r, b.roles[r.name]) or (pred_sels and r.name == prole))
+                   for r in spec.roles if r.required)
+    if not by_names and generic_matches("target", spaces_for(registry.Role("target")), set()):
+        return False
+    sel = b.roles.get(prole) if pred_sels and prole else None
+    r = next((r for r in spec.roles if r.name == prole), None)
+    if sel is not None and r is not None and r.domain.kind in ("probability", "distribution"):
+        return _probabilities(_peek_cached(peeks, sources, sel), empty=True)
+    return True
+
+
+def _probabilities(v: Any, empty: bool = False) -> bool:
+    """Whether the peeked values, the finite ones, all lie in [0, 1] (``empty`` where there are none)."""
+    v = np.asarray(v, dtype=float)
     v = v[np.isfinite(v)]
-    return not bool(r.domain.outside(v).any())
+    return bool(v.min() >= 0 and v.max() <= 1) if v.size else empty
 
 
 def _scores_only(spec: registry.LossSpec) -> bool:
@@ -415,9 +418,7 @@ def _multiclass_defaults(specs, req, sources, spaces_for, explicit, pred_sels, n
     p = b.roles.get(pred_role(margin[0])) if b is not None else None
     if p is None or _reads_logits(req, p, ()):
         return specs
-    v = np.asarray(_peek_cached(peeks, sources, p), dtype=float)
-    v = v[np.isfinite(v)]
-    return proba if v.size and v.min() >= 0 and v.max() <= 1 else specs
+    return proba if _probabilities(_peek_cached(peeks, sources, p)) else specs
 
 
 def _margin_on_probabilities(req: Request, jobs: list[Job], sources: Sequence[Any], peeks: dict) -> list[str]:
@@ -440,21 +441,13 @@ def _margin_on_probabilities(req: Request, jobs: list[Job], sources: Sequence[An
         sels[job.pred] = p
     out = []
     for pred, names in by_pred.items():
-        v = _peek_cached(peeks, sources, sels[pred])
-        v = v[np.isfinite(v)]
-        if v.size and v.min() >= 0 and v.max() <= 1:
-            if all(_scores_only(registry.get(n)) for n in names):
-                out.append(
-                    f"{', '.join(names)} computed on '{pred}' as class scores as given, but its values lie in "
-                    f"[0, 1] like probabilities: a margin loss is meant for decision values or logits "
-                    f"(cross_entropy and focal score probabilities)"
-                )
-                continue
-            out.append(
-                f"{', '.join(names)} computed on '{pred}' as margin scores f as given (0/1 labels read as −1/+1), "
-                f"but its values lie in [0, 1] like probabilities: a margin loss is meant for decision values "
-                f"or logits (bce and focal score probabilities)"
-            )
+        if _probabilities(_peek_cached(peeks, sources, sels[pred])):
+            multi = all(_scores_only(registry.get(n)) for n in names)
+            proba = " and ".join(s.name for s in registry.default_losses("multiclass" if multi else "binary")
+                                 if not (_scores_only(s) or _is_margin(s)))  # (the standard set's, by the registry)
+            how = "class scores as given" if multi else "margin scores f as given (0/1 labels read as −1/+1)"
+            out.append(f"{', '.join(names)} computed on '{pred}' as {how}, but its values lie in [0, 1] like "
+                       f"probabilities: a margin loss is meant for decision values or logits ({proba} score probabilities)")
     return out
 
 

@@ -479,9 +479,14 @@ def group_text(v: Any) -> str:
     return str(v)
 
 
-def _delta_text(c: Comparison, digits: int = 4) -> str:
-    scale = max(abs(c.value), abs(c.baseline_value)) if math.isfinite(c.value) and math.isfinite(c.baseline_value) \
+def _delta_scale(c: Comparison) -> float | None:
+    """The figures a delta is printed beside (round-off below 10⁻¹² of them prints as 0)."""
+    return max(abs(c.value), abs(c.baseline_value)) if math.isfinite(c.value) and math.isfinite(c.baseline_value) \
         else None
+
+
+def _delta_text(c: Comparison, digits: int = 4) -> str:
+    scale = _delta_scale(c)
     text = "Δ " + fmt_num(c.delta, digits, signed=True, scale=scale)
     if c.ci:
         text += ", CI " + fmt_interval(c.ci[0], c.ci[1], digits, signed=True, scale=scale)
@@ -780,10 +785,10 @@ def _rich_groups(console: Any, report: Report) -> None:
             t.add_row(*cells, end_section=multi and i == len(preds) - 1 and gi < len(report.groups) - 1)
     if not _fits(console, t):  # a narrow terminal: a row per loss, so that no number is folded
         t = _long_groups(report, specs, preds, title)
-        if not _fits(console, t):  # narrower still: a line per loss
-            _group_lines(console, report, specs, preds, title)
-            return
-    console.print(t)
+    if _fits(console, t):
+        console.print(t)
+    else:  # narrower still: a line per loss
+        _group_lines(console, report, specs, preds, title)
     if report.hidden_groups:
         console.print(f"[dim]{_hidden_text(report.hidden_groups)}[/dim]")
 
@@ -800,8 +805,6 @@ def _group_lines(console: Any, report: Report, specs: list[str], preds: list[str
                 if text:
                     line = escape(f"  {p + ' · ' if len(preds) > 1 else ''}{s} {text}")
                     console.print(f"[bold red]{line}[/bold red]" if worst else line)
-    if report.hidden_groups:
-        console.print(f"[dim]{_hidden_text(report.hidden_groups)}[/dim]")
 
 
 def _long_groups(report: Report, specs: list[str], preds: list[str], title: str) -> Any:
@@ -838,9 +841,7 @@ def _long_groups(report: Report, specs: list[str], preds: list[str], title: str)
             cells.append(f"[bold red]{escape(value)}[/bold red]" if r.worst else escape(value))
             c = cmp.get((s, p))
             if multi:
-                scale = max(abs(c.value), abs(c.baseline_value)) if c is not None and \
-                    math.isfinite(c.value) and math.isfinite(c.baseline_value) else None
-                cells.append(fmt_num(c.delta, 3, signed=True, scale=scale) if c is not None else "")
+                cells.append(fmt_num(c.delta, 3, signed=True, scale=_delta_scale(c)) if c is not None else "")
             if has_ci:
                 lo_hi = c.ci if c is not None else r.ci
                 cells.append(escape(fmt_interval(lo_hi[0], lo_hi[1], 3, signed=c is not None,

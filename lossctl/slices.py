@@ -388,7 +388,7 @@ class GroupSums:
             s, xt = self.s[:, rows], x.T
             with np.errstate(over="ignore"):
                 t = s + xt
-            if not _overflowed(t, s, xt):
+            if _overflowed(t, s, xt) is None:
                 with np.errstate(invalid="ignore"):
                     self.c[:, rows] += np.where(np.abs(s) >= np.abs(xt), (s - t) + xt, (xt - t) + s)
                 self.s[:, rows] = t

@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from lossctl import __version__, registry
-from lossctl.engine import Context, State
+from lossctl.engine import Context, State, bootstrap_notes
 from lossctl.errors import InputError, UsageError, clip
 
 FORMAT = "lossctl-state"
@@ -311,8 +311,6 @@ def merge(paths: list[str]):
     if len(versions) > 1:
         notes.append(f"the shards were written by lossctl {', '.join(versions)} (state format {VERSION} is the same)")
     if req.ci:  # (as the single run says it)
-        from lossctl.engine import bootstrap_notes
-
         notes.extend(bootstrap_notes(req.ci, req.bootstrap))
     names = tuple(s for d in docs for s in d["sources"])
     plan = Plan(req, names, ("state",) * len(names), first["task"], first["task_inferred"], tuple(jobs),

@@ -217,18 +217,22 @@ def code_fingerprint() -> str:
     return _CODE
 
 
+def _other_code(worker: str, code: str, client: str, whose: str) -> str:
+    """The message for a worker running lossctl ``code`` where the client runs ``client``."""
+    v_worker, v_client = code.split("+")[0], client.split("+")[0]
+    what = (f"lossctl {v_worker} where {whose} runs {v_client}" if v_worker != v_client
+            else f"lossctl {v_worker} with other files than {whose}'s")
+    return (f"--engine dask: {worker} runs {what}: start every worker with {whose}'s lossctl "
+            "(restart the workers after an upgrade)")
+
+
 def _checked(fn: Any, code: str, *args: Any) -> Any:
     """``fn(*args)`` on a worker whose lossctl is the client's (``code``)."""
-    if code != code_fingerprint():
+    mine = code_fingerprint()
+    if code != mine:
         import socket
 
-        # (the message speaks from the client's side: this worker's code is the odd one)
-        mine, theirs = code_fingerprint(), code
-        v_mine, v_theirs = mine.split("+")[0], theirs.split("+")[0]
-        what = (f"lossctl {v_mine} where the client runs {v_theirs}" if v_mine != v_theirs
-                else f"lossctl {v_mine} with other files than the client's")
-        raise UsageError(f"--engine dask: a worker on {socket.gethostname()} runs {what}: start every worker with "
-                         "the client's lossctl (restart the workers after an upgrade)")
+        raise UsageError(_other_code(f"a worker on {socket.gethostname()}", mine, code, "the client"))
     return fn(*args)
 
 
@@ -263,17 +267,9 @@ def _diagnosed(client: Any, e: BaseException) -> BaseException:
     if not odd:
         return e
     worker, code = sorted(odd.items())[0]
-    return UsageError(_stale_worker(worker, code, len(odd)))
-
-
-def _stale_worker(worker: str, code: str, n: int) -> str:
-    mine = code_fingerprint()
-    v_mine, v_theirs = mine.split("+")[0], code.split("+")[0]
-    what = (f"lossctl {v_theirs} where this client runs {v_mine}" if v_mine != v_theirs
-            else f"lossctl {v_theirs} with other files than this client's")
+    n = len(odd)
     more = f" (and {n - 1} other worker{'s' * (n > 2)})" if n > 1 else ""
-    return (f"--engine dask: worker {worker}{more} runs {what}: start every worker with this lossctl "
-            "(restart the workers after an upgrade)")
+    return UsageError(_other_code(f"worker {worker}{more}", code, mine, "this client"))
 
 
 def _task(wire: dict[str, Any], frag: Fragment) -> dict[str, Any]:
